@@ -1,0 +1,222 @@
+//! The command line (clap derive): one struct per subcommand.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::Exit;
+use crate::grants::Access;
+use crate::output::Printer;
+use crate::run::{RunRequest, Stop};
+use crate::sandbox::Limits;
+
+/// Run WebAssembly fixes against a production host, safely: only what you
+/// grant, planned before it is written.
+#[derive(Debug, Parser)]
+#[command(name = "defops-wasm", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 success, 1 the fix failed, 2 usage or host error, \
+3 refused (denied path, forbidden import, file changed since the plan), 4 a limit was hit.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a fix: `check`, then `apply` against an overlay; show the plan
+    /// (--dry-run) or commit it.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The fix: a WebAssembly component built for wasm32-wasip2.
+    pub fix: PathBuf,
+
+    /// Grant read-write access to a directory (repeatable).
+    #[arg(long = "allow", value_name = "DIR")]
+    pub allow: Vec<PathBuf>,
+
+    /// Grant read-only access to a directory (repeatable).
+    #[arg(long = "allow-ro", value_name = "DIR")]
+    pub allow_ro: Vec<PathBuf>,
+
+    /// A parameter for the fix (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+
+    /// Run the fix and show the plan, write nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Stop the fix after this long (e.g. 500ms, 60s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The most memory the fix may use (e.g. 64MiB, 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub max_memory: u64,
+
+    /// The most the fix may print (stdout, stderr and messages together).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_output: u64,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Flags every command shares.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Where the compile cache (and journals) live; never inside a grant.
+    /// Default: /var/lib/defops-wasm for root, else $XDG_STATE_HOME/defops-wasm.
+    #[arg(long, env = "DEFOPS_STATE_DIR", value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print JSON Lines (one object per line, the last a summary).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return Err(format!("{name:?} is not a parameter name (letters, digits, _ and -)"));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// `500ms`, `60s`, `5m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 60s, 5m or 1h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// `1048576`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB`
+/// as powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 64MiB or 1GiB"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use KiB, MiB or GiB")),
+    };
+    let v = n.checked_shl(shift).filter(|v| v >> shift == n).ok_or("the size is too large")?;
+    if v == 0 {
+        return Err("the size must be more than zero".into());
+    }
+    Ok(v)
+}
+
+impl Cli {
+    /// Runs the command; the exit status, or why it stopped.
+    pub fn execute(self) -> Result<Exit, Stop> {
+        match self.command {
+            Command::Run(args) => args.execute(),
+        }
+    }
+
+    /// Whether JSON output was asked for (for errors before a command runs).
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Run(a) => a.common.json,
+        }
+    }
+}
+
+impl Common {
+    fn state_dir(&self) -> Result<PathBuf, Stop> {
+        match &self.state_dir {
+            Some(p) => Ok(p.clone()),
+            None => crate::state_dir::default_path().map_err(|e| Stop::new(Exit::Usage, e)),
+        }
+    }
+}
+
+impl RunArgs {
+    pub fn execute(self) -> Result<Exit, Stop> {
+        let mut params = BTreeMap::new();
+        for (k, v) in self.params {
+            if params.insert(k.clone(), v).is_some() {
+                return Err(Stop::new(Exit::Usage, format!("--param {k} is given twice; give it once")));
+            }
+        }
+        let grants = self
+            .allow
+            .into_iter()
+            .map(|p| (p, Access::ReadWrite))
+            .chain(self.allow_ro.into_iter().map(|p| (p, Access::ReadOnly)))
+            .collect();
+        let req = RunRequest {
+            fix: self.fix,
+            grants,
+            params,
+            dry_run: self.dry_run,
+            limits: Limits {
+                deadline: self.timeout,
+                max_memory: self.max_memory,
+                max_output: self.max_output,
+            },
+            state_dir: self.common.state_dir()?,
+        };
+        crate::run::run(req, &Printer::new(self.common.json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn params_need_a_name_and_equals() {
+        assert_eq!(parse_param("key=a=b"), Ok(("key".into(), "a=b".into())));
+        assert!(parse_param("novalue").is_err());
+        assert!(parse_param("=x").is_err());
+        assert!(parse_param("bad name=x").is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! The only code that touches the real file system under a grant.
+//!
+//! Every access starts at a grant's directory handle and walks down one
+//! component at a time with `O_NOFOLLOW | O_DIRECTORY`, so the kernel never
+//! follows a symlink for us: a directory swapped for a symlink mid-way makes
+//! the walk fail instead of leading it elsewhere. The last component is then
+//! used with a `*at` call relative to its parent's descriptor. Names are
+//! validated [`VPath`] components, never `..`.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use crate::grants::{Grant, VPath};
+use crate::plan::State;
+
+/// What kind of thing a path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// The metadata of one path, not following a final symlink.
+#[derive(Clone, Copy, Debug)]
+pub struct Stat {
+    pub kind: Kind,
+    pub size: u64,
+    /// Permission bits only (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub nlink: u64,
+}
+
+impl Stat {
+    fn from_rustix(st: &rustix::fs::Stat) -> Stat {
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        Stat {
+            kind,
+            size: st.st_size as u64,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: st.st_mtime,
+            nlink: st.st_nlink,
+        }
+    }
+}
+
+/// A location under a grant: the grant's root itself, or a name in a
+/// directory reached by a no-follow walk.
+pub enum Loc {
+    Root(OwnedFd),
+    At(OwnedFd, String),
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Walks from `grant` to `path` (which the grant must cover).
+pub fn locate(grant: &Grant, path: &VPath) -> io::Result<Loc> {
+    let root = rustix::fs::openat(&grant.dir, ".", DIR_FLAGS, Mode::empty())?;
+    let rel = path.relative_to(&grant.path);
+    if rel == "." {
+        return Ok(Loc::Root(root));
+    }
+    let mut names: Vec<&str> = rel.split('/').collect();
+    let last = names.pop().expect("a relative path has a component");
+    let mut dir = root;
+    for name in names {
+        dir = rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty())?;
+    }
+    Ok(Loc::At(dir, last.to_string()))
+}
+
+impl Loc {
+    /// The metadata, or `None` when absent.
+    pub fn lstat(&self) -> io::Result<Option<Stat>> {
+        let st = match self {
+            Loc::Root(fd) => rustix::fs::fstat(fd),
+            Loc::At(dir, name) => rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+        };
+        match st {
+            Ok(st) => Ok(Some(Stat::from_rustix(&st))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn parent_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Loc::Root(fd) | Loc::At(fd, _) => fd.as_fd(),
+        }
+    }
+
+    fn name(&self) -> io::Result<&str> {
+        match self {
+            Loc::Root(_) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the granted directory itself cannot be changed",
+            )),
+            Loc::At(_, name) => Ok(name),
+        }
+    }
+
+    /// Opens the regular file here without following a symlink, refusing a
+    /// file with more than one hard link (its other name may lie outside
+    /// every grant).
+    pub fn open_file(&self) -> io::Result<(std::fs::File, Stat)> {
+        let fd = rustix::fs::openat(
+            self.parent_fd(),
+            self.name()?,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = Stat::from_rustix(&rustix::fs::fstat(&fd)?);
+        if st.kind != Kind::File {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        if st.nlink > 1 {
+            return Err(hard_links(st.nlink));
+        }
+        Ok((std::fs::File::from(fd), st))
+    }
+
+    /// The whole content of the regular file here, at most `max` bytes.
+    pub fn read_file(&self, max: u64) -> io::Result<Vec<u8>> {
+        let (file, st) = self.open_file()?;
+        if st.size > max {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("the file is {} bytes, more than the {max} a fix may read", st.size),
+            ));
+        }
+        let mut buf = Vec::with_capacity(st.size as usize);
+        file.take(max + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 > max {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "the file grew past the read limit"));
+        }
+        Ok(buf)
+    }
+
+    pub fn read_link(&self) -> io::Result<String> {
+        let target = rustix::fs::readlinkat(self.parent_fd(), self.name()?, Vec::new())?;
+        target
+            .into_string()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the symlink target is not UTF-8"))
+    }
+
+    /// Opens the directory here, without following a symlink.
+    pub fn open_dir(&self) -> io::Result<OwnedFd> {
+        match self {
+            Loc::Root(fd) => rustix::fs::openat(fd, ".", DIR_FLAGS, Mode::empty()).map_err(Into::into),
+            Loc::At(dir, name) => rustix::fs::openat(dir, name.as_str(), DIR_FLAGS, Mode::empty())
+                .map_err(Into::into),
+        }
+    }
+
+    /// The names in the directory here, with their kinds.
+    pub fn read_dir(&self) -> io::Result<Vec<(String, Kind)>> {
+        let fd = self.open_dir()?;
+        let mut out = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let Ok(name) = String::from_utf8(name.to_vec()) else {
+                continue; // not addressable through the WIT's string paths
+            };
+            let kind = match entry.file_type() {
+                FileType::RegularFile => Kind::File,
+                FileType::Directory => Kind::Dir,
+                FileType::Symlink => Kind::Symlink,
+                FileType::Unknown => match rustix::fs::statat(&fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => Stat::from_rustix(&st).kind,
+                    Err(_) => continue,
+                },
+                _ => Kind::Other,
+            };
+            out.push((name, kind));
+        }
+        Ok(out)
+    }
+
+    /// The state here, read from descriptors (content hashed from the open
+    /// file, not by re-resolving the path).
+    pub fn state(&self) -> io::Result<State> {
+        let Some(st) = self.lstat()? else {
+            return Ok(State::Absent);
+        };
+        Ok(match st.kind {
+            Kind::File => {
+                let (mut file, st) = self.open_file()?;
+                let mut hasher = blake3::Hasher::new();
+                let size = io::copy(&mut file, &mut hasher)?;
+                State::File {
+                    size,
+                    blake3: hasher.finalize().to_hex().to_string(),
+                    mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
+                }
+            }
+            Kind::Dir => State::Dir {
+                mode: st.mode,
+                uid: st.uid,
+                gid: st.gid,
+            },
+            Kind::Symlink => State::Symlink {
+                target: self.read_link()?,
+                uid: st.uid,
+                gid: st.gid,
+            },
+            Kind::Other => State::Other,
+        })
+    }
+
+    /// Replaces the file here atomically: a temporary file in the same
+    /// directory, written, given its mode and owner, synced, renamed over the
+    /// name. The caller syncs the directory.
+    pub fn replace_file(&self, content: &[u8], mode: u32, uid: u32, gid: u32, tmp: &str) -> io::Result<()> {
+        let name = self.name()?;
+        let dir = self.parent_fd();
+        let fd = rustix::fs::openat(
+            dir,
+            tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let result = (|| {
+            let mut file = std::fs::File::from(fd);
+            file.write_all(content)?;
+            set_owner_fd(&file, uid, gid)?;
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
+            file.sync_all()?;
+            rustix::fs::renameat(dir, tmp, dir, name)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
+        }
+        result
+    }
+
+    pub fn create_dir(&self, mode: u32) -> io::Result<()> {
+        let name = self.name()?;
+        rustix::fs::mkdirat(self.parent_fd(), name, Mode::from_raw_mode(mode))?;
+        // mkdir applies the umask; set the exact bits.
+        let fd = rustix::fs::openat(self.parent_fd(), name, DIR_FLAGS, Mode::empty())?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        Ok(())
+    }
+
+    pub fn remove_file(&self) -> io::Result<()> {
+        rustix::fs::unlinkat(self.parent_fd(), self.name()?, AtFlags::empty()).map_err(Into::into)
+    }
+
+    pub fn remove_dir(&self) -> io::Result<()> {
+        rustix::fs::unlinkat(self.parent_fd(), self.name()?, AtFlags::REMOVEDIR).map_err(Into::into)
+    }
+
+    /// Renames this to `to`. With `no_replace`, fails if `to` appeared.
+    pub fn rename_to(&self, to: &Loc, no_replace: bool) -> io::Result<()> {
+        let (from_name, to_name) = (self.name()?, to.name()?);
+        if no_replace {
+            match rustix::fs::renameat_with(
+                self.parent_fd(),
+                from_name,
+                to.parent_fd(),
+                to_name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+                other => return other.map_err(Into::into),
+            }
+        }
+        rustix::fs::renameat(self.parent_fd(), from_name, to.parent_fd(), to_name).map_err(Into::into)
+    }
+
+    /// Sets the permission bits of the file or directory here.
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        let fd = rustix::fs::openat(
+            self.parent_fd(),
+            self.name()?,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(Into::into)
+    }
+
+    /// Sets the owner of the path itself (a symlink's own owner).
+    pub fn set_owner(&self, uid: u32, gid: u32) -> io::Result<()> {
+        rustix::fs::chownat(
+            self.parent_fd(),
+            self.name()?,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(Into::into)
+    }
+
+    pub fn symlink(&self, target: &str) -> io::Result<()> {
+        rustix::fs::symlinkat(target, self.parent_fd(), self.name()?).map_err(Into::into)
+    }
+}
+
+fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_uid == uid && st.st_gid == gid {
+        return Ok(());
+    }
+    rustix::fs::fchown(
+        &fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )
+    .map_err(Into::into)
+}
+
+/// Syncs a directory (after renames and creations in it).
+pub fn sync_dir(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::fs::fsync(fd).map_err(Into::into)
+}
+
+pub fn hard_links(n: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("the file has {n} hard links; its other names may lie outside the grants"),
+    )
+}

@@ -1,0 +1,33 @@
+//! defops-wasm runs WebAssembly fixes against a production host, inside a
+//! sandbox that grants only what the operator allowed, and shows or commits
+//! the plan of what the fix changes.
+//!
+//! The modules follow the data, one guarantee each:
+//!
+//! * [`cli`]: the command line.
+//! * [`grants`]: what was granted; path validation; the one ambient open.
+//! * [`sandbox`]: wasmtime engine, linker, import allowlist, limits, cache.
+//! * [`world`]: the `defops:fix` WIT world's host side.
+//! * [`overlay`]: the fix's view: planned mutations over the real tree.
+//! * [`plan`]: effects and the states they expect.
+//! * [`commit`]: the one executor that applies a plan.
+//! * [`disk`]: the only code that touches files under a grant.
+//! * [`run`]: `defops-wasm run`, tying them together.
+//!
+//! ```no_run
+//! use defops_host::grants::VPath;
+//! assert!(VPath::parse("/var/lib/app/../../etc/shadow").is_err());
+//! ```
+
+pub mod cli;
+pub mod commit;
+pub mod disk;
+pub mod exit;
+pub mod grants;
+pub mod output;
+pub mod overlay;
+pub mod plan;
+pub mod run;
+pub mod sandbox;
+pub mod state_dir;
+pub mod world;

@@ -1,0 +1,23 @@
+use clap::Parser;
+use defops_host::cli::Cli;
+use defops_host::output::error_line;
+use serde_json::json;
+
+fn main() {
+    let cli = Cli::parse();
+    let json = cli.json();
+    let code = match cli.execute() {
+        Ok(exit) => exit.code(),
+        Err(stop) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"type": "summary", "outcome": "error", "error": stop.message, "exit_code": stop.exit.code()})
+                );
+            }
+            error_line(&stop.message);
+            stop.exit.code()
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,160 @@
+//! What the operator reads: short aligned lines for people, or JSON Lines
+//! (`--json`) for programs.
+//!
+//! JSON Lines on stdout, one object per line, each with a `type`:
+//!
+//! * `start`: `run_id`, `fix`, `digest` (blake3), `size`, `dry_run`,
+//!   `grants` (`path`, `access`), `params`, `compile_cache` (`hit`/`miss`).
+//! * `message`: `level` (`debug|info|warn|error`), `text` — from the fix.
+//! * `output`: `text` — what the fix wrote to stdout/stderr.
+//! * `denied`: `call`, `path`, `reason` — a call the sandbox refused.
+//! * `effect`: `op` (`write|create-dir|remove-file|remove-dir|rename|set-mode|set-owner|symlink`),
+//!   its paths and arguments, `before` (the expected state), `diff` (text writes).
+//! * `summary` (always last): `run_id`, `outcome`
+//!   (`planned|applied|not-needed|failed|denied|crashed|limit|refused|error`),
+//!   `changed`, `unchanged`, `denied`, `exit_code`, `dry_run`, `digest`,
+//!   and when present `check` (`applies`, `reason`), `result`, `phase`, `error`.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::plan::Plan;
+use crate::world::{Denial, Message, MessageSink};
+
+/// Prints a run, for people or as JSON Lines.
+pub struct Printer {
+    json: bool,
+}
+
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+impl Printer {
+    pub fn new(json: bool) -> Printer {
+        Printer { json }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    pub fn start(&self, v: &Value) {
+        if self.json {
+            return emit(&v.to_string());
+        }
+        let digest = v["digest"].as_str().unwrap_or("");
+        let mode = if v["dry_run"] == json!(true) { "dry-run" } else { "real run" };
+        emit(&format!(
+            "run {}  {} (blake3 {}…)  {mode}",
+            v["run_id"].as_str().unwrap_or(""),
+            v["fix"].as_str().unwrap_or(""),
+            &digest[..digest.len().min(12)],
+        ));
+        for g in v["grants"].as_array().into_iter().flatten() {
+            emit(&format!(
+                "  grant {:<10} {}",
+                g["access"].as_str().unwrap_or(""),
+                g["path"].as_str().unwrap_or("")
+            ));
+        }
+    }
+
+    /// Where the fix's messages go, as they arrive.
+    pub fn message_sink(&self) -> MessageSink {
+        let json = self.json;
+        Box::new(move |m: &Message| {
+            if json {
+                emit(&json!({"type": "message", "level": m.level, "text": m.text}).to_string());
+            } else {
+                emit(&format!("  {:<5} {}", m.level, m.text));
+            }
+        })
+    }
+
+    pub fn fix_output(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(bytes);
+        if self.json {
+            return emit(&json!({"type": "output", "text": text}).to_string());
+        }
+        emit("fix output:");
+        for line in text.lines() {
+            emit(&format!("  | {line}"));
+        }
+    }
+
+    pub fn denial(&self, d: &Denial) {
+        if self.json {
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            v["type"] = json!("denied");
+            return emit(&v.to_string());
+        }
+        emit(&format!("  denied {} {}", d.call, d.reason));
+    }
+
+    pub fn plan(&self, plan: &Plan, dry_run: bool) {
+        if self.json {
+            for e in &plan.effects {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                v["type"] = json!("effect");
+                v["planned"] = json!(dry_run);
+                if let Some(d) = e.text_diff() {
+                    v["diff"] = json!(d);
+                }
+                emit(&v.to_string());
+            }
+            return;
+        }
+        if plan.effects.is_empty() {
+            return;
+        }
+        emit(if dry_run { "plan:" } else { "changes:" });
+        for e in &plan.effects {
+            emit(&format!("  {}", e.op));
+            if let Some(diff) = e.text_diff() {
+                for line in diff.lines() {
+                    emit(&format!("      {line}"));
+                }
+            }
+        }
+    }
+
+    pub fn summary(&self, v: &Value) {
+        if self.json {
+            return emit(&v.to_string());
+        }
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        if let Some(check) = v.get("check") {
+            let verdict = if check["applies"] == json!(true) { "applies" } else { "not needed" };
+            emit(&format!("check: {verdict} — {}", check["reason"].as_str().unwrap_or("")));
+        }
+        if let Some(r) = v["result"].as_str() {
+            emit(&format!("apply: {r}"));
+        }
+        emit(&format!("changed: {}, unchanged: {}", v["changed"], v["unchanged"]));
+        let outcome = s("outcome");
+        let line = match outcome.as_str() {
+            "planned" => "dry-run: nothing was written; run again without --dry-run to apply".to_string(),
+            "applied" => format!("applied: run {}", s("run_id")),
+            "not-needed" => "not needed: nothing to do".to_string(),
+            _ => String::new(),
+        };
+        if !line.is_empty() {
+            emit(&line);
+        }
+        if let Some(err) = v["error"].as_str() {
+            error_line(err);
+        }
+    }
+}
+
+/// One line on stderr: `defops-wasm: error: ...`.
+pub fn error_line(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "defops-wasm: error: {message}");
+}

@@ -1,0 +1,743 @@
+//! The fix's view of the file system: the grants, with the fix's own planned
+//! mutations laid over them.
+//!
+//! Nothing here writes to the disk. A mutation updates the in-memory node of
+//! its path and appends an [`Effect`] to the plan; a read sees the overlay
+//! first and falls back to the disk. A renamed directory keeps a pointer to
+//! where its untouched children still live on disk (`Node::Dir::source`), so
+//! the fix sees exactly what it would see after a real run.
+//!
+//! Path resolution happens here too ([`Overlay::resolve`]): one component at
+//! a time, following symlinks (from disk or planned) by hand, so that every
+//! intermediate path is checked against the grants.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+
+use crate::disk::{self, Kind};
+use crate::grants::{Access, Grants, MAX_NAME, MAX_PATH, VPath};
+use crate::plan::{Effect, Op, Plan, State};
+
+/// Symlinks followed while resolving one path, at most (Linux `MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// Why a file-system call of the fix failed; becomes the WIT `error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsError {
+    /// Outside the grants, read-only, during `check`, or a file never touched.
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("i/o error: {0}")]
+    Io(String),
+    /// The plan grew past its size limit: ends the run (a trap, not an error).
+    #[error("plan limit: {0}")]
+    PlanLimit(String),
+}
+
+fn denied(path: &VPath, why: impl std::fmt::Display) -> FsError {
+    FsError::Denied(format!("{path}: {why}"))
+}
+
+fn not_found(path: &VPath) -> FsError {
+    FsError::NotFound(path.to_string())
+}
+
+fn invalid(path: &VPath, why: impl std::fmt::Display) -> FsError {
+    FsError::InvalidInput(format!("{path}: {why}"))
+}
+
+fn io_error(path: &VPath, e: io::Error) -> FsError {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => not_found(path),
+        io::ErrorKind::PermissionDenied => denied(path, e),
+        io::ErrorKind::FileTooLarge => invalid(path, e),
+        _ if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            denied(path, "a directory on the way was replaced by a symlink")
+        }
+        _ => FsError::Io(format!("{path}: {e}")),
+    }
+}
+
+/// Metadata of a node, as the fix sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Meta {
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub nlink: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Content {
+    /// Unchanged: read from this (physical) path on demand.
+    Disk(VPath),
+    Mem(Arc<Vec<u8>>),
+}
+
+#[derive(Clone, Debug)]
+enum Node {
+    Absent,
+    File { content: Content, meta: Meta },
+    /// `source`: where the children not in the overlay live on disk
+    /// (`None` for a directory the fix created).
+    Dir { source: Option<VPath>, meta: Meta },
+    Symlink { target: String, meta: Meta },
+    Other { meta: Meta },
+}
+
+impl Node {
+    fn meta(&self) -> Option<Meta> {
+        match self {
+            Node::Absent => None,
+            Node::File { meta, .. } | Node::Dir { meta, .. } | Node::Symlink { meta, .. } | Node::Other { meta } => {
+                Some(*meta)
+            }
+        }
+    }
+
+    fn with_meta(&self, meta: Meta) -> Node {
+        match self {
+            Node::Absent => Node::Absent,
+            Node::File { content, .. } => Node::File {
+                content: content.clone(),
+                meta,
+            },
+            Node::Dir { source, .. } => Node::Dir {
+                source: source.clone(),
+                meta,
+            },
+            Node::Symlink { target, .. } => Node::Symlink {
+                target: target.clone(),
+                meta,
+            },
+            Node::Other { .. } => Node::Other { meta },
+        }
+    }
+}
+
+/// Sizes the overlay may not exceed.
+#[derive(Clone, Copy, Debug)]
+pub struct OverlayLimits {
+    /// The largest file a fix may read.
+    pub max_read: u64,
+    /// The total bytes of content a plan may hold.
+    pub max_plan_bytes: u64,
+}
+
+/// The fix's file system.
+pub struct Overlay {
+    grants: Arc<Grants>,
+    nodes: BTreeMap<VPath, Node>,
+    plan: Plan,
+    /// `Some(reason)` while mutations are refused (during `check`).
+    read_only: Option<&'static str>,
+    uid: u32,
+    gid: u32,
+    limits: OverlayLimits,
+    plan_bytes: u64,
+}
+
+impl Overlay {
+    pub fn new(grants: Arc<Grants>, limits: OverlayLimits) -> Overlay {
+        Overlay {
+            grants,
+            nodes: BTreeMap::new(),
+            plan: Plan::default(),
+            read_only: None,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            limits,
+            plan_bytes: 0,
+        }
+    }
+
+    /// Refuse every mutation (with `reason`) or allow them again.
+    pub fn set_read_only(&mut self, reason: Option<&'static str>) {
+        self.read_only = reason;
+    }
+
+    /// True while mutations are allowed (during `apply`).
+    pub fn is_writable(&self) -> bool {
+        self.read_only.is_none()
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn into_plan(self) -> Plan {
+        self.plan
+    }
+
+    // ---- resolution -------------------------------------------------------
+
+    /// Resolves `path` to the canonical path of what it names, following
+    /// symlinks in every component but the last (and the last too when
+    /// `follow_last`). Every step must stay inside a grant, or above one on
+    /// the way down to it.
+    pub fn resolve(&self, path: &VPath, follow_last: bool) -> Result<VPath, FsError> {
+        let mut todo: Vec<String> = path.names().rev().map(String::from).collect();
+        let mut cur = VPath::root();
+        let mut links = 0;
+        while let Some(name) = todo.pop() {
+            match name.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    cur = cur.parent().unwrap_or_else(VPath::root);
+                    continue;
+                }
+                n if n.len() > MAX_NAME => return Err(denied(path, "a symlink target has an over-long name")),
+                _ => {}
+            }
+            cur = cur.join(&name);
+            let last = todo.is_empty();
+            if self.grants.find(&cur).is_none() {
+                if !last && self.grants.is_above_a_grant(&cur) {
+                    continue;
+                }
+                return Err(denied(path, format!("{cur} is outside the granted directories")));
+            }
+            if last && !follow_last {
+                break;
+            }
+            match self.lookup(&cur)? {
+                Node::Symlink { target, .. } => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(FsError::Io(format!("{path}: too many levels of symlinks")));
+                    }
+                    cur = if target.starts_with('/') {
+                        VPath::root()
+                    } else {
+                        cur.parent().unwrap_or_else(VPath::root)
+                    };
+                    todo.extend(target.split('/').rev().map(String::from));
+                }
+                Node::Dir { .. } => {}
+                Node::Absent if last => {}
+                Node::Absent => return Err(not_found(path)),
+                _ if last => {}
+                _ => return Err(FsError::Io(format!("{path}: {cur} is not a directory"))),
+            }
+        }
+        if self.grants.find(&cur).is_none() {
+            return Err(denied(path, format!("{cur} is outside the granted directories")));
+        }
+        Ok(cur)
+    }
+
+    /// The node at canonical `path`: the overlay's, or the disk's under the
+    /// nearest overlaid ancestor's source.
+    fn lookup(&self, path: &VPath) -> Result<Node, FsError> {
+        if let Some(node) = self.nodes.get(path) {
+            return Ok(node.clone());
+        }
+        let mut ancestor = path.parent();
+        while let Some(a) = ancestor {
+            if let Some(node) = self.nodes.get(&a) {
+                return match node {
+                    Node::Dir { source: Some(s), .. } => self.disk_node(&path.rebase(&a, s)),
+                    _ => Ok(Node::Absent),
+                };
+            }
+            ancestor = a.parent();
+        }
+        self.disk_node(path)
+    }
+
+    fn disk_node(&self, phys: &VPath) -> Result<Node, FsError> {
+        let grant = self
+            .grants
+            .find(phys)
+            .ok_or_else(|| denied(phys, "outside the granted directories"))?;
+        let stat = disk::locate(grant, phys).and_then(|loc| {
+            let st = loc.lstat()?;
+            let target = match st {
+                Some(s) if s.kind == Kind::Symlink => Some(loc.read_link()?),
+                _ => None,
+            };
+            Ok(st.map(|s| (s, target)))
+        });
+        let (st, target) = match stat {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(Node::Absent),
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                return Ok(Node::Absent);
+            }
+            Err(e) => return Err(io_error(phys, e)),
+        };
+        let meta = Meta {
+            kind: st.kind,
+            size: st.size,
+            mode: st.mode,
+            uid: st.uid,
+            gid: st.gid,
+            mtime: st.mtime,
+            nlink: st.nlink,
+        };
+        Ok(match st.kind {
+            Kind::File => Node::File {
+                content: Content::Disk(phys.clone()),
+                meta,
+            },
+            Kind::Dir => Node::Dir {
+                source: Some(phys.clone()),
+                meta,
+            },
+            Kind::Symlink => Node::Symlink {
+                target: target.unwrap_or_default(),
+                meta,
+            },
+            Kind::Other => Node::Other { meta },
+        })
+    }
+
+    fn content(&self, path: &VPath, content: &Content) -> Result<Arc<Vec<u8>>, FsError> {
+        match content {
+            Content::Mem(bytes) => Ok(bytes.clone()),
+            Content::Disk(phys) => {
+                let grant = self.grants.find(phys).ok_or_else(|| denied(path, "outside the grants"))?;
+                disk::locate(grant, phys)
+                    .and_then(|loc| loc.read_file(self.limits.max_read))
+                    .map(Arc::new)
+                    .map_err(|e| io_error(path, e))
+            }
+        }
+    }
+
+    fn state_of(&self, path: &VPath, node: &Node) -> Result<State, FsError> {
+        Ok(match node {
+            Node::Absent => State::Absent,
+            Node::File { content, meta } => {
+                let bytes = self.content(path, content)?;
+                State::file(&bytes, meta.mode, meta.uid, meta.gid)
+            }
+            Node::Dir { meta, .. } => State::Dir {
+                mode: meta.mode,
+                uid: meta.uid,
+                gid: meta.gid,
+            },
+            Node::Symlink { target, meta } => State::Symlink {
+                target: target.clone(),
+                uid: meta.uid,
+                gid: meta.gid,
+            },
+            Node::Other { .. } => State::Other,
+        })
+    }
+
+    // ---- reads ------------------------------------------------------------
+
+    pub fn read(&self, path: &VPath) -> Result<Arc<Vec<u8>>, FsError> {
+        let real = self.resolve(path, true)?;
+        match self.lookup(&real)? {
+            Node::File { meta, .. } if meta.nlink > 1 => Err(denied(path, disk::hard_links(meta.nlink))),
+            Node::File { content, .. } => self.content(path, &content),
+            Node::Dir { .. } => Err(invalid(path, "is a directory")),
+            Node::Absent => Err(not_found(path)),
+            Node::Symlink { .. } | Node::Other { .. } => Err(denied(path, "is not a regular file")),
+        }
+    }
+
+    /// Metadata, following a final symlink when `follow`.
+    pub fn metadata(&self, path: &VPath, follow: bool) -> Result<Meta, FsError> {
+        let real = self.resolve(path, follow)?;
+        self.lookup(&real)?.meta().ok_or_else(|| not_found(path))
+    }
+
+    pub fn read_link(&self, path: &VPath) -> Result<String, FsError> {
+        let real = self.resolve(path, false)?;
+        match self.lookup(&real)? {
+            Node::Symlink { target, .. } => Ok(target),
+            Node::Absent => Err(not_found(path)),
+            _ => Err(invalid(path, "is not a symlink")),
+        }
+    }
+
+    /// The entries of a directory, sorted by name.
+    pub fn list_dir(&self, path: &VPath) -> Result<Vec<(String, Kind)>, FsError> {
+        let real = self.resolve(path, true)?;
+        let source = match self.lookup(&real)? {
+            Node::Dir { source, .. } => source,
+            Node::Absent => return Err(not_found(path)),
+            _ => return Err(invalid(path, "is not a directory")),
+        };
+        self.children(&real, source.as_ref(), path)
+    }
+
+    fn children(
+        &self,
+        real: &VPath,
+        source: Option<&VPath>,
+        shown: &VPath,
+    ) -> Result<Vec<(String, Kind)>, FsError> {
+        let mut entries: BTreeMap<String, Kind> = BTreeMap::new();
+        if let Some(src) = source {
+            let grant = self.grants.find(src).ok_or_else(|| denied(shown, "outside the grants"))?;
+            let listed = disk::locate(grant, src)
+                .and_then(|loc| loc.read_dir())
+                .map_err(|e| io_error(shown, e))?;
+            entries.extend(listed);
+        }
+        for (p, node) in self.descendants(real) {
+            if p.parent().as_ref() != Some(real) {
+                continue;
+            }
+            let name = p.file_name().to_string();
+            match node.meta() {
+                None => {
+                    entries.remove(&name);
+                }
+                Some(m) => {
+                    entries.insert(name, m.kind);
+                }
+            }
+        }
+        Ok(entries.into_iter().collect())
+    }
+
+    /// Overlay entries strictly below `dir`.
+    fn descendants<'a>(&'a self, dir: &VPath) -> impl Iterator<Item = (&'a VPath, &'a Node)> + 'a {
+        // Keys below `dir` all start with "dir/" and are contiguous in the
+        // map's string order ("dir-x" sorts before "dir/", so start there).
+        let prefix = if dir.is_root() { "/".to_string() } else { format!("{dir}/") };
+        self.nodes
+            .range(VPath::range_bound(prefix.clone())..)
+            .take_while(move |(p, _)| p.as_str().starts_with(&prefix))
+            .filter(|(p, _)| !p.is_root())
+    }
+
+    // ---- mutations --------------------------------------------------------
+
+    fn writable(&self, path: &VPath) -> Result<(), FsError> {
+        if let Some(why) = self.read_only {
+            return Err(denied(path, why));
+        }
+        let grant = self.grants.find(path).ok_or_else(|| denied(path, "outside the grants"))?;
+        if grant.access != Access::ReadWrite {
+            return Err(denied(path, format!("{} is granted read-only", grant.path)));
+        }
+        if *path == grant.path {
+            return Err(denied(path, "the granted directory itself cannot be changed"));
+        }
+        Ok(())
+    }
+
+    fn require_parent_dir(&self, path: &VPath, shown: &VPath) -> Result<(), FsError> {
+        let parent = path.parent().unwrap_or_else(VPath::root);
+        match self.lookup(&parent)? {
+            Node::Dir { .. } => Ok(()),
+            _ => Err(FsError::NotFound(format!("{shown}: the parent directory does not exist"))),
+        }
+    }
+
+    fn not_hard_linked(path: &VPath, node: &Node) -> Result<(), FsError> {
+        match node {
+            Node::File { meta, .. } if meta.nlink > 1 => Err(denied(path, disk::hard_links(meta.nlink))),
+            Node::Other { .. } => Err(denied(path, "is not a regular file, directory or symlink")),
+            _ => Ok(()),
+        }
+    }
+
+    fn push(&mut self, op: Op, before: State) {
+        self.plan.effects.push(Effect {
+            op,
+            before,
+            before_to: None,
+            before_content: None,
+        });
+    }
+
+    fn new_meta(&self, kind: Kind, mode: u32, size: u64) -> Meta {
+        let mtime = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Meta {
+            kind,
+            size,
+            mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime,
+            nlink: 1,
+        }
+    }
+
+    /// Replaces (or creates) a file.
+    pub fn write(&mut self, shown: &VPath, content: Vec<u8>) -> Result<(), FsError> {
+        let path = self.resolve(shown, false)?;
+        self.writable(&path)?;
+        self.require_parent_dir(&path, shown)?;
+        let existing = self.lookup(&path)?;
+        let (before, before_content, meta) = match &existing {
+            Node::Absent => (State::Absent, None, self.new_meta(Kind::File, 0o644, 0)),
+            Node::File { content: old, meta } => {
+                Self::not_hard_linked(shown, &existing)?;
+                let old = self.content(shown, old)?;
+                if *old == content {
+                    self.plan.unchanged += 1;
+                    return Ok(());
+                }
+                (State::file(&old, meta.mode, meta.uid, meta.gid), Some(old), *meta)
+            }
+            Node::Dir { .. } => return Err(invalid(shown, "is a directory")),
+            Node::Symlink { .. } => {
+                return Err(denied(shown, "is a symlink; write to the file it points to instead"));
+            }
+            Node::Other { .. } => return Err(denied(shown, "is not a regular file")),
+        };
+        self.plan_bytes += content.len() as u64;
+        if self.plan_bytes > self.limits.max_plan_bytes {
+            return Err(FsError::PlanLimit(format!(
+                "the planned content exceeds {} bytes",
+                self.limits.max_plan_bytes
+            )));
+        }
+        let content = Arc::new(content);
+        let meta = Meta {
+            size: content.len() as u64,
+            nlink: 1,
+            ..meta
+        };
+        match self.plan.effects.last_mut() {
+            // Consecutive writes to one file are one effect.
+            Some(Effect {
+                op: Op::Write { path: p, content: c, .. },
+                ..
+            }) if *p == path => *c = content.clone(),
+            _ => self.plan.effects.push(Effect {
+                op: Op::Write {
+                    path: path.clone(),
+                    content: content.clone(),
+                    mode: meta.mode,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                },
+                before,
+                before_to: None,
+                before_content,
+            }),
+        }
+        self.nodes.insert(
+            path,
+            Node::File {
+                content: Content::Mem(content),
+                meta,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn create_dir(&mut self, shown: &VPath) -> Result<(), FsError> {
+        let path = self.resolve(shown, false)?;
+        self.writable(&path)?;
+        self.require_parent_dir(&path, shown)?;
+        if !matches!(self.lookup(&path)?, Node::Absent) {
+            return Err(FsError::AlreadyExists(shown.to_string()));
+        }
+        let mode = 0o755;
+        self.push(Op::CreateDir { path: path.clone(), mode }, State::Absent);
+        let meta = self.new_meta(Kind::Dir, mode, 0);
+        self.nodes.insert(path, Node::Dir { source: None, meta });
+        Ok(())
+    }
+
+    pub fn remove_file(&mut self, shown: &VPath) -> Result<(), FsError> {
+        let path = self.resolve(shown, false)?;
+        self.writable(&path)?;
+        let node = self.lookup(&path)?;
+        match node {
+            Node::Absent => return Err(not_found(shown)),
+            Node::Dir { .. } => return Err(invalid(shown, "is a directory; use remove-dir")),
+            _ => Self::not_hard_linked(shown, &node)?,
+        }
+        let before = self.state_of(shown, &node)?;
+        self.push(Op::RemoveFile { path: path.clone() }, before);
+        self.nodes.insert(path, Node::Absent);
+        Ok(())
+    }
+
+    pub fn remove_dir(&mut self, shown: &VPath) -> Result<(), FsError> {
+        let path = self.resolve(shown, false)?;
+        self.writable(&path)?;
+        let node = self.lookup(&path)?;
+        let Node::Dir { source, .. } = &node else {
+            return Err(match node {
+                Node::Absent => not_found(shown),
+                _ => invalid(shown, "is not a directory"),
+            });
+        };
+        if !self.children(&path, source.as_ref(), shown)?.is_empty() {
+            return Err(invalid(shown, "the directory is not empty"));
+        }
+        let before = self.state_of(shown, &node)?;
+        self.push(Op::RemoveDir { path: path.clone() }, before);
+        let below: Vec<VPath> = self.descendants(&path).map(|(p, _)| p.clone()).collect();
+        for p in below {
+            self.nodes.remove(&p);
+        }
+        self.nodes.insert(path, Node::Absent);
+        Ok(())
+    }
+
+    pub fn rename(&mut self, shown_from: &VPath, shown_to: &VPath) -> Result<(), FsError> {
+        let from = self.resolve(shown_from, false)?;
+        let to = self.resolve(shown_to, false)?;
+        self.writable(&from)?;
+        self.writable(&to)?;
+        let src = self.lookup(&from)?;
+        if matches!(src, Node::Absent) {
+            return Err(not_found(shown_from));
+        }
+        Self::not_hard_linked(shown_from, &src)?;
+        if from == to {
+            self.plan.unchanged += 1;
+            return Ok(());
+        }
+        if to.starts_with(&from) {
+            return Err(invalid(shown_to, format!("cannot move {shown_from} into itself")));
+        }
+        self.require_parent_dir(&to, shown_to)?;
+        let dst = self.lookup(&to)?;
+        Self::not_hard_linked(shown_to, &dst)?;
+        match (&src, &dst) {
+            (_, Node::Absent) => {}
+            (Node::Dir { .. }, Node::Dir { source, .. }) => {
+                if !self.children(&to, source.as_ref(), shown_to)?.is_empty() {
+                    return Err(invalid(shown_to, "the destination directory is not empty"));
+                }
+            }
+            (Node::Dir { .. }, _) => return Err(invalid(shown_to, "the destination is not a directory")),
+            (_, Node::Dir { .. }) => return Err(invalid(shown_to, "the destination is a directory")),
+            _ => {}
+        }
+        let before = self.state_of(shown_from, &src)?;
+        let before_to = self.state_of(shown_to, &dst)?;
+        self.plan.effects.push(Effect {
+            op: Op::Rename {
+                from: from.clone(),
+                to: to.clone(),
+            },
+            before,
+            before_to: Some(before_to),
+            before_content: None,
+        });
+        let replaced: Vec<VPath> = self.descendants(&to).map(|(p, _)| p.clone()).collect();
+        for p in replaced {
+            self.nodes.remove(&p);
+        }
+        let moved: Vec<(VPath, Node)> = self
+            .descendants(&from)
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect();
+        for (p, node) in moved {
+            self.nodes.remove(&p);
+            self.nodes.insert(p.rebase(&from, &to), node);
+        }
+        self.nodes.insert(to, src);
+        self.nodes.insert(from, Node::Absent);
+        Ok(())
+    }
+
+    pub fn set_mode(&mut self, shown: &VPath, mode: u32) -> Result<(), FsError> {
+        if mode & !0o7777 != 0 {
+            return Err(invalid(shown, format!("mode {mode:o} has bits beyond 0o7777")));
+        }
+        let path = self.resolve(shown, true)?;
+        self.writable(&path)?;
+        let node = self.lookup(&path)?;
+        Self::not_hard_linked(shown, &node)?;
+        let Some(meta) = node.meta() else {
+            return Err(not_found(shown));
+        };
+        if meta.mode == mode {
+            self.plan.unchanged += 1;
+            return Ok(());
+        }
+        let before = self.state_of(shown, &node)?;
+        self.push(Op::SetMode { path: path.clone(), mode }, before);
+        self.nodes.insert(path, node.with_meta(Meta { mode, ..meta }));
+        Ok(())
+    }
+
+    pub fn set_owner(&mut self, shown: &VPath, uid: u32, gid: u32) -> Result<(), FsError> {
+        if uid == u32::MAX || gid == u32::MAX {
+            return Err(invalid(shown, "uid and gid must not be -1"));
+        }
+        let path = self.resolve(shown, false)?;
+        self.writable(&path)?;
+        let node = self.lookup(&path)?;
+        Self::not_hard_linked(shown, &node)?;
+        let Some(meta) = node.meta() else {
+            return Err(not_found(shown));
+        };
+        if (meta.uid, meta.gid) == (uid, gid) {
+            self.plan.unchanged += 1;
+            return Ok(());
+        }
+        let before = self.state_of(shown, &node)?;
+        self.push(Op::SetOwner { path: path.clone(), uid, gid }, before);
+        self.nodes.insert(path, node.with_meta(Meta { uid, gid, ..meta }));
+        Ok(())
+    }
+
+    /// Creates a symlink at `link`. Its target must lie inside the grants
+    /// (read lexically from the link's directory): a fix cannot plant a
+    /// pointer for someone else to follow out of the sandbox.
+    pub fn symlink(&mut self, target: &str, shown: &VPath) -> Result<(), FsError> {
+        if target.is_empty() || target.contains('\0') || target.len() > MAX_PATH {
+            return Err(invalid(shown, "the symlink target is empty, too long or contains NUL"));
+        }
+        let link = self.resolve(shown, false)?;
+        self.writable(&link)?;
+        self.require_parent_dir(&link, shown)?;
+        if !matches!(self.lookup(&link)?, Node::Absent) {
+            return Err(FsError::AlreadyExists(shown.to_string()));
+        }
+        let mut points_to = if target.starts_with('/') {
+            VPath::root()
+        } else {
+            link.parent().unwrap_or_else(VPath::root)
+        };
+        for name in target.split('/') {
+            match name {
+                "" | "." => {}
+                ".." => points_to = points_to.parent().unwrap_or_else(VPath::root),
+                n if n.len() > MAX_NAME => return Err(invalid(shown, "the symlink target has an over-long name")),
+                n => points_to = points_to.join(n),
+            }
+        }
+        if self.grants.find(&points_to).is_none() {
+            return Err(denied(
+                shown,
+                format!("the symlink would point to {points_to}, outside the granted directories"),
+            ));
+        }
+        self.push(
+            Op::Symlink {
+                target: target.to_string(),
+                link: link.clone(),
+            },
+            State::Absent,
+        );
+        let meta = self.new_meta(Kind::Symlink, 0o777, target.len() as u64);
+        self.nodes.insert(
+            link,
+            Node::Symlink {
+                target: target.to_string(),
+                meta,
+            },
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,224 @@
+//! The plan: what a fix would change, each effect with the state it expects
+//! to find. The overlay produces it, `--dry-run` shows it, the commit applies
+//! it and refuses when the disk no longer matches.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::grants::VPath;
+
+/// The state of one path, enough to tell whether it changed: kind, content
+/// digest, permission bits and owner. Modification times are not compared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum State {
+    Absent,
+    File {
+        size: u64,
+        blake3: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: String,
+        uid: u32,
+        gid: u32,
+    },
+    /// A socket, FIFO or device: never touched.
+    Other,
+}
+
+impl State {
+    pub fn file(content: &[u8], mode: u32, uid: u32, gid: u32) -> State {
+        State::File {
+            size: content.len() as u64,
+            blake3: blake3::hash(content).to_hex().to_string(),
+            mode,
+            uid,
+            gid,
+        }
+    }
+
+    /// The first attribute in which `self` (expected) and `found` differ,
+    /// named for the operator: presence, type, content, mode or owner.
+    pub fn difference(&self, found: &State) -> Option<&'static str> {
+        use State::*;
+        match (self, found) {
+            (a, b) if a == b => None,
+            (Absent, _) | (_, Absent) => Some("presence"),
+            (File { blake3: a, size: sa, .. }, File { blake3: b, size: sb, .. }) if a != b || sa != sb => {
+                Some("content")
+            }
+            (Symlink { target: a, .. }, Symlink { target: b, .. }) if a != b => Some("symlink target"),
+            (File { mode: a, .. }, File { mode: b, .. }) | (Dir { mode: a, .. }, Dir { mode: b, .. })
+                if a != b =>
+            {
+                Some("mode")
+            }
+            (File { .. }, File { .. }) | (Dir { .. }, Dir { .. }) | (Symlink { .. }, Symlink { .. }) => {
+                Some("owner")
+            }
+            _ => Some("type"),
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Absent => f.write_str("absent"),
+            State::File { size, mode, uid, gid, .. } => {
+                write!(f, "file, {size} bytes, mode {mode:04o}, owner {uid}:{gid}")
+            }
+            State::Dir { mode, uid, gid } => write!(f, "directory, mode {mode:04o}, owner {uid}:{gid}"),
+            State::Symlink { target, .. } => write!(f, "symlink to {target}"),
+            State::Other => f.write_str("special file"),
+        }
+    }
+}
+
+/// One change to the file system.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// Replace (or create) a file atomically with this content and metadata.
+    Write {
+        path: VPath,
+        #[serde(skip)]
+        content: Arc<Vec<u8>>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    CreateDir { path: VPath, mode: u32 },
+    RemoveFile { path: VPath },
+    RemoveDir { path: VPath },
+    Rename { from: VPath, to: VPath },
+    SetMode { path: VPath, mode: u32 },
+    SetOwner { path: VPath, uid: u32, gid: u32 },
+    Symlink { target: String, link: VPath },
+}
+
+impl Op {
+    /// The path the effect is about (for a rename, its source).
+    pub fn path(&self) -> &VPath {
+        match self {
+            Op::Write { path, .. }
+            | Op::CreateDir { path, .. }
+            | Op::RemoveFile { path }
+            | Op::RemoveDir { path }
+            | Op::SetMode { path, .. }
+            | Op::SetOwner { path, .. } => path,
+            Op::Rename { from, .. } => from,
+            Op::Symlink { link, .. } => link,
+        }
+    }
+
+    /// The rename destination, if any.
+    pub fn second_path(&self) -> Option<&VPath> {
+        match self {
+            Op::Rename { to, .. } => Some(to),
+            _ => None,
+        }
+    }
+
+    /// The short verb shown in plans.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Op::Write { .. } => "write",
+            Op::CreateDir { .. } => "mkdir",
+            Op::RemoveFile { .. } => "remove",
+            Op::RemoveDir { .. } => "rmdir",
+            Op::Rename { .. } => "rename",
+            Op::SetMode { .. } => "chmod",
+            Op::SetOwner { .. } => "chown",
+            Op::Symlink { .. } => "symlink",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = self.verb();
+        match self {
+            Op::Write { path, content, mode, .. } => {
+                write!(f, "{verb:<7} {path} ({} bytes, mode {mode:04o})", content.len())
+            }
+            Op::CreateDir { path, mode } => write!(f, "{verb:<7} {path} (mode {mode:04o})"),
+            Op::RemoveFile { path } | Op::RemoveDir { path } => write!(f, "{verb:<7} {path}"),
+            Op::Rename { from, to } => write!(f, "{verb:<7} {from} -> {to}"),
+            Op::SetMode { path, mode } => write!(f, "{verb:<7} {path} {mode:04o}"),
+            Op::SetOwner { path, uid, gid } => write!(f, "{verb:<7} {path} {uid}:{gid}"),
+            Op::Symlink { target, link } => write!(f, "{verb:<7} {link} -> {target}"),
+        }
+    }
+}
+
+/// An effect: the change and the state it expects to find first.
+#[derive(Clone, Debug, Serialize)]
+pub struct Effect {
+    #[serde(flatten)]
+    pub op: Op,
+    /// The state of [`Op::path`] before this effect.
+    pub before: State,
+    /// For a rename, the state of the destination before it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_to: Option<State>,
+    /// For a write over an existing file, its previous content (for diffs).
+    #[serde(skip)]
+    pub before_content: Option<Arc<Vec<u8>>>,
+}
+
+impl Effect {
+    /// Every path this effect changes.
+    pub fn paths(&self) -> impl Iterator<Item = &VPath> {
+        std::iter::once(self.op.path()).chain(self.op.second_path())
+    }
+
+    /// A unified diff for a write of text over text (or a new text file);
+    /// `None` for anything else.
+    pub fn text_diff(&self) -> Option<String> {
+        let Op::Write { path, content, .. } = &self.op else {
+            return None;
+        };
+        let empty = Vec::new();
+        let old = self.before_content.as_deref().unwrap_or(&empty);
+        let old = as_text(old)?;
+        let new = as_text(content)?;
+        let diff = similar::TextDiff::from_lines(old, new);
+        let old_name = if matches!(self.before, State::Absent) {
+            "/dev/null".to_string()
+        } else {
+            path.to_string()
+        };
+        let text = diff
+            .unified_diff()
+            .context_radius(3)
+            .header(&old_name, &format!("{path} (planned)"))
+            .to_string();
+        Some(text)
+    }
+}
+
+fn as_text(bytes: &[u8]) -> Option<&str> {
+    if bytes.contains(&0) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
+/// The whole plan of a run.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub effects: Vec<Effect>,
+    /// Mutations the fix asked for that would change nothing.
+    pub unchanged: usize,
+}

@@ -1,0 +1,242 @@
+//! `defops-wasm run`: load a fix, run `check` and `apply` against the
+//! overlay, show the plan, and commit it unless this is a dry-run.
+//!
+//! Data flows one way: grants → sandbox → host calls → overlay → plan →
+//! commit.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::commit::{self, CommitError};
+use crate::exit::Exit;
+use crate::grants::{Access, Grants};
+use crate::output::Printer;
+use crate::overlay::{Overlay, OverlayLimits};
+use crate::plan::Plan;
+use crate::sandbox::{GuestEnd, Limiter, Limits, OutputBudget, Sandbox};
+use crate::world::RunState;
+
+/// What the operator asked for.
+pub struct RunRequest {
+    pub fix: PathBuf,
+    pub grants: Vec<(PathBuf, Access)>,
+    pub params: BTreeMap<String, String>,
+    pub dry_run: bool,
+    pub limits: Limits,
+    pub state_dir: PathBuf,
+}
+
+/// Ends a run early with a message and an exit code.
+#[derive(Debug)]
+pub struct Stop {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl Stop {
+    pub fn new(exit: Exit, message: impl std::fmt::Display) -> Stop {
+        Stop {
+            exit,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A new run id: UTC time and a random suffix, sortable.
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut h = blake3::Hasher::new();
+    h.update(&now.as_nanos().to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let rand = &h.finalize().to_hex()[..6];
+    format!("{}-{rand}", utc_stamp(now.as_secs() as i64))
+}
+
+/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch.
+pub fn utc_stamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn hostname() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+/// Runs a fix; prints as it goes; returns the exit status.
+pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
+    let started = Instant::now();
+    let run_id = new_run_id();
+    let grants = Grants::open(&req.grants).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let state_dir = crate::state_dir::prepare(&req.state_dir, &grants).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let grants = Arc::new(grants);
+
+    let sandbox = Sandbox::new().map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
+    let loaded = sandbox
+        .load(&req.fix, Some(&state_dir.join("cache")))
+        .map_err(|e| {
+            let exit = match e {
+                crate::sandbox::LoadError::Imports { .. } => Exit::Refused,
+                _ => Exit::Usage,
+            };
+            Stop::new(exit, e)
+        })?;
+    let loaded_in = started.elapsed();
+
+    out.start(&json!({
+        "type": "start",
+        "run_id": run_id,
+        "fix": req.fix.display().to_string(),
+        "digest": loaded.digest,
+        "size": loaded.size,
+        "dry_run": req.dry_run,
+        "grants": grants.iter().map(|g| json!({"path": g.path, "access": g.access})).collect::<Vec<_>>(),
+        "params": req.params,
+        "compile_cache": if loaded.cache_hit { "hit" } else { "miss" },
+    }));
+
+    let output = OutputBudget::new(req.limits.max_output);
+    let mut wasi = wasmtime_wasi::WasiCtx::builder();
+    wasi.stdout(output.clone()).stderr(output.clone());
+    let sink = out.message_sink();
+    let state = RunState {
+        wasi: wasi.build(),
+        table: wasmtime::component::ResourceTable::new(),
+        overlay: Overlay::new(
+            grants.clone(),
+            OverlayLimits {
+                max_read: req.limits.max_memory,
+                max_plan_bytes: req.limits.max_memory.saturating_mul(4),
+            },
+        ),
+        params: req.params.clone(),
+        dry_run: req.dry_run,
+        hostname: hostname(),
+        messages: Vec::new(),
+        denials: Vec::new(),
+        limiter: Limiter::new(req.limits.max_memory),
+        output: output.clone(),
+        on_message: sink,
+    };
+    let (state, end) = sandbox.execute(&loaded, state, &req.limits);
+    let ran_in = started.elapsed() - loaded_in;
+    out.fix_output(&output.take());
+    for d in &state.denials {
+        out.denial(d);
+    }
+    let denied = state.denials.len();
+    let plan = state.overlay.into_plan();
+
+    let mut summary = json!({
+        "type": "summary",
+        "run_id": run_id,
+        "dry_run": req.dry_run,
+        "digest": loaded.digest,
+        "changed": 0,
+        "unchanged": plan.unchanged,
+        "denied": denied,
+        "timings_ms": {
+            "load": loaded_in.as_secs_f64() * 1e3,
+            "run": ran_in.as_secs_f64() * 1e3,
+        },
+    });
+    let set = |summary: &mut serde_json::Value, key: &str, value: serde_json::Value| {
+        summary[key] = value;
+    };
+
+    let exit = match end {
+        GuestEnd::NotNeeded(why) => {
+            set(&mut summary, "outcome", json!("not-needed"));
+            set(&mut summary, "check", json!({"applies": false, "reason": why}));
+            Exit::Success
+        }
+        GuestEnd::Failed { phase, message } => {
+            let exit = if denied > 0 { Exit::Refused } else { Exit::FixFailed };
+            set(&mut summary, "outcome", json!(if denied > 0 { "denied" } else { "failed" }));
+            set(&mut summary, "phase", json!(phase.to_string()));
+            set(&mut summary, "error", json!(format!("{phase} failed: {message}")));
+            exit
+        }
+        GuestEnd::Trapped { phase, message } => {
+            set(&mut summary, "outcome", json!("crashed"));
+            set(&mut summary, "phase", json!(phase.to_string()));
+            set(&mut summary, "error", json!(message));
+            Exit::FixFailed
+        }
+        GuestEnd::Limit { phase, limit } => {
+            set(&mut summary, "outcome", json!("limit"));
+            set(&mut summary, "phase", json!(phase.to_string()));
+            set(&mut summary, "error", json!(limit.to_string()));
+            Exit::Limit
+        }
+        GuestEnd::Host(message) => {
+            set(&mut summary, "outcome", json!("error"));
+            set(&mut summary, "error", json!(message));
+            Exit::Usage
+        }
+        GuestEnd::Applied { check, result } => {
+            set(&mut summary, "check", json!({"applies": true, "reason": check}));
+            set(&mut summary, "result", json!(result));
+            set(&mut summary, "changed", json!(plan.effects.len()));
+            out.plan(&plan, req.dry_run);
+            if req.dry_run {
+                set(&mut summary, "outcome", json!("planned"));
+                Exit::Success
+            } else {
+                commit_plan(&grants, &plan, &run_id, &mut summary)
+            }
+        }
+    };
+    summary["exit_code"] = json!(exit.code());
+    summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
+    out.summary(&summary);
+    Ok(exit)
+}
+
+fn commit_plan(grants: &Grants, plan: &Plan, run_id: &str, summary: &mut serde_json::Value) -> Exit {
+    match commit::commit(grants, plan, run_id) {
+        Ok(_) => {
+            summary["outcome"] = json!("applied");
+            Exit::Success
+        }
+        Err(e) => {
+            let applied = e.applied();
+            summary["changed"] = json!(applied);
+            summary["error"] = json!(format!(
+                "commit stopped: {e} ({applied} of {} effects were applied before it)",
+                plan.effects.len()
+            ));
+            match e {
+                CommitError::Drift { .. } => {
+                    summary["outcome"] = json!("refused");
+                    Exit::Refused
+                }
+                CommitError::Io { .. } => {
+                    summary["outcome"] = json!("error");
+                    Exit::Usage
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! The wasmtime sandbox: one engine, a linker holding only what a fix may
+//! import, the compiled-component cache, and the limits that end a run.
+//!
+//! A fix gets `defops:fix` and the parts of WASI that Rust's std needs
+//! (io, cli, clocks, random, and filesystem with no directory in it, so
+//! `std::fs` finds nothing). Never sockets, never http. The import list of a
+//! component is checked against that set before linking, so a fix asking for
+//! more is refused with every offending import named.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasData, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli};
+use wasmtime_wasi::clocks::WasiClocks;
+use wasmtime_wasi::filesystem::WasiFilesystem;
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::random::WasiRandom;
+
+use crate::world::{Applicability, FixPre, RunState};
+
+/// Interfaces a fix may import, by `namespace:package/interface` (any
+/// version). Everything else is refused before linking.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "defops:fix/types",
+    "defops:fix/fs",
+    "defops:fix/context",
+    "defops:fix/report",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+/// How often the epoch advances; a computing fix yields this often so the
+/// deadline can fire.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub max_memory: u64,
+    pub max_output: u64,
+}
+
+/// A limit that ended the run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("the fix ran past its deadline of {} (raise it with --timeout)", humantime(*.0))]
+    Deadline(Duration),
+    #[error("the fix tried to use more than {} of memory (raise it with --max-memory)", fmt_bytes(*.0))]
+    Memory(u64),
+    #[error("the fix wrote more than {} of output (raise it with --max-output)", fmt_bytes(*.0))]
+    Output(u64),
+    #[error("the fix recursed too deeply (wasm stack overflow)")]
+    Stack,
+    #[error("the fix planned too much: {0}")]
+    Plan(String),
+}
+
+pub fn humantime(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+}
+
+pub fn fmt_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// Caps the fix's linear memories.
+pub struct Limiter {
+    max_memory: u64,
+    pub hit: Option<LimitError>,
+}
+
+impl Limiter {
+    pub fn new(max_memory: u64) -> Limiter {
+        Limiter { max_memory, hit: None }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.max_memory {
+            let e = LimitError::Memory(self.max_memory);
+            self.hit = Some(e.clone());
+            return Err(e.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The fix's stdout, stderr and messages share one byte budget; what it
+/// writes is kept and shown to the operator after the run.
+#[derive(Clone)]
+pub struct OutputBudget(Arc<Mutex<Captured>>);
+
+struct Captured {
+    bytes: Vec<u8>,
+    used: u64,
+    max: u64,
+    exceeded: bool,
+}
+
+impl OutputBudget {
+    pub fn new(max: u64) -> OutputBudget {
+        OutputBudget(Arc::new(Mutex::new(Captured {
+            bytes: Vec::new(),
+            used: 0,
+            max,
+            exceeded: false,
+        })))
+    }
+
+    /// Counts `n` bytes against the budget.
+    pub fn charge(&self, n: usize) -> Result<(), LimitError> {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        c.used += n as u64;
+        if c.used > c.max {
+            c.exceeded = true;
+            return Err(LimitError::Output(c.max));
+        }
+        Ok(())
+    }
+
+    fn capture(&self, data: &[u8]) -> Result<(), LimitError> {
+        self.charge(data.len())?;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).bytes.extend_from_slice(data);
+        Ok(())
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).exceeded
+    }
+
+    /// What the fix wrote to stdout and stderr.
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).bytes)
+    }
+}
+
+impl IsTerminal for OutputBudget {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for OutputBudget {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio::io::sink())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for OutputBudget {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        self.capture(&bytes).map_err(|e| StreamError::Trap(e.into()))
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for OutputBudget {
+    async fn ready(&mut self) {}
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a WebAssembly file (it does not start with \\0asm); pass the .wasm the build produced")]
+    NotWasm { path: PathBuf },
+    #[error(
+        "{path} is a core WebAssembly module, not a component; build the fix with `cargo build --target wasm32-wasip2`"
+    )]
+    CoreModule { path: PathBuf },
+    #[error("{path} is not a valid component: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "{path} imports what defops-wasm never grants: {}; a fix may import only defops:fix, wasi:io, wasi:cli, wasi:clocks, wasi:random and wasi:filesystem (which holds no directories)",
+        .imports.join(", ")
+    )]
+    Imports { path: PathBuf, imports: Vec<String> },
+}
+
+/// A loaded component.
+pub struct Loaded {
+    pub pre: FixPre<RunState>,
+    pub digest: String,
+    pub size: u64,
+    pub cache_hit: bool,
+}
+
+/// The engine and the linker, set up once per process.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<RunState>,
+}
+
+struct HasTable;
+
+impl HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+impl Sandbox {
+    pub fn new() -> wasmtime::Result<Sandbox> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+                let engine = Engine::new(&config)?;
+
+        let mut linker: Linker<RunState> = Linker::new(&engine);
+        {
+            use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+            use wasmtime_wasi_io::bindings::wasi::io;
+            let l = &mut linker;
+            io::error::add_to_linker::<RunState, HasTable>(l, |s| &mut s.table)?;
+            io::poll::add_to_linker::<RunState, HasTable>(l, |s| &mut s.table)?;
+            io::streams::add_to_linker::<RunState, HasTable>(l, |s| &mut s.table)?;
+            clocks::wall_clock::add_to_linker::<RunState, WasiClocks>(l, |s| {
+                wasmtime_wasi::clocks::WasiClocksView::clocks(s)
+            })?;
+            clocks::monotonic_clock::add_to_linker::<RunState, WasiClocks>(l, |s| {
+                wasmtime_wasi::clocks::WasiClocksView::clocks(s)
+            })?;
+            random::random::add_to_linker::<RunState, WasiRandom>(l, |s| s.wasi.random())?;
+            random::insecure::add_to_linker::<RunState, WasiRandom>(l, |s| s.wasi.random())?;
+            random::insecure_seed::add_to_linker::<RunState, WasiRandom>(l, |s| s.wasi.random())?;
+            let cli = <RunState as wasmtime_wasi::cli::WasiCliView>::cli;
+            cli::exit::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::environment::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::stdin::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::stdout::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::stderr::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::terminal_input::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::terminal_output::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::terminal_stdin::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::terminal_stdout::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            cli::terminal_stderr::add_to_linker::<RunState, WasiCli>(l, cli)?;
+            let fs = <RunState as wasmtime_wasi::filesystem::WasiFilesystemView>::filesystem;
+            filesystem::types::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
+            filesystem::preopens::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
+        }
+        crate::world::Fix::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(&mut linker, |s| s)?;
+        Ok(Sandbox { engine, linker })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads, checks, compiles (or loads from `cache_dir`) and links a fix.
+    pub fn load(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
+        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::NotWasm { path: path.to_path_buf() });
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(LoadError::CoreModule { path: path.to_path_buf() });
+        }
+        let digest = blake3::hash(&bytes).to_hex().to_string();
+        let cached = cache_dir.map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_key())));
+        let mut cache_hit = false;
+        let component = match cached.as_deref().and_then(|p| self.load_cached(p)) {
+            Some(c) => {
+                cache_hit = true;
+                c
+            }
+            None => {
+                let c = Component::new(&self.engine, &bytes).map_err(|e| LoadError::Invalid {
+                    path: path.to_path_buf(),
+                    reason: format!("{:#}", e),
+                })?;
+                if let (Some(dest), Ok(art)) = (cached.as_deref(), c.serialize()) {
+                    // A cache that cannot be written only costs speed.
+                    let _ = store_cached(dest, &art);
+                }
+                c
+            }
+        };
+        self.check_imports(path, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(FixPre::new)
+            .map_err(|e| LoadError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Loaded {
+            pre,
+            digest,
+            size: bytes.len() as u64,
+            cache_hit,
+        })
+    }
+
+    fn check_imports(&self, path: &Path, component: &Component) -> Result<(), LoadError> {
+        let ty = component.component_type();
+        let refused: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|name| {
+                let bare = name.split('@').next().unwrap_or(name);
+                !ALLOWED_IMPORTS.contains(&bare)
+            })
+            .map(String::from)
+            .collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::Imports {
+                path: path.to_path_buf(),
+                imports: refused,
+            })
+        }
+    }
+
+    /// Part of the cache key: artifacts of another wasmtime build or
+    /// configuration are never loaded.
+    fn compat_key(&self) -> String {
+        struct B3(blake3::Hasher);
+        impl Hasher for B3 {
+            fn write(&mut self, bytes: &[u8]) {
+                self.0.update(bytes);
+            }
+            fn finish(&self) -> u64 {
+                0
+            }
+        }
+        let mut h = B3(blake3::Hasher::new());
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        h.0.finalize().to_hex()[..16].to_string()
+    }
+
+    /// Loads a cached artifact, only if the cache directory and the file
+    /// belong to us and nobody else can write them.
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        let me = rustix::process::geteuid().as_raw();
+        let safe = |p: &Path| {
+            fs::symlink_metadata(p)
+                .map(|m| m.uid() == me && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
+                .unwrap_or(false)
+        };
+        if !safe(path) || !safe(path.parent()?) {
+            return None;
+        }
+        // SAFETY: the artifact was written by this program (same engine
+        // compatibility hash, in its name) into a directory only this user
+        // can write, checked just above.
+        unsafe { Component::deserialize_file(&self.engine, path).ok() }
+    }
+
+    /// Runs `check`, then `apply` when it applies, within the limits.
+    pub fn execute(&self, loaded: &Loaded, state: RunState, limits: &Limits) -> (RunState, GuestEnd) {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let ticker = Ticker::start(self.engine.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let end = match runtime {
+            Err(e) => GuestEnd::Host(format!("cannot start the async runtime: {e}")),
+            Ok(rt) => rt.block_on(async {
+                match tokio::time::timeout(limits.deadline, drive(&loaded.pre, &mut store)).await {
+                    Ok(end) => end,
+                    Err(_) => GuestEnd::Limit {
+                        phase: Phase::Apply,
+                        limit: LimitError::Deadline(limits.deadline),
+                    },
+                }
+            }),
+        };
+        drop(ticker);
+        let mut state = store.into_data();
+        // Attribute the deadline to the phase that was running.
+        let end = match end {
+            GuestEnd::Limit { limit, .. } if !state.overlay_is_applying() => GuestEnd::Limit {
+                phase: Phase::Check,
+                limit,
+            },
+            other => other,
+        };
+        let end = state.refine(end);
+        (state, end)
+    }
+}
+
+/// Where a fix was when it stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Check,
+    Apply,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Check => "check",
+            Phase::Apply => "apply",
+        })
+    }
+}
+
+/// How the guest's part of a run ended.
+#[derive(Debug)]
+pub enum GuestEnd {
+    /// `check` said there is nothing to do.
+    NotNeeded(String),
+    /// `check` or `apply` returned an error.
+    Failed { phase: Phase, message: String },
+    /// `apply` returned; the overlay holds the plan.
+    Applied { check: String, result: String },
+    /// The guest trapped (a panic, `exit`, an invalid operation).
+    Trapped { phase: Phase, message: String },
+    Limit { phase: Phase, limit: LimitError },
+    /// The host failed (not the fix's fault).
+    Host(String),
+}
+
+async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd {
+    store
+        .data_mut()
+        .overlay
+        .set_read_only(Some("check runs read-only; make changes in apply"));
+    let fix = match pre.instantiate_async(&mut *store).await {
+        Ok(f) => f,
+        Err(e) => return classify(Phase::Check, e),
+    };
+    let check = match fix.call_check(&mut *store).await {
+        Ok(Ok(Applicability::Applies(why))) => why,
+        Ok(Ok(Applicability::NotNeeded(why))) => return GuestEnd::NotNeeded(why),
+        Ok(Err(message)) => return GuestEnd::Failed { phase: Phase::Check, message },
+        Err(e) => return classify(Phase::Check, e),
+    };
+    store.data_mut().overlay.set_read_only(None);
+    match fix.call_apply(&mut *store).await {
+        Ok(Ok(result)) => GuestEnd::Applied { check, result },
+        Ok(Err(message)) => GuestEnd::Failed { phase: Phase::Apply, message },
+        Err(e) => classify(Phase::Apply, e),
+    }
+}
+
+fn classify(phase: Phase, e: wasmtime::Error) -> GuestEnd {
+    if let Some(limit) = e.downcast_ref::<LimitError>() {
+        return GuestEnd::Limit { phase, limit: limit.clone() };
+    }
+    if let Some(Trap::StackOverflow) = e.downcast_ref::<Trap>() {
+        return GuestEnd::Limit { phase, limit: LimitError::Stack };
+    }
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return GuestEnd::Trapped {
+            phase,
+            message: format!("the fix called exit({}); a fix must return from {phase}", exit.0),
+        };
+    }
+    let cause = e.root_cause().to_string();
+    let hint = if cause.contains("unreachable") {
+        " (a Rust panic; its message is in the fix's output)"
+    } else {
+        ""
+    };
+    GuestEnd::Trapped {
+        phase,
+        message: format!("the fix crashed in {phase}: {cause}{hint}"),
+    }
+}
+
+impl RunState {
+    fn overlay_is_applying(&self) -> bool {
+        self.overlay.is_writable()
+    }
+
+    /// Limits seen by the limiter or the output budget win over whatever
+    /// error the guest turned them into (a failed allocation, a panic).
+    fn refine(&mut self, end: GuestEnd) -> GuestEnd {
+        let phase = match &end {
+            GuestEnd::Failed { phase, .. } | GuestEnd::Trapped { phase, .. } | GuestEnd::Limit { phase, .. } => {
+                *phase
+            }
+            _ => return end,
+        };
+        if let Some(limit) = self.limiter.hit.clone() {
+            return GuestEnd::Limit { phase, limit };
+        }
+        if self.output.exceeded() && !matches!(end, GuestEnd::Limit { .. }) {
+            return GuestEnd::Limit {
+                phase,
+                limit: LimitError::Output(self.output_max()),
+            };
+        }
+        end
+    }
+
+    fn output_max(&self) -> u64 {
+        self.output.0.lock().map(|c| c.max).unwrap_or(0)
+    }
+}
+
+/// Advances the engine's epoch while a fix runs.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        });
+        Ticker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn store_cached(dest: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    let dir = dest.parent().expect("cache file has a directory");
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(artifact)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dest)
+}

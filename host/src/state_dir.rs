@@ -1,0 +1,59 @@
+//! The state directory: the compiled-component cache (and, later, the
+//! journals). Never inside a granted directory.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::grants::Grants;
+
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error("cannot create the state directory {path}: {source}; choose another with --state-dir")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the state directory {path} overlaps the granted directory {grant}; a fix could reach its own records. Choose another with --state-dir"
+    )]
+    InsideGrant { path: PathBuf, grant: String },
+    #[error("no state directory: HOME is not set; pass --state-dir or set DEFOPS_STATE_DIR")]
+    NoHome,
+}
+
+/// The default: `/var/lib/defops-wasm` for root, else
+/// `$XDG_STATE_HOME/defops-wasm` (`~/.local/state/defops-wasm`).
+pub fn default_path() -> Result<PathBuf, StateDirError> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/defops-wasm"));
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("defops-wasm"));
+    }
+    let home = std::env::var_os("HOME").ok_or(StateDirError::NoHome)?;
+    Ok(PathBuf::from(home).join(".local/state/defops-wasm"))
+}
+
+/// Creates (mode 0700) and checks the state directory.
+pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
+    let create = |source| StateDirError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let absolute = std::path::absolute(path).map_err(create)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&absolute)
+        .map_err(create)?;
+    let canonical = std::fs::canonicalize(&absolute).map_err(create)?;
+    if let Some(g) = grants.overlaps(&canonical) {
+        return Err(StateDirError::InsideGrant {
+            path: absolute,
+            grant: g.path.to_string(),
+        });
+    }
+    Ok(canonical)
+}

@@ -1,0 +1,83 @@
+//! The host side of the `defops:fix` WIT world: the one `bindgen!` call and
+//! the state a fix's store carries. The generated traits are implemented in
+//! the submodules named after the interfaces.
+
+mod context;
+mod fs;
+mod report;
+
+use std::collections::BTreeMap;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::overlay::{FsError, Overlay};
+use crate::sandbox::{Limiter, OutputBudget};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "defops:fix/fix",
+    imports: { default: trappable },
+    exports: { default: async },
+    trappable_error_type: {
+        "defops:fix/types.error" => FsError,
+    },
+});
+
+pub use defops::fix::report::Level;
+
+/// A message the fix reported.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Message {
+    pub level: &'static str,
+    pub text: String,
+}
+
+/// A call the sandbox refused.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Denial {
+    pub call: &'static str,
+    pub path: String,
+    pub reason: String,
+}
+
+/// Where messages go as they arrive (the operator's terminal or JSON).
+pub type MessageSink = Box<dyn FnMut(&Message) + Send>;
+
+/// Everything a fix's store holds.
+pub struct RunState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub overlay: Overlay,
+    pub params: BTreeMap<String, String>,
+    pub dry_run: bool,
+    pub hostname: String,
+    pub messages: Vec<Message>,
+    pub denials: Vec<Denial>,
+    pub limiter: Limiter,
+    pub output: OutputBudget,
+    pub on_message: MessageSink,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl defops::fix::types::Host for RunState {
+    fn convert_error(&mut self, err: FsError) -> wasmtime::Result<defops::fix::types::Error> {
+        use defops::fix::types::Error as E;
+        Ok(match err {
+            FsError::Denied(m) => E::Denied(m),
+            FsError::NotFound(m) => E::NotFound(m),
+            FsError::AlreadyExists(m) => E::AlreadyExists(m),
+            FsError::InvalidInput(m) => E::InvalidInput(m),
+            FsError::Io(m) => E::Io(m),
+            FsError::PlanLimit(m) => return Err(crate::sandbox::LimitError::Plan(m).into()),
+        })
+    }
+}
