@@ -16,8 +16,10 @@ use crate::sandbox::Limits;
 /// grant, planned before it is written.
 #[derive(Debug, Parser)]
 #[command(name = "defops-wasm", version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 success, 1 the fix failed, 2 usage or host error, \
-3 refused (denied path, forbidden import, file changed since the plan), 4 a limit was hit.")]
+#[command(
+    after_help = "Exit codes: 0 success, 1 the fix failed, 2 usage or host error, \
+3 refused (denied path, forbidden import, file changed since the plan), 4 a limit was hit."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -84,8 +86,14 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     let (name, value) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(format!("{name:?} is not a parameter name (letters, digits, _ and -)"));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "{name:?} is not a parameter name (letters, digits, _ and -)"
+        ));
     }
     Ok((name.to_string(), value.to_string()))
 }
@@ -127,7 +135,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 30,
         _ => return Err(format!("{s:?}: unknown unit {unit:?}; use KiB, MiB or GiB")),
     };
-    let v = n.checked_shl(shift).filter(|v| v >> shift == n).ok_or("the size is too large")?;
+    let v = n
+        .checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or("the size is too large")?;
     if v == 0 {
         return Err("the size must be more than zero".into());
     }
@@ -164,7 +175,10 @@ impl RunArgs {
         let mut params = BTreeMap::new();
         for (k, v) in self.params {
             if params.insert(k.clone(), v).is_some() {
-                return Err(Stop::new(Exit::Usage, format!("--param {k} is given twice; give it once")));
+                return Err(Stop::new(
+                    Exit::Usage,
+                    format!("--param {k} is given twice; give it once"),
+                ));
             }
         }
         let grants = self

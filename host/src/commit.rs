@@ -17,12 +17,14 @@ use crate::plan::{Effect, Op, Plan, State};
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     /// The disk no longer matches the state the plan expects.
-    #[error("{path} changed since the plan was made ({attribute}): expected {expected}, found {found}")]
+    #[error(
+        "{path} changed since the plan was made ({attribute}): expected {expected}, found {found}"
+    )]
     Drift {
         path: VPath,
         attribute: &'static str,
-        expected: State,
-        found: State,
+        expected: Box<State>,
+        found: Box<State>,
         /// Effects applied before this one.
         applied: usize,
     },
@@ -48,13 +50,21 @@ impl CommitError {
 
 fn locate(grants: &Grants, path: &VPath) -> io::Result<Loc> {
     let grant = grants.find(path).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::PermissionDenied, "outside the granted directories")
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "outside the granted directories",
+        )
     })?;
     disk::locate(grant, path)
 }
 
 /// Checks `path` is in state `expected` now.
-fn check(grants: &Grants, path: &VPath, expected: &State, applied: usize) -> Result<(), CommitError> {
+fn check(
+    grants: &Grants,
+    path: &VPath,
+    expected: &State,
+    applied: usize,
+) -> Result<(), CommitError> {
     let io_err = |source| CommitError::Io {
         op: "check",
         path: path.clone(),
@@ -63,7 +73,14 @@ fn check(grants: &Grants, path: &VPath, expected: &State, applied: usize) -> Res
     };
     let found = match locate(grants, path) {
         Ok(loc) => loc.state().map_err(io_err)?,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => State::Absent,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            State::Absent
+        }
         Err(e) => return Err(io_err(e)),
     };
     match expected.difference(&found) {
@@ -71,8 +88,8 @@ fn check(grants: &Grants, path: &VPath, expected: &State, applied: usize) -> Res
         Some(attribute) => Err(CommitError::Drift {
             path: path.clone(),
             attribute,
-            expected: expected.clone(),
-            found,
+            expected: Box::new(expected.clone()),
+            found: Box::new(found),
             applied,
         }),
     }
@@ -128,7 +145,11 @@ fn apply<'a>(grants: &Grants, effect: &'a Effect, tmp: &str) -> Result<(), (&'a 
     let loc = at(path)?;
     let done = match &effect.op {
         Op::Write {
-            content, mode, uid, gid, ..
+            content,
+            mode,
+            uid,
+            gid,
+            ..
         } => loc.replace_file(content, *mode, *uid, *gid, tmp),
         Op::CreateDir { mode, .. } => loc.create_dir(*mode),
         Op::RemoveFile { .. } => loc.remove_file(),
@@ -143,5 +164,6 @@ fn apply<'a>(grants: &Grants, effect: &'a Effect, tmp: &str) -> Result<(), (&'a 
                 .and_then(|()| disk::sync_dir(dest.parent_fd()))
         }
     };
-    done.and_then(|()| disk::sync_dir(loc.parent_fd())).map_err(|e| (path, e))
+    done.and_then(|()| disk::sync_dir(loc.parent_fd()))
+        .map_err(|e| (path, e))
 }

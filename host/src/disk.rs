@@ -127,7 +127,10 @@ impl Loc {
         )?;
         let st = Stat::from_rustix(&rustix::fs::fstat(&fd)?);
         if st.kind != Kind::File {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
         }
         if st.nlink > 1 {
             return Err(hard_links(st.nlink));
@@ -141,30 +144,42 @@ impl Loc {
         if st.size > max {
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
-                format!("the file is {} bytes, more than the {max} a fix may read", st.size),
+                format!(
+                    "the file is {} bytes, more than the {max} a fix may read",
+                    st.size
+                ),
             ));
         }
         let mut buf = Vec::with_capacity(st.size as usize);
         file.take(max + 1).read_to_end(&mut buf)?;
         if buf.len() as u64 > max {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "the file grew past the read limit"));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "the file grew past the read limit",
+            ));
         }
         Ok(buf)
     }
 
     pub fn read_link(&self) -> io::Result<String> {
         let target = rustix::fs::readlinkat(self.parent_fd(), self.name()?, Vec::new())?;
-        target
-            .into_string()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the symlink target is not UTF-8"))
+        target.into_string().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the symlink target is not UTF-8",
+            )
+        })
     }
 
     /// Opens the directory here, without following a symlink.
     pub fn open_dir(&self) -> io::Result<OwnedFd> {
         match self {
-            Loc::Root(fd) => rustix::fs::openat(fd, ".", DIR_FLAGS, Mode::empty()).map_err(Into::into),
-            Loc::At(dir, name) => rustix::fs::openat(dir, name.as_str(), DIR_FLAGS, Mode::empty())
-                .map_err(Into::into),
+            Loc::Root(fd) => {
+                rustix::fs::openat(fd, ".", DIR_FLAGS, Mode::empty()).map_err(Into::into)
+            }
+            Loc::At(dir, name) => {
+                rustix::fs::openat(dir, name.as_str(), DIR_FLAGS, Mode::empty()).map_err(Into::into)
+            }
         }
     }
 
@@ -185,10 +200,12 @@ impl Loc {
                 FileType::RegularFile => Kind::File,
                 FileType::Directory => Kind::Dir,
                 FileType::Symlink => Kind::Symlink,
-                FileType::Unknown => match rustix::fs::statat(&fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => Stat::from_rustix(&st).kind,
-                    Err(_) => continue,
-                },
+                FileType::Unknown => {
+                    match rustix::fs::statat(&fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => Stat::from_rustix(&st).kind,
+                        Err(_) => continue,
+                    }
+                }
                 _ => Kind::Other,
             };
             out.push((name, kind));
@@ -232,7 +249,14 @@ impl Loc {
     /// Replaces the file here atomically: a temporary file in the same
     /// directory, written, given its mode and owner, synced, renamed over the
     /// name. The caller syncs the directory.
-    pub fn replace_file(&self, content: &[u8], mode: u32, uid: u32, gid: u32, tmp: &str) -> io::Result<()> {
+    pub fn replace_file(
+        &self,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        tmp: &str,
+    ) -> io::Result<()> {
         let name = self.name()?;
         let dir = self.parent_fd();
         let fd = rustix::fs::openat(
@@ -288,7 +312,8 @@ impl Loc {
                 other => return other.map_err(Into::into),
             }
         }
-        rustix::fs::renameat(self.parent_fd(), from_name, to.parent_fd(), to_name).map_err(Into::into)
+        rustix::fs::renameat(self.parent_fd(), from_name, to.parent_fd(), to_name)
+            .map_err(Into::into)
     }
 
     /// Sets the permission bits of the file or directory here.

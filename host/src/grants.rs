@@ -93,16 +93,18 @@ impl Grants {
                 why,
             })?;
             // The one ambient open: everything below goes through this handle.
-            let dir = Dir::open_ambient_dir(path.as_str(), ambient_authority()).map_err(|source| {
-                GrantError::Open {
+            let dir =
+                Dir::open_ambient_dir(path.as_str(), ambient_authority()).map_err(|source| {
+                    GrantError::Open {
+                        path: path.to_string(),
+                        source,
+                    }
+                })?;
+            let canonical =
+                std::fs::canonicalize(path.as_str()).map_err(|source| GrantError::Open {
                     path: path.to_string(),
                     source,
-                }
-            })?;
-            let canonical = std::fs::canonicalize(path.as_str()).map_err(|source| GrantError::Open {
-                path: path.to_string(),
-                source,
-            })?;
+                })?;
             if let Some(same) = grants.iter().find(|g| g.path == path) {
                 if same.access != *access {
                     return Err(GrantError::Conflict {
@@ -134,7 +136,7 @@ impl Grants {
         self.grants
             .iter()
             .filter(|g| path.starts_with(&g.path))
-            .max_by_key(|g| g.path.len())
+            .max_by_key(|g| g.path.depth())
     }
 
     /// True when `path` is a strict ancestor of some grant (`/var` for a
@@ -142,7 +144,7 @@ impl Grants {
     pub fn is_above_a_grant(&self, path: &VPath) -> bool {
         self.grants
             .iter()
-            .any(|g| g.path.starts_with(path) && g.path.len() > path.len())
+            .any(|g| g.path.starts_with(path) && g.path.depth() > path.depth())
     }
 
     /// True when `dir` lies inside a granted directory or contains one
@@ -223,7 +225,7 @@ impl VPath {
     }
 
     /// The number of components (0 for `/`).
-    pub fn len(&self) -> usize {
+    pub fn depth(&self) -> usize {
         if self.0 == "/" {
             0
         } else {
@@ -323,7 +325,8 @@ mod tests {
     #[test]
     fn parse_refuses_every_trick() {
         for bad in [
-            "", "relative", "./x", "/a/../b", "/a/./b", "/a//b", "/a/", "/a/b/", "/a\0b", "..", "/..",
+            "", "relative", "./x", "/a/../b", "/a/./b", "/a//b", "/a/", "/a/b/", "/a\0b", "..",
+            "/..",
         ] {
             assert!(VPath::parse(bad).is_err(), "{bad:?} was accepted");
         }
@@ -353,6 +356,6 @@ mod tests {
         assert_eq!(p.relative_to(&VPath::parse("/a").unwrap()), "b/c");
         let moved = p.rebase(&VPath::parse("/a/b").unwrap(), &VPath::parse("/z").unwrap());
         assert_eq!(moved.as_str(), "/z/c");
-        assert_eq!(p.len(), 3);
+        assert_eq!(p.depth(), 3);
     }
 }

@@ -47,7 +47,11 @@ impl Printer {
             return emit(&v.to_string());
         }
         let digest = v["digest"].as_str().unwrap_or("");
-        let mode = if v["dry_run"] == json!(true) { "dry-run" } else { "real run" };
+        let mode = if v["dry_run"] == json!(true) {
+            "dry-run"
+        } else {
+            "real run"
+        };
         emit(&format!(
             "run {}  {} (blake3 {}…)  {mode}",
             v["run_id"].as_str().unwrap_or(""),
@@ -127,20 +131,36 @@ impl Printer {
 
     pub fn summary(&self, v: &Value) {
         if self.json {
-            return emit(&v.to_string());
+            emit(&v.to_string());
+            if let Some(err) = v["error"].as_str() {
+                error_line(err);
+            }
+            return;
         }
         let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
         if let Some(check) = v.get("check") {
-            let verdict = if check["applies"] == json!(true) { "applies" } else { "not needed" };
-            emit(&format!("check: {verdict} — {}", check["reason"].as_str().unwrap_or("")));
+            let verdict = if check["applies"] == json!(true) {
+                "applies"
+            } else {
+                "not needed"
+            };
+            emit(&format!(
+                "check: {verdict} — {}",
+                check["reason"].as_str().unwrap_or("")
+            ));
         }
         if let Some(r) = v["result"].as_str() {
             emit(&format!("apply: {r}"));
         }
-        emit(&format!("changed: {}, unchanged: {}", v["changed"], v["unchanged"]));
+        emit(&format!(
+            "changed: {}, unchanged: {}",
+            v["changed"], v["unchanged"]
+        ));
         let outcome = s("outcome");
         let line = match outcome.as_str() {
-            "planned" => "dry-run: nothing was written; run again without --dry-run to apply".to_string(),
+            "planned" => {
+                "dry-run: nothing was written; run again without --dry-run to apply".to_string()
+            }
             "applied" => format!("applied: run {}", s("run_id")),
             "not-needed" => "not needed: nothing to do".to_string(),
             _ => String::new(),

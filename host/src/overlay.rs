@@ -87,21 +87,33 @@ enum Content {
 #[derive(Clone, Debug)]
 enum Node {
     Absent,
-    File { content: Content, meta: Meta },
+    File {
+        content: Content,
+        meta: Meta,
+    },
     /// `source`: where the children not in the overlay live on disk
     /// (`None` for a directory the fix created).
-    Dir { source: Option<VPath>, meta: Meta },
-    Symlink { target: String, meta: Meta },
-    Other { meta: Meta },
+    Dir {
+        source: Option<VPath>,
+        meta: Meta,
+    },
+    Symlink {
+        target: String,
+        meta: Meta,
+    },
+    Other {
+        meta: Meta,
+    },
 }
 
 impl Node {
     fn meta(&self) -> Option<Meta> {
         match self {
             Node::Absent => None,
-            Node::File { meta, .. } | Node::Dir { meta, .. } | Node::Symlink { meta, .. } | Node::Other { meta } => {
-                Some(*meta)
-            }
+            Node::File { meta, .. }
+            | Node::Dir { meta, .. }
+            | Node::Symlink { meta, .. }
+            | Node::Other { meta } => Some(*meta),
         }
     }
 
@@ -196,7 +208,9 @@ impl Overlay {
                     cur = cur.parent().unwrap_or_else(VPath::root);
                     continue;
                 }
-                n if n.len() > MAX_NAME => return Err(denied(path, "a symlink target has an over-long name")),
+                n if n.len() > MAX_NAME => {
+                    return Err(denied(path, "a symlink target has an over-long name"));
+                }
                 _ => {}
             }
             cur = cur.join(&name);
@@ -205,7 +219,10 @@ impl Overlay {
                 if !last && self.grants.is_above_a_grant(&cur) {
                     continue;
                 }
-                return Err(denied(path, format!("{cur} is outside the granted directories")));
+                return Err(denied(
+                    path,
+                    format!("{cur} is outside the granted directories"),
+                ));
             }
             if last && !follow_last {
                 break;
@@ -231,7 +248,10 @@ impl Overlay {
             }
         }
         if self.grants.find(&cur).is_none() {
-            return Err(denied(path, format!("{cur} is outside the granted directories")));
+            return Err(denied(
+                path,
+                format!("{cur} is outside the granted directories"),
+            ));
         }
         Ok(cur)
     }
@@ -246,7 +266,9 @@ impl Overlay {
         while let Some(a) = ancestor {
             if let Some(node) = self.nodes.get(&a) {
                 return match node {
-                    Node::Dir { source: Some(s), .. } => self.disk_node(&path.rebase(&a, s)),
+                    Node::Dir {
+                        source: Some(s), ..
+                    } => self.disk_node(&path.rebase(&a, s)),
                     _ => Ok(Node::Absent),
                 };
             }
@@ -271,7 +293,12 @@ impl Overlay {
         let (st, target) = match stat {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(Node::Absent),
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Ok(Node::Absent);
             }
             Err(e) => return Err(io_error(phys, e)),
@@ -306,7 +333,10 @@ impl Overlay {
         match content {
             Content::Mem(bytes) => Ok(bytes.clone()),
             Content::Disk(phys) => {
-                let grant = self.grants.find(phys).ok_or_else(|| denied(path, "outside the grants"))?;
+                let grant = self
+                    .grants
+                    .find(phys)
+                    .ok_or_else(|| denied(path, "outside the grants"))?;
                 disk::locate(grant, phys)
                     .and_then(|loc| loc.read_file(self.limits.max_read))
                     .map(Arc::new)
@@ -341,7 +371,9 @@ impl Overlay {
     pub fn read(&self, path: &VPath) -> Result<Arc<Vec<u8>>, FsError> {
         let real = self.resolve(path, true)?;
         match self.lookup(&real)? {
-            Node::File { meta, .. } if meta.nlink > 1 => Err(denied(path, disk::hard_links(meta.nlink))),
+            Node::File { meta, .. } if meta.nlink > 1 => {
+                Err(denied(path, disk::hard_links(meta.nlink)))
+            }
             Node::File { content, .. } => self.content(path, &content),
             Node::Dir { .. } => Err(invalid(path, "is a directory")),
             Node::Absent => Err(not_found(path)),
@@ -352,7 +384,12 @@ impl Overlay {
     /// Metadata, following a final symlink when `follow`.
     pub fn metadata(&self, path: &VPath, follow: bool) -> Result<Meta, FsError> {
         let real = self.resolve(path, follow)?;
-        self.lookup(&real)?.meta().ok_or_else(|| not_found(path))
+        match self.lookup(&real)? {
+            Node::File { meta, .. } if meta.nlink > 1 => {
+                Err(denied(path, disk::hard_links(meta.nlink)))
+            }
+            node => node.meta().ok_or_else(|| not_found(path)),
+        }
     }
 
     pub fn read_link(&self, path: &VPath) -> Result<String, FsError> {
@@ -383,7 +420,10 @@ impl Overlay {
     ) -> Result<Vec<(String, Kind)>, FsError> {
         let mut entries: BTreeMap<String, Kind> = BTreeMap::new();
         if let Some(src) = source {
-            let grant = self.grants.find(src).ok_or_else(|| denied(shown, "outside the grants"))?;
+            let grant = self
+                .grants
+                .find(src)
+                .ok_or_else(|| denied(shown, "outside the grants"))?;
             let listed = disk::locate(grant, src)
                 .and_then(|loc| loc.read_dir())
                 .map_err(|e| io_error(shown, e))?;
@@ -410,7 +450,11 @@ impl Overlay {
     fn descendants<'a>(&'a self, dir: &VPath) -> impl Iterator<Item = (&'a VPath, &'a Node)> + 'a {
         // Keys below `dir` all start with "dir/" and are contiguous in the
         // map's string order ("dir-x" sorts before "dir/", so start there).
-        let prefix = if dir.is_root() { "/".to_string() } else { format!("{dir}/") };
+        let prefix = if dir.is_root() {
+            "/".to_string()
+        } else {
+            format!("{dir}/")
+        };
         self.nodes
             .range(VPath::range_bound(prefix.clone())..)
             .take_while(move |(p, _)| p.as_str().starts_with(&prefix))
@@ -423,12 +467,18 @@ impl Overlay {
         if let Some(why) = self.read_only {
             return Err(denied(path, why));
         }
-        let grant = self.grants.find(path).ok_or_else(|| denied(path, "outside the grants"))?;
+        let grant = self
+            .grants
+            .find(path)
+            .ok_or_else(|| denied(path, "outside the grants"))?;
         if grant.access != Access::ReadWrite {
             return Err(denied(path, format!("{} is granted read-only", grant.path)));
         }
         if *path == grant.path {
-            return Err(denied(path, "the granted directory itself cannot be changed"));
+            return Err(denied(
+                path,
+                "the granted directory itself cannot be changed",
+            ));
         }
         Ok(())
     }
@@ -437,13 +487,17 @@ impl Overlay {
         let parent = path.parent().unwrap_or_else(VPath::root);
         match self.lookup(&parent)? {
             Node::Dir { .. } => Ok(()),
-            _ => Err(FsError::NotFound(format!("{shown}: the parent directory does not exist"))),
+            _ => Err(FsError::NotFound(format!(
+                "{shown}: the parent directory does not exist"
+            ))),
         }
     }
 
     fn not_hard_linked(path: &VPath, node: &Node) -> Result<(), FsError> {
         match node {
-            Node::File { meta, .. } if meta.nlink > 1 => Err(denied(path, disk::hard_links(meta.nlink))),
+            Node::File { meta, .. } if meta.nlink > 1 => {
+                Err(denied(path, disk::hard_links(meta.nlink)))
+            }
             Node::Other { .. } => Err(denied(path, "is not a regular file, directory or symlink")),
             _ => Ok(()),
         }
@@ -488,11 +542,18 @@ impl Overlay {
                     self.plan.unchanged += 1;
                     return Ok(());
                 }
-                (State::file(&old, meta.mode, meta.uid, meta.gid), Some(old), *meta)
+                (
+                    State::file(&old, meta.mode, meta.uid, meta.gid),
+                    Some(old),
+                    *meta,
+                )
             }
             Node::Dir { .. } => return Err(invalid(shown, "is a directory")),
             Node::Symlink { .. } => {
-                return Err(denied(shown, "is a symlink; write to the file it points to instead"));
+                return Err(denied(
+                    shown,
+                    "is a symlink; write to the file it points to instead",
+                ));
             }
             Node::Other { .. } => return Err(denied(shown, "is not a regular file")),
         };
@@ -512,7 +573,12 @@ impl Overlay {
         match self.plan.effects.last_mut() {
             // Consecutive writes to one file are one effect.
             Some(Effect {
-                op: Op::Write { path: p, content: c, .. },
+                op:
+                    Op::Write {
+                        path: p,
+                        content: c,
+                        ..
+                    },
                 ..
             }) if *p == path => *c = content.clone(),
             _ => self.plan.effects.push(Effect {
@@ -546,7 +612,13 @@ impl Overlay {
             return Err(FsError::AlreadyExists(shown.to_string()));
         }
         let mode = 0o755;
-        self.push(Op::CreateDir { path: path.clone(), mode }, State::Absent);
+        self.push(
+            Op::CreateDir {
+                path: path.clone(),
+                mode,
+            },
+            State::Absent,
+        );
         let meta = self.new_meta(Kind::Dir, mode, 0);
         self.nodes.insert(path, Node::Dir { source: None, meta });
         Ok(())
@@ -605,20 +677,28 @@ impl Overlay {
             return Ok(());
         }
         if to.starts_with(&from) {
-            return Err(invalid(shown_to, format!("cannot move {shown_from} into itself")));
+            return Err(invalid(
+                shown_to,
+                format!("cannot move {shown_from} into itself"),
+            ));
         }
         self.require_parent_dir(&to, shown_to)?;
         let dst = self.lookup(&to)?;
         Self::not_hard_linked(shown_to, &dst)?;
         match (&src, &dst) {
             (_, Node::Absent) => {}
-            (Node::Dir { .. }, Node::Dir { source, .. }) => {
-                if !self.children(&to, source.as_ref(), shown_to)?.is_empty() {
-                    return Err(invalid(shown_to, "the destination directory is not empty"));
-                }
+            (Node::Dir { .. }, Node::Dir { source, .. })
+                if !self.children(&to, source.as_ref(), shown_to)?.is_empty() =>
+            {
+                return Err(invalid(shown_to, "the destination directory is not empty"));
             }
-            (Node::Dir { .. }, _) => return Err(invalid(shown_to, "the destination is not a directory")),
-            (_, Node::Dir { .. }) => return Err(invalid(shown_to, "the destination is a directory")),
+            (Node::Dir { .. }, Node::Dir { .. }) => {}
+            (Node::Dir { .. }, _) => {
+                return Err(invalid(shown_to, "the destination is not a directory"));
+            }
+            (_, Node::Dir { .. }) => {
+                return Err(invalid(shown_to, "the destination is a directory"));
+            }
             _ => {}
         }
         let before = self.state_of(shown_from, &src)?;
@@ -651,7 +731,10 @@ impl Overlay {
 
     pub fn set_mode(&mut self, shown: &VPath, mode: u32) -> Result<(), FsError> {
         if mode & !0o7777 != 0 {
-            return Err(invalid(shown, format!("mode {mode:o} has bits beyond 0o7777")));
+            return Err(invalid(
+                shown,
+                format!("mode {mode:o} has bits beyond 0o7777"),
+            ));
         }
         let path = self.resolve(shown, true)?;
         self.writable(&path)?;
@@ -665,8 +748,15 @@ impl Overlay {
             return Ok(());
         }
         let before = self.state_of(shown, &node)?;
-        self.push(Op::SetMode { path: path.clone(), mode }, before);
-        self.nodes.insert(path, node.with_meta(Meta { mode, ..meta }));
+        self.push(
+            Op::SetMode {
+                path: path.clone(),
+                mode,
+            },
+            before,
+        );
+        self.nodes
+            .insert(path, node.with_meta(Meta { mode, ..meta }));
         Ok(())
     }
 
@@ -686,8 +776,16 @@ impl Overlay {
             return Ok(());
         }
         let before = self.state_of(shown, &node)?;
-        self.push(Op::SetOwner { path: path.clone(), uid, gid }, before);
-        self.nodes.insert(path, node.with_meta(Meta { uid, gid, ..meta }));
+        self.push(
+            Op::SetOwner {
+                path: path.clone(),
+                uid,
+                gid,
+            },
+            before,
+        );
+        self.nodes
+            .insert(path, node.with_meta(Meta { uid, gid, ..meta }));
         Ok(())
     }
 
@@ -696,7 +794,10 @@ impl Overlay {
     /// pointer for someone else to follow out of the sandbox.
     pub fn symlink(&mut self, target: &str, shown: &VPath) -> Result<(), FsError> {
         if target.is_empty() || target.contains('\0') || target.len() > MAX_PATH {
-            return Err(invalid(shown, "the symlink target is empty, too long or contains NUL"));
+            return Err(invalid(
+                shown,
+                "the symlink target is empty, too long or contains NUL",
+            ));
         }
         let link = self.resolve(shown, false)?;
         self.writable(&link)?;
@@ -713,7 +814,9 @@ impl Overlay {
             match name {
                 "" | "." => {}
                 ".." => points_to = points_to.parent().unwrap_or_else(VPath::root),
-                n if n.len() > MAX_NAME => return Err(invalid(shown, "the symlink target has an over-long name")),
+                n if n.len() > MAX_NAME => {
+                    return Err(invalid(shown, "the symlink target has an over-long name"));
+                }
                 n => points_to = points_to.join(n),
             }
         }

@@ -54,18 +54,30 @@ impl State {
         match (self, found) {
             (a, b) if a == b => None,
             (Absent, _) | (_, Absent) => Some("presence"),
-            (File { blake3: a, size: sa, .. }, File { blake3: b, size: sb, .. }) if a != b || sa != sb => {
-                Some("content")
+            (
+                File {
+                    blake3: a,
+                    size: sa,
+                    ..
+                },
+                File {
+                    blake3: b,
+                    size: sb,
+                    ..
+                },
+            ) if a != b || sa != sb => Some("content"),
+            (Symlink { target: a, .. }, Symlink { target: b, .. }) if a != b => {
+                Some("symlink target")
             }
-            (Symlink { target: a, .. }, Symlink { target: b, .. }) if a != b => Some("symlink target"),
-            (File { mode: a, .. }, File { mode: b, .. }) | (Dir { mode: a, .. }, Dir { mode: b, .. })
+            (File { mode: a, .. }, File { mode: b, .. })
+            | (Dir { mode: a, .. }, Dir { mode: b, .. })
                 if a != b =>
             {
                 Some("mode")
             }
-            (File { .. }, File { .. }) | (Dir { .. }, Dir { .. }) | (Symlink { .. }, Symlink { .. }) => {
-                Some("owner")
-            }
+            (File { .. }, File { .. })
+            | (Dir { .. }, Dir { .. })
+            | (Symlink { .. }, Symlink { .. }) => Some("owner"),
             _ => Some("type"),
         }
     }
@@ -75,10 +87,18 @@ impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             State::Absent => f.write_str("absent"),
-            State::File { size, mode, uid, gid, .. } => {
+            State::File {
+                size,
+                mode,
+                uid,
+                gid,
+                ..
+            } => {
                 write!(f, "file, {size} bytes, mode {mode:04o}, owner {uid}:{gid}")
             }
-            State::Dir { mode, uid, gid } => write!(f, "directory, mode {mode:04o}, owner {uid}:{gid}"),
+            State::Dir { mode, uid, gid } => {
+                write!(f, "directory, mode {mode:04o}, owner {uid}:{gid}")
+            }
             State::Symlink { target, .. } => write!(f, "symlink to {target}"),
             State::Other => f.write_str("special file"),
         }
@@ -98,13 +118,33 @@ pub enum Op {
         uid: u32,
         gid: u32,
     },
-    CreateDir { path: VPath, mode: u32 },
-    RemoveFile { path: VPath },
-    RemoveDir { path: VPath },
-    Rename { from: VPath, to: VPath },
-    SetMode { path: VPath, mode: u32 },
-    SetOwner { path: VPath, uid: u32, gid: u32 },
-    Symlink { target: String, link: VPath },
+    CreateDir {
+        path: VPath,
+        mode: u32,
+    },
+    RemoveFile {
+        path: VPath,
+    },
+    RemoveDir {
+        path: VPath,
+    },
+    Rename {
+        from: VPath,
+        to: VPath,
+    },
+    SetMode {
+        path: VPath,
+        mode: u32,
+    },
+    SetOwner {
+        path: VPath,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: String,
+        link: VPath,
+    },
 }
 
 impl Op {
@@ -149,8 +189,17 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = self.verb();
         match self {
-            Op::Write { path, content, mode, .. } => {
-                write!(f, "{verb:<7} {path} ({} bytes, mode {mode:04o})", content.len())
+            Op::Write {
+                path,
+                content,
+                mode,
+                ..
+            } => {
+                write!(
+                    f,
+                    "{verb:<7} {path} ({} bytes, mode {mode:04o})",
+                    content.len()
+                )
             }
             Op::CreateDir { path, mode } => write!(f, "{verb:<7} {path} (mode {mode:04o})"),
             Op::RemoveFile { path } | Op::RemoveDir { path } => write!(f, "{verb:<7} {path}"),

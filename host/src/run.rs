@@ -81,7 +81,10 @@ pub fn utc_stamp(secs: i64) -> String {
 }
 
 pub fn hostname() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Runs a fix; prints as it goes; returns the exit status.
@@ -89,10 +92,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let started = Instant::now();
     let run_id = new_run_id();
     let grants = Grants::open(&req.grants).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let state_dir = crate::state_dir::prepare(&req.state_dir, &grants).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
     let grants = Arc::new(grants);
 
-    let sandbox = Sandbox::new().map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
+    let sandbox = Sandbox::new()
+        .map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
     let loaded = sandbox
         .load(&req.fix, Some(&state_dir.join("cache")))
         .map_err(|e| {
@@ -168,14 +173,30 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let exit = match end {
         GuestEnd::NotNeeded(why) => {
             set(&mut summary, "outcome", json!("not-needed"));
-            set(&mut summary, "check", json!({"applies": false, "reason": why}));
+            set(
+                &mut summary,
+                "check",
+                json!({"applies": false, "reason": why}),
+            );
             Exit::Success
         }
         GuestEnd::Failed { phase, message } => {
-            let exit = if denied > 0 { Exit::Refused } else { Exit::FixFailed };
-            set(&mut summary, "outcome", json!(if denied > 0 { "denied" } else { "failed" }));
+            let exit = if denied > 0 {
+                Exit::Refused
+            } else {
+                Exit::FixFailed
+            };
+            set(
+                &mut summary,
+                "outcome",
+                json!(if denied > 0 { "denied" } else { "failed" }),
+            );
             set(&mut summary, "phase", json!(phase.to_string()));
-            set(&mut summary, "error", json!(format!("{phase} failed: {message}")));
+            set(
+                &mut summary,
+                "error",
+                json!(format!("{phase} failed: {message}")),
+            );
             exit
         }
         GuestEnd::Trapped { phase, message } => {
@@ -196,7 +217,11 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             Exit::Usage
         }
         GuestEnd::Applied { check, result } => {
-            set(&mut summary, "check", json!({"applies": true, "reason": check}));
+            set(
+                &mut summary,
+                "check",
+                json!({"applies": true, "reason": check}),
+            );
             set(&mut summary, "result", json!(result));
             set(&mut summary, "changed", json!(plan.effects.len()));
             out.plan(&plan, req.dry_run);
@@ -214,7 +239,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     Ok(exit)
 }
 
-fn commit_plan(grants: &Grants, plan: &Plan, run_id: &str, summary: &mut serde_json::Value) -> Exit {
+fn commit_plan(
+    grants: &Grants,
+    plan: &Plan,
+    run_id: &str,
+    summary: &mut serde_json::Value,
+) -> Exit {
     match commit::commit(grants, plan, run_id) {
         Ok(_) => {
             summary["outcome"] = json!("applied");

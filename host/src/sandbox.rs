@@ -84,14 +84,18 @@ pub enum LimitError {
 
 pub fn humantime(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 pub fn fmt_bytes(n: u64) -> String {
     match n {
-        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n if n >= 1 << 30 && n.is_multiple_of(1 << 30) => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n.is_multiple_of(1 << 20) => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n.is_multiple_of(1 << 10) => format!("{} KiB", n >> 10),
         n => format!("{n} bytes"),
     }
 }
@@ -104,12 +108,20 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(max_memory: u64) -> Limiter {
-        Limiter { max_memory, hit: None }
+        Limiter {
+            max_memory,
+            hit: None,
+        }
     }
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.max_memory {
             let e = LimitError::Memory(self.max_memory);
             self.hit = Some(e.clone());
@@ -118,7 +130,12 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -158,7 +175,11 @@ impl OutputBudget {
 
     fn capture(&self, data: &[u8]) -> Result<(), LimitError> {
         self.charge(data.len())?;
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).bytes.extend_from_slice(data);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes
+            .extend_from_slice(data);
         Ok(())
     }
 
@@ -191,7 +212,8 @@ impl StdoutStream for OutputBudget {
 #[wasmtime_wasi::async_trait]
 impl OutputStream for OutputBudget {
     fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
-        self.capture(&bytes).map_err(|e| StreamError::Trap(e.into()))
+        self.capture(&bytes)
+            .map_err(|e| StreamError::Trap(e.into()))
     }
 
     fn flush(&mut self) -> Result<(), StreamError> {
@@ -217,7 +239,9 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a WebAssembly file (it does not start with \\0asm); pass the .wasm the build produced")]
+    #[error(
+        "{path} is not a WebAssembly file (it does not start with \\0asm); pass the .wasm the build produced"
+    )]
     NotWasm { path: PathBuf },
     #[error(
         "{path} is a core WebAssembly module, not a component; build the fix with `cargo build --target wasm32-wasip2`"
@@ -257,7 +281,7 @@ impl Sandbox {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
-                let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config)?;
 
         let mut linker: Linker<RunState> = Linker::new(&engine);
         {
@@ -291,7 +315,10 @@ impl Sandbox {
             filesystem::types::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
             filesystem::preopens::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
         }
-        crate::world::Fix::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(&mut linker, |s| s)?;
+        crate::world::Fix::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(
+            &mut linker,
+            |s| s,
+        )?;
         Ok(Sandbox { engine, linker })
     }
 
@@ -306,10 +333,14 @@ impl Sandbox {
             source,
         })?;
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(LoadError::NotWasm { path: path.to_path_buf() });
+            return Err(LoadError::NotWasm {
+                path: path.to_path_buf(),
+            });
         }
         if bytes[4..8] == [1, 0, 0, 0] {
-            return Err(LoadError::CoreModule { path: path.to_path_buf() });
+            return Err(LoadError::CoreModule {
+                path: path.to_path_buf(),
+            });
         }
         let digest = blake3::hash(&bytes).to_hex().to_string();
         let cached = cache_dir.map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_key())));
@@ -405,13 +436,20 @@ impl Sandbox {
     }
 
     /// Runs `check`, then `apply` when it applies, within the limits.
-    pub fn execute(&self, loaded: &Loaded, state: RunState, limits: &Limits) -> (RunState, GuestEnd) {
+    pub fn execute(
+        &self,
+        loaded: &Loaded,
+        state: RunState,
+        limits: &Limits,
+    ) -> (RunState, GuestEnd) {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let ticker = Ticker::start(self.engine.clone());
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         let end = match runtime {
             Err(e) => GuestEnd::Host(format!("cannot start the async runtime: {e}")),
             Ok(rt) => rt.block_on(async {
@@ -461,12 +499,24 @@ pub enum GuestEnd {
     /// `check` said there is nothing to do.
     NotNeeded(String),
     /// `check` or `apply` returned an error.
-    Failed { phase: Phase, message: String },
+    Failed {
+        phase: Phase,
+        message: String,
+    },
     /// `apply` returned; the overlay holds the plan.
-    Applied { check: String, result: String },
+    Applied {
+        check: String,
+        result: String,
+    },
     /// The guest trapped (a panic, `exit`, an invalid operation).
-    Trapped { phase: Phase, message: String },
-    Limit { phase: Phase, limit: LimitError },
+    Trapped {
+        phase: Phase,
+        message: String,
+    },
+    Limit {
+        phase: Phase,
+        limit: LimitError,
+    },
     /// The host failed (not the fix's fault).
     Host(String),
 }
@@ -483,33 +533,52 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
     let check = match fix.call_check(&mut *store).await {
         Ok(Ok(Applicability::Applies(why))) => why,
         Ok(Ok(Applicability::NotNeeded(why))) => return GuestEnd::NotNeeded(why),
-        Ok(Err(message)) => return GuestEnd::Failed { phase: Phase::Check, message },
+        Ok(Err(message)) => {
+            return GuestEnd::Failed {
+                phase: Phase::Check,
+                message,
+            };
+        }
         Err(e) => return classify(Phase::Check, e),
     };
     store.data_mut().overlay.set_read_only(None);
     match fix.call_apply(&mut *store).await {
         Ok(Ok(result)) => GuestEnd::Applied { check, result },
-        Ok(Err(message)) => GuestEnd::Failed { phase: Phase::Apply, message },
+        Ok(Err(message)) => GuestEnd::Failed {
+            phase: Phase::Apply,
+            message,
+        },
         Err(e) => classify(Phase::Apply, e),
     }
 }
 
 fn classify(phase: Phase, e: wasmtime::Error) -> GuestEnd {
     if let Some(limit) = e.downcast_ref::<LimitError>() {
-        return GuestEnd::Limit { phase, limit: limit.clone() };
+        return GuestEnd::Limit {
+            phase,
+            limit: limit.clone(),
+        };
     }
     if let Some(Trap::StackOverflow) = e.downcast_ref::<Trap>() {
-        return GuestEnd::Limit { phase, limit: LimitError::Stack };
+        return GuestEnd::Limit {
+            phase,
+            limit: LimitError::Stack,
+        };
     }
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return GuestEnd::Trapped {
             phase,
-            message: format!("the fix called exit({}); a fix must return from {phase}", exit.0),
+            message: format!(
+                "the fix called exit({}); a fix must return from {phase}",
+                exit.0
+            ),
         };
     }
     let cause = e.root_cause().to_string();
     let hint = if cause.contains("unreachable") {
         " (a Rust panic; its message is in the fix's output)"
+    } else if cause.contains("out of bounds memory access") {
+        " (a memory bug in the fix, or its own stack overflowing in deep recursion)"
     } else {
         ""
     };
@@ -528,9 +597,9 @@ impl RunState {
     /// error the guest turned them into (a failed allocation, a panic).
     fn refine(&mut self, end: GuestEnd) -> GuestEnd {
         let phase = match &end {
-            GuestEnd::Failed { phase, .. } | GuestEnd::Trapped { phase, .. } | GuestEnd::Limit { phase, .. } => {
-                *phase
-            }
+            GuestEnd::Failed { phase, .. }
+            | GuestEnd::Trapped { phase, .. }
+            | GuestEnd::Limit { phase, .. } => *phase,
             _ => return end,
         };
         if let Some(limit) = self.limiter.hit.clone() {
@@ -584,9 +653,17 @@ impl Drop for Ticker {
 
 fn store_cached(dest: &Path, artifact: &[u8]) -> std::io::Result<()> {
     let dir = dest.parent().expect("cache file has a directory");
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(artifact)?;
     f.sync_all()?;
     fs::rename(&tmp, dest)

@@ -21,7 +21,11 @@ fn params() -> Result<Params> {
         value: require_param("value")?,
     };
     if p.key.trim().is_empty() || p.key.contains(['=', '\n', '#']) {
-        return Err(format!("key {:?} must be a plain name (no '=', '#' or newline)", p.key).into());
+        return Err(format!(
+            "key {:?} must be a plain name (no '=', '#' or newline)",
+            p.key
+        )
+        .into());
     }
     if p.value.contains('\n') {
         return Err("value must be one line".into());
@@ -69,8 +73,12 @@ impl Fix for ConfigSet {
         let p = params()?;
         let text = fs::read_to_string(&p.file)?;
         Ok(match find(&text, &p.key) {
-            Some((_, v)) if v == p.value => Check::not_needed(format!("{} is already {} in {}", p.key, p.value, p.file)),
-            Some((_, v)) => Check::applies(format!("{} is {v} in {}, want {}", p.key, p.file, p.value)),
+            Some((_, v)) if v == p.value => {
+                Check::not_needed(format!("{} is already {} in {}", p.key, p.value, p.file))
+            }
+            Some((_, v)) => {
+                Check::applies(format!("{} is {v} in {}, want {}", p.key, p.file, p.value))
+            }
             None => Check::applies(format!("{} is not set in {}", p.key, p.file)),
         })
     }

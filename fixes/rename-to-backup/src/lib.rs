@@ -27,9 +27,13 @@ impl Fix for RenameToBackup {
         let (path, backup) = paths()?;
         Ok(match (present(&path)?, present(&backup)?) {
             (true, false) => Check::applies(format!("{path} exists and {backup} does not")),
-            (false, true) => Check::not_needed(format!("already renamed: {backup} exists, {path} does not")),
+            (false, true) => {
+                Check::not_needed(format!("already renamed: {backup} exists, {path} does not"))
+            }
             (false, false) => Check::not_needed(format!("{path} does not exist")),
-            (true, true) => Check::not_needed(format!("{backup} already exists; not overwriting it")),
+            (true, true) => {
+                Check::not_needed(format!("{backup} already exists; not overwriting it"))
+            }
         })
     }
 

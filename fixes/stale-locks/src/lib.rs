@@ -32,7 +32,10 @@ impl Fix for StaleLocks {
         Ok(if found.is_empty() {
             Check::not_needed(format!("no lock file in {dir} is older than {max_age}s"))
         } else {
-            Check::applies(format!("{} lock files in {dir} are older than {max_age}s", found.len()))
+            Check::applies(format!(
+                "{} lock files in {dir} are older than {max_age}s",
+                found.len()
+            ))
         })
     }
 
@@ -42,7 +45,10 @@ impl Fix for StaleLocks {
             info(format!("removing {path}"));
             fs::remove_file(path)?;
         }
-        Ok(format!("removed {} stale lock files from {dir}", found.len()))
+        Ok(format!(
+            "removed {} stale lock files from {dir}",
+            found.len()
+        ))
     }
 }
 

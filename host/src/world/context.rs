@@ -13,7 +13,11 @@ impl Host for RunState {
     }
 
     fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(self
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn hostname(&mut self) -> wasmtime::Result<String> {

@@ -71,11 +71,15 @@ impl Host for RunState {
     }
 
     fn metadata(&mut self, path: String) -> Result<Metadata, FsError> {
-        self.call("metadata", &path, |s, p| s.overlay.metadata(p, true).map(metadata))
+        self.call("metadata", &path, |s, p| {
+            s.overlay.metadata(p, true).map(metadata)
+        })
     }
 
     fn symlink_metadata(&mut self, path: String) -> Result<Metadata, FsError> {
-        self.call("symlink-metadata", &path, |s, p| s.overlay.metadata(p, false).map(metadata))
+        self.call("symlink-metadata", &path, |s, p| {
+            s.overlay.metadata(p, false).map(metadata)
+        })
     }
 
     fn list_dir(&mut self, path: String) -> Result<Vec<DirEntry>, FsError> {
@@ -83,7 +87,10 @@ impl Host for RunState {
             let entries = s.overlay.list_dir(p)?;
             Ok(entries
                 .into_iter()
-                .map(|(name, k)| DirEntry { name, kind: kind(k) })
+                .map(|(name, k)| DirEntry {
+                    name,
+                    kind: kind(k),
+                })
                 .collect())
         })
     }

@@ -1,0 +1,130 @@
+//! Test guest: performs the file-system calls its `ops` parameter lists, one
+//! per line (or `;`-separated), and reports each result as a message:
+//! `OP ARGS -> ok [DATA]` or `OP ARGS -> ERROR`.
+//!
+//! Ops: read P, stat P, lstat P, ls P, readlink P, write P TEXT, mkdir P,
+//! rm P, rmdir P, mv A B, chmod P OCTAL, chown P UID GID, ln TARGET LINK.
+//! Arguments understand `\0`, `\n`, `\t`, `\s` (space) and `\\`.
+//! Params: `phase=check` runs the ops in check instead of apply;
+//! `ignore_errors=1` succeeds even when ops fail.
+
+use defops_guest::{Check, Fix, Result, fs, info, param};
+
+struct FsOps;
+
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('0') => out.push('\0'),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('s') => out.push(' '),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn one(line: &str) -> std::result::Result<String, String> {
+    let mut words = line.split_whitespace();
+    let op = words.next().unwrap_or_default();
+    let args: Vec<String> = words.map(unescape).collect();
+    let arg = |i: usize| {
+        args.get(i)
+            .cloned()
+            .ok_or_else(|| format!("{op}: missing argument {}", i + 1))
+    };
+    let e = |e: fs::Error| e.to_string();
+    match op {
+        "read" => fs::read(arg(0)?)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(e),
+        "stat" => fs::metadata(arg(0)?).map(|m| format!("{m:?}")).map_err(e),
+        "lstat" => fs::symlink_metadata(arg(0)?)
+            .map(|m| format!("{m:?}"))
+            .map_err(e),
+        "ls" => fs::read_dir(arg(0)?)
+            .map(|v| v.into_iter().map(|d| d.name).collect::<Vec<_>>().join(","))
+            .map_err(e),
+        "readlink" => fs::read_link(arg(0)?).map_err(e),
+        "write" => fs::write(arg(0)?, args.get(1).cloned().unwrap_or_default())
+            .map(|()| String::new())
+            .map_err(e),
+        "mkdir" => fs::create_dir(arg(0)?).map(|()| String::new()).map_err(e),
+        "rm" => fs::remove_file(arg(0)?).map(|()| String::new()).map_err(e),
+        "rmdir" => fs::remove_dir(arg(0)?).map(|()| String::new()).map_err(e),
+        "mv" => fs::rename(arg(0)?, arg(1)?)
+            .map(|()| String::new())
+            .map_err(e),
+        "chmod" => {
+            let mode = u32::from_str_radix(&arg(1)?, 8).map_err(|x| x.to_string())?;
+            fs::set_mode(arg(0)?, mode)
+                .map(|()| String::new())
+                .map_err(e)
+        }
+        "chown" => {
+            let uid = arg(1)?
+                .parse()
+                .map_err(|x: std::num::ParseIntError| x.to_string())?;
+            let gid = arg(2)?
+                .parse()
+                .map_err(|x: std::num::ParseIntError| x.to_string())?;
+            fs::set_owner(arg(0)?, uid, gid)
+                .map(|()| String::new())
+                .map_err(e)
+        }
+        "ln" => fs::symlink(arg(0)?, arg(1)?)
+            .map(|()| String::new())
+            .map_err(e),
+        other => Err(format!("unknown op {other:?}")),
+    }
+}
+
+/// Runs every op; the first failure, if any.
+fn run_ops() -> Option<String> {
+    let ops = param("ops").unwrap_or_default();
+    let mut first = None;
+    for line in ops
+        .split(['\n', ';'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        match one(line) {
+            Ok(data) => info(format!("{line} -> ok {data}")),
+            Err(err) => {
+                info(format!("{line} -> {err}"));
+                first.get_or_insert(format!("{line} -> {err}"));
+            }
+        }
+    }
+    first.filter(|_| param("ignore_errors").is_none())
+}
+
+impl Fix for FsOps {
+    fn check() -> Result<Check> {
+        if param("phase").as_deref() == Some("check")
+            && let Some(err) = run_ops()
+        {
+            return Err(err.into());
+        }
+        Ok(Check::applies("ops to run"))
+    }
+
+    fn apply() -> Result<String> {
+        if param("phase").as_deref() != Some("check")
+            && let Some(err) = run_ops()
+        {
+            return Err(err.into());
+        }
+        Ok("ops done".into())
+    }
+}
+
+defops_guest::export_fix!(FsOps);

@@ -1,0 +1,257 @@
+//! Escape attempts through every fs function: each must be denied, and the
+//! outside tree (and the grant) must be byte-identical afterwards.
+//!
+//! The fsops guest runs with `ignore_errors=1`, so it succeeds and its plan
+//! is committed: a call that slipped through would reach the disk.
+
+use std::collections::BTreeMap;
+
+use crate::util::{Out, Tree, guest};
+
+/// A tree with every kind of way out planted inside the grant.
+fn hostile_tree() -> Tree {
+    let t = Tree::new();
+    t.write("grant/sub/inner.txt", "inner\n");
+    t.write("grant/emptydir/.keep", "");
+    t.symlink(&t.p("outside"), "grant/link-out");
+    t.symlink("../outside", "grant/rel-out");
+    t.symlink(&t.p("outside/secret"), "grant/file-link-out");
+    t.symlink("sub/../../outside/secret", "grant/sneaky-rel");
+    t.symlink("sub", "grant/link-in");
+    std::fs::hard_link(t.path("outside/secret"), t.path("grant/hard")).unwrap();
+    t
+}
+
+fn all(t: &Tree) -> BTreeMap<String, String> {
+    t.snapshot("")
+}
+
+/// Runs one op line with the grant read-write and `ro/` read-only.
+fn op(t: &Tree, line: &str, extra: &[&str]) -> Out {
+    let ro = t.p("ro");
+    let ops = format!("ops={line}");
+    let mut args = vec![
+        "--allow-ro",
+        ro.as_str(),
+        "-p",
+        ops.as_str(),
+        "-p",
+        "ignore_errors=1",
+    ];
+    args.extend_from_slice(extra);
+    t.run(&guest("fsops"), &args)
+}
+
+#[track_caller]
+fn assert_denied(t: &Tree, line: &str, extra: &[&str]) {
+    let before = all(t);
+    let out = op(t, line, extra);
+    let messages = out.messages();
+    assert!(
+        messages.iter().any(|m| m.contains("-> denied:")),
+        "{line:?} was not denied: {messages:?}\n{}",
+        out.stderr
+    );
+    let s = out.summary();
+    assert!(s["denied"].as_u64().unwrap() >= 1, "{line:?}: {s}");
+    assert_eq!(s["changed"], 0, "{line:?} planned a change: {s}");
+    assert!(
+        !out.of("denied").is_empty(),
+        "{line:?}: denial not reported"
+    );
+    assert_eq!(all(t), before, "{line:?} changed the disk");
+}
+
+/// Every fs function, with `{}` where the attacking path goes.
+const CALLS: &[&str] = &[
+    "read {}",
+    "stat {}",
+    "lstat {}",
+    "ls {}",
+    "readlink {}",
+    "write {} pwned",
+    "mkdir {}",
+    "rm {}",
+    "rmdir {}",
+    "chmod {} 777",
+    "chown {} 0 0",
+    "mv {} GRANT/moved",
+    "mv GRANT/sub/inner.txt {}",
+    "ln GRANT/sub {}",
+];
+
+#[test]
+fn path_tricks_are_denied_through_every_call() {
+    let t = hostile_tree();
+    let g = t.p("grant");
+    let o = t.p("outside");
+    let long_name = format!("{g}/{}", "a".repeat(300));
+    let long_path = format!("{g}{}", "/a".repeat(2100));
+    let attacks = [
+        format!("{g}/../outside/secret"),
+        format!("{g}/sub/../../outside/secret"),
+        format!("{o}/secret"),
+        format!("{o}/dir"),
+        "/etc/passwd".to_string(),
+        "relative/path".to_string(),
+        format!("{g}/link-out/secret"),
+        format!("{g}/link-out/dir/file"),
+        format!("{g}/rel-out/secret"),
+        format!("{g}/sub/"),
+        format!("{g}/sub/inner.txt/"),
+        format!("{g}/sub\\0/inner.txt"),
+        format!("{g}/sub/inner.txt\\0"),
+        format!("{g}//sub"),
+        format!("{g}/./sub"),
+        long_name,
+        long_path,
+        g.clone(),
+        "/".to_string(),
+    ];
+    for attack in &attacks {
+        for call in CALLS {
+            let line = call.replace("{}", attack).replace("GRANT", &g);
+            // Reading the grant root itself is fine; changing it is not.
+            if attack == &g
+                && ["read", "stat", "lstat", "ls", "readlink"]
+                    .iter()
+                    .any(|c| call.starts_with(c))
+            {
+                continue;
+            }
+            assert_denied(&t, &line, &[]);
+        }
+    }
+}
+
+#[test]
+fn symlinks_out_are_denied_when_followed() {
+    let t = hostile_tree();
+    let g = t.p("grant");
+    for line in [
+        format!("read {g}/file-link-out"),
+        format!("stat {g}/file-link-out"),
+        format!("read {g}/sneaky-rel"),
+        format!("ls {g}/link-out"),
+        format!("ls {g}/rel-out"),
+        format!("write {g}/file-link-out pwned"),
+        format!("chmod {g}/file-link-out 777"),
+        format!("write {g}/link-out/new pwned"),
+        format!("mkdir {g}/link-out/newdir"),
+        format!("mv {g}/sub/inner.txt {g}/link-out/stolen"),
+        format!("ln {} {g}/newlink", t.p("outside/secret")),
+        format!("ln ../outside {g}/newlink"),
+        format!("ln sub/../../outside {g}/newlink"),
+    ] {
+        assert_denied(&t, &line, &[]);
+    }
+}
+
+#[test]
+fn a_hard_link_to_an_outside_file_is_never_read_or_changed() {
+    let t = hostile_tree();
+    let g = t.p("grant");
+    for call in [
+        "read",
+        "stat",
+        "lstat",
+        "write {} pwned",
+        "rm",
+        "chmod {} 600",
+        "chown {} 0 0",
+        "mv {} GRANT/x",
+    ] {
+        let line = if call.contains("{}") {
+            call.replace("{}", &format!("{g}/hard"))
+                .replace("GRANT", &g)
+        } else {
+            format!("{call} {g}/hard")
+        };
+        assert_denied(&t, &line, &[]);
+    }
+    // Replacing it by a rename is a mutation of it too.
+    assert_denied(&t, &format!("mv {g}/sub/inner.txt {g}/hard"), &[]);
+}
+
+#[test]
+fn writes_under_a_read_only_grant_are_denied() {
+    let t = hostile_tree();
+    let g = t.p("grant");
+    let r = t.p("ro");
+    for line in [
+        format!("write {r}/file pwned"),
+        format!("write {r}/new pwned"),
+        format!("mkdir {r}/d"),
+        format!("rm {r}/file"),
+        format!("chmod {r}/file 777"),
+        format!("chown {r}/file 0 0"),
+        format!("mv {r}/file {g}/stolen"),
+        format!("mv {g}/sub/inner.txt {r}/file"),
+        format!("mv {g}/sub/inner.txt {r}/new"),
+        format!("ln {g}/sub {r}/link"),
+    ] {
+        assert_denied(&t, &line, &[]);
+    }
+    // Reading it is fine.
+    let out = op(&t, &format!("read {r}/file"), &[]);
+    assert!(
+        out.messages()[0].ends_with("-> ok read-only file\n"),
+        "{:?}",
+        out.messages()
+    );
+}
+
+#[test]
+fn writes_during_check_are_denied() {
+    let t = hostile_tree();
+    let g = t.p("grant");
+    for line in [
+        format!("write {g}/new x"),
+        format!("mkdir {g}/d"),
+        format!("rm {g}/sub/inner.txt"),
+        format!("mv {g}/sub/inner.txt {g}/x"),
+        format!("chmod {g}/sub/inner.txt 600"),
+        format!("ln sub {g}/l"),
+    ] {
+        assert_denied(&t, &line, &["-p", "phase=check"]);
+    }
+}
+
+#[test]
+fn a_denial_that_fails_the_fix_exits_refused() {
+    let t = hostile_tree();
+    let ops = format!("ops=read {}/secret", t.p("outside"));
+    let out = t.run(&guest("fsops"), &["-p", &ops]);
+    out.assert_code(3);
+    assert_eq!(out.summary()["outcome"], "denied");
+}
+
+#[test]
+fn symlinks_that_stay_inside_are_followed() {
+    let t = hostile_tree();
+    let g = t.p("grant");
+    let out = op(
+        &t,
+        &format!("read {g}/link-in/inner.txt; ls {g}/link-in; write {g}/link-in/new.txt hello"),
+        &[],
+    );
+    out.assert_code(0);
+    assert_eq!(out.summary()["denied"], 0, "{:?}", out.messages());
+    assert_eq!(t.read("grant/sub/new.txt"), "hello");
+}
+
+#[test]
+fn a_symlink_the_fix_creates_is_resolved_like_any_other() {
+    let t = hostile_tree();
+    let g = t.p("grant");
+    // Inside: allowed, and written through to the real directory.
+    let out = op(
+        &t,
+        &format!("ln sub {g}/mine; write {g}/mine/through.txt ok"),
+        &[],
+    );
+    assert_eq!(out.summary()["denied"], 0, "{:?}", out.messages());
+    assert_eq!(t.read("grant/sub/through.txt"), "ok");
+    // Writing to the link itself is refused (it would replace the link).
+    assert_denied(&t, &format!("write {g}/mine x"), &[]);
+}

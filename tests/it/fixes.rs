@@ -1,0 +1,242 @@
+//! The example fixes: dry-run changes nothing and shows the plan, the real
+//! run changes what it should, a second real run changes nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime};
+
+use crate::util::{Tree, fix};
+
+const CONF: &str = "# app settings\nmax_conn = 20\n  timeout = 5\n; max_conn = 99\n";
+
+#[test]
+fn config_set_dry_run_real_run_then_nothing() {
+    let t = Tree::new();
+    t.write("grant/app.conf", CONF);
+    std::fs::set_permissions(
+        t.path("grant/app.conf"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let file = t.p("grant/app.conf");
+    let params = [
+        "-p",
+        &format!("file={file}"),
+        "-p",
+        "key=max_conn",
+        "-p",
+        "value=50",
+    ];
+    let before = t.snapshot("");
+
+    let mut args = params.to_vec();
+    args.push("--dry-run");
+    let dry = t.run(&fix("config-set"), &args);
+    dry.assert_code(0);
+    assert_eq!(t.snapshot(""), before, "a dry-run changed the disk");
+    let s = dry.summary();
+    assert_eq!(s["outcome"], "planned");
+    assert_eq!(s["changed"], 1);
+    let effects = dry.of("effect");
+    assert_eq!(effects.len(), 1);
+    assert_eq!(effects[0]["op"], "write");
+    assert_eq!(effects[0]["path"], file);
+    let diff = effects[0]["diff"].as_str().unwrap();
+    assert!(diff.contains("-max_conn = 20\n+max_conn = 50"), "{diff}");
+
+    let real = t.run(&fix("config-set"), &params);
+    real.assert_code(0);
+    assert_eq!(real.summary()["outcome"], "applied");
+    assert_eq!(
+        t.read("grant/app.conf"),
+        "# app settings\nmax_conn = 50\n  timeout = 5\n; max_conn = 99\n"
+    );
+    assert_eq!(
+        t.mode("grant/app.conf"),
+        0o640,
+        "the atomic replace must keep the mode"
+    );
+
+    let again = t.run(&fix("config-set"), &params);
+    again.assert_code(0);
+    let s = again.summary();
+    assert_eq!(s["outcome"], "not-needed");
+    assert_eq!(s["changed"], 0);
+}
+
+#[test]
+fn config_set_appends_a_missing_key_and_keeps_the_rest() {
+    let t = Tree::new();
+    t.write("grant/app.conf", "# only a comment\n  timeout = 5");
+    let file = t.p("grant/app.conf");
+    let out = t.run(
+        &fix("config-set"),
+        &[
+            "-p",
+            &format!("file={file}"),
+            "-p",
+            "key=max_conn",
+            "-p",
+            "value=7",
+        ],
+    );
+    out.assert_code(0);
+    assert_eq!(
+        t.read("grant/app.conf"),
+        "# only a comment\n  timeout = 5\nmax_conn = 7\n"
+    );
+}
+
+#[test]
+fn config_set_human_output_shows_the_diff_and_counts() {
+    let t = Tree::new();
+    t.write("grant/app.conf", CONF);
+    let file = t.p("grant/app.conf");
+    let out = t
+        .defops()
+        .args(&[
+            "run",
+            fix("config-set").to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+            "-p",
+            &format!("file={file}"),
+            "-p",
+            "key=max_conn",
+            "-p",
+            "value=50",
+            "--dry-run",
+        ])
+        .output();
+    out.assert_code(0);
+    assert!(out.stdout.contains("-max_conn = 20"), "{}", out.stdout);
+    assert!(out.stdout.contains("+max_conn = 50"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("changed: 1, unchanged: 0"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn config_set_missing_param_fails_clearly() {
+    let t = Tree::new();
+    let out = t.run(&fix("config-set"), &["-p", "key=a", "-p", "value=b"]);
+    out.assert_code(1);
+    let err = out.summary()["error"].as_str().unwrap().to_string();
+    assert!(
+        err.contains("missing parameter: pass --param file=VALUE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rename_to_backup_dry_run_real_run_then_nothing() {
+    let t = Tree::new();
+    t.write("grant/data/segment", "payload");
+    let path = t.p("grant/data/segment");
+    let params = ["-p", &format!("path={path}")];
+    let before = t.snapshot("");
+
+    let dry = t.run(
+        &fix("rename-to-backup"),
+        &[params[0], params[1], "--dry-run"],
+    );
+    dry.assert_code(0);
+    assert_eq!(t.snapshot(""), before);
+    let effects = dry.of("effect");
+    assert_eq!(effects.len(), 1);
+    assert_eq!(effects[0]["op"], "rename");
+    assert_eq!(effects[0]["to"], format!("{path}.backup"));
+
+    t.run(&fix("rename-to-backup"), &params).assert_code(0);
+    assert!(!t.exists("grant/data/segment"));
+    assert_eq!(t.read("grant/data/segment.backup"), "payload");
+
+    let again = t.run(&fix("rename-to-backup"), &params);
+    again.assert_code(0);
+    assert_eq!(again.summary()["outcome"], "not-needed");
+    assert!(
+        again.summary()["check"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already renamed")
+    );
+}
+
+#[test]
+fn rename_to_backup_renames_a_directory_with_its_content() {
+    let t = Tree::new();
+    t.write("grant/cache/a", "1");
+    t.write("grant/cache/sub/b", "2");
+    let path = t.p("grant/cache");
+    t.run(&fix("rename-to-backup"), &["-p", &format!("path={path}")])
+        .assert_code(0);
+    assert_eq!(t.read("grant/cache.backup/sub/b"), "2");
+    assert!(!t.exists("grant/cache"));
+}
+
+#[test]
+fn rename_to_backup_never_overwrites_a_backup() {
+    let t = Tree::new();
+    t.write("grant/x", "new");
+    t.write("grant/x.backup", "old");
+    let out = t.run(
+        &fix("rename-to-backup"),
+        &["-p", &format!("path={}", t.p("grant/x"))],
+    );
+    out.assert_code(0);
+    assert_eq!(out.summary()["outcome"], "not-needed");
+    assert_eq!(t.read("grant/x.backup"), "old");
+}
+
+fn age(t: &Tree, rel: &str, secs: u64) {
+    let f = std::fs::File::options()
+        .write(true)
+        .open(t.path(rel))
+        .unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn stale_locks_dry_run_real_run_then_nothing() {
+    let t = Tree::new();
+    for f in ["old1.lock", "old2.lock", "fresh.lock", "old.txt"] {
+        t.write(&format!("grant/locks/{f}"), "pid");
+    }
+    age(&t, "grant/locks/old1.lock", 7200);
+    age(&t, "grant/locks/old2.lock", 7200);
+    age(&t, "grant/locks/old.txt", 7200);
+    let params = [
+        "-p",
+        &format!("dir={}", t.p("grant/locks")),
+        "-p",
+        "max_age_secs=600",
+    ];
+    let before = t.snapshot("");
+
+    let mut dry_args = params.to_vec();
+    dry_args.push("--dry-run");
+    let dry = t.run(&fix("stale-locks"), &dry_args);
+    dry.assert_code(0);
+    assert_eq!(t.snapshot(""), before);
+    let planned: Vec<_> = dry
+        .of("effect")
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        planned,
+        [t.p("grant/locks/old1.lock"), t.p("grant/locks/old2.lock")]
+    );
+
+    t.run(&fix("stale-locks"), &params).assert_code(0);
+    assert!(!t.exists("grant/locks/old1.lock"));
+    assert!(!t.exists("grant/locks/old2.lock"));
+    assert!(t.exists("grant/locks/fresh.lock"));
+    assert!(t.exists("grant/locks/old.txt"));
+
+    let again = t.run(&fix("stale-locks"), &params);
+    again.assert_code(0);
+    assert_eq!(again.summary()["outcome"], "not-needed");
+}

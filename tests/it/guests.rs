@@ -1,0 +1,239 @@
+//! Test guests that misbehave: each ends with its own clear message and
+//! exit code, and leaves the disk as it was.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use crate::util::{Out, Tree, guest};
+
+fn hostile(t: &Tree, mode: &str, extra: &[&str]) -> Out {
+    let mut args = vec!["-p".to_string(), format!("mode={mode}")];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    t.run(&guest("hostile"), &args)
+}
+
+fn assert_limit(out: &Out, needle: &str) {
+    out.assert_code(4);
+    let s = out.summary();
+    assert_eq!(s["outcome"], "limit");
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains(needle), "{err:?} does not mention {needle:?}");
+    assert!(out.stderr.contains(needle), "stderr: {}", out.stderr);
+}
+
+#[test]
+fn an_infinite_loop_hits_the_deadline() {
+    let t = Tree::new();
+    let out = hostile(&t, "loop", &["--timeout", "1s"]);
+    assert_limit(&out, "deadline of 1s");
+    assert_eq!(out.summary()["phase"], "apply");
+}
+
+#[test]
+fn a_loop_in_check_hits_the_deadline_in_check() {
+    let t = Tree::new();
+    let out = hostile(&t, "check-loop", &["--timeout", "500ms"]);
+    assert_limit(&out, "deadline of 500ms");
+    assert_eq!(out.summary()["phase"], "check");
+}
+
+#[test]
+fn a_sleeping_guest_hits_the_deadline() {
+    let t = Tree::new();
+    let started = std::time::Instant::now();
+    let out = hostile(&t, "sleep", &["--timeout", "1s"]);
+    assert_limit(&out, "deadline of 1s");
+    // Not a speed check: a guest sleeping for an hour must not hold the run.
+    assert!(started.elapsed().as_secs() < 60);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_cap() {
+    let t = Tree::new();
+    assert_limit(
+        &hostile(&t, "membomb", &["--max-memory", "64MiB"]),
+        "more than 64 MiB of memory",
+    );
+}
+
+#[test]
+fn a_chatty_guest_hits_the_output_cap() {
+    let t = Tree::new();
+    assert_limit(
+        &hostile(&t, "chatty", &["--max-output", "64KiB"]),
+        "more than 64 KiB of output",
+    );
+}
+
+#[test]
+fn deep_recursion_is_a_stack_limit() {
+    let t = Tree::new();
+    assert_limit(&hostile(&t, "recurse", &[]), "recursed too deeply");
+}
+
+#[test]
+fn a_panic_is_a_crash_with_its_message() {
+    let t = Tree::new();
+    let out = hostile(&t, "panic", &[]);
+    out.assert_code(1);
+    assert_eq!(out.summary()["outcome"], "crashed");
+    let output = out.of("output");
+    assert!(
+        output[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("panics on purpose")
+    );
+}
+
+#[test]
+fn calling_exit_is_a_crash() {
+    let t = Tree::new();
+    let out = hostile(&t, "exit", &[]);
+    out.assert_code(1);
+    assert!(
+        out.summary()["error"]
+            .as_str()
+            .unwrap()
+            .contains("called exit")
+    );
+}
+
+#[test]
+fn std_fs_finds_nothing_and_touches_nothing() {
+    let t = Tree::new();
+    let before = t.snapshot("");
+    let out = hostile(&t, "stdfs", &[]);
+    out.assert_code(0);
+    assert_eq!(
+        out.summary()["result"],
+        "read: Err(NotFound); write: Err(NotFound); list: Err(NotFound)"
+    );
+    assert!(!std::path::Path::new("/tmp/defops-stdfs-probe").exists());
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
+fn a_million_host_calls_complete() {
+    let t = Tree::new();
+    let out = hostile(&t, "many-calls", &[]);
+    out.assert_code(0);
+    assert_eq!(out.summary()["result"], "1000000 calls, dry-run 0 times");
+}
+
+#[test]
+fn a_fix_that_fails_after_writing_commits_nothing() {
+    let t = Tree::new();
+    t.write("grant/f", "original\n");
+    let before = t.snapshot("");
+    let out = hostile(
+        &t,
+        "fail-after-write",
+        &["-p", &format!("file={}", t.p("grant/f"))],
+    );
+    out.assert_code(1);
+    assert_eq!(out.summary()["outcome"], "failed");
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
+fn a_guest_importing_sockets_is_refused_naming_every_import() {
+    let t = Tree::new();
+    let out = t.run(&guest("sockets"), &[]);
+    out.assert_code(3);
+    let err = out.summary()["error"].as_str().unwrap().to_string();
+    for import in [
+        "wasi:sockets/tcp@",
+        "wasi:sockets/udp@",
+        "wasi:sockets/ip-name-lookup@",
+    ] {
+        assert!(err.contains(import), "{err}");
+    }
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+}
+
+#[test]
+fn a_corrupt_file_and_a_core_module_are_refused_clearly() {
+    let t = Tree::new();
+    let cases = [
+        (
+            "text.wasm",
+            b"not wasm at all".to_vec(),
+            "is not a WebAssembly file",
+        ),
+        (
+            "core.wasm",
+            b"\0asm\x01\0\0\0".to_vec(),
+            "is a core WebAssembly module, not a component",
+        ),
+        (
+            "torn.wasm",
+            b"\0asm\x0d\0\x01\0\x01\xff\xff".to_vec(),
+            "is not a valid component",
+        ),
+        ("missing.wasm", Vec::new(), "cannot read"),
+    ];
+    for (name, bytes, message) in cases {
+        let path = t.path(&format!("state/../{name}"));
+        if !bytes.is_empty() {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let out = t.run(&path, &[]);
+        out.assert_code(2);
+        assert!(out.stderr.contains(message), "{name}: {}", out.stderr);
+        assert_eq!(
+            out.stderr.lines().count(),
+            1,
+            "{name}: one line: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn a_file_changed_under_the_plan_is_refused_at_commit() {
+    let t = Tree::new();
+    t.write("grant/f", "original\n");
+    let go = t.p("grant/go");
+    let mut child = t
+        .defops()
+        .into_command()
+        .args([
+            "run",
+            guest("hostile").to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+            "--json",
+            "-p",
+            "mode=write-then-wait",
+            "-p",
+            &format!("file={}", t.p("grant/f")),
+            "-p",
+            &format!("go={go}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"planned\"") {
+            break;
+        }
+    }
+    // Someone edits the file after the fix planned its write.
+    t.write("grant/f", "edited by someone else\n");
+    t.write("grant/go", "");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{rest:?}");
+    let summary: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(summary["outcome"], "refused");
+    let err = summary["error"].as_str().unwrap();
+    assert!(
+        err.contains("changed since the plan was made (content)"),
+        "{err}"
+    );
+    assert_eq!(t.read("grant/f"), "edited by someone else\n");
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `defops-wasm` binary, real compiled fixes and
+//! test guests, real files in temporary directories.
+
+mod escapes;
+mod fixes;
+mod guests;
+mod mutations;
+mod util;

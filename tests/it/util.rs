@@ -1,0 +1,252 @@
+//! A temporary tree and a way to run the real binary against it.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The workspace's target directory, with every fix and test guest built.
+fn artifacts() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let status = Command::new(root.join("scripts/build-fixes"))
+            .current_dir(&root)
+            .status()
+            .expect("run scripts/build-fixes");
+        assert!(status.success(), "scripts/build-fixes failed");
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_defops-wasm"));
+        // target/<profile>/defops-wasm -> target
+        exe.parent().unwrap().parent().unwrap().to_path_buf()
+    })
+}
+
+/// An example fix from fixes/.
+pub fn fix(name: &str) -> PathBuf {
+    let p = artifacts().join("fixes").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+/// A test guest from tests/guests/.
+pub fn guest(name: &str) -> PathBuf {
+    let p = artifacts().join("test-guests").join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+/// A temporary tree: `grant/` (granted read-write), `ro/` (for read-only
+/// grants), `outside/` (a canary that must never change) and `state/`.
+pub struct Tree {
+    dir: tempfile::TempDir,
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        let t = Tree {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for d in ["grant", "ro", "outside", "state"] {
+            std::fs::create_dir(t.path(d)).unwrap();
+        }
+        t.write("outside/secret", "outside secret\n");
+        t.write("outside/dir/file", "outside file\n");
+        t.write("ro/file", "read-only file\n");
+        t
+    }
+
+    /// The absolute path of `rel` in the tree, as a string.
+    pub fn p(&self, rel: &str) -> String {
+        self.path(rel).to_str().unwrap().to_string()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.path(rel).symlink_metadata().is_ok()
+    }
+
+    pub fn mode(&self, rel: &str) -> u32 {
+        self.path(rel)
+            .symlink_metadata()
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    pub fn symlink(&self, target: &str, rel: &str) {
+        std::os::unix::fs::symlink(target, self.path(rel)).unwrap();
+    }
+
+    /// Everything under `rel` (but the state directory): path -> kind,
+    /// content, mode, owner, mtime, symlink target.
+    pub fn snapshot(&self, rel: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        snap(&self.path(rel), "", &mut out);
+        out.retain(|k, _| !k.starts_with("/state"));
+        out
+    }
+
+    /// `defops-wasm ARGS` with this tree's state directory.
+    pub fn defops(&self) -> Cmd {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_defops-wasm"));
+        cmd.env("DEFOPS_STATE_DIR", self.path("state"));
+        cmd.env_remove("RUST_LOG");
+        Cmd { cmd }
+    }
+
+    /// `defops-wasm run FIX --allow grant --json ARGS`.
+    pub fn run(&self, fix: &Path, args: &[&str]) -> Out {
+        let grant = self.p("grant");
+        let mut all = vec![
+            "run",
+            fix.to_str().unwrap(),
+            "--allow",
+            grant.as_str(),
+            "--json",
+        ];
+        all.extend_from_slice(args);
+        self.defops().args(&all).output()
+    }
+}
+
+fn snap(path: &Path, rel: &str, out: &mut BTreeMap<String, String>) {
+    let Ok(meta) = path.symlink_metadata() else {
+        return;
+    };
+    let ft = meta.file_type();
+    let what = if ft.is_symlink() {
+        format!("symlink {}", std::fs::read_link(path).unwrap().display())
+    } else if ft.is_dir() {
+        "dir".to_string()
+    } else {
+        let content = std::fs::read(path).unwrap();
+        format!(
+            "file {:?}",
+            String::from_utf8_lossy(&content[..content.len().min(200)])
+        )
+    };
+    out.insert(
+        format!("/{rel}"),
+        format!(
+            "{what} mode={:o} owner={}:{} mtime={}.{}",
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ),
+    );
+    if ft.is_dir() {
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        for n in names {
+            let child = if rel.is_empty() {
+                n.clone()
+            } else {
+                format!("{rel}/{n}")
+            };
+            snap(&path.join(&n), &child, out);
+        }
+    }
+}
+
+pub struct Cmd {
+    cmd: Command,
+}
+
+impl Cmd {
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: &[S]) -> Cmd {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn into_command(self) -> Command {
+        self.cmd
+    }
+
+    pub fn output(mut self) -> Out {
+        let o = self.cmd.output().expect("run defops-wasm");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// What a run printed.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// The JSON Lines on stdout.
+    pub fn lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect()
+    }
+
+    /// The `summary` line (always the last).
+    pub fn summary(&self) -> Value {
+        let last = self
+            .lines()
+            .pop()
+            .unwrap_or_else(|| panic!("no output: {self:?}"));
+        assert_eq!(last["type"], "summary", "{self:?}");
+        last
+    }
+
+    /// Lines of one type.
+    pub fn of(&self, ty: &str) -> Vec<Value> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l["type"] == ty)
+            .collect()
+    }
+
+    /// The texts of the fix's messages.
+    pub fn messages(&self) -> Vec<String> {
+        self.of("message")
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Out {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
