@@ -108,7 +108,7 @@ impl Printer {
                 let mut v = serde_json::to_value(e).unwrap_or_default();
                 v["type"] = json!("effect");
                 v["planned"] = json!(dry_run);
-                if let Some(d) = e.text_diff() {
+                if let Some(d) = e.text_diff(dry_run) {
                     v["diff"] = json!(d);
                 }
                 emit(&v.to_string());
@@ -121,7 +121,7 @@ impl Printer {
         emit(if dry_run { "plan:" } else { "changes:" });
         for e in &plan.effects {
             emit(&format!("  {}", e.op));
-            if let Some(diff) = e.text_diff() {
+            if let Some(diff) = e.text_diff(dry_run) {
                 for line in diff.lines() {
                     emit(&format!("      {line}"));
                 }

@@ -234,7 +234,7 @@ impl Effect {
 
     /// A unified diff for a write of text over text (or a new text file);
     /// `None` for anything else.
-    pub fn text_diff(&self) -> Option<String> {
+    pub fn text_diff(&self, planned: bool) -> Option<String> {
         let Op::Write { path, content, .. } = &self.op else {
             return None;
         };
@@ -251,7 +251,7 @@ impl Effect {
         let text = diff
             .unified_diff()
             .context_radius(3)
-            .header(&old_name, &format!("{path} (planned)"))
+            .header(&old_name, &format!("{path} ({})", if planned { "planned" } else { "new" }))
             .to_string();
         Some(text)
     }
