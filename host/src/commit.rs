@@ -1,16 +1,30 @@
-//! The one executor that applies a plan to the disk.
+//! The one executor that applies a plan to the disk, write-ahead.
 //!
-//! Before anything is written, every effect whose path the plan has not
-//! touched earlier is checked against the disk: if any file changed since the
-//! fix planned (someone edited it meanwhile), nothing is applied. Each effect
-//! is then checked again right before it is applied, from descriptors, so a
-//! change that lands in between stops the commit at that effect.
+//! For a plan of any size the durability is batched, so the number of syncs
+//! does not grow with the number of effects:
+//!
+//! 1. Every effect whose path the plan has not touched earlier is checked
+//!    against the disk (from descriptors). If anything changed since the fix
+//!    planned, nothing is written at all.
+//! 2. The before-images (content of every file about to be replaced or
+//!    removed) go to the object store: one sync of its file system.
+//! 3. One intent record per effect goes to the journal: one sync.
+//! 4. Each effect is checked again and applied (a file atomically: temporary
+//!    file in the same directory, then rename); a `done` record with the
+//!    observed after-state is appended as it completes.
+//! 5. One sync of each file system the grants live on, then one of the
+//!    journal.
+//!
+//! Rollback is this same executor fed the inverse plan.
 
 use std::collections::HashSet;
 use std::io;
 
+use serde_json::{Value, json};
+
 use crate::disk::{self, Loc};
 use crate::grants::{Grants, VPath};
+use crate::journal::{Journal, Objects};
 use crate::plan::{Effect, Op, Plan, State};
 
 /// Why a commit stopped.
@@ -37,6 +51,9 @@ pub enum CommitError {
         source: io::Error,
         applied: usize,
     },
+    /// The journal or the object store could not be written.
+    #[error("cannot write the journal: {0}")]
+    Journal(#[source] io::Error),
 }
 
 impl CommitError {
@@ -44,7 +61,27 @@ impl CommitError {
     pub fn applied(&self) -> usize {
         match self {
             CommitError::Drift { applied, .. } | CommitError::Io { applied, .. } => *applied,
+            CommitError::Journal(_) => 0,
         }
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub applied: usize,
+    /// fsync/syncfs calls made, for the record (constant per commit).
+    pub syncs: usize,
+}
+
+/// A place where a test can have the process killed: set
+/// `DEFOPS_FAILPOINT` to `after-objects`, `after-intents`, `before-done-N`
+/// (effect N applied, its done record not written), `after-done-N` or
+/// `after-sync`. The process then dies by SIGKILL at that point.
+pub fn failpoint(name: &str) {
+    if std::env::var("DEFOPS_FAILPOINT").as_deref() == Ok(name) {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }
 
@@ -58,33 +95,40 @@ fn locate(grants: &Grants, path: &VPath) -> io::Result<Loc> {
     disk::locate(grant, path)
 }
 
-/// Checks `path` is in state `expected` now.
-fn check(
-    grants: &Grants,
-    path: &VPath,
-    expected: &State,
-    applied: usize,
-) -> Result<(), CommitError> {
-    let io_err = |source| CommitError::Io {
-        op: "check",
-        path: path.clone(),
-        source,
-        applied,
-    };
-    let found = match locate(grants, path) {
-        Ok(loc) => loc.state().map_err(io_err)?,
+/// The state of `path` now, and its mtime when it exists.
+fn observe(grants: &Grants, path: &VPath) -> io::Result<(State, Option<(i64, u32)>)> {
+    match locate(grants, path) {
+        Ok(loc) => {
+            let st = loc.lstat()?;
+            Ok((loc.state()?, st.map(|s| (s.mtime, s.mtime_nsec))))
+        }
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
             ) =>
         {
-            State::Absent
+            Ok((State::Absent, None))
         }
-        Err(e) => return Err(io_err(e)),
-    };
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks `path` is in state `expected` now; returns its mtime.
+fn check(
+    grants: &Grants,
+    path: &VPath,
+    expected: &State,
+    applied: usize,
+) -> Result<Option<(i64, u32)>, CommitError> {
+    let (found, mtime) = observe(grants, path).map_err(|source| CommitError::Io {
+        op: "check",
+        path: path.clone(),
+        source,
+        applied,
+    })?;
     match expected.difference(&found) {
-        None => Ok(()),
+        None => Ok(mtime),
         Some(attribute) => Err(CommitError::Drift {
             path: path.clone(),
             attribute,
@@ -100,45 +144,146 @@ fn expectations(effect: &Effect) -> impl Iterator<Item = (&VPath, &State)> {
         .chain(effect.op.second_path().zip(effect.before_to.as_ref()))
 }
 
-/// Applies `plan`; returns the number of effects applied.
-pub fn commit(grants: &Grants, plan: &Plan, run_id: &str) -> Result<usize, CommitError> {
-    // Everything the plan expects of paths it has not yet touched must hold
-    // before the first change.
+/// Applies `plan`, journaling ahead of every change.
+pub fn commit(
+    grants: &Grants,
+    plan: &Plan,
+    run_id: &str,
+    journal: &mut Journal,
+    objects: &Objects,
+) -> Result<Committed, CommitError> {
+    let jerr = CommitError::Journal;
+    let mut syncs = 0;
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+
+    // 1. Everything the plan expects of paths it has not yet touched must
+    //    hold before the first change. Their original mtimes (and those of
+    //    their directories) are kept so a rollback can restore them.
     let mut touched: HashSet<&VPath> = HashSet::new();
     let mut above_touched: HashSet<VPath> = HashSet::new();
+    let mut times: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(plan.effects.len());
+    let mut timed: HashSet<VPath> = HashSet::new();
     for effect in &plan.effects {
+        let mut t = serde_json::Map::new();
+        let fresh = |p: &VPath| {
+            !touched.contains(p)
+                && !above_touched.contains(p)
+                && !std::iter::successors(p.parent(), |a| a.parent()).any(|a| touched.contains(&a))
+        };
         for (path, expected) in expectations(effect) {
-            let mut ancestors = std::iter::successors(path.parent(), |p| p.parent());
-            let fresh = !touched.contains(path)
-                && !above_touched.contains(path)
-                && !ancestors.any(|a| touched.contains(&a));
-            if fresh {
-                check(grants, path, expected, 0)?;
+            if fresh(path) {
+                if let Some((s, ns)) = check(grants, path, expected, 0)?
+                    && timed.insert(path.clone())
+                {
+                    t.insert(path.to_string(), json!([s, ns]));
+                }
+                if let Some(parent) = path.parent()
+                    && grants.find(&parent).is_some()
+                    && fresh(&parent)
+                    && timed.insert(parent.clone())
+                    && let Ok((_, Some((s, ns)))) = observe(grants, &parent)
+                {
+                    t.insert(parent.to_string(), json!([s, ns]));
+                }
             }
         }
+        times.push(t);
         for path in effect.paths() {
             touched.insert(path);
             above_touched.extend(std::iter::successors(path.parent(), |p| p.parent()));
         }
     }
 
-    for (i, effect) in plan.effects.iter().enumerate() {
-        for (path, expected) in expectations(effect) {
-            check(grants, path, expected, i)?;
-        }
-        apply(grants, effect, &format!(".defops-tmp-{run_id}-{i}")).map_err(|(path, source)| {
-            CommitError::Io {
-                op: effect.op.verb(),
-                path: path.clone(),
-                source,
-                applied: i,
-            }
-        })?;
+    // 2. Before-images, one sync.
+    let mut stored = Vec::with_capacity(plan.effects.len());
+    for effect in &plan.effects {
+        let put =
+            |c: &Option<std::sync::Arc<Vec<u8>>>| c.as_ref().map(|c| objects.put(c)).transpose();
+        stored.push((
+            put(&effect.before_content).map_err(jerr)?,
+            put(&effect.before_to_content).map_err(jerr)?,
+        ));
     }
-    Ok(plan.effects.len())
+    if stored.iter().any(|(a, b)| a.is_some() || b.is_some()) {
+        objects.sync().map_err(jerr)?;
+        syncs += 1;
+    }
+    failpoint("after-objects");
+
+    // 3. Intents, one sync.
+    for (n, effect) in plan.effects.iter().enumerate() {
+        let (after, after_to) = effect.planned_after(uid, gid);
+        let mut rec = serde_json::to_value(effect).unwrap_or_default();
+        rec["type"] = json!("intent");
+        rec["n"] = json!(n);
+        rec["after"] = json!(after);
+        if let Some(a) = after_to {
+            rec["after_to"] = json!(a);
+        }
+        let (obj, obj_to) = &stored[n];
+        if let Some(o) = obj {
+            rec["object"] = json!(o);
+        }
+        if let Some(o) = obj_to {
+            rec["object_to"] = json!(o);
+        }
+        if !times[n].is_empty() {
+            rec["mtimes"] = Value::Object(std::mem::take(&mut times[n]));
+        }
+        journal.append(rec).map_err(jerr)?;
+    }
+    journal.sync().map_err(jerr)?;
+    syncs += 1;
+    failpoint("after-intents");
+
+    // 4. The changes, each checked again right before it is made.
+    let mut devices: Vec<u64> = Vec::new();
+    for (n, effect) in plan.effects.iter().enumerate() {
+        for (path, expected) in expectations(effect) {
+            check(grants, path, expected, n)?;
+        }
+        let tmp = format!(".defops-tmp-{run_id}-{n}");
+        apply(grants, effect, &tmp).map_err(|(path, source)| CommitError::Io {
+            op: effect.op.verb(),
+            path: path.clone(),
+            source,
+            applied: n,
+        })?;
+        failpoint(&format!("before-done-{n}"));
+        let observed = |p: &VPath| observe(grants, p).map(|(s, _)| s).unwrap_or(State::Absent);
+        let mut done = json!({"type": "done", "n": n, "after": observed(effect.op.path())});
+        if let Some(to) = effect.op.second_path() {
+            done["after_to"] = json!(observed(to));
+        }
+        journal.append(done).map_err(jerr)?;
+        failpoint(&format!("after-done-{n}"));
+        for p in effect.paths() {
+            if let Some(g) = grants.find(p)
+                && !devices.contains(&g.dev)
+            {
+                devices.push(g.dev);
+            }
+        }
+    }
+
+    // 5. One sync per file system the changes are on, then the journal.
+    for dev in &devices {
+        if let Some(g) = grants.iter().find(|g| g.dev == *dev) {
+            disk::sync_fs(&g.dir).map_err(jerr)?;
+            syncs += 1;
+        }
+    }
+    failpoint("after-sync");
+    journal.sync().map_err(jerr)?;
+    syncs += 1;
+    Ok(Committed {
+        applied: plan.effects.len(),
+        syncs,
+    })
 }
 
-/// Applies one effect and syncs the directories it changed.
+/// Applies one effect (not synced: the commit syncs once at the end).
 fn apply<'a>(grants: &Grants, effect: &'a Effect, tmp: &str) -> Result<(), (&'a VPath, io::Error)> {
     let path = effect.op.path();
     let at = |p: &'a VPath| locate(grants, p).map_err(|e| (p, e));
@@ -161,9 +306,7 @@ fn apply<'a>(grants: &Grants, effect: &'a Effect, tmp: &str) -> Result<(), (&'a 
             let dest = at(to)?;
             let no_replace = effect.before_to == Some(State::Absent);
             loc.rename_to(&dest, no_replace)
-                .and_then(|()| disk::sync_dir(dest.parent_fd()))
         }
     };
-    done.and_then(|()| disk::sync_dir(loc.parent_fd()))
-        .map_err(|e| (path, e))
+    done.map_err(|e| (path, e))
 }

@@ -34,6 +34,7 @@ pub struct Stat {
     pub uid: u32,
     pub gid: u32,
     pub mtime: i64,
+    pub mtime_nsec: u32,
     pub nlink: u64,
 }
 
@@ -51,8 +52,9 @@ impl Stat {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
-            mtime: st.st_mtime,
-            nlink: st.st_nlink,
+            mtime: st.st_mtime as i64,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            nlink: st.st_nlink as u64,
         }
     }
 }
@@ -247,8 +249,8 @@ impl Loc {
     }
 
     /// Replaces the file here atomically: a temporary file in the same
-    /// directory, written, given its mode and owner, synced, renamed over the
-    /// name. The caller syncs the directory.
+    /// directory, written, given its mode and owner, renamed over the name.
+    /// The caller syncs the file system afterwards.
     pub fn replace_file(
         &self,
         content: &[u8],
@@ -270,7 +272,7 @@ impl Loc {
             file.write_all(content)?;
             set_owner_fd(&file, uid, gid)?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
-            file.sync_all()?;
+            // Not synced here: the commit flushes the file system once.
             rustix::fs::renameat(dir, tmp, dir, name)?;
             Ok(())
         })();
@@ -339,6 +341,28 @@ impl Loc {
         .map_err(Into::into)
     }
 
+    /// Sets the modification time of the path itself (not following a
+    /// symlink); the access time is left alone.
+    pub fn set_mtime(&self, secs: i64, nsec: u32) -> io::Result<()> {
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: secs,
+                tv_nsec: nsec.into(),
+            },
+        };
+        match self {
+            Loc::Root(fd) => rustix::fs::futimens(fd, &times),
+            Loc::At(dir, name) => {
+                rustix::fs::utimensat(dir, name.as_str(), &times, AtFlags::SYMLINK_NOFOLLOW)
+            }
+        }
+        .map_err(Into::into)
+    }
+
     pub fn symlink(&self, target: &str) -> io::Result<()> {
         rustix::fs::symlinkat(target, self.parent_fd(), self.name()?).map_err(Into::into)
     }
@@ -355,6 +379,14 @@ fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
         Some(rustix::fs::Gid::from_raw(gid)),
     )
     .map_err(Into::into)
+}
+
+/// Flushes the whole file system that holds `fd`: one call however many
+/// files changed on it.
+pub fn sync_fs(fd: impl AsFd) -> io::Result<()> {
+    // The handle may be an O_PATH descriptor, which syncfs refuses.
+    let dir = rustix::fs::openat(fd, ".", DIR_FLAGS, Mode::empty())?;
+    rustix::fs::syncfs(&dir).map_err(Into::into)
 }
 
 /// Syncs a directory (after renames and creations in it).

@@ -51,6 +51,8 @@ pub struct Grant {
     pub access: Access,
     /// The handle every access under this grant goes through.
     pub dir: Dir,
+    /// The device (file system) it lives on.
+    pub dev: u64,
 }
 
 /// Why a grant could not be opened.
@@ -113,11 +115,18 @@ impl Grants {
                 }
                 continue;
             }
+            let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&canonical).map_err(
+                |source| GrantError::Open {
+                    path: path.to_string(),
+                    source,
+                },
+            )?);
             grants.push(Grant {
                 path,
                 canonical,
                 access: *access,
                 dir,
+                dev,
             });
         }
         Ok(Grants { grants })

@@ -12,6 +12,8 @@
 //! * [`plan`]: effects and the states they expect.
 //! * [`commit`]: the one executor that applies a plan.
 //! * [`disk`]: the only code that touches files under a grant.
+//! * [`journal`]: the hash-chained record of every run, and the object store.
+//! * [`policy`]: the lock that keeps two changes apart.
 //! * [`run`]: `defops-wasm run`, tying them together.
 //!
 //! ```no_run
@@ -24,9 +26,11 @@ pub mod commit;
 pub mod disk;
 pub mod exit;
 pub mod grants;
+pub mod journal;
 pub mod output;
 pub mod overlay;
 pub mod plan;
+pub mod policy;
 pub mod run;
 pub mod sandbox;
 pub mod state_dir;

@@ -168,6 +168,9 @@ impl Printer {
         if !line.is_empty() {
             emit(&line);
         }
+        if let (Some(j), Some(h)) = (v["journal"].as_str(), v["head"].as_str()) {
+            emit(&format!("journal: {j}\nhead:    {h}"));
+        }
         if let Some(err) = v["error"].as_str() {
             error_line(err);
         }

@@ -509,7 +509,26 @@ impl Overlay {
             before,
             before_to: None,
             before_content: None,
+            before_to_content: None,
         });
+    }
+
+    /// The state of `node` at `path`, with the content when it is a file.
+    fn image_of(
+        &self,
+        path: &VPath,
+        node: &Node,
+    ) -> Result<(State, Option<Arc<Vec<u8>>>), FsError> {
+        match node {
+            Node::File { content, meta } => {
+                let bytes = self.content(path, content)?;
+                Ok((
+                    State::file(&bytes, meta.mode, meta.uid, meta.gid),
+                    Some(bytes),
+                ))
+            }
+            other => Ok((self.state_of(path, other)?, None)),
+        }
     }
 
     fn new_meta(&self, kind: Kind, mode: u32, size: u64) -> Meta {
@@ -592,6 +611,7 @@ impl Overlay {
                 before,
                 before_to: None,
                 before_content,
+                before_to_content: None,
             }),
         }
         self.nodes.insert(
@@ -633,8 +653,11 @@ impl Overlay {
             Node::Dir { .. } => return Err(invalid(shown, "is a directory; use remove-dir")),
             _ => Self::not_hard_linked(shown, &node)?,
         }
-        let before = self.state_of(shown, &node)?;
+        let (before, content) = self.image_of(shown, &node)?;
         self.push(Op::RemoveFile { path: path.clone() }, before);
+        if let Some(last) = self.plan.effects.last_mut() {
+            last.before_content = content;
+        }
         self.nodes.insert(path, Node::Absent);
         Ok(())
     }
@@ -702,7 +725,7 @@ impl Overlay {
             _ => {}
         }
         let before = self.state_of(shown_from, &src)?;
-        let before_to = self.state_of(shown_to, &dst)?;
+        let (before_to, before_to_content) = self.image_of(shown_to, &dst)?;
         self.plan.effects.push(Effect {
             op: Op::Rename {
                 from: from.clone(),
@@ -711,6 +734,7 @@ impl Overlay {
             before,
             before_to: Some(before_to),
             before_content: None,
+            before_to_content,
         });
         let replaced: Vec<VPath> = self.descendants(&to).map(|(p, _)| p.clone()).collect();
         for p in replaced {

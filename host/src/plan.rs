@@ -221,12 +221,72 @@ pub struct Effect {
     /// For a rename, the state of the destination before it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before_to: Option<State>,
-    /// For a write over an existing file, its previous content (for diffs).
+    /// When the path held a file before: its content (the before-image
+    /// journaled ahead of the change, and the old side of diffs).
     #[serde(skip)]
     pub before_content: Option<Arc<Vec<u8>>>,
+    /// For a rename over an existing file: that file's content.
+    #[serde(skip)]
+    pub before_to_content: Option<Arc<Vec<u8>>>,
 }
 
 impl Effect {
+    /// The state this effect should leave its path in (for a rename: the
+    /// destination's), as planned. `uid`/`gid` are those of new files.
+    pub fn planned_after(&self, uid: u32, gid: u32) -> (State, Option<State>) {
+        let keep = |f: &dyn Fn(&mut State)| {
+            let mut s = self.before.clone();
+            f(&mut s);
+            s
+        };
+        match &self.op {
+            Op::Write {
+                content,
+                mode,
+                uid,
+                gid,
+                ..
+            } => (State::file(content, *mode, *uid, *gid), None),
+            Op::CreateDir { mode, .. } => (
+                State::Dir {
+                    mode: *mode,
+                    uid,
+                    gid,
+                },
+                None,
+            ),
+            Op::RemoveFile { .. } | Op::RemoveDir { .. } => (State::Absent, None),
+            Op::Rename { .. } => (State::Absent, Some(self.before.clone())),
+            Op::SetMode { mode, .. } => (
+                keep(&|s| {
+                    if let State::File { mode: m, .. } | State::Dir { mode: m, .. } = s {
+                        *m = *mode;
+                    }
+                }),
+                None,
+            ),
+            Op::SetOwner { uid: u, gid: g, .. } => (
+                keep(&|s| {
+                    if let State::File { uid, gid, .. }
+                    | State::Dir { uid, gid, .. }
+                    | State::Symlink { uid, gid, .. } = s
+                    {
+                        (*uid, *gid) = (*u, *g);
+                    }
+                }),
+                None,
+            ),
+            Op::Symlink { target, .. } => (
+                State::Symlink {
+                    target: target.clone(),
+                    uid,
+                    gid,
+                },
+                None,
+            ),
+        }
+    }
+
     /// Every path this effect changes.
     pub fn paths(&self) -> impl Iterator<Item = &VPath> {
         std::iter::once(self.op.path()).chain(self.op.second_path())
@@ -251,7 +311,10 @@ impl Effect {
         let text = diff
             .unified_diff()
             .context_radius(3)
-            .header(&old_name, &format!("{path} ({})", if planned { "planned" } else { "new" }))
+            .header(
+                &old_name,
+                &format!("{path} ({})", if planned { "planned" } else { "new" }),
+            )
             .to_string();
         Some(text)
     }

@@ -14,9 +14,11 @@ use serde_json::json;
 use crate::commit::{self, CommitError};
 use crate::exit::Exit;
 use crate::grants::{Access, Grants};
+use crate::journal::{Journal, Objects};
 use crate::output::Printer;
 use crate::overlay::{Overlay, OverlayLimits};
 use crate::plan::Plan;
+use crate::policy::RunLock;
 use crate::sandbox::{GuestEnd, Limiter, Limits, OutputBudget, Sandbox};
 use crate::world::RunState;
 
@@ -87,9 +89,52 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
+pub fn rfc3339(secs: i64) -> String {
+    let s = utc_stamp(secs);
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    )
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Who runs this: the login name (and the sudo caller), with the uid.
+pub fn user() -> serde_json::Value {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default();
+    let mut v = json!({"name": name, "uid": rustix::process::geteuid().as_raw()});
+    if let Ok(sudo) = std::env::var("SUDO_USER") {
+        v["sudo_user"] = json!(sudo);
+    }
+    v
+}
+
+fn journal_error(e: impl std::fmt::Display) -> Stop {
+    Stop::new(
+        Exit::Usage,
+        format!(
+            "cannot write the journal: {e}; nothing was changed. Check the state directory (--state-dir)"
+        ),
+    )
+}
+
 /// Runs a fix; prints as it goes; returns the exit status.
 pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let started = Instant::now();
+    let started_at = now_secs();
     let run_id = new_run_id();
     let grants = Grants::open(&req.grants).map_err(|e| Stop::new(Exit::Usage, e))?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
@@ -108,7 +153,20 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             Stop::new(exit, e)
         })?;
     let loaded_in = started.elapsed();
+    // A real run holds the lock from before the fix plans until the commit
+    // is done, so two never interleave.
+    let _lock = match req.dry_run {
+        true => None,
+        false => Some(
+            RunLock::take(&state_dir, &format!("run {run_id}"))
+                .map_err(|e| Stop::new(Exit::Refused, e))?,
+        ),
+    };
 
+    let grants_json: Vec<_> = grants
+        .iter()
+        .map(|g| json!({"path": g.path, "access": g.access}))
+        .collect();
     out.start(&json!({
         "type": "start",
         "run_id": run_id,
@@ -116,7 +174,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "digest": loaded.digest,
         "size": loaded.size,
         "dry_run": req.dry_run,
-        "grants": grants.iter().map(|g| json!({"path": g.path, "access": g.access})).collect::<Vec<_>>(),
+        "grants": grants_json,
         "params": req.params,
         "compile_cache": if loaded.cache_hit { "hit" } else { "miss" },
     }));
@@ -146,11 +204,49 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     };
     let (state, end) = sandbox.execute(&loaded, state, &req.limits);
     let ran_in = started.elapsed() - loaded_in;
-    out.fix_output(&output.take());
+    let fix_output = output.take();
+    out.fix_output(&fix_output);
     for d in &state.denials {
         out.denial(d);
     }
     let denied = state.denials.len();
+
+    // The journal: what ran, what it said, what it planned or changed.
+    let mut journal = Journal::create(&state_dir, &run_id).map_err(journal_error)?;
+    let objects = Objects::open(&state_dir).map_err(journal_error)?;
+    let mut records = vec![json!({
+        "type": "header",
+        "format": crate::journal::FORMAT,
+        "kind": "run",
+        "run_id": run_id,
+        "time": rfc3339(started_at),
+        "fix": {"path": req.fix.display().to_string(), "digest": loaded.digest, "size": loaded.size},
+        "grants": grants_json,
+        "params": req.params,
+        "dry_run": req.dry_run,
+        "host": hostname(),
+        "user": user(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "hash": "blake3",
+    })];
+    records.extend(
+        state
+            .messages
+            .iter()
+            .map(|m| json!({"type": "message", "level": m.level, "text": m.text})),
+    );
+    records.extend(
+        state
+            .denials
+            .iter()
+            .map(|d| json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason})),
+    );
+    if !fix_output.is_empty() {
+        records.push(json!({"type": "output", "text": String::from_utf8_lossy(&fix_output)}));
+    }
+    for r in records {
+        journal.append(r).map_err(journal_error)?;
+    }
     let plan = state.overlay.into_plan();
 
     let mut summary = json!({
@@ -224,37 +320,96 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             );
             set(&mut summary, "result", json!(result));
             set(&mut summary, "changed", json!(plan.effects.len()));
+            journal
+                .append(json!({"type": "check", "applies": true, "reason": check}))
+                .map_err(journal_error)?;
             out.plan(&plan, req.dry_run);
             if req.dry_run {
+                journal_plan(&mut journal, &plan).map_err(journal_error)?;
                 set(&mut summary, "outcome", json!("planned"));
                 Exit::Success
             } else {
-                commit_plan(&grants, &plan, &run_id, &mut summary)
+                commit_plan(
+                    &grants,
+                    &plan,
+                    &run_id,
+                    &mut journal,
+                    &objects,
+                    &mut summary,
+                )
             }
         }
     };
+    if let Some(check) = summary
+        .get("check")
+        .filter(|c| c["applies"] == json!(false))
+    {
+        journal
+            .append(json!({"type": "check", "applies": false, "reason": check["reason"]}))
+            .map_err(journal_error)?;
+    }
     summary["exit_code"] = json!(exit.code());
+    let mut outcome = json!({
+        "type": "outcome",
+        "outcome": summary["outcome"],
+        "changed": summary["changed"],
+        "unchanged": summary["unchanged"],
+        "denied": denied,
+        "exit_code": exit.code(),
+        "time": rfc3339(now_secs()),
+    });
+    for key in ["error", "result", "phase"] {
+        if let Some(v) = summary.get(key) {
+            outcome[key] = v.clone();
+        }
+    }
+    journal.append(outcome).map_err(journal_error)?;
+    journal.sync().map_err(journal_error)?;
+    summary["head"] = json!(journal.head());
+    summary["journal"] = json!(journal.path().display().to_string());
     summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     out.summary(&summary);
     Ok(exit)
+}
+
+/// A dry-run's plan, journaled as intents marked planned.
+fn journal_plan(journal: &mut Journal, plan: &Plan) -> std::io::Result<()> {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    for (n, effect) in plan.effects.iter().enumerate() {
+        let mut rec = serde_json::to_value(effect).unwrap_or_default();
+        rec["type"] = json!("intent");
+        rec["n"] = json!(n);
+        rec["planned"] = json!(true);
+        let (after, after_to) = effect.planned_after(uid, gid);
+        rec["after"] = json!(after);
+        if let Some(a) = after_to {
+            rec["after_to"] = json!(a);
+        }
+        journal.append(rec)?;
+    }
+    Ok(())
 }
 
 fn commit_plan(
     grants: &Grants,
     plan: &Plan,
     run_id: &str,
+    journal: &mut Journal,
+    objects: &Objects,
     summary: &mut serde_json::Value,
 ) -> Exit {
-    match commit::commit(grants, plan, run_id) {
-        Ok(_) => {
+    match commit::commit(grants, plan, run_id, journal, objects) {
+        Ok(done) => {
             summary["outcome"] = json!("applied");
+            summary["syncs"] = json!(done.syncs);
             Exit::Success
         }
         Err(e) => {
             let applied = e.applied();
             summary["changed"] = json!(applied);
             summary["error"] = json!(format!(
-                "commit stopped: {e} ({applied} of {} effects were applied before it)",
+                "commit stopped: {e} ({applied} of {} effects were applied before it; `defops-wasm rollback {run_id}` undoes them)",
                 plan.effects.len()
             ));
             match e {
@@ -262,7 +417,7 @@ fn commit_plan(
                     summary["outcome"] = json!("refused");
                     Exit::Refused
                 }
-                CommitError::Io { .. } => {
+                CommitError::Io { .. } | CommitError::Journal(_) => {
                     summary["outcome"] = json!("error");
                     Exit::Usage
                 }
