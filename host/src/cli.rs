@@ -30,6 +30,57 @@ pub enum Command {
     /// Run a fix: `check`, then `apply` against an overlay; show the plan
     /// (--dry-run) or commit it.
     Run(RunArgs),
+    /// Undo a run's changes, newest first, refusing if anything drifted.
+    Rollback(RollbackArgs),
+    /// List, show and verify the journals of past runs.
+    Journal(JournalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The run id (see `journal list`) or the path of its journal.
+    pub run: String,
+
+    /// Show what would be undone, change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Undo even paths that changed since the run (their current state is
+    /// lost).
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct JournalArgs {
+    #[command(subcommand)]
+    pub command: JournalCommand,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// One line per run, oldest first.
+    List,
+    /// Every record of a run.
+    Show {
+        /// The run id or the path of its journal.
+        run: String,
+    },
+    /// Check the hash chain. Exit 0 intact, 1 torn tail (a crash), 3 bad.
+    Verify {
+        /// The run id or the path of its journal.
+        run: String,
+        /// The head hash recorded elsewhere at the end of the run; detects a
+        /// journal cut short.
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +201,26 @@ impl Cli {
     pub fn execute(self) -> Result<Exit, Stop> {
         match self.command {
             Command::Run(args) => args.execute(),
+            Command::Rollback(args) => {
+                let req = crate::rollback::RollbackRequest {
+                    run: args.run,
+                    dry_run: args.dry_run,
+                    force: args.force,
+                    state_dir: args.common.state_dir()?,
+                };
+                crate::rollback::rollback(req, &Printer::new(args.common.json))
+            }
+            Command::Journal(args) => {
+                let state = args.common.state_dir()?;
+                let out = Printer::new(args.common.json);
+                match args.command {
+                    JournalCommand::List => crate::history::list(&state, &out),
+                    JournalCommand::Show { run } => crate::history::show(&state, &run, &out),
+                    JournalCommand::Verify { run, expect_head } => {
+                        crate::history::verify(&state, &run, expect_head.as_deref(), &out)
+                    }
+                }
+            }
         }
     }
 
@@ -157,6 +228,8 @@ impl Cli {
     pub fn json(&self) -> bool {
         match &self.command {
             Command::Run(a) => a.common.json,
+            Command::Rollback(a) => a.common.json,
+            Command::Journal(a) => a.common.json,
         }
     }
 }

@@ -158,33 +158,39 @@ pub fn commit(
     let gid = rustix::process::getegid().as_raw();
 
     // 1. Everything the plan expects of paths it has not yet touched must
-    //    hold before the first change. Their original mtimes (and those of
-    //    their directories) are kept so a rollback can restore them.
+    //    hold before the first change. The original mtimes of every path
+    //    and directory involved are kept (under the path they had before the
+    //    plan's renames) so a rollback can restore them.
     let mut touched: HashSet<&VPath> = HashSet::new();
     let mut above_touched: HashSet<VPath> = HashSet::new();
+    let mut renames: Vec<(&VPath, &VPath)> = Vec::new();
     let mut times: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(plan.effects.len());
     let mut timed: HashSet<VPath> = HashSet::new();
     for effect in &plan.effects {
-        let mut t = serde_json::Map::new();
-        let fresh = |p: &VPath| {
-            !touched.contains(p)
-                && !above_touched.contains(p)
-                && !std::iter::successors(p.parent(), |a| a.parent()).any(|a| touched.contains(&a))
-        };
         for (path, expected) in expectations(effect) {
-            if fresh(path) {
-                if let Some((s, ns)) = check(grants, path, expected, 0)?
-                    && timed.insert(path.clone())
+            let fresh = !touched.contains(path)
+                && !above_touched.contains(path)
+                && !std::iter::successors(path.parent(), |a| a.parent())
+                    .any(|a| touched.contains(&a));
+            if fresh {
+                check(grants, path, expected, 0)?;
+            }
+        }
+        let mut t = serde_json::Map::new();
+        for path in effect.paths() {
+            for p in std::iter::once(path.clone()).chain(path.parent()) {
+                let origin = renames.iter().rev().fold(p, |p, (from, to)| {
+                    if p.starts_with(to) {
+                        p.rebase(to, from)
+                    } else {
+                        p
+                    }
+                });
+                if grants.find(&origin).is_some()
+                    && timed.insert(origin.clone())
+                    && let Ok((_, Some((s, ns)))) = observe(grants, &origin)
                 {
-                    t.insert(path.to_string(), json!([s, ns]));
-                }
-                if let Some(parent) = path.parent()
-                    && grants.find(&parent).is_some()
-                    && fresh(&parent)
-                    && timed.insert(parent.clone())
-                    && let Ok((_, Some((s, ns)))) = observe(grants, &parent)
-                {
-                    t.insert(parent.to_string(), json!([s, ns]));
+                    t.insert(origin.to_string(), json!([s, ns]));
                 }
             }
         }
@@ -192,6 +198,9 @@ pub fn commit(
         for path in effect.paths() {
             touched.insert(path);
             above_touched.extend(std::iter::successors(path.parent(), |p| p.parent()));
+        }
+        if let Op::Rename { from, to } = &effect.op {
+            renames.push((from, to));
         }
     }
 

@@ -52,9 +52,9 @@ impl Stat {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
-            mtime: st.st_mtime as i64,
+            mtime: st.st_mtime,
             mtime_nsec: st.st_mtime_nsec as u32,
-            nlink: st.st_nlink as u64,
+            nlink: st.st_nlink,
         }
     }
 }

@@ -15,6 +15,8 @@
 //! * [`journal`]: the hash-chained record of every run, and the object store.
 //! * [`policy`]: the lock that keeps two changes apart.
 //! * [`run`]: `defops-wasm run`, tying them together.
+//! * [`rollback`]: `defops-wasm rollback`, the inverse plan through the same commit.
+//! * [`history`]: `defops-wasm journal list|show|verify`.
 //!
 //! ```no_run
 //! use defops_host::grants::VPath;
@@ -26,11 +28,13 @@ pub mod commit;
 pub mod disk;
 pub mod exit;
 pub mod grants;
+pub mod history;
 pub mod journal;
 pub mod output;
 pub mod overlay;
 pub mod plan;
 pub mod policy;
+pub mod rollback;
 pub mod run;
 pub mod sandbox;
 pub mod state_dir;

@@ -52,6 +52,13 @@ impl Printer {
         } else {
             "real run"
         };
+        if let Some(of) = v["rollback_of"].as_str() {
+            emit(&format!(
+                "rollback {} of run {of}  {mode}",
+                v["run_id"].as_str().unwrap_or("")
+            ));
+            return;
+        }
         emit(&format!(
             "run {}  {} (blake3 {}…)  {mode}",
             v["run_id"].as_str().unwrap_or(""),
@@ -91,6 +98,19 @@ impl Printer {
         for line in text.lines() {
             emit(&format!("  | {line}"));
         }
+    }
+
+    /// A JSON value as one line (JSON mode only).
+    pub fn raw(&self, v: &Value) {
+        emit(&v.to_string());
+    }
+
+    /// A line of its own (e.g. a drifted path).
+    pub fn note(&self, text: &str) {
+        if self.json {
+            return emit(&json!({"type": "note", "text": text}).to_string());
+        }
+        emit(text);
     }
 
     pub fn denial(&self, d: &Denial) {
@@ -163,6 +183,10 @@ impl Printer {
             }
             "applied" => format!("applied: run {}", s("run_id")),
             "not-needed" => "not needed: nothing to do".to_string(),
+            "rolled-back" => format!("rolled back: run {} is undone", s("rollback_of")),
+            "nothing-to-undo" => {
+                format!("nothing to undo: run {} is not in effect", s("rollback_of"))
+            }
             _ => String::new(),
         };
         if !line.is_empty() {

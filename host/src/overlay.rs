@@ -137,6 +137,9 @@ impl Node {
     }
 }
 
+/// A state, with the content when it is a file.
+type Image = (State, Option<Arc<Vec<u8>>>);
+
 /// Sizes the overlay may not exceed.
 #[derive(Clone, Copy, Debug)]
 pub struct OverlayLimits {
@@ -157,6 +160,9 @@ pub struct Overlay {
     gid: u32,
     limits: OverlayLimits,
     plan_bytes: u64,
+    /// Set by rollback: symlinks may be re-created pointing anywhere,
+    /// because they are restored as they were.
+    restoring: bool,
 }
 
 impl Overlay {
@@ -170,7 +176,24 @@ impl Overlay {
             gid: rustix::process::getegid().as_raw(),
             limits,
             plan_bytes: 0,
+            restoring: false,
         }
+    }
+
+    /// For rollback: allow re-creating symlinks that point outside the
+    /// grants (they were there before the run).
+    pub fn set_restoring(&mut self) {
+        self.restoring = true;
+    }
+
+    /// The state of the path itself (not following a final symlink).
+    pub fn state(&self, path: &VPath) -> Result<State, FsError> {
+        let real = match self.resolve(path, false) {
+            Err(FsError::NotFound(_)) => return Ok(State::Absent),
+            other => other?,
+        };
+        let node = self.lookup(&real)?;
+        self.state_of(path, &node)
     }
 
     /// Refuse every mutation (with `reason`) or allow them again.
@@ -514,11 +537,7 @@ impl Overlay {
     }
 
     /// The state of `node` at `path`, with the content when it is a file.
-    fn image_of(
-        &self,
-        path: &VPath,
-        node: &Node,
-    ) -> Result<(State, Option<Arc<Vec<u8>>>), FsError> {
+    fn image_of(&self, path: &VPath, node: &Node) -> Result<Image, FsError> {
         match node {
             Node::File { content, meta } => {
                 let bytes = self.content(path, content)?;
@@ -844,7 +863,7 @@ impl Overlay {
                 n => points_to = points_to.join(n),
             }
         }
-        if self.grants.find(&points_to).is_none() {
+        if !self.restoring && self.grants.find(&points_to).is_none() {
             return Err(denied(
                 shown,
                 format!("the symlink would point to {points_to}, outside the granted directories"),

@@ -11,7 +11,7 @@ use crate::grants::VPath;
 
 /// The state of one path, enough to tell whether it changed: kind, content
 /// digest, permission bits and owner. Modification times are not compared.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum State {
     Absent,

@@ -4,5 +4,7 @@
 mod escapes;
 mod fixes;
 mod guests;
+mod journal;
 mod mutations;
+mod rollback;
 mod util;

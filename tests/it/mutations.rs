@@ -5,14 +5,14 @@ use std::os::unix::fs::MetadataExt;
 
 use crate::util::{Tree, guest};
 
-fn ops(t: &Tree, lines: &[String], extra: &[&str]) -> crate::util::Out {
+pub fn ops(t: &Tree, lines: &[String], extra: &[&str]) -> crate::util::Out {
     let ops = format!("ops={}", lines.join(";"));
     let mut args = vec!["-p", ops.as_str()];
     args.extend_from_slice(extra);
     t.run(&guest("fsops"), &args)
 }
 
-fn every_mutation(g: &str) -> Vec<String> {
+pub fn every_mutation(g: &str) -> Vec<String> {
     vec![
         format!("mkdir {g}/d"),
         format!("write {g}/d/a hello\\nworld"),
@@ -34,7 +34,7 @@ fn rustix_ids() -> (u32, u32) {
     (m.uid(), m.gid())
 }
 
-fn setup(t: &Tree) {
+pub fn setup(t: &Tree) {
     t.write("grant/old.txt", "old");
     std::fs::create_dir(t.path("grant/empty")).unwrap();
     t.write("grant/tree/x/y.txt", "y");

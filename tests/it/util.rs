@@ -224,6 +224,13 @@ impl Out {
         last
     }
 
+    /// The last line of one type.
+    pub fn summary_of(&self, ty: &str) -> Value {
+        self.of(ty)
+            .pop()
+            .unwrap_or_else(|| panic!("no {ty} line: {self:?}"))
+    }
+
     /// Lines of one type.
     pub fn of(&self, ty: &str) -> Vec<Value> {
         self.lines()

@@ -1,0 +1,201 @@
+//! `defops-wasm journal list|show|verify`: what ran, and proof that the
+//! record is intact.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::exit::Exit;
+use crate::journal::{self, Verdict};
+use crate::output::Printer;
+use crate::run::Stop;
+
+/// One line per run, oldest first.
+pub fn list(state: &Path, out: &Printer) -> Result<Exit, Stop> {
+    let ids = journal::list(state)
+        .map_err(|e| Stop::new(Exit::Usage, format!("cannot list {}: {e}", state.display())))?;
+    if ids.is_empty() && !out.is_json() {
+        out.note(&format!("no runs in {}", state.display()));
+    }
+    for id in ids {
+        let path = state.join("runs").join(&id).join("journal.jsonl");
+        let row = match journal::load(&path, None) {
+            Ok(j) => {
+                let h = j.header();
+                let outcome = j.of("outcome").last().cloned().unwrap_or(Value::Null);
+                json!({
+                    "run_id": id,
+                    "time": h["time"],
+                    "kind": h["kind"],
+                    "fix": h["fix"]["path"],
+                    "rollback_of": h["rollback_of"],
+                    "dry_run": h["dry_run"],
+                    "outcome": if outcome.is_null() { json!("incomplete") } else { outcome["outcome"].clone() },
+                    "changed": outcome["changed"],
+                    "intact": matches!(j.verdict, Verdict::Intact { .. }),
+                })
+            }
+            Err(e) => json!({"run_id": id, "error": e.to_string(), "intact": false}),
+        };
+        if out.is_json() {
+            out.raw(&row);
+        } else {
+            let what = if row["kind"] == "rollback" {
+                format!("rollback of {}", row["rollback_of"].as_str().unwrap_or("?"))
+            } else {
+                row["fix"].as_str().unwrap_or("?").to_string()
+            };
+            out.note(&format!(
+                "{}  {:<8} {:<16} {:>3} changed  {}{}",
+                id,
+                if row["dry_run"] == json!(true) {
+                    "dry-run"
+                } else {
+                    "real"
+                },
+                row["outcome"].as_str().unwrap_or("?"),
+                row["changed"].as_u64().unwrap_or(0),
+                what,
+                if row["intact"] == json!(true) {
+                    ""
+                } else {
+                    "  [NOT INTACT: run journal verify]"
+                },
+            ));
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// The records of a run.
+pub fn show(state: &Path, run: &str, out: &Printer) -> Result<Exit, Stop> {
+    let path = journal::locate(state, run).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let j = journal::load(&path, None).map_err(|e| Stop::new(Exit::Usage, e))?;
+    for r in &j.records {
+        if out.is_json() {
+            out.raw(r);
+        } else {
+            out.note(&describe(r));
+        }
+    }
+    let exit = verdict_exit(&j.verdict);
+    if !out.is_json() {
+        out.note(&verdict_line(&path, &j.verdict));
+    }
+    Ok(exit)
+}
+
+/// Checks the chain; exit 0 intact, 1 torn tail, 3 tampered.
+pub fn verify(
+    state: &Path,
+    run: &str,
+    expect_head: Option<&str>,
+    out: &Printer,
+) -> Result<Exit, Stop> {
+    let path = journal::locate(state, run).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let j = journal::load(&path, expect_head).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let exit = verdict_exit(&j.verdict);
+    if out.is_json() {
+        let v = match &j.verdict {
+            Verdict::Intact { records, head } => {
+                json!({"verdict": "intact", "records": records, "head": head})
+            }
+            Verdict::TornTail { records, head } => {
+                json!({"verdict": "torn-tail", "records": records, "head": head})
+            }
+            Verdict::Bad { seq, why } => json!({"verdict": "bad", "seq": seq, "why": why}),
+        };
+        let mut v = v;
+        v["type"] = json!("verify");
+        v["journal"] = json!(path.display().to_string());
+        v["exit_code"] = json!(exit.code());
+        out.raw(&v);
+    } else if exit == Exit::Success {
+        out.note(&verdict_line(&path, &j.verdict));
+    }
+    if exit != Exit::Success {
+        crate::output::error_line(&verdict_line(&path, &j.verdict));
+    }
+    Ok(exit)
+}
+
+fn verdict_exit(v: &Verdict) -> Exit {
+    match v {
+        Verdict::Intact { .. } => Exit::Success,
+        Verdict::TornTail { .. } => Exit::FixFailed,
+        Verdict::Bad { .. } => Exit::Refused,
+    }
+}
+
+fn verdict_line(path: &Path, v: &Verdict) -> String {
+    match v {
+        Verdict::Intact { records, head } => format!("intact: {} records, head {head}", records),
+        Verdict::TornTail { records, head } => format!(
+            "{}: torn tail: records 0..{} are intact (head {head}); the last line was cut short, as by a crash while writing it",
+            path.display(),
+            records.saturating_sub(1)
+        ),
+        Verdict::Bad { seq, why } => format!("{}: bad record at seq {seq}: {why}", path.display()),
+    }
+}
+
+fn describe(r: &Value) -> String {
+    let seq = r["seq"].as_u64().unwrap_or(0);
+    let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+    let body = match r["type"].as_str().unwrap_or("") {
+        "header" => format!(
+            "{} {} of {} at {} by {} on {}{}",
+            s("kind"),
+            s("run_id"),
+            r["fix"]["path"]
+                .as_str()
+                .or(r["rollback_of"].as_str())
+                .unwrap_or("?"),
+            s("time"),
+            r["user"]["name"].as_str().unwrap_or("?"),
+            s("host"),
+            if r["dry_run"] == json!(true) {
+                " (dry-run)"
+            } else {
+                ""
+            }
+        ),
+        "message" => format!("message {} {}", s("level"), s("text")),
+        "denied" => format!("denied  {} {}", s("call"), s("reason")),
+        "output" => format!("output  {} bytes", s("text").len()),
+        "check" => format!(
+            "check   {} — {}",
+            if r["applies"] == json!(true) {
+                "applies"
+            } else {
+                "not needed"
+            },
+            s("reason")
+        ),
+        "intent" => format!(
+            "intent  #{} {} {}{}",
+            r["n"],
+            s("op"),
+            r["path"]
+                .as_str()
+                .or(r["from"].as_str())
+                .or(r["link"].as_str())
+                .unwrap_or(""),
+            if r["planned"] == json!(true) {
+                " (planned)"
+            } else {
+                ""
+            }
+        ),
+        "done" => format!("done    #{}", r["n"]),
+        "drift" => format!("drift   {} ({})", s("path"), s("attribute")),
+        "outcome" => format!(
+            "outcome {} (changed {}, exit {})",
+            s("outcome"),
+            r["changed"],
+            r["exit_code"]
+        ),
+        other => other.to_string(),
+    };
+    format!("{seq:>5}  {body}")
+}

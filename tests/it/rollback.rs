@@ -1,0 +1,354 @@
+//! Rollback restores the exact prior state: content, mode, owner, mtime,
+//! symlink targets and presence; refuses drift; survives a crash at every
+//! write-ahead boundary.
+
+use crate::mutations::{every_mutation, ops, setup};
+use crate::util::{Out, Tree, fix, guest};
+
+fn rollback(t: &Tree, run: &str, extra: &[&str]) -> Out {
+    let mut args = vec!["rollback", run, "--json"];
+    args.extend_from_slice(extra);
+    t.defops().args(&args).output()
+}
+
+fn run_id(out: &Out) -> String {
+    out.summary()["run_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn config_set_round_trip() {
+    let t = Tree::new();
+    t.write("grant/app.conf", "# c\nmax_conn = 20\n");
+    std::fs::set_permissions(
+        t.path("grant/app.conf"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    let before = t.snapshot("");
+    let out = t.run(
+        &fix("config-set"),
+        &[
+            "-p",
+            &format!("file={}", t.p("grant/app.conf")),
+            "-p",
+            "key=max_conn",
+            "-p",
+            "value=50",
+        ],
+    );
+    out.assert_code(0);
+    assert_ne!(t.snapshot(""), before);
+    rollback(&t, &run_id(&out), &[]).assert_code(0);
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
+fn rename_to_backup_of_a_directory_round_trip() {
+    let t = Tree::new();
+    t.write("grant/cache/a", "1");
+    t.write("grant/cache/sub/b", "2");
+    let before = t.snapshot("");
+    let out = t.run(
+        &fix("rename-to-backup"),
+        &["-p", &format!("path={}", t.p("grant/cache"))],
+    );
+    out.assert_code(0);
+    rollback(&t, &run_id(&out), &[]).assert_code(0);
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
+fn stale_locks_round_trip() {
+    let t = Tree::new();
+    t.write("grant/locks/old.lock", "pid 1");
+    t.write("grant/locks/keep.txt", "x");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(t.path("grant/locks/old.lock"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+    let before = t.snapshot("");
+    let out = t.run(
+        &fix("stale-locks"),
+        &[
+            "-p",
+            &format!("dir={}", t.p("grant/locks")),
+            "-p",
+            "max_age_secs=60",
+        ],
+    );
+    out.assert_code(0);
+    assert!(!t.exists("grant/locks/old.lock"));
+    rollback(&t, &run_id(&out), &[]).assert_code(0);
+    assert_eq!(t.snapshot(""), before);
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Every mutation kind, plus (as root) a change of owner and a removed
+/// symlink that pointed outside the grants.
+fn all_kinds(t: &Tree) -> Vec<String> {
+    let g = t.p("grant");
+    let mut lines = every_mutation(&g);
+    lines.push(format!("rm {g}/outlink"));
+    lines.push(format!("write {g}/ro-mode.txt changed"));
+    if is_root() {
+        lines.push(format!("chown {g}/tree2/x/y.txt 1234 4321"));
+    }
+    lines
+}
+
+fn all_kinds_setup(t: &Tree) {
+    setup(t);
+    t.symlink(&t.p("outside/secret"), "grant/outlink");
+    t.write("grant/ro-mode.txt", "original");
+    std::fs::set_permissions(
+        t.path("grant/ro-mode.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o400),
+    )
+    .unwrap();
+}
+
+#[test]
+fn every_mutation_kind_round_trip_and_a_second_rollback_changes_nothing() {
+    let t = Tree::new();
+    all_kinds_setup(&t);
+    let before = t.snapshot("");
+    let out = ops(&t, &all_kinds(&t), &[]);
+    out.assert_code(0);
+    let run = run_id(&out);
+
+    let dry = rollback(&t, &run, &["--dry-run"]);
+    dry.assert_code(0);
+    assert_eq!(dry.summary()["outcome"], "planned");
+    assert_ne!(
+        t.snapshot(""),
+        before,
+        "a dry-run rollback changed the disk"
+    );
+
+    let back = rollback(&t, &run, &[]);
+    back.assert_code(0);
+    assert_eq!(back.summary()["outcome"], "rolled-back");
+    assert_eq!(t.snapshot(""), before);
+
+    let again = rollback(&t, &run, &[]);
+    again.assert_code(0);
+    assert_eq!(again.summary()["outcome"], "nothing-to-undo");
+    assert_eq!(again.summary()["changed"], 0);
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
+fn rollback_takes_a_journal_path_and_is_journaled_itself() {
+    let t = Tree::new();
+    t.write("grant/f", "1");
+    let out = ops(&t, &[format!("write {} 2", t.p("grant/f"))], &[]);
+    let journal = out.summary()["journal"].as_str().unwrap().to_string();
+    let back = rollback(&t, &journal, &[]);
+    back.assert_code(0);
+    assert_eq!(t.read("grant/f"), "1");
+    let rb = back.summary()["run_id"].as_str().unwrap().to_string();
+    let show = t
+        .defops()
+        .args(&["journal", "show", &rb, "--json"])
+        .output();
+    show.assert_code(0);
+    let header = &show.lines()[0];
+    assert_eq!(header["kind"], "rollback");
+    assert_eq!(header["rollback_of"], run_id(&out));
+}
+
+#[test]
+fn drift_is_refused_naming_the_path_and_attribute() {
+    type Drifter = fn(&Tree);
+    let cases: [(&str, Drifter); 4] = [
+        ("content", |t| t.write("grant/d/b", "someone else's edit")),
+        ("mode", |t| {
+            std::fs::set_permissions(
+                t.path("grant/d/b"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o666),
+            )
+            .unwrap()
+        }),
+        ("type", |t| {
+            std::fs::remove_file(t.path("grant/d/b")).unwrap();
+            std::fs::create_dir(t.path("grant/d/b")).unwrap();
+        }),
+        ("presence", |t| {
+            std::fs::remove_file(t.path("grant/d/b")).unwrap()
+        }),
+    ];
+    for (attribute, drift) in cases {
+        let t = Tree::new();
+        setup(&t);
+        let out = ops(&t, &every_mutation(&t.p("grant")), &[]);
+        out.assert_code(0);
+        drift(&t);
+        let after_drift = t.snapshot("");
+        let back = rollback(&t, &run_id(&out), &[]);
+        back.assert_code(3);
+        let err = back.summary()["error"].as_str().unwrap().to_string();
+        assert!(
+            err.contains(&format!("{} ({attribute}", t.p("grant/d/b"))),
+            "{attribute}: {err}"
+        );
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert_eq!(
+            t.snapshot(""),
+            after_drift,
+            "{attribute}: a refused rollback changed the disk"
+        );
+    }
+}
+
+#[test]
+fn owner_drift_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: changing an owner needs root");
+        return;
+    }
+    let t = Tree::new();
+    t.write("grant/f", "1");
+    let out = ops(&t, &[format!("write {} 2", t.p("grant/f"))], &[]);
+    std::os::unix::fs::chown(t.path("grant/f"), Some(4242), None).unwrap();
+    let back = rollback(&t, &run_id(&out), &[]);
+    back.assert_code(3);
+    assert!(back.summary()["error"].as_str().unwrap().contains("(owner"));
+}
+
+#[test]
+fn force_rolls_back_over_drift() {
+    let t = Tree::new();
+    t.write("grant/f", "1");
+    let out = ops(&t, &[format!("write {} 2", t.p("grant/f"))], &[]);
+    t.write("grant/f", "3");
+    rollback(&t, &run_id(&out), &[]).assert_code(3);
+    rollback(&t, &run_id(&out), &["--force"]).assert_code(0);
+    assert_eq!(t.read("grant/f"), "1");
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let t = Tree::new();
+    t.write("grant/f", "1");
+    let out = ops(&t, &[format!("write {} 2", t.p("grant/f"))], &[]);
+    let run = run_id(&out);
+    let journal = std::path::PathBuf::from(out.summary()["journal"].as_str().unwrap());
+    t.write("grant/not-a-journal.jsonl", "hello\n");
+    let before = t.snapshot("");
+
+    let missing = rollback(&t, "20200101T000000Z-abcdef", &[]);
+    missing.assert_code(2);
+    assert!(
+        missing.stderr.contains("no run 20200101T000000Z-abcdef"),
+        "{}",
+        missing.stderr
+    );
+
+    let bogus = rollback(&t, &t.p("grant/not-a-journal.jsonl"), &[]);
+    bogus.assert_code(2);
+    assert!(
+        bogus.stderr.contains("is not a defops-wasm journal"),
+        "{}",
+        bogus.stderr
+    );
+
+    // A journal from a newer format.
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let newer = t.path("state/newer.jsonl");
+    std::fs::write(&newer, text.replacen("\"format\":1", "\"format\":99", 1)).unwrap();
+    let out = rollback(&t, newer.to_str().unwrap(), &[]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("format 99"), "{}", out.stderr);
+
+    // A before-image missing from the object store.
+    for e in std::fs::read_dir(t.path("state/objects")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let out = rollback(&t, &run, &[]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("missing from the object store"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
+fn a_dry_run_cannot_be_rolled_back_and_says_why() {
+    let t = Tree::new();
+    t.write("grant/f", "1");
+    let out = ops(&t, &[format!("write {} 2", t.p("grant/f"))], &["--dry-run"]);
+    let back = rollback(&t, &run_id(&out), &[]);
+    back.assert_code(2);
+    assert!(back.stderr.contains("was a dry-run"), "{}", back.stderr);
+}
+
+/// Kills the real binary at every write-ahead boundary of a run with every
+/// kind of effect; after each, the journal verifies (intact or torn tail)
+/// and rollback restores the pre-run tree.
+#[test]
+fn crash_at_every_write_ahead_boundary_then_rollback_restores() {
+    let probe = Tree::new();
+    all_kinds_setup(&probe);
+    let dry = ops(&probe, &all_kinds(&probe), &["--dry-run"]);
+    let effects = dry.summary()["changed"].as_u64().unwrap();
+    let mut points = vec!["after-objects".to_string(), "after-intents".to_string()];
+    for n in 0..effects {
+        points.push(format!("before-done-{n}"));
+        points.push(format!("after-done-{n}"));
+    }
+    points.push("after-sync".to_string());
+    for point in &points {
+        let t = Tree::new();
+        all_kinds_setup(&t);
+        let before = t.snapshot("");
+        let ops_line = format!("ops={}", all_kinds(&t).join(";"));
+        let killed = t
+            .defops()
+            .into_command()
+            .env("DEFOPS_FAILPOINT", point)
+            .args([
+                "run",
+                guest("fsops").to_str().unwrap(),
+                "--allow",
+                &t.p("grant"),
+                "--json",
+                "-p",
+                &ops_line,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed.status),
+            Some(9),
+            "{point}: the fail point did not fire"
+        );
+        let runs: Vec<_> = std::fs::read_dir(t.path("state/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(runs.len(), 1);
+        let journal = runs[0].join("journal.jsonl");
+        let verify = t
+            .defops()
+            .args(&["journal", "verify", journal.to_str().unwrap()])
+            .output();
+        assert!(verify.code == 0 || verify.code == 1, "{point}: {verify:?}");
+        let back = rollback(&t, journal.to_str().unwrap(), &[]);
+        back.assert_code(0);
+        assert_eq!(
+            t.snapshot(""),
+            before,
+            "{point}: rollback did not restore the tree"
+        );
+    }
+    assert!(points.len() >= 20, "{} crash points", points.len());
+}
