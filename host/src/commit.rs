@@ -17,7 +17,7 @@
 //!
 //! Rollback is this same executor fed the inverse plan.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 
 use serde_json::{Value, json};
@@ -85,7 +85,7 @@ pub fn failpoint(name: &str) {
     }
 }
 
-fn locate(grants: &Grants, path: &VPath) -> io::Result<Loc> {
+fn locate<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {
     let grant = grants.find(path).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -95,12 +95,12 @@ fn locate(grants: &Grants, path: &VPath) -> io::Result<Loc> {
     disk::locate(grant, path)
 }
 
-/// The state of `path` now, and its mtime when it exists.
-fn observe(grants: &Grants, path: &VPath) -> io::Result<(State, Option<(i64, u32)>)> {
+/// The state of `path` now, and its metadata when it exists.
+fn observe(grants: &Grants, path: &VPath) -> io::Result<(State, Option<disk::Stat>)> {
     match locate(grants, path) {
         Ok(loc) => {
             let st = loc.lstat()?;
-            Ok((loc.state()?, st.map(|s| (s.mtime, s.mtime_nsec))))
+            Ok((loc.state()?, st))
         }
         Err(e)
             if matches!(
@@ -114,13 +114,19 @@ fn observe(grants: &Grants, path: &VPath) -> io::Result<(State, Option<(i64, u32
     }
 }
 
-/// Checks `path` is in state `expected` now; returns its mtime.
+/// The mtime of `path`, when it exists (no content read).
+fn mtime_of(grants: &Grants, path: &VPath) -> Option<(i64, u32)> {
+    let st = locate(grants, path).ok()?.lstat().ok()??;
+    Some((st.mtime, st.mtime_nsec))
+}
+
+/// Checks `path` is in state `expected` now; returns its metadata.
 fn check(
     grants: &Grants,
     path: &VPath,
     expected: &State,
     applied: usize,
-) -> Result<Option<(i64, u32)>, CommitError> {
+) -> Result<Option<disk::Stat>, CommitError> {
     let (found, mtime) = observe(grants, path).map_err(|source| CommitError::Io {
         op: "check",
         path: path.clone(),
@@ -162,6 +168,9 @@ pub fn commit(
     //    and directory involved are kept (under the path they had before the
     //    plan's renames) so a rollback can restore them.
     let mut touched: HashSet<&VPath> = HashSet::new();
+    // Paths verified in full just now, by identity: if that is unchanged
+    // right before the change, the content is too.
+    let mut verified: HashMap<&VPath, disk::Identity> = HashMap::new();
     let mut above_touched: HashSet<VPath> = HashSet::new();
     let mut renames: Vec<(&VPath, &VPath)> = Vec::new();
     let mut times: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(plan.effects.len());
@@ -172,8 +181,8 @@ pub fn commit(
                 && !above_touched.contains(path)
                 && !std::iter::successors(path.parent(), |a| a.parent())
                     .any(|a| touched.contains(&a));
-            if fresh {
-                check(grants, path, expected, 0)?;
+            if fresh && let Some(st) = check(grants, path, expected, 0)? {
+                verified.insert(path, st.identity);
             }
         }
         let mut t = serde_json::Map::new();
@@ -188,7 +197,7 @@ pub fn commit(
                 });
                 if grants.find(&origin).is_some()
                     && timed.insert(origin.clone())
-                    && let Ok((_, Some((s, ns)))) = observe(grants, &origin)
+                    && let Some((s, ns)) = mtime_of(grants, &origin)
                 {
                     t.insert(origin.to_string(), json!([s, ns]));
                 }
@@ -250,10 +259,20 @@ pub fn commit(
     let mut devices: Vec<u64> = Vec::new();
     for (n, effect) in plan.effects.iter().enumerate() {
         for (path, expected) in expectations(effect) {
-            check(grants, path, expected, n)?;
+            let unchanged = verified.get(path).is_some_and(|id| {
+                locate(grants, path)
+                    .and_then(|l| l.lstat())
+                    .is_ok_and(|st| st.map(|s| s.identity) == Some(*id))
+            });
+            if !unchanged {
+                check(grants, path, expected, n)?;
+            }
+        }
+        for p in effect.paths() {
+            verified.remove(p);
         }
         let tmp = format!(".defops-tmp-{run_id}-{n}");
-        apply(grants, effect, &tmp).map_err(|(path, source)| CommitError::Io {
+        let written = apply(grants, effect, &tmp).map_err(|(path, source)| CommitError::Io {
             op: effect.op.verb(),
             path: path.clone(),
             source,
@@ -261,7 +280,10 @@ pub fn commit(
         })?;
         failpoint(&format!("before-done-{n}"));
         let observed = |p: &VPath| observe(grants, p).map(|(s, _)| s).unwrap_or(State::Absent);
-        let mut done = json!({"type": "done", "n": n, "after": observed(effect.op.path())});
+        // A written file's after-state is known from what was written and
+        // the temporary file's descriptor; anything else is looked at.
+        let after = written.unwrap_or_else(|| observed(effect.op.path()));
+        let mut done = json!({"type": "done", "n": n, "after": after});
         if let Some(to) = effect.op.second_path() {
             done["after_to"] = json!(observed(to));
         }
@@ -292,8 +314,13 @@ pub fn commit(
     })
 }
 
-/// Applies one effect (not synced: the commit syncs once at the end).
-fn apply<'a>(grants: &Grants, effect: &'a Effect, tmp: &str) -> Result<(), (&'a VPath, io::Error)> {
+/// Applies one effect (not synced: the commit syncs once at the end). For
+/// a write, returns the state of the file as written.
+fn apply<'a>(
+    grants: &Grants,
+    effect: &'a Effect,
+    tmp: &str,
+) -> Result<Option<State>, (&'a VPath, io::Error)> {
     let path = effect.op.path();
     let at = |p: &'a VPath| locate(grants, p).map_err(|e| (p, e));
     let loc = at(path)?;
@@ -304,7 +331,12 @@ fn apply<'a>(grants: &Grants, effect: &'a Effect, tmp: &str) -> Result<(), (&'a 
             uid,
             gid,
             ..
-        } => loc.replace_file(content, *mode, *uid, *gid, tmp),
+        } => {
+            let st = loc
+                .replace_file(content, *mode, *uid, *gid, tmp)
+                .map_err(|e| (path, e))?;
+            return Ok(Some(State::file(content, st.mode, st.uid, st.gid)));
+        }
         Op::CreateDir { mode, .. } => loc.create_dir(*mode),
         Op::RemoveFile { .. } => loc.remove_file(),
         Op::RemoveDir { .. } => loc.remove_dir(),
@@ -317,5 +349,5 @@ fn apply<'a>(grants: &Grants, effect: &'a Effect, tmp: &str) -> Result<(), (&'a 
             loc.rename_to(&dest, no_replace)
         }
     };
-    done.map_err(|e| (path, e))
+    done.map(|()| None).map_err(|e| (path, e))
 }

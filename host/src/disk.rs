@@ -36,6 +36,19 @@ pub struct Stat {
     pub mtime: i64,
     pub mtime_nsec: u32,
     pub nlink: u64,
+    /// What changes whenever the file does (used to skip re-reading it).
+    pub identity: Identity,
+}
+
+/// Device, inode, size, mtime and ctime: if none changed, the content did
+/// not either (ctime cannot be set from user space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, u64),
+    ctime: (i64, u64),
 }
 
 impl Stat {
@@ -55,15 +68,38 @@ impl Stat {
             mtime: st.st_mtime,
             mtime_nsec: st.st_mtime_nsec as u32,
             nlink: st.st_nlink,
+            identity: Identity {
+                dev: st.st_dev,
+                ino: st.st_ino,
+                size: st.st_size as u64,
+                mtime: (st.st_mtime, st.st_mtime_nsec as u64),
+                ctime: (st.st_ctime, st.st_ctime_nsec as u64),
+            },
+        }
+    }
+}
+
+/// A directory descriptor: the grant's own handle, or one opened on the way
+/// down from it.
+pub enum DirFd<'g> {
+    Grant(BorrowedFd<'g>),
+    Opened(OwnedFd),
+}
+
+impl AsFd for DirFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            DirFd::Grant(fd) => fd.as_fd(),
+            DirFd::Opened(fd) => fd.as_fd(),
         }
     }
 }
 
 /// A location under a grant: the grant's root itself, or a name in a
 /// directory reached by a no-follow walk.
-pub enum Loc {
-    Root(OwnedFd),
-    At(OwnedFd, String),
+pub enum Loc<'g> {
+    Root(BorrowedFd<'g>),
+    At(DirFd<'g>, String),
 }
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
@@ -72,22 +108,22 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 /// Walks from `grant` to `path` (which the grant must cover).
-pub fn locate(grant: &Grant, path: &VPath) -> io::Result<Loc> {
-    let root = rustix::fs::openat(&grant.dir, ".", DIR_FLAGS, Mode::empty())?;
+pub fn locate<'g>(grant: &'g Grant, path: &VPath) -> io::Result<Loc<'g>> {
+    let root = grant.dir.as_fd();
     let rel = path.relative_to(&grant.path);
     if rel == "." {
         return Ok(Loc::Root(root));
     }
     let mut names: Vec<&str> = rel.split('/').collect();
     let last = names.pop().expect("a relative path has a component");
-    let mut dir = root;
+    let mut dir = DirFd::Grant(root);
     for name in names {
-        dir = rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty())?;
+        dir = DirFd::Opened(rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty())?);
     }
     Ok(Loc::At(dir, last.to_string()))
 }
 
-impl Loc {
+impl Loc<'_> {
     /// The metadata, or `None` when absent.
     pub fn lstat(&self) -> io::Result<Option<Stat>> {
         let st = match self {
@@ -103,7 +139,8 @@ impl Loc {
 
     pub fn parent_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Loc::Root(fd) | Loc::At(fd, _) => fd.as_fd(),
+            Loc::Root(fd) => fd.as_fd(),
+            Loc::At(fd, _) => fd.as_fd(),
         }
     }
 
@@ -258,7 +295,7 @@ impl Loc {
         uid: u32,
         gid: u32,
         tmp: &str,
-    ) -> io::Result<()> {
+    ) -> io::Result<Stat> {
         let name = self.name()?;
         let dir = self.parent_fd();
         let fd = rustix::fs::openat(
@@ -272,9 +309,10 @@ impl Loc {
             file.write_all(content)?;
             set_owner_fd(&file, uid, gid)?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
+            let st = Stat::from_rustix(&rustix::fs::fstat(&file)?);
             // Not synced here: the commit flushes the file system once.
             rustix::fs::renameat(dir, tmp, dir, name)?;
-            Ok(())
+            Ok(st)
         })();
         if result.is_err() {
             let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
@@ -355,7 +393,11 @@ impl Loc {
             },
         };
         match self {
-            Loc::Root(fd) => rustix::fs::futimens(fd, &times),
+            Loc::Root(fd) => {
+                // The grant's handle may be O_PATH, which futimens refuses.
+                let dir = rustix::fs::openat(fd, ".", DIR_FLAGS, Mode::empty())?;
+                rustix::fs::futimens(&dir, &times)
+            }
             Loc::At(dir, name) => {
                 rustix::fs::utimensat(dir, name.as_str(), &times, AtFlags::SYMLINK_NOFOLLOW)
             }

@@ -93,10 +93,11 @@ pub fn verify(
     out: &Printer,
 ) -> Result<Exit, Stop> {
     let path = journal::locate(state, run).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let j = journal::load(&path, expect_head).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let exit = verdict_exit(&j.verdict);
+    let verdict =
+        journal::verify_file(&path, expect_head).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let exit = verdict_exit(&verdict);
     if out.is_json() {
-        let v = match &j.verdict {
+        let v = match &verdict {
             Verdict::Intact { records, head } => {
                 json!({"verdict": "intact", "records": records, "head": head})
             }
@@ -111,10 +112,10 @@ pub fn verify(
         v["exit_code"] = json!(exit.code());
         out.raw(&v);
     } else if exit == Exit::Success {
-        out.note(&verdict_line(&path, &j.verdict));
+        out.note(&verdict_line(&path, &verdict));
     }
     if exit != Exit::Success {
-        crate::output::error_line(&verdict_line(&path, &j.verdict));
+        crate::output::error_line(&verdict_line(&path, &verdict));
     }
     Ok(exit)
 }

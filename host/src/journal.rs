@@ -18,6 +18,9 @@ pub const FORMAT: u64 = 1;
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The bytes after a record's canonical body: `,"hash":"<64 hex>"}`.
+const HASH_SUFFIX: usize = 9 + 64 + 2;
+
 /// The hash of a record: blake3 of its canonical bytes without `hash`.
 pub fn record_hash(record: &Value) -> String {
     let mut r = record.clone();
@@ -27,6 +30,110 @@ pub fn record_hash(record: &Value) -> String {
     let mut bytes = String::new();
     canonical(&r, &mut bytes);
     blake3::hash(bytes.as_bytes()).to_hex().to_string()
+}
+
+/// A record as a journal line: its canonical body (without `hash`) with
+/// `,"hash":"<blake3 of the body>"` put before the closing brace, and `\n`.
+pub fn encode(record: &Value) -> String {
+    let mut r = record.clone();
+    if let Some(map) = r.as_object_mut() {
+        map.remove("hash");
+    }
+    let mut body = String::new();
+    canonical(&r, &mut body);
+    let hash = blake3::hash(body.as_bytes()).to_hex();
+    body.pop(); // the closing brace
+    body.push_str(",\"hash\":\"");
+    body.push_str(&hash);
+    body.push_str("\"}\n");
+    body
+}
+
+/// Checks one line (without its newline) against the chain: its hash, its
+/// `seq` and its `prev`. Returns its hash, or what is wrong.
+pub fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<String, String> {
+    let n = line.len();
+    if n < HASH_SUFFIX + 2
+        || &line[n - HASH_SUFFIX..n - HASH_SUFFIX + 9] != b",\"hash\":\""
+        || &line[n - 2..] != b"\"}"
+    {
+        return Err("the record does not end with its hash".into());
+    }
+    let body = &line[..n - HASH_SUFFIX];
+    let claimed = &line[n - 66..n - 2];
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(body);
+    hasher.update(b"}");
+    let actual = hasher.finalize();
+    let fields = top_level(body);
+    match fields.seq {
+        None => return Err("the record has no seq".into()),
+        Some(found) if found > seq => {
+            return Err(format!(
+                "seq {found} where {seq} was expected: records are missing (a gap)"
+            ));
+        }
+        Some(found) if found < seq => {
+            return Err(format!(
+                "seq {found} where {seq} was expected: records are out of order"
+            ));
+        }
+        Some(_) => {}
+    }
+    if actual.to_hex().as_bytes() != claimed {
+        return Err("the hash does not match the record's content".into());
+    }
+    if fields.prev != Some(prev.as_bytes()) {
+        return Err("prev does not match the previous record's hash (a broken link)".into());
+    }
+    Ok(String::from_utf8_lossy(claimed).into_owned())
+}
+
+struct TopLevel<'a> {
+    seq: Option<u64>,
+    prev: Option<&'a [u8]>,
+}
+
+/// `seq` and `prev` of a record's top-level object, found by one scan that
+/// skips strings and nested values.
+fn top_level(body: &[u8]) -> TopLevel<'_> {
+    let mut out = TopLevel {
+        seq: None,
+        prev: None,
+    };
+    let (mut depth, mut i) = (0usize, 0usize);
+    let mut key: &[u8] = b"";
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                let text = &body[start..i.min(body.len())];
+                if depth == 1 && body.get(i + 1) == Some(&b':') {
+                    key = text;
+                } else if depth == 1 && key == b"prev" {
+                    out.prev = Some(text);
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'0'..=b'9' if depth == 1 && key == b"seq" && out.seq.is_none() => {
+                let start = i;
+                while i + 1 < body.len() && body[i + 1].is_ascii_digit() {
+                    i += 1;
+                }
+                out.seq = std::str::from_utf8(&body[start..=i])
+                    .ok()
+                    .and_then(|d| d.parse().ok());
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Compact JSON with every object's keys sorted by their UTF-8 bytes.
@@ -95,10 +202,8 @@ impl Journal {
     pub fn append(&mut self, mut record: Value) -> io::Result<String> {
         record["seq"] = json!(self.seq);
         record["prev"] = json!(self.head);
-        let hash = record_hash(&record);
-        record["hash"] = json!(hash);
-        let mut line = record.to_string();
-        line.push('\n');
+        let line = encode(&record);
+        let hash = line[line.len() - 67..line.len() - 3].to_string();
         self.file.write_all(line.as_bytes())?;
         self.seq += 1;
         self.head = hash.clone();
@@ -256,6 +361,98 @@ impl Loaded {
     }
 }
 
+/// Verifies a journal without building its records: the fast path of
+/// `journal verify`. Same verdicts as [`load`].
+pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, JournalError> {
+    let bytes = fs::read(path).map_err(|e| JournalError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let mut prev = GENESIS.to_string();
+    let mut seq = 0u64;
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let (line, complete) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..i], true),
+            None => (rest, false),
+        };
+        rest = &rest[(line.len() + 1).min(rest.len())..];
+        if seq == 0 {
+            check_header(path, line)?;
+        }
+        if !complete {
+            return Ok(Verdict::TornTail {
+                records: seq,
+                head: prev,
+            });
+        }
+        match check_line(line, seq, &prev) {
+            Ok(hash) => prev = hash,
+            Err(why) => return Ok(Verdict::Bad { seq, why }),
+        }
+        seq += 1;
+    }
+    if seq == 0 {
+        return Err(JournalError::NotAJournal {
+            path: path.to_path_buf(),
+            why: "it is empty".into(),
+        });
+    }
+    Ok(head_verdict(seq, prev, expect_head, |h| {
+        // Only on a mismatch: where the expected head sits, if anywhere.
+        bytes
+            .split(|b| *b == b'\n')
+            .position(|l| l.len() > 66 && &l[l.len() - 66..l.len() - 2] == h.as_bytes())
+    }))
+}
+
+/// The first line must be a header of a format this build reads.
+fn check_header(path: &Path, line: &[u8]) -> Result<Value, JournalError> {
+    let not = |why: &str| JournalError::NotAJournal {
+        path: path.to_path_buf(),
+        why: why.into(),
+    };
+    let header: Value =
+        serde_json::from_slice(line).map_err(|_| not("the first line is not a JSON object"))?;
+    if header["type"] != "header" {
+        return Err(not("the first record is not a header"));
+    }
+    let format = header["format"].as_u64().unwrap_or(0);
+    if format > FORMAT {
+        return Err(JournalError::NewerFormat {
+            path: path.to_path_buf(),
+            found: format,
+        });
+    }
+    Ok(header)
+}
+
+fn head_verdict(
+    count: u64,
+    head: String,
+    expect: Option<&str>,
+    find: impl Fn(&str) -> Option<usize>,
+) -> Verdict {
+    match expect {
+        Some(h) if h != head => Verdict::Bad {
+            seq: count,
+            why: match find(h) {
+                Some(i) => format!(
+                    "the head should be record {i}, but {} more records follow it",
+                    count - 1 - i as u64
+                ),
+                None => format!(
+                    "the head is {head}, not the expected {h}: the journal was cut short or replaced"
+                ),
+            },
+        },
+        _ => Verdict::Intact {
+            records: count,
+            head,
+        },
+    }
+}
+
 /// Reads and verifies a journal. With `expect_head`, a journal whose last
 /// record is not that hash (cut short, or extended) is bad.
 pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalError> {
@@ -280,50 +477,35 @@ pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalErr
             break;
         }
         let seq = records.len() as u64;
-        let complete = buf.last() == Some(&b'\n');
-        let parsed: Option<Value> = serde_json::from_slice(&buf).ok().filter(Value::is_object);
-        let Some(record) = parsed else {
-            let at_end = !complete || reader.fill_buf().map(|b| b.is_empty()).unwrap_or(false);
-            if records.is_empty() {
-                return Err(JournalError::NotAJournal {
-                    path: path.to_path_buf(),
-                    why: "the first line is not a JSON object".into(),
-                });
-            }
-            verdict = Some(if at_end && !complete {
-                Verdict::TornTail {
-                    records: seq,
-                    head: prev.clone(),
-                }
-            } else {
-                Verdict::Bad {
-                    seq,
-                    why: "the record is not valid JSON".into(),
-                }
-            });
-            break;
+        let (line, complete) = match buf.strip_suffix(b"\n") {
+            Some(l) => (l, true),
+            None => (&buf[..], false),
         };
         if seq == 0 {
-            if record["type"] != "header" {
-                return Err(JournalError::NotAJournal {
-                    path: path.to_path_buf(),
-                    why: "the first record is not a header".into(),
-                });
-            }
-            let format = record["format"].as_u64().unwrap_or(0);
-            if format > FORMAT {
-                return Err(JournalError::NewerFormat {
-                    path: path.to_path_buf(),
-                    found: format,
-                });
-            }
+            check_header(path, line)?;
         }
-        if let Some(why) = check_record(&record, seq, &prev) {
-            verdict = Some(Verdict::Bad { seq, why });
+        if !complete {
+            verdict = Some(Verdict::TornTail {
+                records: seq,
+                head: prev.clone(),
+            });
             break;
         }
-        prev = record["hash"].as_str().unwrap_or_default().to_string();
-        records.push(record);
+        let checked = check_line(line, seq, &prev).and_then(|hash| {
+            let record: Value = serde_json::from_slice(line)
+                .map_err(|_| "the record is not valid JSON".to_string())?;
+            Ok((hash, record))
+        });
+        match checked {
+            Ok((hash, record)) => {
+                prev = hash;
+                records.push(record);
+            }
+            Err(why) => {
+                verdict = Some(Verdict::Bad { seq, why });
+                break;
+            }
+        }
     }
     if records.is_empty() {
         return Err(JournalError::NotAJournal {
@@ -334,55 +516,15 @@ pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalErr
     let count = records.len() as u64;
     let verdict = match verdict {
         Some(v) => v,
-        None => match expect_head {
-            Some(h) if h != prev => {
-                let known = records.iter().position(|r| r["hash"] == h);
-                Verdict::Bad {
-                    seq: count,
-                    why: match known {
-                        Some(i) => format!(
-                            "the head should be record {i}, but {} more records follow it",
-                            count - 1 - i as u64
-                        ),
-                        None => format!(
-                            "the head is {prev}, not the expected {h}: the journal was cut short or replaced"
-                        ),
-                    },
-                }
-            }
-            _ => Verdict::Intact {
-                records: count,
-                head: prev,
-            },
-        },
+        None => head_verdict(count, prev, expect_head, |h| {
+            records.iter().position(|r| r["hash"] == h)
+        }),
     };
     Ok(Loaded {
         path: path.to_path_buf(),
         records,
         verdict,
     })
-}
-
-/// What is wrong with record `seq`, if anything.
-fn check_record(record: &Value, seq: u64, prev: &str) -> Option<String> {
-    let Some(found) = record["seq"].as_u64() else {
-        return Some("the record has no seq".into());
-    };
-    if found != seq {
-        return Some(if found > seq {
-            format!("seq {found} where {seq} was expected: records are missing (a gap)")
-        } else {
-            format!("seq {found} where {seq} was expected: records are out of order")
-        });
-    }
-    let hash = record["hash"].as_str().unwrap_or_default();
-    if hash != record_hash(record) {
-        return Some("the hash does not match the record's content".into());
-    }
-    if record["prev"].as_str() != Some(prev) {
-        return Some("prev does not match the previous record's hash (a broken link)".into());
-    }
-    None
 }
 
 /// The run ids under `state`, oldest first.
@@ -414,9 +556,37 @@ mod tests {
     #[test]
     fn hash_is_over_sorted_compact_json_without_hash() {
         let r = json!({"b": 1, "a": "x", "hash": "ignored"});
+        let h = blake3::hash(br#"{"a":"x","b":1}"#).to_hex().to_string();
+        assert_eq!(record_hash(&r), h);
         assert_eq!(
-            record_hash(&r),
-            blake3::hash(br#"{"a":"x","b":1}"#).to_hex().to_string()
+            encode(&r),
+            format!("{{\"a\":\"x\",\"b\":1,\"hash\":\"{h}\"}}\n")
+        );
+    }
+
+    #[test]
+    fn lines_check_their_chain() {
+        let a = encode(
+            &json!({"seq": 0, "prev": GENESIS, "type": "header", "params": {"prev": "x", "seq": 9}}),
+        );
+        let ha = check_line(a.trim_end().as_bytes(), 0, GENESIS).unwrap();
+        let b = encode(&json!({"seq": 1, "prev": ha, "text": "a \\\" quote"}));
+        assert!(check_line(b.trim_end().as_bytes(), 1, &ha).is_ok());
+        assert!(
+            check_line(b.trim_end().as_bytes(), 2, &ha)
+                .unwrap_err()
+                .contains("out of order")
+        );
+        assert!(
+            check_line(b.trim_end().as_bytes(), 1, GENESIS)
+                .unwrap_err()
+                .contains("broken link")
+        );
+        let tampered = b.replace("quote", "QUOTE");
+        assert!(
+            check_line(tampered.trim_end().as_bytes(), 1, &ha)
+                .unwrap_err()
+                .contains("hash")
         );
     }
 }

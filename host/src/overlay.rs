@@ -11,13 +11,20 @@
 //! a time, following symlinks (from disk or planned) by hand, so that every
 //! intermediate path is checked against the grants.
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
 
 use crate::disk::{self, Kind};
 use crate::grants::{Access, Grants, MAX_NAME, MAX_PATH, VPath};
 use crate::plan::{Effect, Op, Plan, State};
+
+/// Files read from disk are kept (up to these sizes) so a fix that reads a
+/// file in `check`, again in `apply`, then writes it costs one read. An
+/// entry is used only while the file's identity is unchanged.
+const CACHE_FILE_MAX: u64 = 1 << 20;
+const CACHE_MAX: u64 = 64 << 20;
 
 /// Symlinks followed while resolving one path, at most (Linux `MAXSYMLINKS`).
 const MAX_SYMLINKS: usize = 40;
@@ -79,8 +86,9 @@ pub struct Meta {
 
 #[derive(Clone, Debug)]
 enum Content {
-    /// Unchanged: read from this (physical) path on demand.
-    Disk(VPath),
+    /// Unchanged: read from this (physical) path on demand; the identity it
+    /// had when looked at.
+    Disk(VPath, disk::Identity),
     Mem(Arc<Vec<u8>>),
 }
 
@@ -163,6 +171,8 @@ pub struct Overlay {
     /// Set by rollback: symlinks may be re-created pointing anywhere,
     /// because they are restored as they were.
     restoring: bool,
+    read_cache: RefCell<HashMap<VPath, (disk::Identity, Arc<Vec<u8>>)>>,
+    cache_bytes: Cell<u64>,
 }
 
 impl Overlay {
@@ -177,6 +187,8 @@ impl Overlay {
             limits,
             plan_bytes: 0,
             restoring: false,
+            read_cache: RefCell::new(HashMap::new()),
+            cache_bytes: Cell::new(0),
         }
     }
 
@@ -337,7 +349,7 @@ impl Overlay {
         };
         Ok(match st.kind {
             Kind::File => Node::File {
-                content: Content::Disk(phys.clone()),
+                content: Content::Disk(phys.clone(), st.identity),
                 meta,
             },
             Kind::Dir => Node::Dir {
@@ -355,15 +367,28 @@ impl Overlay {
     fn content(&self, path: &VPath, content: &Content) -> Result<Arc<Vec<u8>>, FsError> {
         match content {
             Content::Mem(bytes) => Ok(bytes.clone()),
-            Content::Disk(phys) => {
+            Content::Disk(phys, identity) => {
+                if let Some((id, bytes)) = self.read_cache.borrow().get(phys)
+                    && id == identity
+                {
+                    return Ok(bytes.clone());
+                }
                 let grant = self
                     .grants
                     .find(phys)
                     .ok_or_else(|| denied(path, "outside the grants"))?;
-                disk::locate(grant, phys)
+                let bytes = disk::locate(grant, phys)
                     .and_then(|loc| loc.read_file(self.limits.max_read))
                     .map(Arc::new)
-                    .map_err(|e| io_error(path, e))
+                    .map_err(|e| io_error(path, e))?;
+                let size = bytes.len() as u64;
+                if size <= CACHE_FILE_MAX && self.cache_bytes.get() + size <= CACHE_MAX {
+                    self.cache_bytes.set(self.cache_bytes.get() + size);
+                    self.read_cache
+                        .borrow_mut()
+                        .insert(phys.clone(), (*identity, bytes.clone()));
+                }
+                Ok(bytes)
             }
         }
     }

@@ -240,3 +240,25 @@ fn stale_locks_dry_run_real_run_then_nothing() {
     again.assert_code(0);
     assert_eq!(again.summary()["outcome"], "not-needed");
 }
+
+#[test]
+fn config_set_edits_every_file_a_glob_matches() {
+    let t = Tree::new();
+    t.write("grant/conf.d/a.conf", "max_conn = 1\n");
+    t.write("grant/conf.d/b.conf", "max_conn = 50\n");
+    t.write("grant/conf.d/c.txt", "max_conn = 1\n");
+    let file = format!("file={}/*.conf", t.p("grant/conf.d"));
+    let out = t.run(
+        &fix("config-set"),
+        &["-p", &file, "-p", "key=max_conn", "-p", "value=50"],
+    );
+    out.assert_code(0);
+    assert_eq!(out.summary()["changed"], 1);
+    assert_eq!(t.read("grant/conf.d/a.conf"), "max_conn = 50\n");
+    assert_eq!(t.read("grant/conf.d/c.txt"), "max_conn = 1\n");
+    let again = t.run(
+        &fix("config-set"),
+        &["-p", &file, "-p", "key=max_conn", "-p", "value=50"],
+    );
+    assert_eq!(again.summary()["outcome"], "not-needed");
+}

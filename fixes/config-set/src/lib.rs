@@ -1,22 +1,54 @@
 //! `config-set`: set `key = value` in a `key = value` style config file.
 //!
-//! Params: `file` (absolute path), `key`, `value`. Keeps comments, order and
-//! indentation; changes the first uncommented `key = ...` line or appends one.
-//! Not needed when the key already has that value.
+//! Params: `file` (absolute path; a `*` in its last component selects every
+//! matching file in that directory, e.g. `/etc/app/conf.d/*.conf`), `key`,
+//! `value`. Keeps comments, order and indentation; changes the first
+//! uncommented `key = ...` line or appends one. Not needed when every file
+//! already has that value.
 
 use defops_guest::{Check, Fix, Result, fs, info, require_param};
 
 struct ConfigSet;
 
 struct Params {
-    file: String,
+    files: Vec<String>,
     key: String,
     value: String,
 }
 
+/// `*` matches any run of characters (no `/`).
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            name.starts_with(head)
+                && (0..=name.len() - head.len()).any(|i| {
+                    name.is_char_boundary(head.len() + i) && matches(tail, &name[head.len() + i..])
+                })
+        }
+    }
+}
+
+/// The files `file` names: itself, or the matches of its last component.
+fn expand(file: &str) -> Result<Vec<String>> {
+    let (dir, pattern) = file.rsplit_once('/').unwrap_or(("", file));
+    if !pattern.contains('*') {
+        return Ok(vec![file.to_string()]);
+    }
+    let found: Vec<String> = fs::read_dir(dir)?
+        .into_iter()
+        .filter(|e| e.file_type == fs::FileType::File && matches(pattern, &e.name))
+        .map(|e| e.path)
+        .collect();
+    if found.is_empty() {
+        return Err(format!("no file matches {file}").into());
+    }
+    Ok(found)
+}
+
 fn params() -> Result<Params> {
     let p = Params {
-        file: require_param("file")?,
+        files: expand(&require_param("file")?)?,
         key: require_param("key")?,
         value: require_param("value")?,
     };
@@ -71,26 +103,52 @@ fn set(text: &str, key: &str, value: &str) -> String {
 impl Fix for ConfigSet {
     fn check() -> Result<Check> {
         let p = params()?;
-        let text = fs::read_to_string(&p.file)?;
-        Ok(match find(&text, &p.key) {
-            Some((_, v)) if v == p.value => {
-                Check::not_needed(format!("{} is already {} in {}", p.key, p.value, p.file))
+        let mut differ = Vec::new();
+        for file in &p.files {
+            let text = fs::read_to_string(file)?;
+            match find(&text, &p.key) {
+                Some((_, v)) if v == p.value => {}
+                Some((_, v)) => differ.push(format!("{} is {v} in {file}", p.key)),
+                None => differ.push(format!("{} is not set in {file}", p.key)),
             }
-            Some((_, v)) => {
-                Check::applies(format!("{} is {v} in {}, want {}", p.key, p.file, p.value))
-            }
-            None => Check::applies(format!("{} is not set in {}", p.key, p.file)),
+        }
+        Ok(match differ.as_slice() {
+            [] if p.files.len() == 1 => Check::not_needed(format!(
+                "{} is already {} in {}",
+                p.key, p.value, p.files[0]
+            )),
+            [] => Check::not_needed(format!(
+                "{} is already {} in all {} files",
+                p.key,
+                p.value,
+                p.files.len()
+            )),
+            [one] => Check::applies(format!("{one}, want {}", p.value)),
+            many => Check::applies(format!(
+                "{} of {} files need {} = {}",
+                many.len(),
+                p.files.len(),
+                p.key,
+                p.value
+            )),
         })
     }
 
     fn apply() -> Result<String> {
         let p = params()?;
-        let text = fs::read_to_string(&p.file)?;
-        if let Some((_, old)) = find(&text, &p.key) {
-            info(format!("{}: {} was {old}", p.file, p.key));
+        for file in &p.files {
+            let text = fs::read_to_string(file)?;
+            if let Some((_, old)) = find(&text, &p.key)
+                && p.files.len() == 1
+            {
+                info(format!("{file}: {} was {old}", p.key));
+            }
+            fs::write(file, set(&text, &p.key, &p.value))?;
         }
-        fs::write(&p.file, set(&text, &p.key, &p.value))?;
-        Ok(format!("set {} = {} in {}", p.key, p.value, p.file))
+        Ok(match p.files.as_slice() {
+            [one] => format!("set {} = {} in {one}", p.key, p.value),
+            all => format!("set {} = {} in {} files", p.key, p.value, all.len()),
+        })
     }
 }
 

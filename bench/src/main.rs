@@ -1,0 +1,384 @@
+//! The benchmark suite. Every goal is a ratio against a comparison run in
+//! the same process, interleaved, several repetitions, median.
+//!
+//!     scripts/bench            # full run (writes target/bench/results.md)
+//!     scripts/bench --quick    # a smoke run: small sizes, one repetition
+//!
+//! Cases:
+//! 1. start: `run --dry-run` of config-set on one file, cold (empty compile
+//!    cache) and warm, against a bash script doing the same check and diff.
+//! 2. edits: one journaled run of config-set over N config files, against a
+//!    bash loop with `cp` backups and `sed -i`, and against a native Rust
+//!    loop doing the same atomic replaces with one sync at the end (the
+//!    floor: no sandbox, no journal).
+//! 3. rollback of case 2.
+//! 4. `journal verify` of the case-2 journal, in MB/s.
+//! 5. peak RSS of a small fix run.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Env {
+    bin: PathBuf,
+    fixes: PathBuf,
+    work: PathBuf,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+#[track_caller]
+fn run_ok(cmd: &mut Command) -> Duration {
+    let started = Instant::now();
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("spawn");
+    let took = started.elapsed();
+    assert!(
+        out.status.success() || out.status.code() == Some(0),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+const CONF: &str = "# generated\nlisten = 0.0.0.0:8080\nmax_conn = 20\ntimeout = 5\n";
+
+fn fresh_dir(p: &Path) {
+    let _ = fs::remove_dir_all(p);
+    fs::create_dir_all(p).unwrap();
+}
+
+fn make_tree(dir: &Path, files: usize) {
+    fresh_dir(dir);
+    for i in 0..files {
+        fs::write(dir.join(format!("site{i:05}.conf")), CONF).unwrap();
+    }
+}
+
+const BASH_CHECK: &str = r#"f=$1
+if grep -q '^max_conn = 50$' "$f"; then echo "not needed"; else
+  sed 's/^max_conn = .*/max_conn = 50/' "$f" | diff -u "$f" - || true
+fi"#;
+
+const BASH_EDIT: &str = r#"for f in "$1"/*.conf; do
+  cp -p "$f" "$f.bak"
+  sed -i 's/^max_conn = .*/max_conn = 50/' "$f"
+done"#;
+
+/// The floor: the same edits by atomic replace, one sync at the end.
+fn native_edit(dir: &Path) -> Duration {
+    let started = Instant::now();
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for p in names {
+        let text = fs::read_to_string(&p).unwrap();
+        let new: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("max_conn =") {
+                    "max_conn = 50".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        let tmp = p.with_extension("tmp");
+        fs::write(&tmp, new).unwrap();
+        fs::rename(&tmp, &p).unwrap();
+    }
+    let d = fs::File::open(dir).unwrap();
+    // SAFETY: syncfs on a descriptor we own.
+    unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) };
+    started.elapsed()
+}
+
+fn defops(env: &Env, state: &Path) -> Command {
+    let mut c = Command::new(&env.bin);
+    c.env("DEFOPS_STATE_DIR", state);
+    c
+}
+
+fn last_json_line(out: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(out);
+    serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap_or_default()
+}
+
+/// Peak RSS (KiB) of a command, measured in a child of a fresh process.
+fn peak_rss(cmd: &[String]) -> u64 {
+    let me = std::env::current_exe().unwrap();
+    let out = Command::new(me).arg("--rss-of").args(cmd).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--rss-of") {
+        let status = Command::new(&args[1])
+            .args(&args[2..])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage fills the struct we pass.
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+        println!("{}", ru.ru_maxrss);
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(root.join("target"));
+    let env = Env {
+        bin: std::env::var_os("DEFOPS_BIN")
+            .map(PathBuf::from)
+            .unwrap_or(target.join("release/defops-wasm")),
+        fixes: target.join("fixes"),
+        work: target.join("bench/work"),
+    };
+    let (reps, files) = if quick { (1, 500) } else { (5, 10_000) };
+    fresh_dir(&env.work);
+    let config_set = env.fixes.join("config-set.wasm");
+    let mut report = String::new();
+    let mut line = |s: String| {
+        println!("{s}");
+        report.push_str(&s);
+        report.push('\n');
+    };
+    line(format!(
+        "machine: {} cores; {} repetitions, medians",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        reps
+    ));
+    line(String::new());
+
+    // 1. Start.
+    let one = env.work.join("one");
+    fresh_dir(&one);
+    let conf = one.join("app.conf");
+    fs::write(&conf, CONF).unwrap();
+    let warm_state = env.work.join("state-warm");
+    let script = env.work.join("check.sh");
+    fs::write(&script, BASH_CHECK).unwrap();
+    let dry = |state: &Path| {
+        let mut c = defops(&env, state);
+        c.args([
+            "run",
+            config_set.to_str().unwrap(),
+            "--allow",
+            one.to_str().unwrap(),
+            "--dry-run",
+        ])
+        .args([
+            "-p",
+            &format!("file={}", conf.display()),
+            "-p",
+            "key=max_conn",
+            "-p",
+            "value=50",
+        ]);
+        c
+    };
+    run_ok(&mut dry(&warm_state));
+    let (mut cold, mut warm, mut bash) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..reps.max(5) * 2 {
+        let cold_state = env.work.join(format!("state-cold-{i}"));
+        cold.push(run_ok(&mut dry(&cold_state)));
+        warm.push(run_ok(&mut dry(&warm_state)));
+        bash.push(run_ok(Command::new("bash").arg(&script).arg(&conf)));
+        let _ = fs::remove_dir_all(&cold_state);
+    }
+    let (cold, warm, bash) = (median(cold), median(warm), median(bash));
+    line("| case | defops-wasm | comparison | ratio | goal |".into());
+    line("|---|---|---|---|---|".into());
+    line(format!(
+        "| start, warm (`run --dry-run` config-set, 1 file) | {} | bash grep+sed+diff {} | {:.2}x | faster than bash (< 1x): {} |",
+        ms(warm),
+        ms(bash),
+        warm.as_secs_f64() / bash.as_secs_f64(),
+        if warm < bash { "met" } else { "MISSED" }
+    ));
+    line(format!(
+        "| start, cold (empty compile cache) | {} | bash {} | {:.2}x | (reported) |",
+        ms(cold),
+        ms(bash),
+        cold.as_secs_f64() / bash.as_secs_f64()
+    ));
+
+    // 2 and 3. Edits and rollback; 4. verify.
+    let tree = env.work.join("tree");
+    let edit_script = env.work.join("edit.sh");
+    fs::write(&edit_script, BASH_EDIT).unwrap();
+    let (mut ours, mut theirs, mut floor, mut back) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut verify_rate = Vec::new();
+    let mut syncs = 0;
+    for rep in 0..reps {
+        make_tree(&tree, files);
+        let state = env.work.join(format!("state-edit-{rep}"));
+        fresh_dir(&state);
+        // Warm the compile cache, as an operator's second run would be.
+        let _ = Command::new(&env.bin)
+            .env("DEFOPS_STATE_DIR", &state)
+            .args([
+                "run",
+                config_set.to_str().unwrap(),
+                "--allow",
+                tree.to_str().unwrap(),
+                "--dry-run",
+                "-p",
+                "file=/nonexistent",
+                "-p",
+                "key=a",
+                "-p",
+                "value=b",
+            ])
+            .output();
+        let started = Instant::now();
+        let out = defops(&env, &state)
+            .args([
+                "run",
+                config_set.to_str().unwrap(),
+                "--allow",
+                tree.to_str().unwrap(),
+                "--json",
+            ])
+            .args([
+                "-p",
+                &format!("file={}/*.conf", tree.display()),
+                "-p",
+                "key=max_conn",
+                "-p",
+                "value=50",
+            ])
+            .args([
+                "--timeout",
+                "10m",
+                "--max-memory",
+                "1GiB",
+                "--max-output",
+                "64MiB",
+            ])
+            .output()
+            .unwrap();
+        ours.push(started.elapsed());
+        let summary = last_json_line(&out.stdout);
+        assert_eq!(
+            summary["outcome"],
+            "applied",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(summary["changed"].as_u64(), Some(files as u64));
+        syncs = summary["syncs"].as_u64().unwrap_or(0);
+        let run_id = summary["run_id"].as_str().unwrap().to_string();
+        let journal = PathBuf::from(summary["journal"].as_str().unwrap());
+
+        let bytes = fs::metadata(&journal).unwrap().len();
+        let took =
+            run_ok(defops(&env, &state).args(["journal", "verify", journal.to_str().unwrap()]));
+        verify_rate.push((bytes, took));
+
+        back.push(run_ok(defops(&env, &state).args(["rollback", &run_id])));
+        assert_eq!(
+            fs::read_to_string(tree.join("site00000.conf")).unwrap(),
+            CONF
+        );
+
+        make_tree(&tree, files);
+        theirs.push(run_ok(Command::new("bash").arg(&edit_script).arg(&tree)));
+        make_tree(&tree, files);
+        floor.push(native_edit(&tree));
+        let _ = fs::remove_dir_all(&state);
+    }
+    let (ours, theirs, floor, back) = (median(ours), median(theirs), median(floor), median(back));
+    line(format!(
+        "| {files} journaled edits (one run) | {} ({syncs} syncs) | bash cp+sed -i loop {} | {:.2}x | at most bash (<= 1x): {} |",
+        secs(ours),
+        secs(theirs),
+        ours.as_secs_f64() / theirs.as_secs_f64(),
+        if ours <= theirs { "met" } else { "MISSED" }
+    ));
+    line(format!(
+        "| same, against the native floor | {} | Rust atomic replace, 1 sync {} | {:.2}x | at most 3x: {} |",
+        secs(ours),
+        secs(floor),
+        ours.as_secs_f64() / floor.as_secs_f64(),
+        if ours.as_secs_f64() <= 3.0 * floor.as_secs_f64() {
+            "met"
+        } else {
+            "MISSED"
+        }
+    ));
+    line(format!(
+        "| rollback of those {files} edits | {} | the run {} | {:.2}x | at most the run (<= 1x): {} |",
+        secs(back),
+        secs(ours),
+        back.as_secs_f64() / ours.as_secs_f64(),
+        if back <= ours { "met" } else { "MISSED" }
+    ));
+    let (bytes, took) = verify_rate[verify_rate.len() / 2];
+    let mbps = bytes as f64 / 1e6 / took.as_secs_f64();
+    line(format!(
+        "| `journal verify` ({:.1} MB journal, whole process) | {mbps:.0} MB/s | | | at least 500 MB/s: {} |",
+        bytes as f64 / 1e6,
+        if mbps >= 500.0 { "met" } else { "MISSED" }
+    ));
+
+    // 5. Peak RSS of a small fix.
+    let rss = peak_rss(&[
+        env.bin.display().to_string(),
+        "run".into(),
+        config_set.display().to_string(),
+        "--allow".into(),
+        one.display().to_string(),
+        "--dry-run".into(),
+        "-p".into(),
+        format!("file={}", conf.display()),
+        "-p".into(),
+        "key=max_conn".into(),
+        "-p".into(),
+        "value=50".into(),
+        "--state-dir".into(),
+        warm_state.display().to_string(),
+    ]);
+    line(format!(
+        "| peak RSS, small fix (warm dry-run) | {:.1} MiB | | | under 64 MiB: {} |",
+        rss as f64 / 1024.0,
+        if rss < 64 * 1024 { "met" } else { "MISSED" }
+    ));
+
+    let out_dir = target.join("bench");
+    fs::create_dir_all(&out_dir).unwrap();
+    fs::File::create(out_dir.join("results.md"))
+        .unwrap()
+        .write_all(report.as_bytes())
+        .unwrap();
+    let _ = fs::remove_dir_all(&env.work);
+}
