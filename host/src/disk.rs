@@ -52,6 +52,8 @@ pub struct Identity {
 }
 
 impl Stat {
+    // The stat field types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
     fn from_rustix(st: &rustix::fs::Stat) -> Stat {
         let kind = match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => Kind::File,

@@ -145,6 +145,9 @@ impl Node {
     }
 }
 
+/// File contents read from disk, with the identity they were read at.
+type ReadCache = HashMap<VPath, (disk::Identity, Arc<Vec<u8>>)>;
+
 /// A state, with the content when it is a file.
 type Image = (State, Option<Arc<Vec<u8>>>);
 
@@ -171,7 +174,7 @@ pub struct Overlay {
     /// Set by rollback: symlinks may be re-created pointing anywhere,
     /// because they are restored as they were.
     restoring: bool,
-    read_cache: RefCell<HashMap<VPath, (disk::Identity, Arc<Vec<u8>>)>>,
+    read_cache: RefCell<ReadCache>,
     cache_bytes: Cell<u64>,
 }
 
