@@ -39,6 +39,7 @@
 extern crate self as defops_guest;
 
 pub mod fs;
+pub mod logs;
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;

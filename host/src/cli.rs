@@ -96,6 +96,11 @@ pub struct RunArgs {
     #[arg(long = "allow-ro", value_name = "DIR")]
     pub allow_ro: Vec<PathBuf>,
 
+    /// Grant read access to the log files a glob matches, e.g.
+    /// '/var/log/app/*.log*' (repeatable; rotated and .gz files included).
+    #[arg(long = "allow-log", value_name = "GLOB")]
+    pub allow_log: Vec<String>,
+
     /// A parameter for the fix (repeatable).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE", value_parser = parse_param)]
     pub params: Vec<(String, String)>,
@@ -263,6 +268,7 @@ impl RunArgs {
         let req = RunRequest {
             fix: self.fix,
             grants,
+            logs: self.allow_log,
             params,
             dry_run: self.dry_run,
             limits: Limits {

@@ -330,10 +330,11 @@ fn apply<'a>(
             mode,
             uid,
             gid,
+            mtime,
             ..
         } => {
             let st = loc
-                .replace_file(content, *mode, *uid, *gid, tmp)
+                .replace_file(content, *mode, *uid, *gid, *mtime, tmp)
                 .map_err(|e| (path, e))?;
             return Ok(Some(State::file(content, st.mode, st.uid, st.gid)));
         }

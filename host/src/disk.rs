@@ -296,6 +296,7 @@ impl Loc<'_> {
         mode: u32,
         uid: u32,
         gid: u32,
+        mtime: Option<(i64, u32)>,
         tmp: &str,
     ) -> io::Result<Stat> {
         let name = self.name()?;
@@ -311,6 +312,9 @@ impl Loc<'_> {
             file.write_all(content)?;
             set_owner_fd(&file, uid, gid)?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
+            if let Some((secs, nsec)) = mtime {
+                rustix::fs::futimens(&file, &times(secs, nsec))?;
+            }
             let st = Stat::from_rustix(&rustix::fs::fstat(&file)?);
             // Not synced here: the commit flushes the file system once.
             rustix::fs::renameat(dir, tmp, dir, name)?;
@@ -384,16 +388,7 @@ impl Loc<'_> {
     /// Sets the modification time of the path itself (not following a
     /// symlink); the access time is left alone.
     pub fn set_mtime(&self, secs: i64, nsec: u32) -> io::Result<()> {
-        let times = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            },
-            last_modification: rustix::fs::Timespec {
-                tv_sec: secs,
-                tv_nsec: nsec.into(),
-            },
-        };
+        let times = times(secs, nsec);
         match self {
             Loc::Root(fd) => {
                 // The grant's handle may be O_PATH, which futimens refuses.
@@ -409,6 +404,20 @@ impl Loc<'_> {
 
     pub fn symlink(&self, target: &str) -> io::Result<()> {
         rustix::fs::symlinkat(target, self.parent_fd(), self.name()?).map_err(Into::into)
+    }
+}
+
+/// A modification time, leaving the access time alone.
+fn times(secs: i64, nsec: u32) -> rustix::fs::Timestamps {
+    rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: nsec.into(),
+        },
     }
 }
 

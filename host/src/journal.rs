@@ -52,6 +52,19 @@ pub fn encode(record: &Value) -> String {
 /// Checks one line (without its newline) against the chain: its hash, its
 /// `seq` and its `prev`. Returns its hash, or what is wrong.
 pub fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<String, String> {
+    let facts = line_facts(line)?;
+    chain(&facts, seq, prev.as_bytes())?;
+    Ok(String::from_utf8_lossy(facts.hash).into_owned())
+}
+
+/// What one line says about itself, checked on its own: its hash is right.
+struct Facts<'a> {
+    hash: &'a [u8],
+    seq: Option<u64>,
+    prev: Option<&'a [u8]>,
+}
+
+fn line_facts(line: &[u8]) -> Result<Facts<'_>, String> {
     let n = line.len();
     if n < HASH_SUFFIX + 2
         || &line[n - HASH_SUFFIX..n - HASH_SUFFIX + 9] != b",\"hash\":\""
@@ -61,12 +74,27 @@ pub fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<String, String> {
     }
     let body = &line[..n - HASH_SUFFIX];
     let claimed = &line[n - 66..n - 2];
+    let fields = top_level(body);
     let mut hasher = blake3::Hasher::new();
     hasher.update(body);
     hasher.update(b"}");
-    let actual = hasher.finalize();
-    let fields = top_level(body);
-    match fields.seq {
+    if hasher.finalize().to_hex().as_bytes() != claimed {
+        // A wrong seq is the better explanation when there is one.
+        return match fields.seq {
+            Some(_) => Err("the hash does not match the record's content".into()),
+            None => Err("the record has no seq".into()),
+        };
+    }
+    Ok(Facts {
+        hash: claimed,
+        seq: fields.seq,
+        prev: fields.prev,
+    })
+}
+
+/// Checks a line's place in the chain.
+fn chain(facts: &Facts<'_>, seq: u64, prev: &[u8]) -> Result<(), String> {
+    match facts.seq {
         None => return Err("the record has no seq".into()),
         Some(found) if found > seq => {
             return Err(format!(
@@ -80,13 +108,10 @@ pub fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<String, String> {
         }
         Some(_) => {}
     }
-    if actual.to_hex().as_bytes() != claimed {
-        return Err("the hash does not match the record's content".into());
-    }
-    if fields.prev != Some(prev.as_bytes()) {
+    if facts.prev != Some(prev) {
         return Err("prev does not match the previous record's hash (a broken link)".into());
     }
-    Ok(String::from_utf8_lossy(claimed).into_owned())
+    Ok(())
 }
 
 struct TopLevel<'a> {
@@ -95,41 +120,52 @@ struct TopLevel<'a> {
 }
 
 /// `seq` and `prev` of a record's top-level object, found by one scan that
-/// skips strings and nested values.
+/// jumps from quote to brace with `memchr` and skips strings whole.
 fn top_level(body: &[u8]) -> TopLevel<'_> {
     let mut out = TopLevel {
         seq: None,
         prev: None,
     };
-    let (mut depth, mut i) = (0usize, 0usize);
-    let mut key: &[u8] = b"";
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    // The index of the quote closing the string opened at `open`.
+    let string_end = |open: usize| {
+        let mut j = open + 1;
+        loop {
+            match memchr::memchr2(b'"', b'\\', &body[j.min(body.len())..]) {
+                Some(k) if body[j + k] == b'\\' => j += k + 2,
+                Some(k) => return j + k,
+                None => return body.len(),
+            }
+        }
+    };
     while i < body.len() {
+        let Some(k) = memchr::memchr3(b'"', b'{', b'}', &body[i..]) else {
+            break;
+        };
+        i += k;
         match body[i] {
-            b'"' => {
-                let start = i + 1;
-                i += 1;
-                while i < body.len() && body[i] != b'"' {
-                    i += if body[i] == b'\\' { 2 } else { 1 };
+            b'{' => depth += 1,
+            b'}' => depth = depth.saturating_sub(1),
+            _ => {
+                let end = string_end(i);
+                if depth == 1 && body.get(end + 1) == Some(&b':') {
+                    let key = &body[i + 1..end];
+                    let value = end + 2;
+                    if key == b"seq" {
+                        let digits = body[value..]
+                            .iter()
+                            .take_while(|b| b.is_ascii_digit())
+                            .count();
+                        out.seq = std::str::from_utf8(&body[value..value + digits])
+                            .ok()
+                            .and_then(|d| d.parse().ok());
+                    } else if key == b"prev" && body.get(value) == Some(&b'"') {
+                        out.prev = Some(&body[value + 1..string_end(value)]);
+                    }
                 }
-                let text = &body[start..i.min(body.len())];
-                if depth == 1 && body.get(i + 1) == Some(&b':') {
-                    key = text;
-                } else if depth == 1 && key == b"prev" {
-                    out.prev = Some(text);
-                }
+                i = end;
             }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b'0'..=b'9' if depth == 1 && key == b"seq" && out.seq.is_none() => {
-                let start = i;
-                while i + 1 < body.len() && body[i + 1].is_ascii_digit() {
-                    i += 1;
-                }
-                out.seq = std::str::from_utf8(&body[start..=i])
-                    .ok()
-                    .and_then(|d| d.parse().ok());
-            }
-            _ => {}
         }
         i += 1;
     }
@@ -252,10 +288,9 @@ impl Objects {
     /// Stores `bytes` (not synced: see [`Objects::sync`]); returns its hash.
     pub fn put(&self, bytes: &[u8]) -> io::Result<String> {
         let hash = blake3::hash(bytes).to_hex().to_string();
+        // Content-addressed: renaming over an existing object changes
+        // nothing, so no look first.
         let dest = self.path(&hash);
-        if dest.exists() {
-            return Ok(hash);
-        }
         let tmp = self.dir.join(format!(".tmp-{hash}-{}", std::process::id()));
         let mut f = OpenOptions::new()
             .write(true)
@@ -368,40 +403,69 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;
-    let mut prev = GENESIS.to_string();
-    let mut seq = 0u64;
+    let mut lines: Vec<&[u8]> = Vec::new();
     let mut rest = &bytes[..];
+    let mut torn = false;
     while !rest.is_empty() {
-        let (line, complete) = match rest.iter().position(|b| *b == b'\n') {
-            Some(i) => (&rest[..i], true),
-            None => (rest, false),
-        };
-        rest = &rest[(line.len() + 1).min(rest.len())..];
-        if seq == 0 {
-            check_header(path, line)?;
+        match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                lines.push(&rest[..i]);
+                rest = &rest[i + 1..];
+            }
+            None => {
+                torn = true;
+                lines.push(rest);
+                break;
+            }
         }
-        if !complete {
-            return Ok(Verdict::TornTail {
-                records: seq,
-                head: prev,
-            });
-        }
-        match check_line(line, seq, &prev) {
-            Ok(hash) => prev = hash,
-            Err(why) => return Ok(Verdict::Bad { seq, why }),
-        }
-        seq += 1;
     }
-    if seq == 0 {
+    let Some(first) = lines.first() else {
         return Err(JournalError::NotAJournal {
             path: path.to_path_buf(),
             why: "it is empty".into(),
         });
+    };
+    check_header(path, first)?;
+    let complete = &lines[..lines.len() - usize::from(torn)];
+    // Hashing is the work: split it over the cores, then walk the chain.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let per = complete.len().div_ceil(workers).max(1);
+    let facts: Vec<Result<Facts<'_>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = complete
+            .chunks(per)
+            .map(|part| scope.spawn(move || part.iter().map(|l| line_facts(l)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut prev: &[u8] = GENESIS.as_bytes();
+    for (seq, f) in facts.iter().enumerate() {
+        let seq = seq as u64;
+        if let Err(why) = f
+            .as_ref()
+            .map_err(String::clone)
+            .and_then(|f| chain(f, seq, prev))
+        {
+            return Ok(Verdict::Bad { seq, why });
+        }
+        prev = f.as_ref().map(|f| f.hash).unwrap_or_default();
     }
-    Ok(head_verdict(seq, prev, expect_head, |h| {
+    let head = String::from_utf8_lossy(prev).into_owned();
+    let count = complete.len() as u64;
+    if torn {
+        return Ok(Verdict::TornTail {
+            records: count,
+            head,
+        });
+    }
+    Ok(head_verdict(count, head, expect_head, |h| {
         // Only on a mismatch: where the expected head sits, if anywhere.
-        bytes
-            .split(|b| *b == b'\n')
+        complete
+            .iter()
             .position(|l| l.len() > 66 && &l[l.len() - 66..l.len() - 2] == h.as_bytes())
     }))
 }

@@ -8,6 +8,7 @@
 //! * [`grants`]: what was granted; path validation; the one ambient open.
 //! * [`sandbox`]: wasmtime engine, linker, import allowlist, limits, cache.
 //! * [`world`]: the `defops:fix` WIT world's host side.
+//! * [`logs`]: the log-read capability and the streaming scanner.
 //! * [`overlay`]: the fix's view: planned mutations over the real tree.
 //! * [`plan`]: effects and the states they expect.
 //! * [`commit`]: the one executor that applies a plan.
@@ -30,6 +31,7 @@ pub mod exit;
 pub mod grants;
 pub mod history;
 pub mod journal;
+pub mod logs;
 pub mod output;
 pub mod overlay;
 pub mod plan;

@@ -113,6 +113,34 @@ impl Printer {
         emit(text);
     }
 
+    /// A log scan the fix made.
+    pub fn log_read(&self, r: &Value) {
+        if self.json {
+            let mut v = r.clone();
+            v["type"] = json!("logs");
+            return emit(&v.to_string());
+        }
+        let files = r["files"].as_array().map_or(0, Vec::len);
+        match r["error"].as_str() {
+            Some(e) => emit(&format!(
+                "  logs  {} {}: {e}",
+                r["call"].as_str().unwrap_or(""),
+                r["glob"].as_str().unwrap_or("")
+            )),
+            None => emit(&format!(
+                "  logs  {} {} {}-> {} matching lines in {files} files ({} bytes read)",
+                r["call"].as_str().unwrap_or(""),
+                r["glob"].as_str().unwrap_or(""),
+                r["pattern"]
+                    .as_str()
+                    .map(|p| format!("/{p}/ "))
+                    .unwrap_or_default(),
+                r["matches"],
+                r["bytes"],
+            )),
+        }
+    }
+
     pub fn denial(&self, d: &Denial) {
         if self.json {
             let mut v = serde_json::to_value(d).unwrap_or_default();

@@ -43,6 +43,9 @@ pub enum FsError {
     InvalidInput(String),
     #[error("i/o error: {0}")]
     Io(String),
+    /// The run is being stopped (its deadline passed).
+    #[error("aborted: {0}")]
+    Aborted(String),
     /// The plan grew past its size limit: ends the run (a trap, not an error).
     #[error("plan limit: {0}")]
     PlanLimit(String),
@@ -150,6 +153,16 @@ type ReadCache = HashMap<VPath, (disk::Identity, Arc<Vec<u8>>)>;
 
 /// A state, with the content when it is a file.
 type Image = (State, Option<Arc<Vec<u8>>>);
+
+/// The exact metadata of a file put back by rollback.
+#[derive(Clone, Copy, Debug)]
+pub struct Exact {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds and nanoseconds.
+    pub mtime: Option<(i64, u32)>,
+}
 
 /// Sizes the overlay may not exceed.
 #[derive(Clone, Copy, Debug)]
@@ -595,6 +608,26 @@ impl Overlay {
 
     /// Replaces (or creates) a file.
     pub fn write(&mut self, shown: &VPath, content: Vec<u8>) -> Result<(), FsError> {
+        self.put_file(shown, content, None)
+    }
+
+    /// For rollback: puts a file back exactly as it was — content, mode,
+    /// owner and modification time — as one effect.
+    pub fn restore_file(
+        &mut self,
+        shown: &VPath,
+        content: Vec<u8>,
+        exact: Exact,
+    ) -> Result<(), FsError> {
+        self.put_file(shown, content, Some(exact))
+    }
+
+    fn put_file(
+        &mut self,
+        shown: &VPath,
+        content: Vec<u8>,
+        exact: Option<Exact>,
+    ) -> Result<(), FsError> {
         let path = self.resolve(shown, false)?;
         self.writable(&path)?;
         self.require_parent_dir(&path, shown)?;
@@ -604,7 +637,9 @@ impl Overlay {
             Node::File { content: old, meta } => {
                 Self::not_hard_linked(shown, &existing)?;
                 let old = self.content(shown, old)?;
-                if *old == content {
+                let same_meta =
+                    exact.is_none_or(|e| (e.mode, e.uid, e.gid) == (meta.mode, meta.uid, meta.gid));
+                if *old == content && same_meta {
                     self.plan.unchanged += 1;
                     return Ok(());
                 }
@@ -631,11 +666,17 @@ impl Overlay {
             )));
         }
         let content = Arc::new(content);
-        let meta = Meta {
+        let mut meta = Meta {
             size: content.len() as u64,
             nlink: 1,
             ..meta
         };
+        if let Some(e) = exact {
+            (meta.mode, meta.uid, meta.gid) = (e.mode, e.uid, e.gid);
+            if let Some((secs, _)) = e.mtime {
+                meta.mtime = secs;
+            }
+        }
         match self.plan.effects.last_mut() {
             // Consecutive writes to one file are one effect.
             Some(Effect {
@@ -646,7 +687,7 @@ impl Overlay {
                         ..
                     },
                 ..
-            }) if *p == path => *c = content.clone(),
+            }) if *p == path && exact.is_none() => *c = content.clone(),
             _ => self.plan.effects.push(Effect {
                 op: Op::Write {
                     path: path.clone(),
@@ -654,6 +695,7 @@ impl Overlay {
                     mode: meta.mode,
                     uid: meta.uid,
                     gid: meta.gid,
+                    mtime: exact.and_then(|e| e.mtime),
                 },
                 before,
                 before_to: None,

@@ -117,6 +117,9 @@ pub enum Op {
         mode: u32,
         uid: u32,
         gid: u32,
+        /// Set by rollback: the modification time to give the file.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mtime: Option<(i64, u32)>,
     },
     CreateDir {
         path: VPath,

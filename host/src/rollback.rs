@@ -21,7 +21,7 @@ use crate::exit::Exit;
 use crate::grants::{Access, Grants, VPath};
 use crate::journal::{self, Journal, Loaded, Objects, Verdict};
 use crate::output::Printer;
-use crate::overlay::{FsError, Overlay, OverlayLimits};
+use crate::overlay::{Exact, FsError, Overlay, OverlayLimits};
 use crate::plan::State;
 use crate::policy::RunLock;
 use crate::run::{Stop, hostname, new_run_id, now_secs, rfc3339, user};
@@ -100,6 +100,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|g| g["access"] != "log")
         .map(|g| {
             let access = if g["access"] == "read-only" {
                 Access::ReadOnly
@@ -160,6 +161,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     // one j: the largest j whose last applied effect shows its after-state
     // and whose next effect still shows its before-state.
     let mut intents = intents;
+    let mtimes = recorded_mtimes(&intents);
     intents.sort_by_key(|i| i["n"].as_u64());
     let after_of = |i: &Value, key: &str| {
         let n = i["n"].as_u64().unwrap_or(u64::MAX);
@@ -202,6 +204,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             pick("after_to"),
             &mut overlay,
             &objects,
+            &mtimes,
             req.force,
         ) {
             Ok(Step::Undone) => undone += 1,
@@ -242,6 +245,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         ));
     }
     let plan = overlay.into_plan();
+    let planned_in = started.elapsed();
     out.plan(&plan, req.dry_run);
 
     let mut journal = Journal::create(&state_dir, &run_id)
@@ -288,7 +292,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     } else {
         match commit::commit(&grants, &plan, &run_id, &mut journal, &objects) {
             Ok(_) => {
-                restore_mtimes(&grants, &intents);
+                restore_mtimes(&grants, &non_file_mtimes(&mtimes, &intents));
                 summary["outcome"] = json!("rolled-back");
                 Exit::Success
             }
@@ -323,6 +327,10 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     }
     journal.append(outcome).map_err(jerr)?;
     journal.sync().map_err(jerr)?;
+    summary["timings_ms"] = json!({
+        "plan": planned_in.as_secs_f64() * 1e3,
+        "commit": (started.elapsed() - planned_in).as_secs_f64() * 1e3,
+    });
     summary["head"] = json!(journal.head());
     summary["journal"] = json!(journal.path().display().to_string());
     summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
@@ -353,6 +361,7 @@ fn undo(
     after_to: Option<State>,
     ov: &mut Overlay,
     objects: &Objects,
+    mtimes: &Mtimes,
     force: bool,
 ) -> Result<Step, Stop> {
     let op = intent["op"].as_str().unwrap_or_default();
@@ -394,7 +403,7 @@ fn undo(
             return Ok(Step::Drifted(d));
         }
         ov.rename(&to, &from).map_err(fs_stop)?;
-        restore(ov, &to, &before_to, || content("object_to"))?;
+        restore(ov, &to, &before_to, mtimes, || content("object_to"))?;
         return Ok(Step::Undone);
     }
     let path = vpath(&intent[if op == "symlink" { "link" } else { "path" }])?;
@@ -423,7 +432,7 @@ fn undo(
                 State::File { .. } if matches!(before, State::File { .. }) => {}
                 _ => ov.remove_file(&path).map_err(fs_stop)?,
             }
-            restore(ov, &path, &before, || content("object"))?;
+            restore(ov, &path, &before, mtimes, || content("object"))?;
         }
     }
     Ok(Step::Undone)
@@ -434,11 +443,20 @@ fn restore(
     ov: &mut Overlay,
     path: &VPath,
     before: &State,
+    mtimes: &Mtimes,
     content: impl FnOnce() -> Result<Vec<u8>, Stop>,
 ) -> Result<(), Stop> {
     match before {
         State::Absent | State::Other => return Ok(()),
-        State::File { .. } => ov.write(path, content()?).map_err(fs_stop)?,
+        State::File { mode, uid, gid, .. } => {
+            let exact = Exact {
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                mtime: mtimes.get(path.as_str()).copied(),
+            };
+            return ov.restore_file(path, content()?, exact).map_err(fs_stop);
+        }
         State::Dir { .. } => ov.create_dir(path).map_err(fs_stop)?,
         State::Symlink { target, .. } => ov.symlink(target, path).map_err(fs_stop)?,
     }
@@ -456,10 +474,13 @@ fn restore_meta(ov: &mut Overlay, path: &VPath, before: &State) -> Result<(), St
     }
 }
 
-/// Sets back the modification times the run recorded before its first
-/// change (the earliest record of each path wins).
-fn restore_mtimes(grants: &Grants, intents: &[&Value]) {
-    let mut times: BTreeMap<String, (i64, u32)> = BTreeMap::new();
+/// Original modification times by path, as the run recorded them before
+/// its first change.
+type Mtimes = BTreeMap<String, (i64, u32)>;
+
+/// The earliest recorded mtime of each path.
+fn recorded_mtimes(intents: &[&Value]) -> Mtimes {
+    let mut times = Mtimes::new();
     for intent in intents {
         for (path, t) in intent["mtimes"].as_object().into_iter().flatten() {
             if let (Some(s), Some(ns)) = (t[0].as_i64(), t[1].as_u64()) {
@@ -467,13 +488,35 @@ fn restore_mtimes(grants: &Grants, intents: &[&Value]) {
             }
         }
     }
+    times
+}
+
+/// The recorded times of everything but files (which get theirs back as
+/// they are rewritten): directories whose entries changed, and symlinks.
+fn non_file_mtimes(times: &Mtimes, intents: &[&Value]) -> Mtimes {
+    let files: std::collections::HashSet<&str> = intents
+        .iter()
+        .filter(|i| i["before"]["kind"] == "file" && i["op"] != "rename")
+        .filter_map(|i| i["path"].as_str())
+        .collect();
+    times
+        .iter()
+        .filter(|(p, _)| !files.contains(p.as_str()))
+        .map(|(p, t)| (p.clone(), *t))
+        .collect()
+}
+
+/// Sets back the recorded modification times of directories and symlinks
+/// (files restored by the rollback got theirs as they were written).
+fn restore_mtimes(grants: &Grants, times: &Mtimes) {
     for (path, (s, ns)) in times {
-        let Ok(p) = VPath::parse(&path) else { continue };
+        let Ok(p) = VPath::parse(path) else { continue };
         if let Some(g) = grants.find(&p)
             && let Ok(loc) = crate::disk::locate(g, &p)
-            && let Ok(Some(_)) = loc.lstat()
+            && let Ok(Some(st)) = loc.lstat()
+            && st.kind != crate::disk::Kind::File
         {
-            let _ = loc.set_mtime(s, ns);
+            let _ = loc.set_mtime(*s, *ns);
         }
     }
 }

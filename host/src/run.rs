@@ -26,6 +26,8 @@ use crate::world::RunState;
 pub struct RunRequest {
     pub fix: PathBuf,
     pub grants: Vec<(PathBuf, Access)>,
+    /// `--allow-log` globs.
+    pub logs: Vec<String>,
     pub params: BTreeMap<String, String>,
     pub dry_run: bool,
     pub limits: Limits,
@@ -137,6 +139,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let started_at = now_secs();
     let run_id = new_run_id();
     let grants = Grants::open(&req.grants).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let logs = crate::logs::LogGrants::open(&req.logs)
+        .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     let grants = Arc::new(grants);
@@ -163,10 +167,15 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         ),
     };
 
-    let grants_json: Vec<_> = grants
+    let mut grants_json: Vec<_> = grants
         .iter()
         .map(|g| json!({"path": g.path, "access": g.access}))
         .collect();
+    grants_json.extend(
+        logs.globs()
+            .into_iter()
+            .map(|g| json!({"path": g, "access": "log"})),
+    );
     out.start(&json!({
         "type": "start",
         "run_id": run_id,
@@ -201,6 +210,9 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         limiter: Limiter::new(req.limits.max_memory),
         output: output.clone(),
         on_message: sink,
+        logs: Arc::new(logs),
+        log_reads: Vec::new(),
+        deadline: started + req.limits.deadline,
     };
     let (state, end) = sandbox.execute(&loaded, state, &req.limits);
     let ran_in = started.elapsed() - loaded_in;
@@ -241,6 +253,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .iter()
             .map(|d| json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason})),
     );
+    for read in &state.log_reads {
+        out.log_read(read);
+        let mut r = read.clone();
+        r["type"] = json!("logs");
+        records.push(r);
+    }
     if !fix_output.is_empty() {
         records.push(json!({"type": "output", "text": String::from_utf8_lossy(&fix_output)}));
     }

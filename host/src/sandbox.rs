@@ -31,6 +31,7 @@ use crate::world::{Applicability, FixPre, RunState};
 const ALLOWED_IMPORTS: &[&str] = &[
     "defops:fix/types",
     "defops:fix/fs",
+    "defops:fix/logs",
     "defops:fix/context",
     "defops:fix/report",
     "wasi:io/error",

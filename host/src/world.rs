@@ -4,6 +4,7 @@
 
 mod context;
 mod fs;
+mod logs;
 mod report;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,12 @@ pub struct RunState {
     pub limiter: Limiter,
     pub output: OutputBudget,
     pub on_message: MessageSink,
+    /// The granted logs.
+    pub logs: std::sync::Arc<crate::logs::LogGrants>,
+    /// What the fix read from the logs, for the journal.
+    pub log_reads: Vec<serde_json::Value>,
+    /// When the run must end; long host work (log scans) checks it.
+    pub deadline: std::time::Instant,
 }
 
 impl WasiView for RunState {
@@ -77,6 +84,7 @@ impl defops::fix::types::Host for RunState {
             FsError::AlreadyExists(m) => E::AlreadyExists(m),
             FsError::InvalidInput(m) => E::InvalidInput(m),
             FsError::Io(m) => E::Io(m),
+            FsError::Aborted(m) => E::Aborted(m),
             FsError::PlanLimit(m) => return Err(crate::sandbox::LimitError::Plan(m).into()),
         })
     }

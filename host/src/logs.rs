@@ -1,0 +1,459 @@
+//! The log-read capability: `--allow-log GLOB` grants read-only access to
+//! the log files a glob matches, and the host scans them for the fix.
+//!
+//! A scan streams each file through a fixed buffer (never the whole file in
+//! memory), decompressing `.gz` files on the way, oldest file first. The
+//! regular expression runs over whole buffers, as ripgrep does; only around
+//! a match are line boundaries found. The `regex` crate matches in linear
+//! time, so no pattern can hang the host, and a scan also stops at the run's
+//! deadline.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use regex::bytes::{Regex, RegexBuilder};
+
+use crate::disk::{self, Kind};
+use crate::grants::{Access, GrantError, Grants, VPath};
+use crate::overlay::FsError;
+
+/// The buffer a scan reads into.
+const CHUNK: usize = 1 << 20;
+/// A line longer than this is cut into pieces of this size.
+const MAX_LINE: usize = 16 << 20;
+/// A matching line returned to the fix is cut at this length.
+const LINE_SHOWN: usize = 4096;
+/// The most matches one `grep` returns.
+pub const MAX_MATCHES: u32 = 10_000;
+/// The most lines one `tail` returns.
+pub const MAX_TAIL: u32 = 10_000;
+/// The longest pattern accepted, and the compiled size limit.
+const MAX_PATTERN: usize = 4096;
+const REGEX_SIZE_LIMIT: usize = 8 << 20;
+
+/// The granted logs: a directory and a file-name pattern each.
+#[derive(Debug, Default)]
+pub struct LogGrants {
+    dirs: Grants,
+    patterns: Vec<(VPath, String)>,
+}
+
+impl LogGrants {
+    /// Opens the directory of every `--allow-log` glob.
+    pub fn open(globs: &[String]) -> Result<LogGrants, GrantError> {
+        let mut specs = Vec::new();
+        let mut patterns = Vec::new();
+        for glob in globs {
+            let invalid = |why: &str| GrantError::Invalid {
+                path: glob.clone(),
+                why: why.to_string(),
+            };
+            let absolute = std::path::absolute(glob).map_err(|e| invalid(&e.to_string()))?;
+            let text = absolute.to_str().ok_or_else(|| invalid("not UTF-8"))?;
+            let (dir, pattern) = text
+                .rsplit_once('/')
+                .ok_or_else(|| invalid("no directory"))?;
+            if dir.contains(['*', '?']) {
+                return Err(invalid(
+                    "wildcards are allowed in the file name only, e.g. /var/log/app/*.log*",
+                ));
+            }
+            if pattern.is_empty() {
+                return Err(invalid("the glob names no file; add a pattern like *.log"));
+            }
+            let dir = if dir.is_empty() { "/" } else { dir };
+            specs.push((PathBuf::from(dir), Access::ReadOnly));
+            let vdir = VPath::parse(dir).map_err(|why| invalid(&why))?;
+            patterns.push((vdir, pattern.to_string()));
+        }
+        Ok(LogGrants {
+            dirs: Grants::open(&specs)?,
+            patterns,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// The granted globs, for the journal and the operator.
+    pub fn globs(&self) -> Vec<String> {
+        self.patterns
+            .iter()
+            .map(|(d, p)| format!("{}/{p}", if d.is_root() { "" } else { d.as_str() }))
+            .collect()
+    }
+
+    /// The files a fix's glob names, oldest first. Each must match a
+    /// granted glob too.
+    pub fn expand(&self, glob: &str) -> Result<Vec<VPath>, FsError> {
+        let denied = |why: String| FsError::Denied(format!("{glob}: {why}"));
+        let (dir, pattern) = glob
+            .rsplit_once('/')
+            .ok_or_else(|| denied("not an absolute glob".into()))?;
+        if dir.contains(['*', '?']) {
+            return Err(FsError::InvalidInput(format!(
+                "{glob}: wildcards are allowed in the file name only"
+            )));
+        }
+        let dir = VPath::parse(if dir.is_empty() { "/" } else { dir }).map_err(denied)?;
+        let granted: Vec<&String> = self
+            .patterns
+            .iter()
+            .filter(|(d, _)| *d == dir)
+            .map(|(_, p)| p)
+            .collect();
+        let Some(grant) = self
+            .dirs
+            .iter()
+            .find(|g| g.path == dir)
+            .filter(|_| !granted.is_empty())
+        else {
+            return Err(denied(format!(
+                "{dir} holds no granted log (grant one with --allow-log)"
+            )));
+        };
+        let entries = disk::locate(grant, &dir)
+            .and_then(|loc| loc.read_dir())
+            .map_err(|e| FsError::Io(format!("{glob}: {e}")))?;
+        let mut files: Vec<String> = entries
+            .into_iter()
+            .filter(|(name, kind)| {
+                *kind == Kind::File
+                    && wildcard(pattern, name)
+                    && granted.iter().any(|g| wildcard(g, name))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        // Oldest first: app.log.3.gz, app.log.2.gz, app.log.1, app.log.
+        files.sort_by(|a, b| rotation(b).cmp(&rotation(a)).then_with(|| a.cmp(b)));
+        Ok(files.into_iter().map(|n| dir.join(&n)).collect())
+    }
+
+    /// Opens one log for reading (decompressing `.gz`).
+    fn open_file(&self, path: &VPath) -> Result<Box<dyn Read>, FsError> {
+        let grant = self
+            .dirs
+            .find(path)
+            .ok_or_else(|| FsError::Denied(format!("{path}: not a granted log")))?;
+        let (file, _) = disk::locate(grant, path)
+            .and_then(|loc| loc.open_file())
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::PermissionDenied => FsError::Denied(format!("{path}: {e}")),
+                io::ErrorKind::NotFound => FsError::NotFound(path.to_string()),
+                _ => FsError::Io(format!("{path}: {e}")),
+            })?;
+        Ok(if path.as_str().ends_with(".gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(
+                io::BufReader::with_capacity(1 << 16, file),
+            ))
+        } else {
+            Box::new(file)
+        })
+    }
+}
+
+/// The rotation number of a log name: `app.log.3.gz` is 3, `app.log` 0.
+fn rotation(name: &str) -> u64 {
+    let base = name.strip_suffix(".gz").unwrap_or(name);
+    base.rsplit_once('.')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `*` matches any run of characters, `?` one character.
+pub fn wildcard(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Iterative matching with one backtrack point (linear-ish, no recursion).
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// Compiles a fix's pattern, or says why it is not one.
+pub fn compile(pattern: &str) -> Result<Regex, FsError> {
+    if pattern.len() > MAX_PATTERN {
+        return Err(FsError::InvalidInput(format!(
+            "the pattern is longer than {MAX_PATTERN} bytes"
+        )));
+    }
+    RegexBuilder::new(pattern)
+        .multi_line(true)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| FsError::InvalidInput(format!("invalid pattern {pattern:?}: {e}")))
+}
+
+/// One matching line.
+pub struct Found {
+    pub file: String,
+    pub line_number: u64,
+    pub offset: u64,
+    pub line: String,
+    pub captures: Vec<Option<String>>,
+}
+
+/// What a scan read and found.
+#[derive(Default)]
+pub struct Scan {
+    pub files: Vec<String>,
+    pub total: u64,
+    pub bytes: u64,
+    pub found: Vec<Found>,
+    pub truncated: bool,
+}
+
+impl LogGrants {
+    /// Counts (and, up to `keep`, returns) the lines of the files `glob`
+    /// names that match `re`.
+    pub fn grep(
+        &self,
+        glob: &str,
+        re: &Regex,
+        keep: usize,
+        deadline: Instant,
+    ) -> Result<Scan, FsError> {
+        let mut scan = Scan::default();
+        for path in self.expand(glob)? {
+            let reader = self.open_file(&path)?;
+            let file = path.to_string();
+            let want_lines = scan.found.len() < keep;
+            let (total, bytes) = scan_lines(
+                reader,
+                re,
+                want_lines,
+                deadline,
+                |line_number, offset, line| {
+                    if scan.found.len() >= keep {
+                        scan.truncated = true;
+                        return false;
+                    }
+                    let captures = match re.captures(line) {
+                        Some(c) => c
+                            .iter()
+                            .skip(1)
+                            .map(|g| g.map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned()))
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    let shown = &line[..line.len().min(LINE_SHOWN)];
+                    scan.found.push(Found {
+                        file: file.clone(),
+                        line_number,
+                        offset,
+                        line: String::from_utf8_lossy(shown).into_owned(),
+                        captures,
+                    });
+                    true
+                },
+            )
+            .map_err(|e| scan_error(&path, e))?;
+            scan.total += total;
+            scan.bytes += bytes;
+            scan.files.push(file);
+        }
+        scan.truncated |= scan.total > scan.found.len() as u64 && keep > 0;
+        Ok(scan)
+    }
+
+    /// The last `n` lines of the files `glob` names, read in order.
+    pub fn tail(
+        &self,
+        glob: &str,
+        n: usize,
+        deadline: Instant,
+    ) -> Result<(Scan, Vec<String>), FsError> {
+        let mut scan = Scan::default();
+        let mut last: std::collections::VecDeque<String> =
+            std::collections::VecDeque::with_capacity(n.min(1024));
+        let any = compile("").expect("the empty pattern compiles");
+        for path in self.expand(glob)? {
+            let reader = self.open_file(&path)?;
+            let (_, bytes) = scan_lines(reader, &any, true, deadline, |_, _, line| {
+                if n > 0 {
+                    if last.len() == n {
+                        last.pop_front();
+                    }
+                    last.push_back(
+                        String::from_utf8_lossy(&line[..line.len().min(LINE_SHOWN)]).into_owned(),
+                    );
+                }
+                true
+            })
+            .map_err(|e| scan_error(&path, e))?;
+            scan.bytes += bytes;
+            scan.files.push(path.to_string());
+        }
+        Ok((scan, last.into_iter().collect()))
+    }
+}
+
+fn scan_error(path: &VPath, e: io::Error) -> FsError {
+    if e.kind() == io::ErrorKind::TimedOut {
+        FsError::Aborted(format!("{path}: the run's deadline passed while scanning"))
+    } else {
+        FsError::Io(format!("{path}: {e}"))
+    }
+}
+
+/// Streams `reader` and calls `on_line(line_number, offset, line)` for each
+/// line matching `re` (line numbers and offsets only when `with_lines`; a
+/// `false` from `on_line` stops the calls but not the count). Returns the
+/// number of matching lines and the bytes read.
+fn scan_lines(
+    mut reader: impl Read,
+    re: &Regex,
+    with_lines: bool,
+    deadline: Instant,
+    mut on_line: impl FnMut(u64, u64, &[u8]) -> bool,
+) -> io::Result<(u64, u64)> {
+    let mut buf: Vec<u8> = vec![0; CHUNK];
+    let (mut filled, mut eof) = (0usize, false);
+    let (mut count, mut bytes) = (0u64, 0u64);
+    // Line number and offset of buf[0].
+    let (mut base_line, mut base_offset) = (1u64, 0u64);
+    let mut calling = with_lines;
+    while !eof || filled > 0 {
+        if Instant::now() > deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline"));
+        }
+        while !eof && filled < buf.len() {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    filled += n;
+                    bytes += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The complete lines in the buffer (all of it at the end of input,
+        // or a piece of an over-long line).
+        let end = match memchr::memrchr(b'\n', &buf[..filled]) {
+            Some(i) => i + 1,
+            None if eof || filled >= MAX_LINE => filled,
+            None => {
+                buf.resize(buf.len() * 2, 0);
+                continue;
+            }
+        };
+        let region = &buf[..end];
+        let (mut pos, mut line_no, mut line_no_at) = (0usize, base_line, 0usize);
+        while pos < region.len() {
+            let Some(m) = re.find_at(region, pos) else {
+                break;
+            };
+            let start = memchr::memrchr(b'\n', &region[..m.start()]).map_or(0, |i| i + 1);
+            let start = start.max(pos);
+            let stop = memchr::memchr(b'\n', &region[start..]).map_or(region.len(), |i| start + i);
+            let line = &region[start..stop];
+            // A match that runs past the line's end is checked on the line
+            // alone: lines never match across a newline.
+            if m.end() > stop && !re.is_match(line) {
+                pos = stop + 1;
+                continue;
+            }
+            count += 1;
+            if calling {
+                line_no += memchr::memchr_iter(b'\n', &region[line_no_at..start]).count() as u64;
+                line_no_at = start;
+                calling = on_line(line_no, base_offset + start as u64, line);
+            }
+            pos = stop + 1;
+        }
+        if with_lines {
+            base_line += memchr::memchr_iter(b'\n', region).count() as u64;
+        }
+        base_offset += end as u64;
+        buf.copy_within(end..filled, 0);
+        filled -= end;
+        if buf.len() > CHUNK && filled < CHUNK {
+            buf.truncate(CHUNK.max(filled));
+            buf.resize(CHUNK, 0);
+        }
+    }
+    Ok((count, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[u8], pattern: &str, chunk_limit: bool) -> (u64, Vec<(u64, u64, String)>) {
+        let _ = chunk_limit;
+        let re = compile(pattern).unwrap();
+        let mut found = Vec::new();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        let (n, _) = scan_lines(text, &re, true, far, |l, o, line| {
+            found.push((l, o, String::from_utf8_lossy(line).into_owned()));
+            true
+        })
+        .unwrap();
+        (n, found)
+    }
+
+    #[test]
+    fn matches_are_whole_lines_with_numbers_and_offsets() {
+        let (n, found) = lines(b"a\nbad one\nc\nbad two", "bad", false);
+        assert_eq!(n, 2);
+        assert_eq!(
+            found,
+            vec![(2, 2, "bad one".into()), (4, 12, "bad two".into())]
+        );
+    }
+
+    #[test]
+    fn a_match_never_spans_lines() {
+        let (n, _) = lines(b"foo\nbar\n", r"foo\sbar", false);
+        assert_eq!(n, 0);
+        let (n, _) = lines(b"x foo\nfoo bar\n", r"foo\sbar", false);
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn one_count_per_line_and_binary_is_fine() {
+        let (n, _) = lines(b"aaa\n\xff\xfe a \x00\n", "a", false);
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn lines_longer_than_the_buffer() {
+        let mut text = vec![b'x'; 3 * CHUNK];
+        text.extend_from_slice(b" needle\nshort needle\n");
+        let (n, found) = lines(&text, "needle", false);
+        assert_eq!(n, 2);
+        assert_eq!(found[1].0, 2);
+        assert_eq!(found[1].1, 3 * CHUNK as u64 + 8);
+    }
+
+    #[test]
+    fn wildcards_and_rotation_order() {
+        assert!(wildcard("app.log*", "app.log.2.gz"));
+        assert!(wildcard("*.log", "x.log"));
+        assert!(!wildcard("*.log", "x.log.1"));
+        assert!(wildcard("a?c", "abc"));
+        let mut names = vec!["app.log", "app.log.1", "app.log.10.gz", "app.log.2.gz"];
+        names.sort_by(|a, b| rotation(b).cmp(&rotation(a)).then_with(|| a.cmp(b)));
+        assert_eq!(
+            names,
+            ["app.log.10.gz", "app.log.2.gz", "app.log.1", "app.log"]
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! `defops:fix/logs`: scans of the granted logs, run by the host. What each
+//! call read is kept for the journal, so a reviewer sees what the fix's
+//! decision was based on.
+
+use serde_json::json;
+
+use super::defops::fix::logs::{GrepResult, Host, LogMatch};
+use super::{Denial, RunState};
+use crate::logs::{self, MAX_MATCHES, MAX_TAIL, Scan};
+use crate::overlay::FsError;
+
+impl RunState {
+    fn note_read(
+        &mut self,
+        call: &'static str,
+        glob: &str,
+        pattern: Option<&str>,
+        result: &Result<Scan, FsError>,
+    ) {
+        let record = match result {
+            Ok(scan) => json!({
+                "call": call, "glob": glob, "pattern": pattern, "files": scan.files,
+                "matches": scan.total, "bytes": scan.bytes,
+            }),
+            Err(e) => {
+                json!({"call": call, "glob": glob, "pattern": pattern, "error": e.to_string()})
+            }
+        };
+        if let Err(FsError::Denied(reason)) = result {
+            self.denials.push(Denial {
+                call,
+                path: glob.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        self.log_reads.push(record);
+    }
+}
+
+impl Host for RunState {
+    fn grep(
+        &mut self,
+        glob: String,
+        pattern: String,
+        max_matches: u32,
+    ) -> Result<GrepResult, FsError> {
+        let result = logs::compile(&pattern).and_then(|re| {
+            self.logs.grep(
+                &glob,
+                &re,
+                max_matches.min(MAX_MATCHES) as usize,
+                self.deadline,
+            )
+        });
+        self.note_read("grep", &glob, Some(&pattern), &result);
+        let scan = result?;
+        Ok(GrepResult {
+            total: scan.total,
+            truncated: scan.truncated,
+            files: scan.files,
+            matches: scan
+                .found
+                .into_iter()
+                .map(|f| LogMatch {
+                    file: f.file,
+                    line_number: f.line_number,
+                    offset: f.offset,
+                    line: f.line,
+                    captures: f.captures,
+                })
+                .collect(),
+        })
+    }
+
+    fn count(&mut self, glob: String, pattern: String) -> Result<u64, FsError> {
+        let result =
+            logs::compile(&pattern).and_then(|re| self.logs.grep(&glob, &re, 0, self.deadline));
+        self.note_read("count", &glob, Some(&pattern), &result);
+        result.map(|scan| scan.total)
+    }
+
+    fn tail(&mut self, glob: String, lines: u32) -> Result<Vec<String>, FsError> {
+        let result = self
+            .logs
+            .tail(&glob, lines.min(MAX_TAIL) as usize, self.deadline);
+        let (scan, last) = match result {
+            Ok((scan, last)) => (Ok(scan), last),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        self.note_read("tail", &glob, None, &scan);
+        scan.map(|_| last)
+    }
+}
