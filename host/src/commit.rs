@@ -156,7 +156,7 @@ pub fn commit(
     plan: &Plan,
     run_id: &str,
     journal: &mut Journal,
-    objects: &Objects,
+    objects: Option<&Objects>,
 ) -> Result<Committed, CommitError> {
     let jerr = CommitError::Journal;
     let mut syncs = 0;
@@ -213,18 +213,24 @@ pub fn commit(
         }
     }
 
-    // 2. Before-images, one sync.
+    // 2. Before-images, one sync. (A rollback stores none: what it
+    //    replaces is the run's own output, which running the fix again
+    //    reproduces; its intents still come first.)
     let mut stored = Vec::with_capacity(plan.effects.len());
     for effect in &plan.effects {
-        let put =
-            |c: &Option<std::sync::Arc<Vec<u8>>>| c.as_ref().map(|c| objects.put(c)).transpose();
+        let put = |c: &Option<std::sync::Arc<Vec<u8>>>| match (c, objects) {
+            (Some(c), Some(o)) => o.put(c).map(Some),
+            _ => Ok(None),
+        };
         stored.push((
             put(&effect.before_content).map_err(jerr)?,
             put(&effect.before_to_content).map_err(jerr)?,
         ));
     }
-    if stored.iter().any(|(a, b)| a.is_some() || b.is_some()) {
-        objects.sync().map_err(jerr)?;
+    if let Some(o) = objects
+        && stored.iter().any(|(a, b)| a.is_some() || b.is_some())
+    {
+        o.sync().map_err(jerr)?;
         syncs += 1;
     }
     failpoint("after-objects");

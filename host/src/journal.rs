@@ -119,39 +119,41 @@ struct TopLevel<'a> {
     prev: Option<&'a [u8]>,
 }
 
-/// `seq` and `prev` of a record's top-level object, found by one scan that
-/// jumps from quote to brace with `memchr` and skips strings whole.
+/// `seq` and `prev` of a record's top-level object. The scan runs from the
+/// end of the body, skipping strings and nested values whole, and stops once
+/// both are found: keys are sorted, so they sit near the end.
 fn top_level(body: &[u8]) -> TopLevel<'_> {
     let mut out = TopLevel {
         seq: None,
         prev: None,
     };
-    let mut depth = 0usize;
-    let mut i = 0usize;
-    // The index of the quote closing the string opened at `open`.
-    let string_end = |open: usize| {
-        let mut j = open + 1;
+    // A quote at `i` is escaped when an odd number of backslashes precede it.
+    let escaped = |i: usize| body[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 1;
+    // The opening quote of the string whose closing quote is at `close`.
+    let string_start = |close: usize| {
+        let mut end = close;
         loop {
-            match memchr::memchr2(b'"', b'\\', &body[j.min(body.len())..]) {
-                Some(k) if body[j + k] == b'\\' => j += k + 2,
-                Some(k) => return j + k,
-                None => return body.len(),
+            match memchr::memrchr(b'"', &body[..end]) {
+                Some(k) if escaped(k) => end = k,
+                Some(k) => return Some(k),
+                None => return None,
             }
         }
     };
-    while i < body.len() {
-        let Some(k) = memchr::memchr3(b'"', b'{', b'}', &body[i..]) else {
+    let mut depth = 1usize;
+    let mut end = body.len();
+    while out.seq.is_none() || out.prev.is_none() {
+        let Some(i) = memchr::memrchr3(b'"', b'{', b'}', &body[..end]) else {
             break;
         };
-        i += k;
         match body[i] {
-            b'{' => depth += 1,
-            b'}' => depth = depth.saturating_sub(1),
+            b'}' => depth += 1,
+            b'{' => depth = depth.saturating_sub(1),
             _ => {
-                let end = string_end(i);
-                if depth == 1 && body.get(end + 1) == Some(&b':') {
-                    let key = &body[i + 1..end];
-                    let value = end + 2;
+                let Some(open) = string_start(i) else { break };
+                if depth == 1 && body.get(i + 1) == Some(&b':') {
+                    let key = &body[open + 1..i];
+                    let value = i + 2;
                     if key == b"seq" {
                         let digits = body[value..]
                             .iter()
@@ -161,13 +163,15 @@ fn top_level(body: &[u8]) -> TopLevel<'_> {
                             .ok()
                             .and_then(|d| d.parse().ok());
                     } else if key == b"prev" && body.get(value) == Some(&b'"') {
-                        out.prev = Some(&body[value + 1..string_end(value)]);
+                        out.prev = memchr::memchr(b'"', &body[value + 1..])
+                            .map(|k| &body[value + 1..value + 1 + k]);
                     }
                 }
-                i = end;
+                end = open;
+                continue;
             }
         }
-        i += 1;
+        end = i;
     }
     out
 }
@@ -634,7 +638,9 @@ mod tests {
             &json!({"seq": 0, "prev": GENESIS, "type": "header", "params": {"prev": "x", "seq": 9}}),
         );
         let ha = check_line(a.trim_end().as_bytes(), 0, GENESIS).unwrap();
-        let b = encode(&json!({"seq": 1, "prev": ha, "text": "a \\\" quote"}));
+        let b = encode(
+            &json!({"seq": 1, "prev": ha, "text": "a \\\" quote {\"seq\":7}", "z": {"prev": "no", "seq": 8}}),
+        );
         assert!(check_line(b.trim_end().as_bytes(), 1, &ha).is_ok());
         assert!(
             check_line(b.trim_end().as_bytes(), 2, &ha)

@@ -117,13 +117,27 @@ impl LogGrants {
         let entries = disk::locate(grant, &dir)
             .and_then(|loc| loc.read_dir())
             .map_err(|e| FsError::Io(format!("{glob}: {e}")))?;
-        let mut files: Vec<String> = entries
+        let wanted: Vec<(String, Kind)> = entries
             .into_iter()
-            .filter(|(name, kind)| {
-                *kind == Kind::File
-                    && wildcard(pattern, name)
-                    && granted.iter().any(|g| wildcard(g, name))
-            })
+            .filter(|(name, _)| wildcard(pattern, name))
+            .collect();
+        // A glob that reaches past the granted ones is refused, not trimmed.
+        if let Some((name, _)) = wanted
+            .iter()
+            .find(|(n, _)| !granted.iter().any(|g| wildcard(g, n)))
+        {
+            return Err(denied(format!(
+                "{dir}/{name} is not a granted log (--allow-log)"
+            )));
+        }
+        if !pattern.contains(['*', '?']) && !granted.iter().any(|g| wildcard(g, pattern)) {
+            return Err(denied(format!(
+                "{dir}/{pattern} is not a granted log (--allow-log)"
+            )));
+        }
+        let mut files: Vec<String> = wanted
+            .into_iter()
+            .filter(|(_, kind)| *kind == Kind::File)
             .map(|(name, _)| name)
             .collect();
         // Oldest first: app.log.3.gz, app.log.2.gz, app.log.1, app.log.
@@ -197,7 +211,14 @@ pub fn compile(pattern: &str) -> Result<Regex, FsError> {
         .multi_line(true)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| FsError::InvalidInput(format!("invalid pattern {pattern:?}: {e}")))
+        .map_err(|e| {
+            let why = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            FsError::InvalidInput(format!("invalid pattern {pattern:?}: {why}"))
+        })
 }
 
 /// One matching line.

@@ -382,7 +382,10 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         }
     }
     journal.append(outcome).map_err(journal_error)?;
-    journal.sync().map_err(journal_error)?;
+    // A dry-run changed nothing: its record need not cost a sync.
+    if !req.dry_run {
+        journal.sync().map_err(journal_error)?;
+    }
     summary["head"] = json!(journal.head());
     summary["journal"] = json!(journal.path().display().to_string());
     summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
@@ -417,7 +420,7 @@ fn commit_plan(
     objects: &Objects,
     summary: &mut serde_json::Value,
 ) -> Exit {
-    match commit::commit(grants, plan, run_id, journal, objects) {
+    match commit::commit(grants, plan, run_id, journal, Some(objects)) {
         Ok(done) => {
             summary["outcome"] = json!("applied");
             summary["syncs"] = json!(done.syncs);

@@ -5,6 +5,7 @@ mod escapes;
 mod fixes;
 mod guests;
 mod journal;
+mod logs;
 mod mutations;
 mod rollback;
 mod util;

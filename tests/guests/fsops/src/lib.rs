@@ -3,12 +3,14 @@
 //! `OP ARGS -> ok [DATA]` or `OP ARGS -> ERROR`.
 //!
 //! Ops: read P, stat P, lstat P, ls P, readlink P, write P TEXT, mkdir P,
-//! rm P, rmdir P, mv A B, chmod P OCTAL, chown P UID GID, ln TARGET LINK.
-//! Arguments understand `\0`, `\n`, `\t`, `\s` (space) and `\\`.
+//! rm P, rmdir P, mv A B, chmod P OCTAL, chown P UID GID, ln TARGET LINK,
+//! grep GLOB PATTERN [MAX], count GLOB PATTERN, tail GLOB N.
+//! Arguments understand `\0`, `\n`, `\t`, `\s` (space) and `\\`; other
+//! backslashes are kept (for regular expressions).
 //! Params: `phase=check` runs the ops in check instead of apply;
 //! `ignore_errors=1` succeeds even when ops fail.
 
-use defops_guest::{Check, Fix, Result, fs, info, param};
+use defops_guest::{Check, Fix, Result, fs, info, logs, param};
 
 struct FsOps;
 
@@ -25,7 +27,12 @@ fn unescape(s: &str) -> String {
             Some('n') => out.push('\n'),
             Some('t') => out.push('\t'),
             Some('s') => out.push(' '),
-            Some(other) => out.push(other),
+            Some('\\') => out.push('\\'),
+            // Anything else (a regex's \S, \d, ...) is kept as written.
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
             None => out.push('\\'),
         }
     }
@@ -83,6 +90,41 @@ fn one(line: &str) -> std::result::Result<String, String> {
         "ln" => fs::symlink(arg(0)?, arg(1)?)
             .map(|()| String::new())
             .map_err(e),
+        "grep" => {
+            let max = args.get(2).and_then(|m| m.parse().ok()).unwrap_or(1000);
+            let r = logs::grep(arg(0)?, arg(1)?).max(max).run().map_err(e)?;
+            let base = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
+            let files: Vec<String> = r.files.iter().map(|f| base(f)).collect();
+            let hits: Vec<String> = r
+                .iter()
+                .map(|m| {
+                    let cap = m.capture(1).unwrap_or("-");
+                    format!(
+                        "{}:{}:{}:{cap}:{}",
+                        base(&m.file),
+                        m.line_number,
+                        m.offset,
+                        m.line.len()
+                    )
+                })
+                .collect();
+            Ok(format!(
+                "total={} truncated={} files={} hits={}",
+                r.total,
+                r.truncated,
+                files.join(","),
+                hits.join(",")
+            ))
+        }
+        "count" => logs::count(&arg(0)?, &arg(1)?)
+            .map(|n| n.to_string())
+            .map_err(e),
+        "tail" => {
+            let n = arg(1)?
+                .parse()
+                .map_err(|x: std::num::ParseIntError| x.to_string())?;
+            logs::tail(&arg(0)?, n).map(|l| l.join("|")).map_err(e)
+        }
         other => Err(format!("unknown op {other:?}")),
     }
 }

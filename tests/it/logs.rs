@@ -1,0 +1,279 @@
+//! Log reads: plain, rotated and gzip files, oldest first; odd files; bad
+//! patterns; globs outside the grants; and quarantine-on-log end to end.
+
+use std::io::Write;
+
+use crate::util::{Out, Tree, fix, guest};
+
+fn gzip(t: &Tree, rel: &str, text: &[u8]) {
+    let f = std::fs::File::create(t.path(rel)).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    gz.write_all(text).unwrap();
+    gz.finish().unwrap();
+}
+
+/// Rotated logs: db.log.2.gz (oldest), db.log.1, db.log (newest).
+fn logs_tree() -> Tree {
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("logs")).unwrap();
+    gzip(
+        &t,
+        "logs/db.log.2.gz",
+        b"boot\nchecksum mismatch in segment seg-a\n",
+    );
+    t.write(
+        "logs/db.log.1",
+        "ok\nchecksum mismatch in segment seg-b\nok\n",
+    );
+    t.write(
+        "logs/db.log",
+        "checksum mismatch in segment seg-a\nlast line\n",
+    );
+    t.write("logs/other.txt", "checksum mismatch in segment seg-z\n");
+    t
+}
+
+fn ops(t: &Tree, line: &str) -> Out {
+    let glob = format!("{}/db.log*", t.p("logs"));
+    let ops = format!("ops={line}");
+    t.run(
+        &guest("fsops"),
+        &["--allow-log", &glob, "-p", &ops, "-p", "ignore_errors=1"],
+    )
+}
+
+fn first(out: &Out) -> String {
+    out.messages()
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("no message: {out:?}"))
+}
+
+#[test]
+fn plain_rotated_and_gzip_logs_oldest_first() {
+    let t = logs_tree();
+    let out = ops(
+        &t,
+        &format!(
+            r"grep {}/db.log* checksum\smismatch\sin\ssegment\s(\S+)",
+            t.p("logs")
+        ),
+    );
+    out.assert_code(0);
+    let m = first(&out);
+    assert!(
+        m.ends_with(
+            "-> ok total=3 truncated=false files=db.log.2.gz,db.log.1,db.log \
+             hits=db.log.2.gz:2:5:seg-a:34,db.log.1:2:3:seg-b:34,db.log:1:0:seg-a:34"
+        ),
+        "{m}"
+    );
+    // What was read is journaled and reported.
+    let reads = out.of("logs");
+    assert_eq!(reads.len(), 1);
+    assert_eq!(reads[0]["matches"], 3);
+    assert_eq!(reads[0]["files"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn count_tail_and_truncation() {
+    let t = logs_tree();
+    let l = t.p("logs");
+    let out = ops(
+        &t,
+        &format!("count {l}/db.log* mismatch; tail {l}/db.log* 3; grep {l}/db.log* mismatch 1"),
+    );
+    let m = out.messages();
+    assert!(m[0].ends_with("-> ok 3"), "{m:?}");
+    assert!(
+        m[1].ends_with("-> ok ok|checksum mismatch in segment seg-a|last line"),
+        "{m:?}"
+    );
+    assert!(m[2].contains("total=3 truncated=true"), "{m:?}");
+}
+
+#[test]
+fn odd_files_empty_binary_huge_line_and_no_match() {
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("logs")).unwrap();
+    t.write("logs/empty.log", "");
+    std::fs::write(
+        t.path("logs/binary.log"),
+        b"\x00\xff\xfe needle \x01\n\xc3\x28 needle\n",
+    )
+    .unwrap();
+    let mut huge = vec![b'x'; 10 << 20];
+    huge.extend_from_slice(b" needle\n");
+    std::fs::write(t.path("logs/huge.log"), &huge).unwrap();
+    let l = t.p("logs");
+    let glob = format!("{l}/*.log");
+    let ops_line = format!(
+        "count {l}/empty.log needle; count {l}/binary.log needle; grep {l}/huge.log needle; count {l}/nothing-*.log x"
+    );
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &glob,
+            "-p",
+            &format!("ops={ops_line}"),
+            "-p",
+            "ignore_errors=1",
+        ],
+    );
+    out.assert_code(0);
+    let m = out.messages();
+    assert!(m[0].ends_with("-> ok 0"), "{m:?}");
+    assert!(m[1].ends_with("-> ok 2"), "{m:?}");
+    // The 10 MB line matches once; the line handed back is cut at 4 KiB.
+    assert!(
+        m[2].contains("total=1") && m[2].ends_with(":-:4096"),
+        "{m:?}"
+    );
+    assert!(
+        m[3].ends_with("-> ok 0"),
+        "a glob that matches nothing: {m:?}"
+    );
+}
+
+#[test]
+fn bad_and_pathological_patterns() {
+    let t = logs_tree();
+    let long = "a".repeat(100_000);
+    t.write("logs/db.log.3", &format!("{long}\n"));
+    let l = t.p("logs");
+    let out = ops(
+        &t,
+        &format!(
+            r"count {l}/db.log* (unclosed; count {l}/db.log* (a*)*q; count {l}/db.log* (x+x+)+y"
+        ),
+    );
+    out.assert_code(0);
+    let m = out.messages();
+    assert!(m[0].contains("-> invalid input: invalid pattern"), "{m:?}");
+    assert!(m[1].ends_with("-> ok 0"), "{m:?}");
+    assert!(m[2].ends_with("-> ok 0"), "{m:?}");
+}
+
+#[test]
+fn logs_outside_the_grants_are_denied() {
+    let t = logs_tree();
+    let l = t.p("logs");
+    for line in [
+        format!("count {l}/other.txt mismatch"),
+        format!("count {}/secret x", t.p("outside")),
+        format!("count {l}/../outside/secret x"),
+        "count /etc/passwd* root".to_string(),
+        format!("tail {l}/*.txt 1"),
+    ] {
+        let out = ops(&t, &line);
+        let m = first(&out);
+        assert!(m.contains("-> denied:"), "{line}: {m}");
+        assert!(out.summary()["denied"].as_u64().unwrap() >= 1, "{line}");
+    }
+    // Without --allow-log, nothing is readable, and the fs grants do not count.
+    let ops_line = format!("ops=count {l}/db.log x");
+    let out = t.run(
+        &guest("fsops"),
+        &["--allow-ro", &l, "-p", &ops_line, "-p", "ignore_errors=1"],
+    );
+    assert!(first(&out).contains("-> denied:"), "{out:?}");
+}
+
+#[test]
+fn a_missing_log_dir_is_a_clear_usage_error() {
+    let t = Tree::new();
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &format!("{}/*.log", t.p("nope")),
+            "-p",
+            "ops=",
+        ],
+    );
+    out.assert_code(2);
+    assert!(out.stderr.contains("--allow-log"), "{}", out.stderr);
+}
+
+fn quarantine(t: &Tree, extra: &[&str]) -> Out {
+    let glob = format!("{}/db.log*", t.p("logs"));
+    let mut args = vec![
+        "--allow-log".to_string(),
+        glob.clone(),
+        "-p".into(),
+        format!("log={glob}"),
+        "-p".into(),
+        format!("data_dir={}", t.p("grant/data")),
+        "-p".into(),
+        format!("quarantine_dir={}", t.p("grant/quarantine")),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    t.run(&fix("quarantine-on-log"), &args)
+}
+
+#[test]
+fn quarantine_on_log_end_to_end() {
+    let t = logs_tree();
+    for seg in ["seg-a", "seg-b", "seg-c"] {
+        t.write(&format!("grant/data/{seg}"), seg);
+    }
+    let before = t.snapshot("");
+
+    // Below the threshold: not needed.
+    let out = quarantine(&t, &["-p", "threshold=4"]);
+    out.assert_code(0);
+    assert_eq!(out.summary()["outcome"], "not-needed");
+
+    // The dry-run plans exactly the named segments.
+    let dry = quarantine(&t, &["-p", "threshold=3", "--dry-run"]);
+    dry.assert_code(0);
+    let moved: Vec<String> = dry
+        .of("effect")
+        .iter()
+        .filter(|e| e["op"] == "rename")
+        .map(|e| e["from"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(moved, [t.p("grant/data/seg-a"), t.p("grant/data/seg-b")]);
+    assert_eq!(t.snapshot(""), before);
+
+    // At the threshold: moves them, and the journal says what the logs said.
+    let real = quarantine(&t, &["-p", "threshold=3"]);
+    real.assert_code(0);
+    assert!(t.exists("grant/quarantine/seg-a") && t.exists("grant/quarantine/seg-b"));
+    assert!(t.exists("grant/data/seg-c"));
+    let journal = real.summary()["journal"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(text.contains(r#""type":"logs""#), "{text}");
+
+    // Idempotent: nothing left to move.
+    let again = quarantine(&t, &["-p", "threshold=3"]);
+    assert_eq!(again.summary()["outcome"], "not-needed");
+
+    // Rollback restores them.
+    let run = real.summary()["run_id"].as_str().unwrap().to_string();
+    t.defops().args(&["rollback", &run]).output().assert_code(0);
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
+fn quarantine_on_log_only_on_the_leader() {
+    let t = logs_tree();
+    t.write("grant/data/seg-a", "a");
+    t.write("ro/role", "follower\n");
+    let role = format!("leader_file={}", t.p("ro/role"));
+    let ro = t.p("ro");
+    let out = quarantine(&t, &["--allow-ro", &ro, "-p", &role]);
+    out.assert_code(0);
+    assert_eq!(out.summary()["outcome"], "not-needed");
+    assert!(
+        out.summary()["check"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not leader")
+    );
+    t.write("ro/role", "leader\n");
+    let out = quarantine(&t, &["--allow-ro", &ro, "-p", &role]);
+    assert_eq!(out.summary()["outcome"], "applied");
+}
