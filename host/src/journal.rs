@@ -292,20 +292,40 @@ impl Objects {
     /// Stores `bytes` (not synced: see [`Objects::sync`]); returns its hash.
     pub fn put(&self, bytes: &[u8]) -> io::Result<String> {
         let hash = blake3::hash(bytes).to_hex().to_string();
-        // Content-addressed: renaming over an existing object changes
-        // nothing, so no look first.
         let dest = self.path(&hash);
-        let tmp = self.dir.join(format!(".tmp-{hash}-{}", std::process::id()));
-        let mut f = OpenOptions::new()
+        match OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        drop(f);
-        fs::rename(&tmp, &dest)?;
-        Ok(hash)
+            .open(&dest)
+        {
+            Ok(mut f) => {
+                if let Err(e) = f.write_all(bytes) {
+                    let _ = fs::remove_file(&dest);
+                    return Err(e);
+                }
+                Ok(hash)
+            }
+            // Content-addressed: the object is there already, unless a crash
+            // cut it short; then it is written again, whole, by rename.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if self.get(&hash).is_ok() {
+                    return Ok(hash);
+                }
+                let tmp = self.dir.join(format!(".tmp-{hash}-{}", std::process::id()));
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                f.write_all(bytes)?;
+                drop(f);
+                fs::rename(&tmp, &dest)?;
+                Ok(hash)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads an object back, checking its hash.

@@ -135,6 +135,9 @@ impl LogGrants {
                 "{dir}/{pattern} is not a granted log (--allow-log)"
             )));
         }
+        if !pattern.contains(['*', '?']) && wanted.is_empty() {
+            return Err(FsError::NotFound(format!("{dir}/{pattern}")));
+        }
         let mut files: Vec<String> = wanted
             .into_iter()
             .filter(|(_, kind)| *kind == Kind::File)

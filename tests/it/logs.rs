@@ -108,7 +108,7 @@ fn odd_files_empty_binary_huge_line_and_no_match() {
     let l = t.p("logs");
     let glob = format!("{l}/*.log");
     let ops_line = format!(
-        "count {l}/empty.log needle; count {l}/binary.log needle; grep {l}/huge.log needle; count {l}/nothing-*.log x"
+        "count {l}/empty.log needle; count {l}/binary.log needle; grep {l}/huge.log needle; count {l}/nothing-*.log x; count {l}/missing.log x"
     );
     let out = t.run(
         &guest("fsops"),
@@ -134,6 +134,7 @@ fn odd_files_empty_binary_huge_line_and_no_match() {
         m[3].ends_with("-> ok 0"),
         "a glob that matches nothing: {m:?}"
     );
+    assert!(m[4].contains("-> not found:"), "a missing file: {m:?}");
 }
 
 #[test]
