@@ -114,6 +114,11 @@ fn observe(grants: &Grants, path: &VPath) -> io::Result<(State, Option<disk::Sta
     }
 }
 
+/// The identity of what is at `path` now (no content read).
+fn identity_of(grants: &Grants, path: &VPath) -> Option<disk::Identity> {
+    Some(locate(grants, path).ok()?.lstat().ok()??.identity)
+}
+
 /// The mtime of `path`, when it exists (no content read).
 fn mtime_of(grants: &Grants, path: &VPath) -> Option<(i64, u32)> {
     let st = locate(grants, path).ok()?.lstat().ok()??;
@@ -181,7 +186,19 @@ pub fn commit(
                 && !above_touched.contains(path)
                 && !std::iter::successors(path.parent(), |a| a.parent())
                     .any(|a| touched.contains(&a));
-            if fresh && let Some(st) = check(grants, path, expected, 0)? {
+            if !fresh {
+                continue;
+            }
+            // Unchanged since the plan read it (same identity): no need to
+            // read it again. Anything else is compared in full.
+            if path == effect.op.path()
+                && let Some(id) = effect.before_identity
+                && identity_of(grants, path) == Some(id)
+            {
+                verified.insert(path, id);
+                continue;
+            }
+            if let Some(st) = check(grants, path, expected, 0)? {
                 verified.insert(path, st.identity);
             }
         }
@@ -265,11 +282,9 @@ pub fn commit(
     let mut devices: Vec<u64> = Vec::new();
     for (n, effect) in plan.effects.iter().enumerate() {
         for (path, expected) in expectations(effect) {
-            let unchanged = verified.get(path).is_some_and(|id| {
-                locate(grants, path)
-                    .and_then(|l| l.lstat())
-                    .is_ok_and(|st| st.map(|s| s.identity) == Some(*id))
-            });
+            let unchanged = verified
+                .get(path)
+                .is_some_and(|id| identity_of(grants, path) == Some(*id));
             if !unchanged {
                 check(grants, path, expected, n)?;
             }

@@ -154,6 +154,17 @@ type ReadCache = HashMap<VPath, (disk::Identity, Arc<Vec<u8>>)>;
 /// A state, with the content when it is a file.
 type Image = (State, Option<Arc<Vec<u8>>>);
 
+/// The on-disk identity of a file node read from disk and not changed since.
+fn disk_identity(node: &Node) -> Option<disk::Identity> {
+    match node {
+        Node::File {
+            content: Content::Disk(_, id),
+            ..
+        } => Some(*id),
+        _ => None,
+    }
+}
+
 /// The exact metadata of a file put back by rollback.
 #[derive(Clone, Copy, Debug)]
 pub struct Exact {
@@ -574,6 +585,7 @@ impl Overlay {
             before_to: None,
             before_content: None,
             before_to_content: None,
+            before_identity: None,
         });
     }
 
@@ -701,6 +713,7 @@ impl Overlay {
                 before_to: None,
                 before_content,
                 before_to_content: None,
+                before_identity: disk_identity(&existing),
             }),
         }
         self.nodes.insert(
@@ -746,6 +759,7 @@ impl Overlay {
         self.push(Op::RemoveFile { path: path.clone() }, before);
         if let Some(last) = self.plan.effects.last_mut() {
             last.before_content = content;
+            last.before_identity = disk_identity(&node);
         }
         self.nodes.insert(path, Node::Absent);
         Ok(())
@@ -824,6 +838,7 @@ impl Overlay {
             before_to: Some(before_to),
             before_content: None,
             before_to_content,
+            before_identity: disk_identity(&src),
         });
         let replaced: Vec<VPath> = self.descendants(&to).map(|(p, _)| p.clone()).collect();
         for p in replaced {

@@ -231,6 +231,10 @@ pub struct Effect {
     /// For a rename over an existing file: that file's content.
     #[serde(skip)]
     pub before_to_content: Option<Arc<Vec<u8>>>,
+    /// The identity of the file at the path when the plan read it from
+    /// disk: if it is unchanged at commit, so is the content.
+    #[serde(skip)]
+    pub before_identity: Option<crate::disk::Identity>,
 }
 
 impl Effect {
