@@ -7,7 +7,7 @@
 //! canonical bytes without `hash`: compact JSON, keys sorted, UTF-8.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -423,74 +423,102 @@ impl Loaded {
 /// Verifies a journal without building its records: the fast path of
 /// `journal verify`. Same verdicts as [`load`].
 pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, JournalError> {
-    let bytes = fs::read(path).map_err(|e| JournalError::Read {
+    let read_error = |e: io::Error| JournalError::Read {
         path: path.to_path_buf(),
         why: e.to_string(),
-    })?;
-    let mut lines: Vec<&[u8]> = Vec::new();
-    let mut rest = &bytes[..];
-    let mut torn = false;
-    while !rest.is_empty() {
-        match memchr::memchr(b'\n', rest) {
-            Some(i) => {
-                lines.push(&rest[..i]);
-                rest = &rest[i + 1..];
-            }
-            None => {
-                torn = true;
-                lines.push(rest);
-                break;
-            }
-        }
-    }
-    let Some(first) = lines.first() else {
-        return Err(JournalError::NotAJournal {
-            path: path.to_path_buf(),
-            why: "it is empty".into(),
-        });
     };
-    check_header(path, first)?;
-    let complete = &lines[..lines.len() - usize::from(torn)];
-    // Hashing is the work: split it over the cores, then walk the chain.
+    let mut file = File::open(path).map_err(read_error)?;
+    // Streamed through one reused buffer; each buffer's lines are hashed on
+    // all cores, then chained in order.
+    const BUF: usize = 4 << 20;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
-    let per = complete.len().div_ceil(workers).max(1);
-    let facts: Vec<Result<Facts<'_>, String>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = complete
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().map(|l| line_facts(l)).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    let mut prev: &[u8] = GENESIS.as_bytes();
-    for (seq, f) in facts.iter().enumerate() {
-        let seq = seq as u64;
-        if let Err(why) = f
-            .as_ref()
-            .map_err(String::clone)
-            .and_then(|f| chain(f, seq, prev))
-        {
-            return Ok(Verdict::Bad { seq, why });
+    let mut buf = vec![0u8; BUF];
+    let (mut filled, mut eof) = (0usize, false);
+    let mut prev = GENESIS.as_bytes().to_vec();
+    let mut seq = 0u64;
+    // The record where the expected head was seen, if it was.
+    let mut head_at: Option<u64> = None;
+    loop {
+        while !eof && filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => eof = true,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_error(e)),
+            }
         }
-        prev = f.as_ref().map(|f| f.hash).unwrap_or_default();
-    }
-    let head = String::from_utf8_lossy(prev).into_owned();
-    let count = complete.len() as u64;
-    if torn {
-        return Ok(Verdict::TornTail {
-            records: count,
-            head,
+        let end = match memchr::memrchr(b'\n', &buf[..filled]) {
+            Some(i) => i + 1,
+            None if eof => 0,
+            None => {
+                buf.resize(buf.len() * 2, 0);
+                continue;
+            }
+        };
+        let mut lines: Vec<&[u8]> = Vec::new();
+        let mut rest = &buf[..end];
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            lines.push(&rest[..i]);
+            rest = &rest[i + 1..];
+        }
+        if seq == 0 {
+            match lines.first() {
+                Some(first) => {
+                    check_header(path, first)?;
+                }
+                None if filled == 0 => {
+                    return Err(JournalError::NotAJournal {
+                        path: path.to_path_buf(),
+                        why: "it is empty".into(),
+                    });
+                }
+                // Not even one whole line: a torn header.
+                None => check_header(path, &buf[..filled]).map(|_| ())?,
+            }
+        }
+        let per = lines.len().div_ceil(workers).max(1);
+        let facts: Vec<Result<Facts<'_>, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = lines
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || part.iter().map(|l| line_facts(l)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
         });
+        for f in &facts {
+            if let Err(why) = f
+                .as_ref()
+                .map_err(String::clone)
+                .and_then(|f| chain(f, seq, &prev))
+            {
+                return Ok(Verdict::Bad { seq, why });
+            }
+            let hash = f.as_ref().map(|f| f.hash).unwrap_or_default();
+            prev.clear();
+            prev.extend_from_slice(hash);
+            if expect_head.is_some_and(|h| h.as_bytes() == hash) {
+                head_at = Some(seq);
+            }
+            seq += 1;
+        }
+        buf.copy_within(end..filled, 0);
+        filled -= end;
+        if eof {
+            break;
+        }
     }
-    Ok(head_verdict(count, head, expect_head, |h| {
-        // Only on a mismatch: where the expected head sits, if anywhere.
-        complete
-            .iter()
-            .position(|l| l.len() > 66 && &l[l.len() - 66..l.len() - 2] == h.as_bytes())
+    let head = String::from_utf8_lossy(&prev).into_owned();
+    if filled > 0 {
+        return Ok(Verdict::TornTail { records: seq, head });
+    }
+    Ok(head_verdict(seq, head, expect_head, |_| {
+        head_at.map(|s| s as usize)
     }))
 }
 
