@@ -160,12 +160,7 @@ impl Loc<'_> {
     /// file with more than one hard link (its other name may lie outside
     /// every grant).
     pub fn open_file(&self) -> io::Result<(std::fs::File, Stat)> {
-        let fd = rustix::fs::openat(
-            self.parent_fd(),
-            self.name()?,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = self.open_nofollow()?;
         let st = Stat::from_rustix(&rustix::fs::fstat(&fd)?);
         if st.kind != Kind::File {
             return Err(io::Error::new(
@@ -364,13 +359,20 @@ impl Loc<'_> {
 
     /// Sets the permission bits of the file or directory here.
     pub fn set_mode(&self, mode: u32) -> io::Result<()> {
-        let fd = rustix::fs::openat(
+        let fd = self.open_nofollow()?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(Into::into)
+    }
+
+    /// Opens what is here for reading, refusing a symlink, never blocking
+    /// on a FIFO.
+    fn open_nofollow(&self) -> io::Result<OwnedFd> {
+        rustix::fs::openat(
             self.parent_fd(),
             self.name()?,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(Into::into)
+        )
+        .map_err(Into::into)
     }
 
     /// Sets the owner of the path itself (a symlink's own owner).

@@ -1,9 +1,6 @@
 //! Test guests that misbehave: each ends with its own clear message and
 //! exit code, and leaves the disk as it was.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use crate::util::{Out, Tree, guest};
 
 fn hostile(t: &Tree, mode: &str, extra: &[&str]) -> Out {
@@ -195,33 +192,7 @@ fn a_corrupt_file_and_a_core_module_are_refused_clearly() {
 fn a_file_changed_under_the_plan_is_refused_at_commit() {
     let t = Tree::new();
     t.write("grant/f", "original\n");
-    let go = t.p("grant/go");
-    let mut child = t
-        .defops()
-        .into_command()
-        .args([
-            "run",
-            guest("hostile").to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-            "--json",
-            "-p",
-            "mode=write-then-wait",
-            "-p",
-            &format!("file={}", t.p("grant/f")),
-            "-p",
-            &format!("go={go}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("\"planned\"") {
-            break;
-        }
-    }
+    let (mut child, lines) = t.start_waiting_run();
     // Someone edits the file after the fix planned its write.
     t.write("grant/f", "edited by someone else\n");
     t.write("grant/go", "");

@@ -355,37 +355,9 @@ fn crash_at_every_write_ahead_boundary_then_rollback_restores() {
 
 #[test]
 fn a_second_real_run_while_one_holds_the_lock_fails_at_once() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let t = Tree::new();
     t.write("grant/f", "original\n");
-    let go = t.p("grant/go");
-    let mut holder = t
-        .defops()
-        .into_command()
-        .args([
-            "run",
-            guest("hostile").to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-            "--json",
-            "-p",
-            "mode=write-then-wait",
-            "-p",
-            &format!("file={}", t.p("grant/f")),
-            "-p",
-            &format!("go={go}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("\"planned\"") {
-            break;
-        }
-    }
+    let (mut holder, _lines) = t.start_waiting_run();
     // A real run and a rollback are refused while the first one runs...
     let second = ops(&t, &[format!("write {} x", t.p("grant/g"))], &[]);
     second.assert_code(3);

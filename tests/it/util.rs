@@ -114,6 +114,46 @@ impl Tree {
         Cmd { cmd }
     }
 
+    /// Starts a real run of the hostile guest that plans a write to
+    /// `grant/f`, says "planned", and waits for `grant/go` to appear. Returns
+    /// once the plan is made (the run then holds the lock), with the rest of
+    /// its JSON Lines.
+    pub fn start_waiting_run(
+        &self,
+    ) -> (
+        std::process::Child,
+        std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    ) {
+        use std::io::BufRead;
+        let mut child = self
+            .defops()
+            .into_command()
+            .args([
+                "run",
+                guest("hostile").to_str().unwrap(),
+                "--allow",
+                &self.p("grant"),
+                "--json",
+                "-p",
+                "mode=write-then-wait",
+                "-p",
+                &format!("file={}", self.p("grant/f")),
+                "-p",
+                &format!("go={}", self.p("grant/go")),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.unwrap().contains("\"planned\"") {
+                break;
+            }
+        }
+        (child, lines)
+    }
+
     /// `defops-wasm run FIX --allow grant --json ARGS`.
     pub fn run(&self, fix: &Path, args: &[&str]) -> Out {
         let grant = self.p("grant");
