@@ -161,26 +161,51 @@ fn last_json_line(out: &[u8]) -> serde_json::Value {
 
 /// Peak RSS (KiB) of a command, measured in a child of a fresh process.
 fn peak_rss(cmd: &[String]) -> u64 {
-    let me = std::env::current_exe().unwrap();
-    let out = Command::new(me).arg("--rss-of").args(cmd).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let mut c = Command::new(&cmd[0]);
+    c.args(&cmd[1..]);
+    with_rss(&c).1
+}
+
+/// Runs `cmd` as the child of a fresh copy of this program, which reports
+/// the child's peak RSS (KiB): the time, the RSS and the output.
+fn with_rss(cmd: &Command) -> (Duration, u64, std::process::Output) {
+    let mut w = Command::new(std::env::current_exe().unwrap());
+    w.arg("--rss-of")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => w.env(k, v),
+            None => w.env_remove(k),
+        };
+    }
+    let started = Instant::now();
+    let out = w
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rss = stderr
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.strip_prefix("rss-kib ")
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (took, rss, out)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--rss-of") {
-        let status = Command::new(&args[1])
-            .args(&args[2..])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
+        let status = Command::new(&args[1]).args(&args[2..]).status().unwrap();
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: getrusage fills the struct we pass.
         unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-        println!("{}", ru.ru_maxrss);
+        eprintln!("rss-kib {}", ru.ru_maxrss);
         std::process::exit(status.code().unwrap_or(1));
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -261,6 +286,12 @@ fn main() {
         warm.as_secs_f64() / bash.as_secs_f64(),
         if warm < bash { "met" } else { "MISSED" }
     ));
+    if Command::new("wasmtime").arg("--version").output().is_err() {
+        line(
+            "| start: `wasmtime run` of a trivial component | | | | not measured: no wasmtime CLI on this machine |"
+                .into(),
+        );
+    }
     line(format!(
         "| start, cold (empty compile cache) | {} | bash {} | {:.2}x | (reported) |",
         ms(cold),
@@ -276,6 +307,7 @@ fn main() {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut verify_rate = Vec::new();
     let mut syncs = 0;
+    let (mut run_rss, mut back_rss) = (0u64, 0u64);
     for rep in 0..reps {
         make_tree(&tree, files);
         let state = env.work.join(format!("state-edit-{rep}"));
@@ -297,8 +329,8 @@ fn main() {
                 "value=b",
             ])
             .output();
-        let started = Instant::now();
-        let out = defops(&env, &state)
+        let mut run_cmd = defops(&env, &state);
+        run_cmd
             .args([
                 "run",
                 config_set.to_str().unwrap(),
@@ -321,10 +353,10 @@ fn main() {
                 "1GiB",
                 "--max-output",
                 "64MiB",
-            ])
-            .output()
-            .unwrap();
-        ours.push(started.elapsed());
+            ]);
+        let (took, rss, out) = with_rss(&run_cmd);
+        ours.push(took);
+        run_rss = run_rss.max(rss);
         let summary = last_json_line(&out.stdout);
         assert_eq!(
             summary["outcome"],
@@ -342,7 +374,16 @@ fn main() {
             run_ok(defops(&env, &state).args(["journal", "verify", journal.to_str().unwrap()]));
         verify_rate.push((bytes, took));
 
-        back.push(run_ok(defops(&env, &state).args(["rollback", &run_id])));
+        let mut rollback_cmd = defops(&env, &state);
+        rollback_cmd.args(["rollback", &run_id]);
+        let (took, rss, out) = with_rss(&rollback_cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        back.push(took);
+        back_rss = back_rss.max(rss);
         assert_eq!(
             fs::read_to_string(tree.join("site00000.conf")).unwrap(),
             CONF
@@ -356,8 +397,9 @@ fn main() {
     }
     let (ours, theirs, floor, back) = (median(ours), median(theirs), median(floor), median(back));
     line(format!(
-        "| {files} journaled edits (one run) | {} ({syncs} syncs) | bash cp+sed -i loop {} | {:.2}x | at most bash (<= 1x): {} |",
+        "| {files} journaled edits (one run) | {} ({syncs} syncs, peak {:.0} MiB) | bash cp+sed -i loop {} | {:.2}x | at most bash (<= 1x): {} |",
         secs(ours),
+        run_rss as f64 / 1024.0,
         secs(theirs),
         ours.as_secs_f64() / theirs.as_secs_f64(),
         if ours <= theirs { "met" } else { "MISSED" }
@@ -374,8 +416,9 @@ fn main() {
         }
     ));
     line(format!(
-        "| rollback of those {files} edits | {} | the run {} | {:.2}x | at most the run (<= 1x): {} |",
+        "| rollback of those {files} edits | {} (peak {:.0} MiB) | the run {} | {:.2}x | at most the run (<= 1x): {} |",
         secs(back),
+        back_rss as f64 / 1024.0,
         secs(ours),
         back.as_secs_f64() / ours.as_secs_f64(),
         if back <= ours { "met" } else { "MISSED" }
