@@ -232,7 +232,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "kind": "run",
         "run_id": run_id,
         "time": rfc3339(started_at),
-        "fix": {"path": req.fix.display().to_string(), "digest": loaded.digest, "size": loaded.size},
+        "fix": {
+            "path": req.fix.display().to_string(),
+            "name": req.fix.file_stem().map(|n| n.to_string_lossy().into_owned()),
+            "digest": loaded.digest,
+            "size": loaded.size,
+        },
         "grants": grants_json,
         "params": req.params,
         "dry_run": req.dry_run,
