@@ -109,7 +109,9 @@ pub trait Fix {
     /// while it runs.
     fn check() -> Result<Check>;
     /// The change. Runs only when `check` said [`Check::Applies`]. Returns a
-    /// one-line summary for the operator.
+    /// one-line summary for the operator. Make it idempotent (re-check
+    /// before each change): a dry-run runs it twice and flags a second pass
+    /// that would change anything.
     fn apply() -> Result<String>;
 }
 

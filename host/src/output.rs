@@ -100,6 +100,28 @@ impl Printer {
         }
     }
 
+    /// The idempotency pass of a dry-run.
+    pub fn idempotency(&self, r: &Value) {
+        if self.json {
+            return emit(&r.to_string());
+        }
+        if r["idempotent"] == json!(true) {
+            return emit("idempotent: yes (a second apply over the plan planned nothing)");
+        }
+        emit(&format!(
+            "NOT idempotent: {}",
+            r["why"].as_str().unwrap_or("")
+        ));
+        for e in r["effects"].as_array().into_iter().flatten() {
+            let path = e["path"]
+                .as_str()
+                .or(e["from"].as_str())
+                .or(e["link"].as_str())
+                .unwrap_or("");
+            emit(&format!("  {:<7} {path}", e["op"].as_str().unwrap_or("")));
+        }
+    }
+
     /// A JSON value as one line (JSON mode only).
     pub fn raw(&self, v: &Value) {
         emit(&v.to_string());

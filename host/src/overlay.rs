@@ -200,6 +200,9 @@ pub struct Overlay {
     restoring: bool,
     read_cache: RefCell<ReadCache>,
     cache_bytes: Cell<u64>,
+    /// Effects before this index are never merged into (the first pass's,
+    /// during the idempotency pass).
+    merge_floor: usize,
 }
 
 impl Overlay {
@@ -216,6 +219,7 @@ impl Overlay {
             restoring: false,
             read_cache: RefCell::new(HashMap::new()),
             cache_bytes: Cell::new(0),
+            merge_floor: 0,
         }
     }
 
@@ -238,6 +242,20 @@ impl Overlay {
     /// Refuse every mutation (with `reason`) or allow them again.
     pub fn set_read_only(&mut self, reason: Option<&'static str>) {
         self.read_only = reason;
+    }
+
+    /// Starts the idempotency pass: a second `apply` over this overlay.
+    /// Returns what [`Overlay::end_second_pass`] needs.
+    pub fn begin_second_pass(&mut self) -> (usize, usize) {
+        self.merge_floor = self.plan.effects.len();
+        (self.plan.effects.len(), self.plan.unchanged)
+    }
+
+    /// Ends the idempotency pass: the plan is the first pass's again; the
+    /// second pass's effects (none, for an idempotent fix) are returned.
+    pub fn end_second_pass(&mut self, (first, unchanged): (usize, usize)) -> Vec<Effect> {
+        self.plan.unchanged = unchanged;
+        self.plan.effects.split_off(first)
     }
 
     /// True while mutations are allowed (during `apply`).
@@ -689,6 +707,7 @@ impl Overlay {
                 meta.mtime = secs;
             }
         }
+        let may_merge = self.plan.effects.len() > self.merge_floor;
         match self.plan.effects.last_mut() {
             // Consecutive writes to one file are one effect.
             Some(Effect {
@@ -699,7 +718,7 @@ impl Overlay {
                         ..
                     },
                 ..
-            }) if *p == path && exact.is_none() => *c = content.clone(),
+            }) if *p == path && exact.is_none() && may_merge => *c = content.clone(),
             _ => self.plan.effects.push(Effect {
                 op: Op::Write {
                     path: path.clone(),

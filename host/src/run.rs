@@ -213,6 +213,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         logs: Arc::new(logs),
         log_reads: Vec::new(),
         deadline: started + req.limits.deadline,
+        second_pass: None,
     };
     let (state, end) = sandbox.execute(&loaded, state, &req.limits);
     let ran_in = started.elapsed() - loaded_in;
@@ -270,6 +271,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     for r in records {
         journal.append(r).map_err(journal_error)?;
     }
+    let second_pass = state.second_pass;
     let plan = state.overlay.into_plan();
 
     let mut summary = json!({
@@ -349,6 +351,13 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             out.plan(&plan, req.dry_run);
             if req.dry_run {
                 journal_plan(&mut journal, &plan).map_err(journal_error)?;
+                let (idempotent, record) = idempotency(second_pass.as_ref());
+                out.idempotency(&record);
+                journal.append(record.clone()).map_err(journal_error)?;
+                set(&mut summary, "idempotent", json!(idempotent));
+                if !idempotent {
+                    set(&mut summary, "idempotency", record);
+                }
                 set(&mut summary, "outcome", json!("planned"));
                 Exit::Success
             } else {
@@ -396,6 +405,33 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     out.summary(&summary);
     Ok(exit)
+}
+
+/// Whether a dry-run's fix proved idempotent, and the record saying so.
+fn idempotency(second: Option<&crate::sandbox::SecondPass>) -> (bool, serde_json::Value) {
+    use crate::sandbox::SecondPass;
+    match second {
+        Some(SecondPass::Planned(extra)) if extra.is_empty() => {
+            (true, json!({"type": "idempotency", "idempotent": true}))
+        }
+        Some(SecondPass::Planned(extra)) => (
+            false,
+            json!({
+                "type": "idempotency",
+                "idempotent": false,
+                "why": format!("a second apply over the planned state would change {} more thing(s)", extra.len()),
+                "effects": extra,
+            }),
+        ),
+        Some(SecondPass::Failed(why)) => (
+            false,
+            json!({"type": "idempotency", "idempotent": false, "why": why}),
+        ),
+        None => (
+            false,
+            json!({"type": "idempotency", "idempotent": false, "why": "no second apply was made"}),
+        ),
+    }
 }
 
 /// A dry-run's plan, journaled as intents marked planned.

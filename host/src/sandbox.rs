@@ -478,6 +478,16 @@ impl Sandbox {
     }
 }
 
+/// What the idempotency pass of a dry-run found.
+#[derive(Debug)]
+pub enum SecondPass {
+    /// A second `apply` over the planned state planned these (none: the fix
+    /// is idempotent).
+    Planned(Vec<crate::plan::Effect>),
+    /// The second `apply` did not finish.
+    Failed(String),
+}
+
 /// Where a fix was when it stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -544,7 +554,24 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
     };
     store.data_mut().overlay.set_read_only(None);
     match fix.call_apply(&mut *store).await {
-        Ok(Ok(result)) => GuestEnd::Applied { check, result },
+        Ok(Ok(result)) => {
+            if store.data().dry_run {
+                // The idempotency proof: apply again over the planned state;
+                // an idempotent fix plans nothing more.
+                let mark = store.data_mut().overlay.begin_second_pass();
+                let second = match fix.call_apply(&mut *store).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(message)) => Some(format!("the second apply failed: {message}")),
+                    Err(e) => Some(format!("the second apply crashed: {}", e.root_cause())),
+                };
+                let extra = store.data_mut().overlay.end_second_pass(mark);
+                store.data_mut().second_pass = Some(match second {
+                    None => SecondPass::Planned(extra),
+                    Some(why) => SecondPass::Failed(why),
+                });
+            }
+            GuestEnd::Applied { check, result }
+        }
         Ok(Err(message)) => GuestEnd::Failed {
             phase: Phase::Apply,
             message,

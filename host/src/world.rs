@@ -64,6 +64,8 @@ pub struct RunState {
     pub log_reads: Vec<serde_json::Value>,
     /// When the run must end; long host work (log scans) checks it.
     pub deadline: std::time::Instant,
+    /// A dry-run's idempotency pass.
+    pub second_pass: Option<crate::sandbox::SecondPass>,
 }
 
 impl WasiView for RunState {

@@ -262,3 +262,78 @@ fn config_set_edits_every_file_a_glob_matches() {
     );
     assert_eq!(again.summary()["outcome"], "not-needed");
 }
+
+#[test]
+fn every_example_fix_is_proved_idempotent_by_its_dry_run() {
+    let t = Tree::new();
+    t.write("grant/app.conf", CONF);
+    t.write("grant/data/seg", "x");
+    t.write("grant/locks/a.lock", "1");
+    age(&t, "grant/locks/a.lock", 7200);
+    let cases: [(&str, Vec<String>); 3] = [
+        (
+            "config-set",
+            vec![
+                format!("file={}", t.p("grant/app.conf")),
+                "key=max_conn".into(),
+                "value=50".into(),
+            ],
+        ),
+        (
+            "rename-to-backup",
+            vec![format!("path={}", t.p("grant/data/seg"))],
+        ),
+        (
+            "stale-locks",
+            vec![
+                format!("dir={}", t.p("grant/locks")),
+                "max_age_secs=60".into(),
+            ],
+        ),
+    ];
+    for (name, params) in cases {
+        let mut args: Vec<String> = params
+            .iter()
+            .flat_map(|p| ["-p".to_string(), p.clone()])
+            .collect();
+        args.push("--dry-run".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = t.run(&fix(name), &args);
+        out.assert_code(0);
+        assert_eq!(out.summary()["outcome"], "planned", "{name}");
+        assert_eq!(out.summary()["idempotent"], true, "{name}: {}", out.stdout);
+    }
+}
+
+#[test]
+fn a_fix_that_appends_every_time_is_flagged_not_idempotent() {
+    let t = Tree::new();
+    t.write("grant/log.txt", "first\n");
+    let file = format!("file={}", t.p("grant/log.txt"));
+    let out = t.run(
+        &crate::util::guest("hostile"),
+        &["-p", "mode=append", "-p", &file, "--dry-run"],
+    );
+    out.assert_code(0);
+    let s = out.summary();
+    assert_eq!(s["idempotent"], false);
+    assert_eq!(s["idempotency"]["effects"][0]["path"], t.p("grant/log.txt"));
+    // The plan shown is the first pass's only.
+    assert_eq!(s["changed"], 1);
+    let human = t
+        .defops()
+        .args(&[
+            "run",
+            crate::util::guest("hostile").to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+            "-p",
+            "mode=append",
+            "-p",
+            &file,
+            "--dry-run",
+        ])
+        .output();
+    assert!(human.stdout.contains("NOT idempotent"), "{}", human.stdout);
+    assert_eq!(t.read("grant/log.txt"), "first\n");
+}

@@ -39,6 +39,11 @@ impl Fix for RenameToBackup {
 
     fn apply() -> Result<String> {
         let (path, backup) = paths()?;
+        // Idempotent: applying again (as the dry-run's second pass does)
+        // finds the work done.
+        if !present(&path)? && present(&backup)? {
+            return Ok(format!("{path} is already {backup}"));
+        }
         fs::rename(&path, &backup)?;
         Ok(format!("renamed {path} to {backup}"))
     }

@@ -1,6 +1,6 @@
 //! Test guest that misbehaves on purpose, chosen by the `mode` parameter:
 //! `loop`, `check-loop`, `sleep`, `membomb`, `chatty`, `panic`, `exit`,
-//! `recurse`, `stdfs`, `many-calls`, `write-then-wait`, `fail-after-write`.
+//! `recurse`, `stdfs`, `many-calls`, `write-then-wait`, `append`, `fail-after-write`.
 
 use std::hint::black_box;
 
@@ -86,6 +86,14 @@ impl Fix for Hostile {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 return Ok("waited".into());
+            }
+            "append" => {
+                // Not idempotent on purpose: one more line every time.
+                let file = require_param("file")?;
+                let mut text = fs::read_to_string(&file)?;
+                text.push_str("one more line\n");
+                fs::write(&file, text)?;
+                return Ok("appended".into());
             }
             "fail-after-write" => {
                 fs::write(require_param("file")?, "half-done\n")?;
