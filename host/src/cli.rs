@@ -109,6 +109,11 @@ pub struct RunArgs {
     #[arg(long, short = 'n')]
     pub dry_run: bool,
 
+    /// With --dry-run: run `apply` even when `check` says not needed, to
+    /// study the branch that would otherwise never run.
+    #[arg(long)]
+    pub flip_precondition: bool,
+
     /// Stop the fix after this long (e.g. 500ms, 60s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -265,12 +270,19 @@ impl RunArgs {
             .map(|p| (p, Access::ReadWrite))
             .chain(self.allow_ro.into_iter().map(|p| (p, Access::ReadOnly)))
             .collect();
+        if self.flip_precondition && !self.dry_run {
+            return Err(Stop::new(
+                Exit::Usage,
+                "--flip-precondition runs the branch check rules out, so only with --dry-run; add --dry-run",
+            ));
+        }
         let req = RunRequest {
             fix: self.fix,
             grants,
             logs: self.allow_log,
             params,
             dry_run: self.dry_run,
+            flip_precondition: self.flip_precondition,
             limits: Limits {
                 deadline: self.timeout,
                 max_memory: self.max_memory,

@@ -209,7 +209,9 @@ impl Printer {
         }
         let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
         if let Some(check) = v.get("check") {
-            let verdict = if check["applies"] == json!(true) {
+            let verdict = if check["flipped"] == json!(true) {
+                "not needed, flipped by --flip-precondition (apply ran anyway)"
+            } else if check["applies"] == json!(true) {
                 "applies"
             } else {
                 "not needed"

@@ -30,6 +30,8 @@ pub struct RunRequest {
     pub logs: Vec<String>,
     pub params: BTreeMap<String, String>,
     pub dry_run: bool,
+    /// Run `apply` even when `check` says not needed (dry-runs only).
+    pub flip_precondition: bool,
     pub limits: Limits,
     pub state_dir: PathBuf,
 }
@@ -214,6 +216,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         log_reads: Vec::new(),
         deadline: started + req.limits.deadline,
         second_pass: None,
+        flip_precondition: req.flip_precondition,
+        flipped: None,
     };
     let (state, end) = sandbox.execute(&loaded, state, &req.limits);
     let ran_in = started.elapsed() - loaded_in;
@@ -272,6 +276,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         journal.append(r).map_err(journal_error)?;
     }
     let second_pass = state.second_pass;
+    let flipped = state.flipped;
     let plan = state.overlay.into_plan();
 
     let mut summary = json!({
@@ -338,16 +343,16 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             Exit::Usage
         }
         GuestEnd::Applied { check, result } => {
-            set(
-                &mut summary,
-                "check",
-                json!({"applies": true, "reason": check}),
-            );
+            let check_json = match &flipped {
+                Some(_) => json!({"applies": false, "reason": check, "flipped": true}),
+                None => json!({"applies": true, "reason": check}),
+            };
+            set(&mut summary, "check", check_json.clone());
             set(&mut summary, "result", json!(result));
             set(&mut summary, "changed", json!(plan.effects.len()));
-            journal
-                .append(json!({"type": "check", "applies": true, "reason": check}))
-                .map_err(journal_error)?;
+            let mut check_record = check_json;
+            check_record["type"] = json!("check");
+            journal.append(check_record).map_err(journal_error)?;
             out.plan(&plan, req.dry_run);
             if req.dry_run {
                 journal_plan(&mut journal, &plan).map_err(journal_error)?;

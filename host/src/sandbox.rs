@@ -543,6 +543,11 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
     };
     let check = match fix.call_check(&mut *store).await {
         Ok(Ok(Applicability::Applies(why))) => why,
+        // Negative testing: study the branch that would otherwise never run.
+        Ok(Ok(Applicability::NotNeeded(why))) if store.data().flip_precondition => {
+            store.data_mut().flipped = Some(why.clone());
+            why
+        }
         Ok(Ok(Applicability::NotNeeded(why))) => return GuestEnd::NotNeeded(why),
         Ok(Err(message)) => {
             return GuestEnd::Failed {

@@ -66,6 +66,10 @@ pub struct RunState {
     pub deadline: std::time::Instant,
     /// A dry-run's idempotency pass.
     pub second_pass: Option<crate::sandbox::SecondPass>,
+    /// `--flip-precondition`: run `apply` even when `check` says not needed.
+    pub flip_precondition: bool,
+    /// What `check` said when it was flipped.
+    pub flipped: Option<String>,
 }
 
 impl WasiView for RunState {

@@ -337,3 +337,49 @@ fn a_fix_that_appends_every_time_is_flagged_not_idempotent() {
     assert!(human.stdout.contains("NOT idempotent"), "{}", human.stdout);
     assert_eq!(t.read("grant/log.txt"), "first\n");
 }
+
+#[test]
+fn flip_precondition_runs_the_apply_branch_in_the_overlay_only() {
+    let t = Tree::new();
+    t.write("grant/app.conf", "max_conn = 50\n");
+    let params = [
+        "-p",
+        &format!("file={}", t.p("grant/app.conf")),
+        "-p",
+        "key=max_conn",
+        "-p",
+        "value=50",
+    ];
+    let before = t.snapshot("");
+    // Not needed, so normally apply never runs...
+    let normal = t.run(&fix("config-set"), &[&params[..], &["--dry-run"]].concat());
+    assert_eq!(normal.summary()["outcome"], "not-needed");
+    // ...flipped, it runs in the overlay and reports what check said.
+    let flipped = t.run(
+        &fix("config-set"),
+        &[&params[..], &["--dry-run", "--flip-precondition"]].concat(),
+    );
+    flipped.assert_code(0);
+    let s = flipped.summary();
+    assert_eq!(s["outcome"], "planned");
+    assert_eq!(s["check"]["flipped"], true);
+    assert!(
+        s["check"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already 50")
+    );
+    assert_eq!(t.snapshot(""), before);
+    // Refused without --dry-run.
+    let real = t.run(
+        &fix("config-set"),
+        &[&params[..], &["--flip-precondition"]].concat(),
+    );
+    real.assert_code(2);
+    assert!(
+        real.stderr.contains("only with --dry-run"),
+        "{}",
+        real.stderr
+    );
+    assert_eq!(t.snapshot(""), before);
+}
