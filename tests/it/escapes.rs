@@ -255,3 +255,67 @@ fn a_symlink_the_fix_creates_is_resolved_like_any_other() {
     // Writing to the link itself is refused (it would replace the link).
     assert_denied(&t, &format!("write {g}/mine x"), &[]);
 }
+
+/// In the style of the Linux openat2 `rename_attack` selftest: while fixes
+/// plan and commit writes into `grant/sub`, another thread keeps swapping
+/// that directory with a symlink to the outside tree (RENAME_EXCHANGE).
+/// Runs may fail (the disk changed under them); nothing may ever land
+/// outside. 10,000 swaps by default; DEFOPS_RACE_ROUNDS for more.
+#[test]
+fn swapping_a_directory_for_a_symlink_mid_run_never_escapes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let rounds: u64 = std::env::var("DEFOPS_RACE_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10_000);
+    let t = Tree::new();
+    t.write("grant/sub/seed", "seed");
+    t.symlink(&t.p("outside"), "grant/link");
+    let outside_before = t.snapshot("outside");
+    let grant_dir = std::fs::File::open(t.path("grant")).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let swapper = {
+        let (stop, swaps) = (stop.clone(), swaps.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                rustix::fs::renameat_with(
+                    &grant_dir,
+                    "sub",
+                    &grant_dir,
+                    "link",
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .expect("RENAME_EXCHANGE");
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let g = t.p("grant");
+    let lines: Vec<String> = (0..40)
+        .map(|i| format!("write {g}/sub/f{i} pwned; read {g}/sub/seed; mkdir {g}/sub/d{i}; mv {g}/sub/f{i} {g}/sub/d{i}/g"))
+        .collect();
+    let ops = format!("ops={}", lines.join(";"));
+    let mut runs = 0;
+    let mut applied = 0;
+    while swaps.load(Ordering::Relaxed) < rounds || runs < 10 {
+        let out = t.run(&guest("fsops"), &["-p", &ops, "-p", "ignore_errors=1"]);
+        runs += 1;
+        applied += u64::from(out.code == 0 && out.summary()["outcome"] == "applied");
+        assert_eq!(
+            t.snapshot("outside"),
+            outside_before,
+            "run {runs} wrote outside the grant"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert_eq!(t.snapshot("outside"), outside_before);
+    eprintln!(
+        "{} swaps over {runs} runs ({applied} applied); nothing outside changed",
+        swaps.load(Ordering::Relaxed)
+    );
+}
