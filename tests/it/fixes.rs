@@ -376,10 +376,6 @@ fn flip_precondition_runs_the_apply_branch_in_the_overlay_only() {
         &[&params[..], &["--flip-precondition"]].concat(),
     );
     real.assert_code(2);
-    assert!(
-        real.stderr.contains("only with --dry-run"),
-        "{}",
-        real.stderr
-    );
+    real.assert_stderr("only with --dry-run");
     assert_eq!(t.snapshot(""), before);
 }

@@ -55,7 +55,7 @@ fn assert_bad(out: &Out, seq: u64, why: &str) {
     assert_eq!(v["verdict"], "bad", "{v}");
     assert_eq!(v["seq"], seq, "{v}");
     assert!(v["why"].as_str().unwrap().contains(why), "{v}");
-    assert!(out.stderr.contains(&format!("seq {seq}")), "{}", out.stderr);
+    out.assert_stderr(&format!("seq {seq}"));
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn a_torn_last_line_is_a_torn_tail_not_tampering() {
     out.assert_code(1);
     let v = out.summary_of("verify");
     assert_eq!(v["verdict"], "torn-tail");
-    assert!(out.stderr.contains("torn tail"), "{}", out.stderr);
+    out.assert_stderr("torn tail");
 }
 
 #[test]
@@ -204,11 +204,7 @@ fn a_tampered_journal_is_never_rolled_back() {
         .args(&["rollback", journal.to_str().unwrap()])
         .output();
     out.assert_code(3);
-    assert!(
-        out.stderr.contains("fails verification at seq 4"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr("fails verification at seq 4");
     assert_eq!(t.snapshot(""), before);
 }
 

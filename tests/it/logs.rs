@@ -194,7 +194,7 @@ fn a_missing_log_dir_is_a_clear_usage_error() {
         ],
     );
     out.assert_code(2);
-    assert!(out.stderr.contains("--allow-log"), "{}", out.stderr);
+    out.assert_stderr("--allow-log");
 }
 
 fn quarantine(t: &Tree, extra: &[&str]) -> Out {

@@ -245,19 +245,11 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
 
     let missing = rollback(&t, "20200101T000000Z-abcdef", &[]);
     missing.assert_code(2);
-    assert!(
-        missing.stderr.contains("no run 20200101T000000Z-abcdef"),
-        "{}",
-        missing.stderr
-    );
+    missing.assert_stderr("no run 20200101T000000Z-abcdef");
 
     let bogus = rollback(&t, &t.p("grant/not-a-journal.jsonl"), &[]);
     bogus.assert_code(2);
-    assert!(
-        bogus.stderr.contains("is not a defops-wasm journal"),
-        "{}",
-        bogus.stderr
-    );
+    bogus.assert_stderr("is not a defops-wasm journal");
 
     // A journal from a newer format.
     let text = std::fs::read_to_string(&journal).unwrap();
@@ -265,7 +257,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     std::fs::write(&newer, text.replacen("\"format\":1", "\"format\":99", 1)).unwrap();
     let out = rollback(&t, newer.to_str().unwrap(), &[]);
     out.assert_code(2);
-    assert!(out.stderr.contains("format 99"), "{}", out.stderr);
+    out.assert_stderr("format 99");
 
     // A before-image missing from the object store.
     for e in std::fs::read_dir(t.path("state/objects")).unwrap() {
@@ -273,11 +265,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     }
     let out = rollback(&t, &run, &[]);
     out.assert_code(2);
-    assert!(
-        out.stderr.contains("missing from the object store"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr("missing from the object store");
     assert_eq!(t.snapshot(""), before);
 }
 
@@ -288,7 +276,7 @@ fn a_dry_run_cannot_be_rolled_back_and_says_why() {
     let out = ops(&t, &[format!("write {} 2", t.p("grant/f"))], &["--dry-run"]);
     let back = rollback(&t, &run_id(&out), &[]);
     back.assert_code(2);
-    assert!(back.stderr.contains("was a dry-run"), "{}", back.stderr);
+    back.assert_stderr("was a dry-run");
 }
 
 /// Kills the real binary at every write-ahead boundary of a run with every

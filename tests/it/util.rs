@@ -287,6 +287,17 @@ impl Out {
             .collect()
     }
 
+    /// Asserts stderr says `needle`.
+    #[track_caller]
+    pub fn assert_stderr(&self, needle: &str) -> &Out {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
+        self
+    }
+
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Out {
         assert_eq!(
