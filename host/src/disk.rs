@@ -444,11 +444,6 @@ pub fn sync_fs(fd: impl AsFd) -> io::Result<()> {
     rustix::fs::syncfs(&dir).map_err(Into::into)
 }
 
-/// Syncs a directory (after renames and creations in it).
-pub fn sync_dir(fd: BorrowedFd<'_>) -> io::Result<()> {
-    rustix::fs::fsync(fd).map_err(Into::into)
-}
-
 pub fn hard_links(n: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::PermissionDenied,

@@ -21,17 +21,6 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// The bytes after a record's canonical body: `,"hash":"<64 hex>"}`.
 const HASH_SUFFIX: usize = 9 + 64 + 2;
 
-/// The hash of a record: blake3 of its canonical bytes without `hash`.
-pub fn record_hash(record: &Value) -> String {
-    let mut r = record.clone();
-    if let Some(map) = r.as_object_mut() {
-        map.remove("hash");
-    }
-    let mut bytes = String::new();
-    canonical(&r, &mut bytes);
-    blake3::hash(bytes.as_bytes()).to_hex().to_string()
-}
-
 /// A record as a journal line: its canonical body (without `hash`) with
 /// `,"hash":"<blake3 of the body>"` put before the closing brace, and `\n`.
 pub fn encode(record: &Value) -> String {
@@ -666,7 +655,6 @@ mod tests {
     fn hash_is_over_sorted_compact_json_without_hash() {
         let r = json!({"b": 1, "a": "x", "hash": "ignored"});
         let h = blake3::hash(br#"{"a":"x","b":1}"#).to_hex().to_string();
-        assert_eq!(record_hash(&r), h);
         assert_eq!(
             encode(&r),
             format!("{{\"a\":\"x\",\"b\":1,\"hash\":\"{h}\"}}\n")

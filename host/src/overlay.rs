@@ -263,10 +263,6 @@ impl Overlay {
         self.read_only.is_none()
     }
 
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
     pub fn into_plan(self) -> Plan {
         self.plan
     }

@@ -323,10 +323,6 @@ impl Sandbox {
         Ok(Sandbox { engine, linker })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Reads, checks, compiles (or loads from `cache_dir`) and links a fix.
     pub fn load(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
         let bytes = fs::read(path).map_err(|source| LoadError::Read {
