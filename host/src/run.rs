@@ -292,18 +292,11 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             "run": ran_in.as_secs_f64() * 1e3,
         },
     });
-    let set = |summary: &mut serde_json::Value, key: &str, value: serde_json::Value| {
-        summary[key] = value;
-    };
 
     let exit = match end {
         GuestEnd::NotNeeded(why) => {
-            set(&mut summary, "outcome", json!("not-needed"));
-            set(
-                &mut summary,
-                "check",
-                json!({"applies": false, "reason": why}),
-            );
+            summary["outcome"] = json!("not-needed");
+            summary["check"] = json!({"applies": false, "reason": why});
             Exit::Success
         }
         GuestEnd::Failed { phase, message } => {
@@ -312,34 +305,26 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             } else {
                 Exit::FixFailed
             };
-            set(
-                &mut summary,
-                "outcome",
-                json!(if denied > 0 { "denied" } else { "failed" }),
-            );
-            set(&mut summary, "phase", json!(phase.to_string()));
-            set(
-                &mut summary,
-                "error",
-                json!(format!("{phase} failed: {message}")),
-            );
+            summary["outcome"] = json!(if denied > 0 { "denied" } else { "failed" });
+            summary["phase"] = json!(phase.to_string());
+            summary["error"] = json!(format!("{phase} failed: {message}"));
             exit
         }
         GuestEnd::Trapped { phase, message } => {
-            set(&mut summary, "outcome", json!("crashed"));
-            set(&mut summary, "phase", json!(phase.to_string()));
-            set(&mut summary, "error", json!(message));
+            summary["outcome"] = json!("crashed");
+            summary["phase"] = json!(phase.to_string());
+            summary["error"] = json!(message);
             Exit::FixFailed
         }
         GuestEnd::Limit { phase, limit } => {
-            set(&mut summary, "outcome", json!("limit"));
-            set(&mut summary, "phase", json!(phase.to_string()));
-            set(&mut summary, "error", json!(limit.to_string()));
+            summary["outcome"] = json!("limit");
+            summary["phase"] = json!(phase.to_string());
+            summary["error"] = json!(limit.to_string());
             Exit::Limit
         }
         GuestEnd::Host(message) => {
-            set(&mut summary, "outcome", json!("error"));
-            set(&mut summary, "error", json!(message));
+            summary["outcome"] = json!("error");
+            summary["error"] = json!(message);
             Exit::Usage
         }
         GuestEnd::Applied { check, result } => {
@@ -347,9 +332,9 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
                 Some(_) => json!({"applies": false, "reason": check, "flipped": true}),
                 None => json!({"applies": true, "reason": check}),
             };
-            set(&mut summary, "check", check_json.clone());
-            set(&mut summary, "result", json!(result));
-            set(&mut summary, "changed", json!(plan.effects.len()));
+            summary["check"] = check_json.clone();
+            summary["result"] = json!(result);
+            summary["changed"] = json!(plan.effects.len());
             let mut check_record = check_json;
             check_record["type"] = json!("check");
             journal.append(check_record).map_err(journal_error)?;
@@ -359,11 +344,11 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
                 let (idempotent, record) = idempotency(second_pass.as_ref());
                 out.idempotency(&record);
                 journal.append(record.clone()).map_err(journal_error)?;
-                set(&mut summary, "idempotent", json!(idempotent));
+                summary["idempotent"] = json!(idempotent);
                 if !idempotent {
-                    set(&mut summary, "idempotency", record);
+                    summary["idempotency"] = record;
                 }
-                set(&mut summary, "outcome", json!("planned"));
+                summary["outcome"] = json!("planned");
                 Exit::Success
             } else {
                 commit_plan(

@@ -184,6 +184,11 @@ impl OutputBudget {
         Ok(())
     }
 
+    /// The budget, in bytes.
+    pub fn max(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).max
+    }
+
     pub fn exceeded(&self) -> bool {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).exceeded
     }
@@ -637,14 +642,10 @@ impl RunState {
         if self.output.exceeded() && !matches!(end, GuestEnd::Limit { .. }) {
             return GuestEnd::Limit {
                 phase,
-                limit: LimitError::Output(self.output_max()),
+                limit: LimitError::Output(self.output.max()),
             };
         }
         end
-    }
-
-    fn output_max(&self) -> u64 {
-        self.output.0.lock().map(|c| c.max).unwrap_or(0)
     }
 }
 
