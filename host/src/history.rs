@@ -19,10 +19,9 @@ pub fn list(state: &Path, out: &Printer) -> Result<Exit, Stop> {
     }
     for id in ids {
         let path = state.join("runs").join(&id).join("journal.jsonl");
-        let row = match journal::load(&path, None) {
-            Ok(j) => {
-                let h = j.header();
-                let outcome = j.of("outcome").last().cloned().unwrap_or(Value::Null);
+        let row = match journal::brief(&path) {
+            Ok((h, last, verdict)) => {
+                let finished = last["type"] == "outcome";
                 json!({
                     "run_id": id,
                     "time": h["time"],
@@ -30,9 +29,9 @@ pub fn list(state: &Path, out: &Printer) -> Result<Exit, Stop> {
                     "fix": h["fix"]["path"],
                     "rollback_of": h["rollback_of"],
                     "dry_run": h["dry_run"],
-                    "outcome": if outcome.is_null() { json!("incomplete") } else { outcome["outcome"].clone() },
-                    "changed": outcome["changed"],
-                    "intact": matches!(j.verdict, Verdict::Intact { .. }),
+                    "outcome": if finished { last["outcome"].clone() } else { json!("incomplete") },
+                    "changed": if finished { last["changed"].clone() } else { Value::Null },
+                    "intact": matches!(verdict, Verdict::Intact { .. }),
                 })
             }
             Err(e) => json!({"run_id": id, "error": e.to_string(), "intact": false}),
