@@ -43,17 +43,33 @@ pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
         source,
     };
     let absolute = std::path::absolute(path).map_err(create)?;
+    // Checked before anything is created: the nearest existing ancestor,
+    // with symlinks resolved, plus the components still to be made.
+    let inside = |dir: &Path| {
+        grants.overlaps(dir).map(|g| StateDirError::InsideGrant {
+            path: absolute.clone(),
+            grant: g.path.to_string(),
+        })
+    };
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    while !existing.exists() {
+        missing.push(existing.file_name().unwrap_or_default().to_owned());
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let mut planned = std::fs::canonicalize(existing).map_err(create)?;
+    planned.extend(missing.iter().rev());
+    if let Some(e) = inside(&planned) {
+        return Err(e);
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&absolute)
         .map_err(create)?;
     let canonical = std::fs::canonicalize(&absolute).map_err(create)?;
-    if let Some(g) = grants.overlaps(&canonical) {
-        return Err(StateDirError::InsideGrant {
-            path: absolute,
-            grant: g.path.to_string(),
-        });
+    if let Some(e) = inside(&canonical) {
+        return Err(e);
     }
     Ok(canonical)
 }

@@ -379,3 +379,32 @@ fn flip_precondition_runs_the_apply_branch_in_the_overlay_only() {
     real.assert_stderr("only with --dry-run");
     assert_eq!(t.snapshot(""), before);
 }
+
+#[test]
+fn the_atomic_replace_keeps_the_owner() {
+    let t = Tree::new();
+    t.write("grant/app.conf", CONF);
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if !root {
+        eprintln!("skipped: giving a file another owner needs root");
+        return;
+    }
+    std::os::unix::fs::chown(t.path("grant/app.conf"), Some(1234), Some(4321)).unwrap();
+    let file = format!("file={}", t.p("grant/app.conf"));
+    t.run(
+        &fix("config-set"),
+        &["-p", &file, "-p", "key=max_conn", "-p", "value=50"],
+    )
+    .assert_code(0);
+    let m = std::fs::metadata(t.path("grant/app.conf")).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&m),
+            std::os::unix::fs::MetadataExt::gid(&m)
+        ),
+        (1234, 4321)
+    );
+    assert!(t.read("grant/app.conf").contains("max_conn = 50"));
+}

@@ -208,3 +208,51 @@ fn a_file_changed_under_the_plan_is_refused_at_commit() {
     );
     assert_eq!(t.read("grant/f"), "edited by someone else\n");
 }
+
+#[test]
+fn a_state_directory_inside_a_grant_is_refused() {
+    let t = Tree::new();
+    let before = t.snapshot("grant");
+    let out = t
+        .defops()
+        .args(&[
+            "run",
+            guest("hostile").to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+            "--state-dir",
+            &t.p("grant/state"),
+            "-p",
+            "mode=stdfs",
+        ])
+        .output();
+    out.assert_code(2);
+    out.assert_stderr("overlaps the granted directory");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert_eq!(
+        t.snapshot("grant"),
+        before,
+        "the refused state directory was created"
+    );
+}
+
+#[test]
+fn the_compile_cache_is_used_and_refused_when_others_can_write_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new();
+    let cache = |out: &Out| {
+        out.summary_of("start")["compile_cache"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(cache(&hostile(&t, "stdfs", &[])), "miss");
+    assert_eq!(cache(&hostile(&t, "stdfs", &[])), "hit");
+    // A cache directory others could write is never loaded from.
+    std::fs::set_permissions(
+        t.path("state/cache"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    assert_eq!(cache(&hostile(&t, "stdfs", &[])), "miss");
+}

@@ -239,7 +239,11 @@ fn list_and_show_name_every_run() {
     let mut l = lines(&journal);
     l.pop();
     write_lines(&journal, &l);
-    let rows = t.defops().args(&["journal", "list", "--json"]).output().lines();
+    let rows = t
+        .defops()
+        .args(&["journal", "list", "--json"])
+        .output()
+        .lines();
     assert_eq!(rows[0]["outcome"], "incomplete");
     assert_eq!(rows[0]["intact"], true);
     assert!(rows[0]["changed"].is_null());
