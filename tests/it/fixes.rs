@@ -18,19 +18,9 @@ fn config_set_dry_run_real_run_then_nothing() {
     )
     .unwrap();
     let file = t.p("grant/app.conf");
-    let params = [
-        "-p",
-        &format!("file={file}"),
-        "-p",
-        "key=max_conn",
-        "-p",
-        "value=50",
-    ];
     let before = t.snapshot("");
 
-    let mut args = params.to_vec();
-    args.push("--dry-run");
-    let dry = t.run(&fix("config-set"), &args);
+    let dry = t.set_max_conn(&file, "50", &["--dry-run"]);
     dry.assert_code(0);
     assert_eq!(t.snapshot(""), before, "a dry-run changed the disk");
     let s = dry.summary();
@@ -43,7 +33,7 @@ fn config_set_dry_run_real_run_then_nothing() {
     let diff = effects[0]["diff"].as_str().unwrap();
     assert!(diff.contains("-max_conn = 20\n+max_conn = 50"), "{diff}");
 
-    let real = t.run(&fix("config-set"), &params);
+    let real = t.set_max_conn(&file, "50", &[]);
     real.assert_code(0);
     assert_eq!(real.summary()["outcome"], "applied");
     assert_eq!(
@@ -56,7 +46,7 @@ fn config_set_dry_run_real_run_then_nothing() {
         "the atomic replace must keep the mode"
     );
 
-    let again = t.run(&fix("config-set"), &params);
+    let again = t.set_max_conn(&file, "50", &[]);
     again.assert_code(0);
     let s = again.summary();
     assert_eq!(s["outcome"], "not-needed");
@@ -68,17 +58,7 @@ fn config_set_appends_a_missing_key_and_keeps_the_rest() {
     let t = Tree::new();
     t.write("grant/app.conf", "# only a comment\n  timeout = 5");
     let file = t.p("grant/app.conf");
-    let out = t.run(
-        &fix("config-set"),
-        &[
-            "-p",
-            &format!("file={file}"),
-            "-p",
-            "key=max_conn",
-            "-p",
-            "value=7",
-        ],
-    );
+    let out = t.set_max_conn(&file, "7", &[]);
     out.assert_code(0);
     assert_eq!(
         t.read("grant/app.conf"),
@@ -247,19 +227,13 @@ fn config_set_edits_every_file_a_glob_matches() {
     t.write("grant/conf.d/a.conf", "max_conn = 1\n");
     t.write("grant/conf.d/b.conf", "max_conn = 50\n");
     t.write("grant/conf.d/c.txt", "max_conn = 1\n");
-    let file = format!("file={}/*.conf", t.p("grant/conf.d"));
-    let out = t.run(
-        &fix("config-set"),
-        &["-p", &file, "-p", "key=max_conn", "-p", "value=50"],
-    );
+    let file = format!("{}/*.conf", t.p("grant/conf.d"));
+    let out = t.set_max_conn(&file, "50", &[]);
     out.assert_code(0);
     assert_eq!(out.summary()["changed"], 1);
     assert_eq!(t.read("grant/conf.d/a.conf"), "max_conn = 50\n");
     assert_eq!(t.read("grant/conf.d/c.txt"), "max_conn = 1\n");
-    let again = t.run(
-        &fix("config-set"),
-        &["-p", &file, "-p", "key=max_conn", "-p", "value=50"],
-    );
+    let again = t.set_max_conn(&file, "50", &[]);
     assert_eq!(again.summary()["outcome"], "not-needed");
 }
 
@@ -342,23 +316,13 @@ fn a_fix_that_appends_every_time_is_flagged_not_idempotent() {
 fn flip_precondition_runs_the_apply_branch_in_the_overlay_only() {
     let t = Tree::new();
     t.write("grant/app.conf", "max_conn = 50\n");
-    let params = [
-        "-p",
-        &format!("file={}", t.p("grant/app.conf")),
-        "-p",
-        "key=max_conn",
-        "-p",
-        "value=50",
-    ];
+    let file = t.p("grant/app.conf");
     let before = t.snapshot("");
     // Not needed, so normally apply never runs...
-    let normal = t.run(&fix("config-set"), &[&params[..], &["--dry-run"]].concat());
+    let normal = t.set_max_conn(&file, "50", &["--dry-run"]);
     assert_eq!(normal.summary()["outcome"], "not-needed");
     // ...flipped, it runs in the overlay and reports what check said.
-    let flipped = t.run(
-        &fix("config-set"),
-        &[&params[..], &["--dry-run", "--flip-precondition"]].concat(),
-    );
+    let flipped = t.set_max_conn(&file, "50", &["--dry-run", "--flip-precondition"]);
     flipped.assert_code(0);
     let s = flipped.summary();
     assert_eq!(s["outcome"], "planned");
@@ -371,10 +335,7 @@ fn flip_precondition_runs_the_apply_branch_in_the_overlay_only() {
     );
     assert_eq!(t.snapshot(""), before);
     // Refused without --dry-run.
-    let real = t.run(
-        &fix("config-set"),
-        &[&params[..], &["--flip-precondition"]].concat(),
-    );
+    let real = t.set_max_conn(&file, "50", &["--flip-precondition"]);
     real.assert_code(2);
     real.assert_stderr("only with --dry-run");
     assert_eq!(t.snapshot(""), before);
@@ -392,12 +353,8 @@ fn the_atomic_replace_keeps_the_owner() {
         return;
     }
     std::os::unix::fs::chown(t.path("grant/app.conf"), Some(1234), Some(4321)).unwrap();
-    let file = format!("file={}", t.p("grant/app.conf"));
-    t.run(
-        &fix("config-set"),
-        &["-p", &file, "-p", "key=max_conn", "-p", "value=50"],
-    )
-    .assert_code(0);
+    t.set_max_conn(&t.p("grant/app.conf"), "50", &[])
+        .assert_code(0);
     let m = std::fs::metadata(t.path("grant/app.conf")).unwrap();
     assert_eq!(
         (

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::mutations::ops;
-use crate::util::{Out, Tree, fix};
+use crate::util::{Out, Tree};
 
 /// A real run with several records; returns (journal path, head).
 fn journaled_run(t: &Tree) -> (std::path::PathBuf, String) {
@@ -90,18 +90,7 @@ fn every_run_writes_an_intact_journal_with_header_effects_and_outcome() {
 fn a_dry_run_journals_its_plan_as_planned() {
     let t = Tree::new();
     t.write("grant/app.conf", "max_conn = 1\n");
-    let out = t.run(
-        &fix("config-set"),
-        &[
-            "-p",
-            &format!("file={}", t.p("grant/app.conf")),
-            "-p",
-            "key=max_conn",
-            "-p",
-            "value=2",
-            "--dry-run",
-        ],
-    );
+    let out = t.set_max_conn(&t.p("grant/app.conf"), "2", &["--dry-run"]);
     let journal = std::path::PathBuf::from(out.summary()["journal"].as_str().unwrap());
     let recs: Vec<Value> = lines(&journal)
         .iter()

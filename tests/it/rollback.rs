@@ -25,17 +25,7 @@ fn config_set_round_trip() {
     )
     .unwrap();
     let before = t.snapshot("");
-    let out = t.run(
-        &fix("config-set"),
-        &[
-            "-p",
-            &format!("file={}", t.p("grant/app.conf")),
-            "-p",
-            "key=max_conn",
-            "-p",
-            "value=50",
-        ],
-    );
+    let out = t.set_max_conn(&t.p("grant/app.conf"), "50", &[]);
     out.assert_code(0);
     assert_ne!(t.snapshot(""), before);
     rollback(&t, &run_id(&out), &[]).assert_code(0);

@@ -154,6 +154,22 @@ impl Tree {
         (child, lines)
     }
 
+    /// `config-set` setting `max_conn = VALUE` in `file` (a path or a `*`
+    /// glob), with more arguments.
+    pub fn set_max_conn(&self, file: &str, value: &str, extra: &[&str]) -> Out {
+        let (file, value) = (format!("file={file}"), format!("value={value}"));
+        let mut args = vec![
+            "-p",
+            file.as_str(),
+            "-p",
+            "key=max_conn",
+            "-p",
+            value.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        self.run(&fix("config-set"), &args)
+    }
+
     /// `defops-wasm run FIX --allow grant --json ARGS`.
     pub fn run(&self, fix: &Path, args: &[&str]) -> Out {
         let grant = self.p("grant");
