@@ -337,6 +337,10 @@ fn main() {
                 "--allow",
                 tree.to_str().unwrap(),
                 "--json",
+                // The tree is made afresh for each repetition.
+                "--no-dry-run-first",
+                "--reason",
+                "benchmark",
             ])
             .args([
                 "-p",

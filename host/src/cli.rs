@@ -18,7 +18,8 @@ use crate::sandbox::Limits;
 #[command(name = "defops-wasm", version, about, long_about = None)]
 #[command(
     after_help = "Exit codes: 0 success, 1 the fix failed, 2 usage or host error, \
-3 refused (denied path, forbidden import, file changed since the plan), 4 a limit was hit."
+3 refused (denied path, forbidden import, file changed since the plan, change window, \
+no dry-run first), 4 a limit was hit, 5 paused (the off-switch)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -34,6 +35,45 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// List, show and verify the journals of past runs.
     Journal(JournalArgs),
+    /// Pull the off-switch: real runs refuse to start, running ones stop
+    /// within a second. Dry-runs and rollbacks still work.
+    Pause(PauseArgs),
+    /// Lift a pause.
+    Resume(ResumeArgs),
+    /// Paused or not, the change window now, the last runs of each fix.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// Pause only this fix (its file name without .wasm); default: every fix.
+    pub fix: Option<String>,
+
+    /// Why, for whoever finds it paused.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Lift the pause of this fix; default: the pause of every fix.
+    pub fix: Option<String>,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How many recent runs to look at.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub last: usize,
+
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +154,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub flip_precondition: bool,
 
+    /// Run outside the change window; needs --on-call.
+    #[arg(long, requires = "on_call")]
+    pub outside_window: bool,
+
+    /// Who watches a run outside the change window (recorded).
+    #[arg(long, value_name = "NAME", requires = "outside_window")]
+    pub on_call: Option<String>,
+
+    /// Run for real without a recent dry-run of the same; needs --reason.
+    #[arg(long, requires = "reason")]
+    pub no_dry_run_first: bool,
+
+    /// Why there was no dry-run first (recorded).
+    #[arg(long, value_name = "TEXT", requires = "no_dry_run_first")]
+    pub reason: Option<String>,
+
     /// Stop the fix after this long (e.g. 500ms, 60s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -137,6 +193,11 @@ pub struct Common {
     /// Default: /var/lib/defops-wasm for root, else $XDG_STATE_HOME/defops-wasm.
     #[arg(long, env = "DEFOPS_STATE_DIR", value_name = "DIR", global = true)]
     pub state_dir: Option<PathBuf>,
+
+    /// The configuration file (change windows, dry-run-first). Default:
+    /// /etc/defops-wasm/config.toml, if it exists.
+    #[arg(long, env = "DEFOPS_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
 
     /// Print JSON Lines (one object per line, the last a summary).
     #[arg(long, global = true)]
@@ -220,6 +281,28 @@ impl Cli {
                 };
                 crate::rollback::rollback(req, &Printer::new(args.common.json))
             }
+            Command::Pause(args) => {
+                let state = args.common.state_dir()?;
+                crate::status::pause(
+                    &state,
+                    args.fix.as_deref(),
+                    args.reason.as_deref(),
+                    &Printer::new(args.common.json),
+                )
+            }
+            Command::Resume(args) => {
+                let state = args.common.state_dir()?;
+                crate::status::resume(&state, args.fix.as_deref(), &Printer::new(args.common.json))
+            }
+            Command::Status(args) => {
+                let state = args.common.state_dir()?;
+                crate::status::status(
+                    &state,
+                    &args.common.config()?,
+                    args.last,
+                    &Printer::new(args.common.json),
+                )
+            }
             Command::Journal(args) => {
                 let state = args.common.state_dir()?;
                 let out = Printer::new(args.common.json);
@@ -240,6 +323,9 @@ impl Cli {
             Command::Run(a) => a.common.json,
             Command::Rollback(a) => a.common.json,
             Command::Journal(a) => a.common.json,
+            Command::Pause(a) => a.common.json,
+            Command::Resume(a) => a.common.json,
+            Command::Status(a) => a.common.json,
         }
     }
 }
@@ -250,6 +336,11 @@ impl Common {
             Some(p) => Ok(p.clone()),
             None => crate::state_dir::default_path().map_err(|e| Stop::new(Exit::Usage, e)),
         }
+    }
+
+    /// The configuration: the default file is optional, a named one is not.
+    fn config(&self) -> Result<crate::config::Config, Stop> {
+        crate::config::Config::load(self.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))
     }
 }
 
@@ -289,6 +380,10 @@ impl RunArgs {
                 max_output: self.max_output,
             },
             state_dir: self.common.state_dir()?,
+            state_dir_given: self.common.state_dir.is_some(),
+            config: self.common.config.clone(),
+            on_call: self.on_call,
+            no_dry_run_first: self.reason,
         };
         crate::run::run(req, &Printer::new(self.common.json))
     }

@@ -26,6 +26,7 @@ use crate::disk::{self, Loc};
 use crate::grants::{Grants, VPath};
 use crate::journal::{Journal, Objects};
 use crate::plan::{Effect, Op, Plan, State};
+use crate::policy::Abort;
 
 /// Why a commit stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,13 +55,18 @@ pub enum CommitError {
     /// The journal or the object store could not be written.
     #[error("cannot write the journal: {0}")]
     Journal(#[source] io::Error),
+    /// A pause landed; the effects before this one are applied and synced.
+    #[error("aborted: {reason}")]
+    Aborted { reason: String, applied: usize },
 }
 
 impl CommitError {
     /// How many effects reached the disk before the commit stopped.
     pub fn applied(&self) -> usize {
         match self {
-            CommitError::Drift { applied, .. } | CommitError::Io { applied, .. } => *applied,
+            CommitError::Drift { applied, .. }
+            | CommitError::Io { applied, .. }
+            | CommitError::Aborted { applied, .. } => *applied,
             CommitError::Journal(_) => 0,
         }
     }
@@ -78,6 +84,7 @@ pub struct Committed {
 /// `DEFOPS_FAILPOINT` to `after-objects`, `after-intents`, `before-done-N`
 /// (effect N applied, its done record not written), `after-done-N` or
 /// `after-sync`. The process then dies by SIGKILL at that point.
+/// `pause-before-N` instead acts as if a pause landed right before effect N.
 pub fn failpoint(name: &str) {
     if std::env::var("DEFOPS_FAILPOINT").as_deref() == Ok(name) {
         let _ =
@@ -162,6 +169,7 @@ pub fn commit(
     run_id: &str,
     journal: &mut Journal,
     objects: Option<&Objects>,
+    abort: Option<&Abort>,
 ) -> Result<Committed, CommitError> {
     let jerr = CommitError::Journal;
     let mut syncs = 0;
@@ -278,9 +286,18 @@ pub fn commit(
     syncs += 1;
     failpoint("after-intents");
 
-    // 4. The changes, each checked again right before it is made.
+    // 4. The changes, each checked again right before it is made. A pause
+    //    stops the commit between two changes; what was done is synced.
     let mut devices: Vec<u64> = Vec::new();
     for (n, effect) in plan.effects.iter().enumerate() {
+        let paused = abort.and_then(Abort::reason).or_else(|| {
+            (std::env::var("DEFOPS_FAILPOINT").ok()? == format!("pause-before-{n}"))
+                .then(|| "paused by a fail point".to_string())
+        });
+        if let Some(reason) = paused {
+            sync_changes(grants, &devices, journal, &mut syncs).map_err(jerr)?;
+            return Err(CommitError::Aborted { reason, applied: n });
+        }
         for (path, expected) in expectations(effect) {
             let unchanged = verified
                 .get(path)
@@ -320,19 +337,30 @@ pub fn commit(
     }
 
     // 5. One sync per file system the changes are on, then the journal.
-    for dev in &devices {
-        if let Some(g) = grants.iter().find(|g| g.dev == *dev) {
-            disk::sync_fs(&g.dir).map_err(jerr)?;
-            syncs += 1;
-        }
-    }
-    failpoint("after-sync");
-    journal.sync().map_err(jerr)?;
-    syncs += 1;
+    sync_changes(grants, &devices, journal, &mut syncs).map_err(jerr)?;
     Ok(Committed {
         applied: plan.effects.len(),
         syncs,
     })
+}
+
+/// Syncs the file systems on `devices`, then the journal.
+fn sync_changes(
+    grants: &Grants,
+    devices: &[u64],
+    journal: &mut Journal,
+    syncs: &mut usize,
+) -> io::Result<()> {
+    for dev in devices {
+        if let Some(g) = grants.iter().find(|g| g.dev == *dev) {
+            disk::sync_fs(&g.dir)?;
+            *syncs += 1;
+        }
+    }
+    failpoint("after-sync");
+    journal.sync()?;
+    *syncs += 1;
+    Ok(())
 }
 
 /// Applies one effect (not synced: the commit syncs once at the end). For

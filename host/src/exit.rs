@@ -12,10 +12,13 @@ pub enum Exit {
     /// A bad flag, an unreadable or invalid fix, or a host I/O error.
     Usage = 2,
     /// The sandbox or a safety check said no: a denied path that failed the
-    /// fix, a forbidden import, a file changed since the plan was made.
+    /// fix, a forbidden import, a file changed since the plan was made, a
+    /// change window, a missing dry-run.
     Refused = 3,
     /// A limit ended the run: deadline, memory, output, stack or plan size.
     Limit = 4,
+    /// The off-switch: a pause kept the run from starting, or stopped it.
+    Paused = 5,
 }
 
 impl Exit {

@@ -10,6 +10,29 @@ use crate::journal::{self, Verdict};
 use crate::output::Printer;
 use crate::run::Stop;
 
+/// What `journal list` shows of one run (from its header and last record).
+pub fn row(state: &Path, id: &str) -> Value {
+    let path = state.join("runs").join(id).join("journal.jsonl");
+    match journal::brief(&path) {
+        Ok((h, last, verdict)) => {
+            let finished = last["type"] == "outcome";
+            json!({
+                "run_id": id,
+                "time": h["time"],
+                "kind": h["kind"],
+                "fix": h["fix"]["path"],
+                "name": h["fix"]["name"],
+                "rollback_of": h["rollback_of"],
+                "dry_run": h["dry_run"],
+                "outcome": if finished { last["outcome"].clone() } else { json!("incomplete") },
+                "changed": if finished { last["changed"].clone() } else { Value::Null },
+                "intact": matches!(verdict, Verdict::Intact { .. }),
+            })
+        }
+        Err(e) => json!({"run_id": id, "error": e.to_string(), "intact": false}),
+    }
+}
+
 /// One line per run, oldest first.
 pub fn list(state: &Path, out: &Printer) -> Result<Exit, Stop> {
     let ids = journal::list(state)
@@ -18,24 +41,7 @@ pub fn list(state: &Path, out: &Printer) -> Result<Exit, Stop> {
         out.note(&format!("no runs in {}", state.display()));
     }
     for id in ids {
-        let path = state.join("runs").join(&id).join("journal.jsonl");
-        let row = match journal::brief(&path) {
-            Ok((h, last, verdict)) => {
-                let finished = last["type"] == "outcome";
-                json!({
-                    "run_id": id,
-                    "time": h["time"],
-                    "kind": h["kind"],
-                    "fix": h["fix"]["path"],
-                    "rollback_of": h["rollback_of"],
-                    "dry_run": h["dry_run"],
-                    "outcome": if finished { last["outcome"].clone() } else { json!("incomplete") },
-                    "changed": if finished { last["changed"].clone() } else { Value::Null },
-                    "intact": matches!(verdict, Verdict::Intact { .. }),
-                })
-            }
-            Err(e) => json!({"run_id": id, "error": e.to_string(), "intact": false}),
-        };
+        let row = row(state, &id);
         if out.is_json() {
             out.raw(&row);
         } else {

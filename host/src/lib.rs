@@ -14,7 +14,9 @@
 //! * [`commit`]: the one executor that applies a plan.
 //! * [`disk`]: the only code that touches files under a grant.
 //! * [`journal`]: the hash-chained record of every run, and the object store.
-//! * [`policy`]: the lock that keeps two changes apart.
+//! * [`policy`]: the lock that keeps two changes apart, the off-switch, dry-run-first.
+//! * [`config`], [`window`]: the configuration file and change windows.
+//! * [`status`]: `defops-wasm pause|resume|status`.
 //! * [`run`]: `defops-wasm run`, tying them together.
 //! * [`rollback`]: `defops-wasm rollback`, the inverse plan through the same commit.
 //! * [`history`]: `defops-wasm journal list|show|verify`.
@@ -26,6 +28,7 @@
 
 pub mod cli;
 pub mod commit;
+pub mod config;
 pub mod disk;
 pub mod exit;
 pub mod grants;
@@ -40,4 +43,6 @@ pub mod rollback;
 pub mod run;
 pub mod sandbox;
 pub mod state_dir;
+pub mod status;
+pub mod window;
 pub mod world;

@@ -17,6 +17,26 @@ use regex::bytes::{Regex, RegexBuilder};
 use crate::disk::{self, Kind};
 use crate::grants::{Access, GrantError, Grants, VPath};
 use crate::overlay::FsError;
+use crate::policy::Abort;
+
+/// When a scan must stop: the run's deadline, or a pause.
+#[derive(Clone)]
+pub struct Until {
+    pub deadline: Instant,
+    pub abort: Abort,
+}
+
+impl Until {
+    fn check(&self) -> io::Result<()> {
+        if Instant::now() > self.deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline"));
+        }
+        match self.abort.reason() {
+            Some(why) => Err(io::Error::new(io::ErrorKind::Interrupted, why)),
+            None => Ok(()),
+        }
+    }
+}
 
 /// The buffer a scan reads into.
 const CHUNK: usize = 1 << 20;
@@ -251,7 +271,7 @@ impl LogGrants {
         glob: &str,
         re: &Regex,
         keep: usize,
-        deadline: Instant,
+        until: &Until,
     ) -> Result<Scan, FsError> {
         let mut scan = Scan::default();
         for path in self.expand(glob)? {
@@ -262,7 +282,7 @@ impl LogGrants {
                 reader,
                 re,
                 want_lines,
-                deadline,
+                until,
                 |line_number, offset, line| {
                     if scan.found.len() >= keep {
                         scan.truncated = true;
@@ -301,7 +321,7 @@ impl LogGrants {
         &self,
         glob: &str,
         n: usize,
-        deadline: Instant,
+        until: &Until,
     ) -> Result<(Scan, Vec<String>), FsError> {
         let mut scan = Scan::default();
         let mut last: std::collections::VecDeque<String> =
@@ -309,7 +329,7 @@ impl LogGrants {
         let any = compile("").expect("the empty pattern compiles");
         for path in self.expand(glob)? {
             let reader = self.open_file(&path)?;
-            let (_, bytes) = scan_lines(reader, &any, true, deadline, |_, _, line| {
+            let (_, bytes) = scan_lines(reader, &any, true, until, |_, _, line| {
                 if n > 0 {
                     if last.len() == n {
                         last.pop_front();
@@ -331,6 +351,8 @@ impl LogGrants {
 fn scan_error(path: &VPath, e: io::Error) -> FsError {
     if e.kind() == io::ErrorKind::TimedOut {
         FsError::Aborted(format!("{path}: the run's deadline passed while scanning"))
+    } else if e.kind() == io::ErrorKind::Interrupted {
+        FsError::Aborted(format!("{path}: the run was stopped while scanning: {e}"))
     } else {
         FsError::Io(format!("{path}: {e}"))
     }
@@ -344,7 +366,7 @@ fn scan_lines(
     mut reader: impl Read,
     re: &Regex,
     with_lines: bool,
-    deadline: Instant,
+    until: &Until,
     mut on_line: impl FnMut(u64, u64, &[u8]) -> bool,
 ) -> io::Result<(u64, u64)> {
     let mut buf: Vec<u8> = vec![0; CHUNK];
@@ -354,9 +376,7 @@ fn scan_lines(
     let (mut base_line, mut base_offset) = (1u64, 0u64);
     let mut calling = with_lines;
     while !eof || filled > 0 {
-        if Instant::now() > deadline {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline"));
-        }
+        until.check()?;
         while !eof && filled < buf.len() {
             match reader.read(&mut buf[filled..]) {
                 Ok(0) => eof = true,
@@ -424,8 +444,11 @@ mod tests {
         let _ = chunk_limit;
         let re = compile(pattern).unwrap();
         let mut found = Vec::new();
-        let far = Instant::now() + std::time::Duration::from_secs(60);
-        let (n, _) = scan_lines(text, &re, true, far, |l, o, line| {
+        let far = Until {
+            deadline: Instant::now() + std::time::Duration::from_secs(60),
+            abort: Abort::default(),
+        };
+        let (n, _) = scan_lines(text, &re, true, &far, |l, o, line| {
             found.push((l, o, String::from_utf8_lossy(line).into_owned()));
             true
         })

@@ -1,5 +1,6 @@
 use clap::Parser;
 use defops_host::cli::Cli;
+use defops_host::exit::Exit;
 use defops_host::output::error_line;
 use serde_json::json;
 
@@ -10,9 +11,14 @@ fn main() {
         Ok(exit) => exit.code(),
         Err(stop) => {
             if json {
+                let outcome = match stop.exit {
+                    Exit::Paused => "paused",
+                    Exit::Refused => "refused",
+                    _ => "error",
+                };
                 println!(
                     "{}",
-                    json!({"type": "summary", "outcome": "error", "error": stop.message, "exit_code": stop.exit.code()})
+                    json!({"type": "summary", "outcome": outcome, "error": stop.message, "exit_code": stop.exit.code()})
                 );
             }
             error_line(&stop.message);

@@ -1,10 +1,14 @@
-//! Rules about when a change may happen. For now: one real run or rollback
-//! at a time per state directory.
+//! Rules about when a change may happen: one real run or rollback at a time
+//! per state directory, the off-switch (`pause`/`resume`), and the record of
+//! dry-runs a real run must follow. Change windows are in `window`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Held while a real run or a rollback changes the disk.
 pub struct RunLock {
@@ -63,4 +67,316 @@ impl RunLock {
         writeln!(file, "pid {}, {what}", std::process::id()).map_err(io)?;
         Ok(RunLock { _file: file })
     }
+}
+
+// ---------------------------------------------------------------------------
+// The off-switch.
+
+/// What a pause covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every fix.
+    All,
+    /// One fix, by name (its file name without `.wasm`).
+    Fix(String),
+}
+
+impl Scope {
+    /// `None`: everything; a name: that fix.
+    pub fn parse(name: Option<&str>) -> Result<Scope, String> {
+        let Some(name) = name else {
+            return Ok(Scope::All);
+        };
+        let name = name.strip_suffix(".wasm").unwrap_or(name);
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        match ok {
+            true => Ok(Scope::Fix(name.to_string())),
+            false => Err(format!(
+                "{name:?} is not a fix name (letters, digits, '-', '_' and '.', as in config-set)"
+            )),
+        }
+    }
+
+    fn file_name(&self) -> String {
+        match self {
+            Scope::All => "all.json".into(),
+            Scope::Fix(name) => format!("fix-{name}.json"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::All => "every fix".into(),
+            Scope::Fix(name) => format!("the fix {name}"),
+        }
+    }
+}
+
+/// The largest pause record read.
+const MAX_PAUSE_RECORD: u64 = 64 << 10;
+
+fn pause_dir(state: &Path) -> std::path::PathBuf {
+    state.join("pause")
+}
+
+/// What `pause` did.
+pub enum Paused {
+    /// Newly paused; the record written.
+    Now(serde_json::Value),
+    /// Already paused; the record in force.
+    Already(serde_json::Value),
+}
+
+/// Pulls the off-switch for `scope`, recording who, when and why.
+pub fn pause(state: &Path, scope: &Scope, reason: &str) -> std::io::Result<Paused> {
+    let dir = pause_dir(state);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let path = dir.join(scope.file_name());
+    if let Some(existing) = read_pause(&path) {
+        return Ok(Paused::Already(existing));
+    }
+    let record = serde_json::json!({
+        "scope": match scope { Scope::All => "all", Scope::Fix(_) => "fix" },
+        "fix": match scope { Scope::All => None, Scope::Fix(n) => Some(n) },
+        "reason": reason,
+        "by": crate::run::user(),
+        "host": crate::run::hostname(),
+        "time": crate::run::rfc3339(crate::run::now_secs()),
+    });
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    writeln!(f, "{record}")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    log_event(&dir, "pause", &record)?;
+    Ok(Paused::Now(record))
+}
+
+/// Lifts the pause of `scope`; the record that was in force, if any.
+pub fn resume(state: &Path, scope: &Scope) -> std::io::Result<Option<serde_json::Value>> {
+    let dir = pause_dir(state);
+    let path = dir.join(scope.file_name());
+    let Some(record) = read_pause(&path) else {
+        return Ok(None);
+    };
+    std::fs::remove_file(&path)?;
+    let mut event = serde_json::json!({
+        "by": crate::run::user(),
+        "time": crate::run::rfc3339(crate::run::now_secs()),
+        "paused": record,
+    });
+    event["scope"] = record["scope"].clone();
+    log_event(&dir, "resume", &event)?;
+    Ok(Some(record))
+}
+
+/// Every pause in force, the global one first.
+pub fn pauses(state: &Path) -> Vec<serde_json::Value> {
+    let dir = pause_dir(state);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n == "all.json" || (n.starts_with("fix-") && n.ends_with(".json")))
+        .collect();
+    names.sort_by_key(|n| (n != "all.json", n.clone()));
+    names
+        .iter()
+        .filter_map(|n| read_pause(&dir.join(n)))
+        .collect()
+}
+
+/// The pause that stops `fix` (the global one first), if any.
+pub fn paused_for(state: &Path, fix: &str) -> Option<serde_json::Value> {
+    let dir = pause_dir(state);
+    read_pause(&dir.join(Scope::All.file_name())).or_else(|| {
+        Scope::parse(Some(fix))
+            .ok()
+            .and_then(|s| read_pause(&dir.join(s.file_name())))
+    })
+}
+
+/// One line describing a pause record.
+pub fn describe_pause(p: &serde_json::Value) -> String {
+    let who = p["by"]["sudo_user"]
+        .as_str()
+        .or(p["by"]["name"].as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("uid {}", p["by"]["uid"]));
+    let what = match p["fix"].as_str() {
+        Some(f) => format!("the fix {f}"),
+        None => "every fix".into(),
+    };
+    format!(
+        "{what} paused by {who} at {}: {}",
+        p["time"].as_str().unwrap_or("?"),
+        p["reason"].as_str().unwrap_or("(no reason given)")
+    )
+}
+
+/// A pause record, or `None` when there is none. A record that exists but
+/// cannot be read still pauses (the off-switch fails closed).
+fn read_pause(path: &Path) -> Option<serde_json::Value> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(unreadable(path, &e.to_string())),
+    };
+    let mut text = String::new();
+    if let Err(e) = file.take(MAX_PAUSE_RECORD).read_to_string(&mut text) {
+        return Some(unreadable(path, &e.to_string()));
+    }
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v.is_object() => Some(v),
+        _ => Some(unreadable(path, "not a pause record")),
+    }
+}
+
+fn unreadable(path: &Path, why: &str) -> serde_json::Value {
+    serde_json::json!({
+        "scope": "unknown",
+        "reason": format!("{} cannot be read ({why}); remove it or run `defops-wasm resume`", path.display()),
+        "by": {"name": "unknown"},
+    })
+}
+
+fn log_event(dir: &Path, event: &str, record: &serde_json::Value) -> std::io::Result<()> {
+    let mut line = record.clone();
+    line["event"] = serde_json::json!(event);
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(dir.join("log.jsonl"))?;
+    writeln!(f, "{line}")?;
+    f.sync_data()
+}
+
+/// Set when a pause lands during a real run: host calls then fail with
+/// `aborted`, the guest is stopped, and a commit stops before its next
+/// effect.
+#[derive(Clone, Default)]
+pub struct Abort(Arc<AbortInner>);
+
+#[derive(Default)]
+struct AbortInner {
+    set: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Abort {
+    pub fn trigger(&self, reason: String) {
+        *self.0.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        self.0.set.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the run must stop, once it must.
+    pub fn reason(&self) -> Option<String> {
+        match self.0.set.load(Ordering::SeqCst) {
+            true => Some(
+                self.0
+                    .reason
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
+            false => None,
+        }
+    }
+}
+
+/// How often a running fix looks for a pause.
+pub const PAUSE_POLL: Duration = Duration::from_millis(50);
+
+/// Watches for a pause of `fix` while a real run goes on.
+pub struct PauseWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PauseWatch {
+    pub fn start(state: &Path, fix: &str, abort: Abort) -> PauseWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, state, fix) = (stop.clone(), state.to_path_buf(), fix.to_string());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(p) = paused_for(&state, &fix) {
+                    abort.trigger(describe_pause(&p));
+                    return;
+                }
+                std::thread::sleep(PAUSE_POLL);
+            }
+        });
+        PauseWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PauseWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Dry-run before real.
+
+/// What identifies "the same run": fix digest, grants, params and host.
+pub fn dry_run_key(
+    digest: &str,
+    grants: &[serde_json::Value],
+    params: &std::collections::BTreeMap<String, String>,
+    host: &str,
+) -> String {
+    let mut grants: Vec<String> = grants.iter().map(|g| g.to_string()).collect();
+    grants.sort();
+    let key =
+        serde_json::json!({"digest": digest, "grants": grants, "params": params, "host": host});
+    blake3::hash(key.to_string().as_bytes()).to_hex()[..32].to_string()
+}
+
+/// Notes a successful dry-run, so a real run of the same can follow.
+pub fn record_dry_run(state: &Path, key: &str, run_id: &str, time: i64) -> std::io::Result<()> {
+    let dir = state.join("dry-runs");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        serde_json::json!({"run_id": run_id, "time": time}).to_string(),
+    )?;
+    std::fs::rename(tmp, dir.join(format!("{key}.json")))
+}
+
+/// The last successful dry-run of `key`: its run id and when (seconds since
+/// the epoch).
+pub fn last_dry_run(state: &Path, key: &str) -> Option<(String, i64)> {
+    let text = std::fs::read_to_string(state.join("dry-runs").join(format!("{key}.json"))).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((v["run_id"].as_str()?.to_string(), v["time"].as_i64()?))
 }

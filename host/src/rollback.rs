@@ -290,7 +290,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         summary["outcome"] = json!("planned");
         Exit::Success
     } else {
-        match commit::commit(&grants, &plan, &run_id, &mut journal, None) {
+        match commit::commit(&grants, &plan, &run_id, &mut journal, None, None) {
             Ok(_) => {
                 restore_mtimes(&grants, &non_file_mtimes(&mtimes, &intents));
                 summary["outcome"] = json!("rolled-back");

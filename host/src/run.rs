@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::commit::{self, CommitError};
+use crate::config::Config;
 use crate::exit::Exit;
 use crate::grants::{Access, Grants};
 use crate::journal::{Journal, Objects};
@@ -34,6 +35,16 @@ pub struct RunRequest {
     pub flip_precondition: bool,
     pub limits: Limits,
     pub state_dir: PathBuf,
+    /// Whether the operator named the state directory (then the suggested
+    /// dry-run command names it too).
+    pub state_dir_given: bool,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--outside-window --on-call NAME`: who watches a run outside the
+    /// change window.
+    pub on_call: Option<String>,
+    /// `--no-dry-run-first --reason TEXT`.
+    pub no_dry_run_first: Option<String>,
 }
 
 /// Ends a run early with a message and an exit code.
@@ -116,14 +127,28 @@ pub fn now_secs() -> i64 {
 
 /// Who runs this: the login name (and the sudo caller), with the uid.
 pub fn user() -> serde_json::Value {
+    let uid = rustix::process::geteuid().as_raw();
     let name = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| passwd_name(uid))
         .unwrap_or_default();
-    let mut v = json!({"name": name, "uid": rustix::process::geteuid().as_raw()});
+    let mut v = json!({"name": name, "uid": uid});
     if let Ok(sudo) = std::env::var("SUDO_USER") {
         v["sudo_user"] = json!(sudo);
     }
     v
+}
+
+/// The name of `uid` in /etc/passwd.
+fn passwd_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
 }
 
 fn journal_error(e: impl std::fmt::Display) -> Stop {
@@ -146,6 +171,34 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     let grants = Arc::new(grants);
+    let config = Config::load(req.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let fix_name = req
+        .fix
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The guards a real run passes before anything is loaded: the
+    // off-switch, then the change window.
+    let mut policy = serde_json::Map::new();
+    if !req.dry_run {
+        if let Some(p) = crate::policy::paused_for(&state_dir, &fix_name) {
+            return Err(Stop::new(
+                Exit::Paused,
+                format!(
+                    "refused: {}; `defops-wasm resume{}` lifts it (dry-runs are still allowed)",
+                    crate::policy::describe_pause(&p),
+                    p["fix"]
+                        .as_str()
+                        .map(|f| format!(" {f}"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        policy.insert(
+            "window".into(),
+            window_gate(&config, req.on_call.as_deref())?,
+        );
+    }
 
     let sandbox = Sandbox::new()
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
@@ -159,15 +212,6 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             Stop::new(exit, e)
         })?;
     let loaded_in = started.elapsed();
-    // A real run holds the lock from before the fix plans until the commit
-    // is done, so two never interleave.
-    let _lock = match req.dry_run {
-        true => None,
-        false => Some(
-            RunLock::take(&state_dir, &format!("run {run_id}"))
-                .map_err(|e| Stop::new(Exit::Refused, e))?,
-        ),
-    };
 
     let mut grants_json: Vec<_> = grants
         .iter()
@@ -178,6 +222,36 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .into_iter()
             .map(|g| json!({"path": g, "access": "log"})),
     );
+    let dry_run_key =
+        crate::policy::dry_run_key(&loaded.digest, &grants_json, &req.params, &hostname());
+    if !req.dry_run {
+        policy.insert(
+            "dry_run_first".into(),
+            dry_run_gate(
+                &req,
+                &config,
+                &state_dir,
+                &dry_run_key,
+                &fix_name,
+                &loaded.digest,
+            )?,
+        );
+    }
+    // A real run holds the lock from before the fix plans until the commit
+    // is done, so two never interleave.
+    let _lock = match req.dry_run {
+        true => None,
+        false => Some(
+            RunLock::take(&state_dir, &format!("run {run_id}"))
+                .map_err(|e| Stop::new(Exit::Refused, e))?,
+        ),
+    };
+
+    // From here a pause stops the run: host calls fail, the guest is
+    // dropped, a commit stops between two changes.
+    let abort = crate::policy::Abort::default();
+    let _watch = (!req.dry_run)
+        .then(|| crate::policy::PauseWatch::start(&state_dir, &fix_name, abort.clone()));
     out.start(&json!({
         "type": "start",
         "run_id": run_id,
@@ -214,7 +288,10 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         on_message: sink,
         logs: Arc::new(logs),
         log_reads: Vec::new(),
-        deadline: started + req.limits.deadline,
+        until: crate::logs::Until {
+            deadline: started + req.limits.deadline,
+            abort: abort.clone(),
+        },
         second_pass: None,
         flip_precondition: req.flip_precondition,
         flipped: None,
@@ -239,7 +316,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "time": rfc3339(started_at),
         "fix": {
             "path": req.fix.display().to_string(),
-            "name": req.fix.file_stem().map(|n| n.to_string_lossy().into_owned()),
+            "name": fix_name,
             "digest": loaded.digest,
             "size": loaded.size,
         },
@@ -250,6 +327,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "user": user(),
         "version": env!("CARGO_PKG_VERSION"),
         "hash": "blake3",
+        "policy": policy,
     })];
     records.extend(
         state
@@ -322,6 +400,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             summary["error"] = json!(limit.to_string());
             Exit::Limit
         }
+        GuestEnd::Aborted { phase, reason } => {
+            summary["outcome"] = json!("aborted");
+            summary["phase"] = json!(phase.to_string());
+            summary["error"] = json!(format!("aborted in {phase}: {reason}; nothing was changed"));
+            Exit::Paused
+        }
         GuestEnd::Host(message) => {
             summary["outcome"] = json!("error");
             summary["error"] = json!(message);
@@ -357,6 +441,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
                     &run_id,
                     &mut journal,
                     &objects,
+                    &abort,
                     &mut summary,
                 )
             }
@@ -389,6 +474,10 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     // A dry-run changed nothing: its record need not cost a sync.
     if !req.dry_run {
         journal.sync().map_err(journal_error)?;
+    } else if exit == Exit::Success && flipped.is_none() {
+        // What a real run of the same must follow.
+        crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at)
+            .map_err(journal_error)?;
     }
     summary["head"] = json!(journal.head());
     summary["journal"] = json!(journal.path().display().to_string());
@@ -449,9 +538,10 @@ fn commit_plan(
     run_id: &str,
     journal: &mut Journal,
     objects: &Objects,
+    abort: &crate::policy::Abort,
     summary: &mut serde_json::Value,
 ) -> Exit {
-    match commit::commit(grants, plan, run_id, journal, Some(objects)) {
+    match commit::commit(grants, plan, run_id, journal, Some(objects), Some(abort)) {
         Ok(done) => {
             summary["outcome"] = json!("applied");
             summary["syncs"] = json!(done.syncs);
@@ -469,11 +559,130 @@ fn commit_plan(
                     summary["outcome"] = json!("refused");
                     Exit::Refused
                 }
+                CommitError::Aborted { .. } => {
+                    summary["outcome"] = json!("aborted");
+                    Exit::Paused
+                }
                 CommitError::Io { .. } | CommitError::Journal(_) => {
                     summary["outcome"] = json!("error");
                     Exit::Usage
                 }
             }
         }
+    }
+}
+
+/// The change window for a real run: open, or overridden by someone on
+/// call; the record for the journal header.
+fn window_gate(config: &Config, on_call: Option<&str>) -> Result<serde_json::Value, Stop> {
+    let Some(window) = &config.window else {
+        return Ok(json!({"configured": false}));
+    };
+    let now = window.at(jiff::Timestamp::now());
+    let mut record =
+        json!({"configured": true, "open": now.open, "why": now.why, "local": now.local});
+    if now.open {
+        return Ok(record);
+    }
+    match on_call {
+        Some(name) => {
+            record["override"] = json!({"on_call": name});
+            Ok(record)
+        }
+        None => Err(Stop::new(
+            Exit::Refused,
+            format!(
+                "refused: outside the change window ({}; now {}{}). Dry-runs are allowed; if someone watches this run, pass --outside-window --on-call NAME",
+                now.why,
+                now.local,
+                now.until
+                    .map(|u| format!("; it opens {u}"))
+                    .unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// Dry-run before real: a successful dry-run of the same fix digest,
+/// grants and params on this host, recent enough; the record for the
+/// journal header.
+fn dry_run_gate(
+    req: &RunRequest,
+    config: &Config,
+    state: &std::path::Path,
+    key: &str,
+    fix_name: &str,
+    digest: &str,
+) -> Result<serde_json::Value, Stop> {
+    if let Some(reason) = &req.no_dry_run_first {
+        return Ok(json!({"override": {"reason": reason}}));
+    }
+    let rule = config.dry_run_first;
+    if !rule.required {
+        return Ok(json!({"required": false}));
+    }
+    let max_age = rule.max_age.as_secs() as i64;
+    let age_text = crate::sandbox::humantime(rule.max_age);
+    match crate::policy::last_dry_run(state, key) {
+        Some((run_id, at)) if now_secs() - at <= max_age => {
+            Ok(json!({"required": true, "dry_run": run_id, "time": rfc3339(at)}))
+        }
+        last => {
+            let why = match last {
+                Some((run_id, at)) => format!(
+                    "the last dry-run of {fix_name} with these grants and params ({run_id}, {}) is older than {age_text}",
+                    rfc3339(at)
+                ),
+                None => format!(
+                    "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
+                    &digest[..digest.len().min(16)]
+                ),
+            };
+            Err(Stop::new(
+                Exit::Refused,
+                format!("refused: {why}; run it first: {}", dry_run_command(req)),
+            ))
+        }
+    }
+}
+
+/// The command line of a dry-run with the same fix, grants and params.
+fn dry_run_command(req: &RunRequest) -> String {
+    let mut words = vec![
+        "defops-wasm".to_string(),
+        "run".into(),
+        quote(&req.fix.display().to_string()),
+    ];
+    for (path, access) in &req.grants {
+        let flag = match access {
+            Access::ReadWrite => "--allow",
+            Access::ReadOnly => "--allow-ro",
+        };
+        words.push(format!("{flag} {}", quote(&path.display().to_string())));
+    }
+    for glob in &req.logs {
+        words.push(format!("--allow-log {}", quote(glob)));
+    }
+    for (k, v) in &req.params {
+        words.push(format!("--param {}", quote(&format!("{k}={v}"))));
+    }
+    if req.state_dir_given {
+        words.push(format!(
+            "--state-dir {}",
+            quote(&req.state_dir.display().to_string())
+        ));
+    }
+    words.push("--dry-run".into());
+    words.join(" ")
+}
+
+/// `s` quoted for a POSIX shell when it needs to be.
+pub fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,@+%".contains(&b));
+    match plain {
+        true => s.to_string(),
+        false => format!("'{}'", s.replace('\'', "'\\''")),
     }
 }

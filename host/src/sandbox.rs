@@ -83,12 +83,15 @@ pub enum LimitError {
     Plan(String),
 }
 
+/// A duration as it would be written on the command line: `24h`, `5m`,
+/// `90s`, `500ms`.
 pub fn humantime(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
+    match ms {
+        _ if ms == 0 || !ms.is_multiple_of(1000) => format!("{ms}ms"),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ => format!("{}s", ms / 1000),
     }
 }
 
@@ -444,6 +447,7 @@ impl Sandbox {
         state: RunState,
         limits: &Limits,
     ) -> (RunState, GuestEnd) {
+        let abort = state.until.abort.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
@@ -455,17 +459,33 @@ impl Sandbox {
         let end = match runtime {
             Err(e) => GuestEnd::Host(format!("cannot start the async runtime: {e}")),
             Ok(rt) => rt.block_on(async {
-                match tokio::time::timeout(limits.deadline, drive(&loaded.pre, &mut store)).await {
-                    Ok(end) => end,
-                    Err(_) => GuestEnd::Limit {
+                let run = tokio::time::timeout(limits.deadline, drive(&loaded.pre, &mut store));
+                tokio::select! {
+                    end = run => match end {
+                        Ok(end) => end,
+                        Err(_) => GuestEnd::Limit {
+                            phase: Phase::Apply,
+                            limit: LimitError::Deadline(limits.deadline),
+                        },
+                    },
+                    // A pause: host calls now fail; a fix that does not
+                    // return soon after is dropped wherever it is.
+                    () = aborted(&abort) => GuestEnd::Aborted {
                         phase: Phase::Apply,
-                        limit: LimitError::Deadline(limits.deadline),
+                        reason: String::new(),
                     },
                 }
             }),
         };
         drop(ticker);
         let mut state = store.into_data();
+        if let Some(reason) = abort.reason() {
+            let phase = match state.overlay_is_applying() {
+                true => Phase::Apply,
+                false => Phase::Check,
+            };
+            return (state, GuestEnd::Aborted { phase, reason });
+        }
         // Attribute the deadline to the phase that was running.
         let end = match end {
             GuestEnd::Limit { limit, .. } if !state.overlay_is_applying() => GuestEnd::Limit {
@@ -529,8 +549,25 @@ pub enum GuestEnd {
         phase: Phase,
         limit: LimitError,
     },
+    /// A pause stopped the run.
+    Aborted {
+        phase: Phase,
+        reason: String,
+    },
     /// The host failed (not the fix's fault).
     Host(String),
+}
+
+/// How long a fix may take to return after a pause lands before it is
+/// stopped wherever it is.
+const ABORT_GRACE: Duration = Duration::from_millis(250);
+
+/// Resolves `ABORT_GRACE` after `abort` is triggered.
+async fn aborted(abort: &crate::policy::Abort) {
+    while abort.reason().is_none() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(ABORT_GRACE).await;
 }
 
 async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd {

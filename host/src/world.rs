@@ -62,14 +62,32 @@ pub struct RunState {
     pub logs: std::sync::Arc<crate::logs::LogGrants>,
     /// What the fix read from the logs, for the journal.
     pub log_reads: Vec<serde_json::Value>,
-    /// When the run must end; long host work (log scans) checks it.
-    pub deadline: std::time::Instant,
+    /// When the run must end (its deadline, or a pause); long host work
+    /// (log scans) checks it.
+    pub until: crate::logs::Until,
     /// A dry-run's idempotency pass.
     pub second_pass: Option<crate::sandbox::SecondPass>,
     /// `--flip-precondition`: run `apply` even when `check` says not needed.
     pub flip_precondition: bool,
     /// What `check` said when it was flipped.
     pub flipped: Option<String>,
+}
+
+impl RunState {
+    /// `aborted` once a pause has landed: every later host call fails.
+    fn not_aborted(&self) -> Result<(), FsError> {
+        match self.until.abort.reason() {
+            Some(why) => Err(FsError::Aborted(format!("the run was stopped: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Like [`RunState::not_aborted`], for calls that cannot return an
+    /// error: the fix is stopped instead.
+    fn trap_if_aborted(&self) -> wasmtime::Result<()> {
+        self.not_aborted()
+            .map_err(|e| wasmtime::Error::msg(e.to_string()))
+    }
 }
 
 impl WasiView for RunState {

@@ -3,6 +3,7 @@
 
 mod escapes;
 mod fixes;
+mod guards;
 mod guests;
 mod journal;
 mod logs;

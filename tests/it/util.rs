@@ -58,7 +58,16 @@ impl Tree {
         t.write("outside/secret", "outside secret\n");
         t.write("outside/dir/file", "outside file\n");
         t.write("ro/file", "read-only file\n");
+        // Most tests make real runs directly; the guard tests name their
+        // own configuration.
+        t.write("config.toml", "[dry-run-first]\nrequired = false\n");
         t
+    }
+
+    /// Writes a configuration file `name` and returns its path.
+    pub fn config(&self, name: &str, text: &str) -> String {
+        self.write(name, text);
+        self.p(name)
     }
 
     /// The absolute path of `rel` in the tree, as a string.
@@ -110,6 +119,7 @@ impl Tree {
     pub fn defops(&self) -> Cmd {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_defops-wasm"));
         cmd.env("DEFOPS_STATE_DIR", self.path("state"));
+        cmd.env("DEFOPS_CONFIG", self.path("config.toml"));
         cmd.env_remove("RUST_LOG");
         Cmd { cmd }
     }
@@ -168,6 +178,30 @@ impl Tree {
         ];
         args.extend_from_slice(extra);
         self.run(&fix("config-set"), &args)
+    }
+
+    /// A shell command line, with `defops-wasm` on the PATH and this
+    /// tree's state directory and configuration.
+    pub fn shell(&self, line: &str) -> Out {
+        let exe = Path::new(env!("CARGO_BIN_EXE_defops-wasm"));
+        let path = format!(
+            "{}:{}",
+            exe.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let cmd = self.defops().into_command();
+        let envs: Vec<_> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+            .collect();
+        Cmd {
+            cmd: {
+                let mut sh = Command::new("sh");
+                sh.arg("-c").arg(line).envs(envs).env("PATH", path);
+                sh
+            },
+        }
+        .output()
     }
 
     /// `defops-wasm run FIX --allow grant --json ARGS`.
@@ -234,6 +268,11 @@ pub struct Cmd {
 }
 
 impl Cmd {
+    pub fn env(mut self, key: &str, value: &str) -> Cmd {
+        self.cmd.env(key, value);
+        self
+    }
+
     pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: &[S]) -> Cmd {
         self.cmd.args(args);
         self

@@ -5,14 +5,17 @@ use super::defops::fix::context::Host;
 
 impl Host for RunState {
     fn dry_run(&mut self) -> wasmtime::Result<bool> {
+        self.trap_if_aborted()?;
         Ok(self.dry_run)
     }
 
     fn param(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        self.trap_if_aborted()?;
         Ok(self.params.get(&name).cloned())
     }
 
     fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        self.trap_if_aborted()?;
         Ok(self
             .params
             .iter()
@@ -21,6 +24,7 @@ impl Host for RunState {
     }
 
     fn hostname(&mut self) -> wasmtime::Result<String> {
+        self.trap_if_aborted()?;
         Ok(self.hostname.clone())
     }
 }

@@ -36,6 +36,7 @@ impl RunState {
         raw: &str,
         f: impl FnOnce(&mut Self, &VPath) -> Result<T, FsError>,
     ) -> Result<T, FsError> {
+        self.not_aborted()?;
         let result = VPath::parse(raw)
             .map_err(|why| FsError::Denied(format!("{raw:?}: {why}")))
             .and_then(|path| f(self, &path));

@@ -44,12 +44,13 @@ impl Host for RunState {
         pattern: String,
         max_matches: u32,
     ) -> Result<GrepResult, FsError> {
+        self.not_aborted()?;
         let result = logs::compile(&pattern).and_then(|re| {
             self.logs.grep(
                 &glob,
                 &re,
                 max_matches.min(MAX_MATCHES) as usize,
-                self.deadline,
+                &self.until,
             )
         });
         self.note_read("grep", &glob, Some(&pattern), &result);
@@ -73,16 +74,18 @@ impl Host for RunState {
     }
 
     fn count(&mut self, glob: String, pattern: String) -> Result<u64, FsError> {
+        self.not_aborted()?;
         let result =
-            logs::compile(&pattern).and_then(|re| self.logs.grep(&glob, &re, 0, self.deadline));
+            logs::compile(&pattern).and_then(|re| self.logs.grep(&glob, &re, 0, &self.until));
         self.note_read("count", &glob, Some(&pattern), &result);
         result.map(|scan| scan.total)
     }
 
     fn tail(&mut self, glob: String, lines: u32) -> Result<Vec<String>, FsError> {
+        self.not_aborted()?;
         let result = self
             .logs
-            .tail(&glob, lines.min(MAX_TAIL) as usize, self.deadline);
+            .tail(&glob, lines.min(MAX_TAIL) as usize, &self.until);
         let (scan, last) = match result {
             Ok((scan, last)) => (Ok(scan), last),
             Err(e) => (Err(e), Vec::new()),

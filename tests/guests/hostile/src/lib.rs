@@ -1,6 +1,8 @@
 //! Test guest that misbehaves on purpose, chosen by the `mode` parameter:
 //! `loop`, `check-loop`, `sleep`, `membomb`, `chatty`, `panic`, `exit`,
 //! `recurse`, `stdfs`, `many-calls`, `write-then-wait`, `append`, `fail-after-write`.
+//! `before=FILE` plans a write to FILE first; `announce=1` reports
+//! "started" when `apply` begins.
 
 use std::hint::black_box;
 
@@ -32,6 +34,13 @@ impl Fix for Hostile {
 
     fn apply() -> Result<String> {
         let mode = require_param("mode")?;
+        // Optionally plan a write first, and say when apply has started.
+        if let Some(file) = param("before") {
+            fs::write(&file, "planned before misbehaving\n")?;
+        }
+        if param("announce").is_some() {
+            info("started");
+        }
         match mode.as_str() {
             "loop" => {
                 let mut i: u64 = 0;
