@@ -42,6 +42,51 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Paused or not, the change window now, the last runs of each fix.
     Status(StatusArgs),
+    /// Show a fix's manifest, digests and real imports, and whether they
+    /// agree (exit 1 if not); with two fixes, what changed between them.
+    Inspect(InspectArgs),
+    /// Check a manifest (TOML) and embed it in a component.
+    Embed(EmbedArgs),
+    /// Sign a fix as its reviewer: `ssh-keygen -Y sign -n defops-wasm`,
+    /// writing FIX.wasm.sig.
+    Approve(ApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The fix.
+    pub fix: PathBuf,
+    /// A newer version of the fix: show what changed.
+    pub new: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// The component.
+    pub fix: PathBuf,
+    /// The manifest (TOML).
+    pub manifest: PathBuf,
+    /// Write here instead of replacing FIX.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The fix to approve.
+    pub fix: PathBuf,
+    /// The reviewer's private key (as for ssh-keygen -f).
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +214,18 @@ pub struct RunArgs {
     /// Why there was no dry-run first (recorded).
     #[arg(long, value_name = "TEXT", requires = "no_dry_run_first")]
     pub reason: Option<String>,
+
+    /// Require a reviewer's signature (FIX.wasm.sig) from an allowed signer.
+    #[arg(long)]
+    pub require_approval: bool,
+
+    /// The reviewers' keys, in git's allowed_signers format.
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+
+    /// The signature, if not FIX.wasm.sig.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
 
     /// Stop the fix after this long (e.g. 500ms, 60s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
@@ -303,6 +360,23 @@ impl Cli {
                     &Printer::new(args.common.json),
                 )
             }
+            Command::Inspect(args) => {
+                let out = Printer::new(args.common.json);
+                let state = args.common.state_dir.as_deref();
+                match &args.new {
+                    None => crate::review::inspect(&args.fix, state, &out),
+                    Some(new) => crate::review::inspect_diff(&args.fix, new, state, &out),
+                }
+            }
+            Command::Embed(args) => crate::review::embed(
+                &args.fix,
+                &args.manifest,
+                args.output.as_deref(),
+                &Printer::new(args.common.json),
+            ),
+            Command::Approve(args) => {
+                crate::review::approve(&args.fix, &args.key, &Printer::new(args.common.json))
+            }
             Command::Journal(args) => {
                 let state = args.common.state_dir()?;
                 let out = Printer::new(args.common.json);
@@ -326,6 +400,9 @@ impl Cli {
             Command::Pause(a) => a.common.json,
             Command::Resume(a) => a.common.json,
             Command::Status(a) => a.common.json,
+            Command::Inspect(a) => a.common.json,
+            Command::Embed(a) => a.common.json,
+            Command::Approve(a) => a.common.json,
         }
     }
 }
@@ -384,6 +461,9 @@ impl RunArgs {
             config: self.common.config.clone(),
             on_call: self.on_call,
             no_dry_run_first: self.reason,
+            require_approval: self.require_approval,
+            allowed_signers: self.allowed_signers,
+            signature: self.signature,
         };
         crate::run::run(req, &Printer::new(self.common.json))
     }

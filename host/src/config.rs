@@ -12,6 +12,10 @@
 //! [dry-run-first]
 //! required = true
 //! max-age = "24h"
+//!
+//! [approval]
+//! required = true
+//! allowed-signers = "/etc/defops-wasm/allowed_signers"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -36,6 +40,14 @@ pub struct Config {
     /// When real runs may start; `None`: at any time.
     pub window: Option<Window>,
     pub dry_run_first: DryRunFirst,
+    pub approval: ApprovalRule,
+}
+
+/// Whether every real run needs a reviewer's signature, and whose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApprovalRule {
+    pub required: bool,
+    pub allowed_signers: Option<PathBuf>,
 }
 
 /// Whether a real run needs a recent successful dry-run of the same fix,
@@ -55,6 +67,7 @@ impl Default for Config {
                 required: true,
                 max_age: Duration::from_secs(24 * 3600),
             },
+            approval: ApprovalRule::default(),
         }
     }
 }
@@ -73,6 +86,14 @@ pub struct ConfigError {
 struct RawConfig {
     change_window: Option<RawWindow>,
     dry_run_first: Option<RawDryRunFirst>,
+    approval: Option<RawApproval>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawApproval {
+    required: Option<bool>,
+    allowed_signers: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -155,6 +176,24 @@ impl Config {
                     .map_err(|e| bad(&age.span(), format!("max-age: {e}")))?;
             }
         }
+        if let Some(a) = raw.approval {
+            config.approval.required = a.required.unwrap_or(false);
+            if let Some(p) = a.allowed_signers {
+                if !p.get_ref().starts_with('/') {
+                    return Err(bad(
+                        &p.span(),
+                        format!("allowed-signers: {:?} is not an absolute path", p.get_ref()),
+                    ));
+                }
+                config.approval.allowed_signers = Some(PathBuf::from(p.into_inner()));
+            }
+            if config.approval.required && config.approval.allowed_signers.is_none() {
+                return Err((
+                    None,
+                    "[approval] required = true needs allowed-signers = \"/path/to/allowed_signers\"".into(),
+                ));
+            }
+        }
         if let Some(w) = raw.change_window {
             let mut window = Window::new(w.time_zone.get_ref())
                 .map_err(|e| bad(&w.time_zone.span(), format!("time-zone: {e}")))?;
@@ -234,6 +273,11 @@ mod tests {
 
         let (line, _) = err("[change-window\n");
         assert_eq!(line, Some(1));
+
+        let (line, m) = err("[approval]\nrequired = true\nallowed-signers = \"signers\"\n");
+        assert_eq!(line, Some(3), "{m}");
+        let (_, m) = err("[approval]\nrequired = true\n");
+        assert!(m.contains("allowed-signers"), "{m}");
 
         let (line, m) = err("[windows]\n");
         assert_eq!(line, Some(1), "{m}");

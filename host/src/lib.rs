@@ -26,6 +26,7 @@
 //! assert!(VPath::parse("/var/lib/app/../../etc/shadow").is_err());
 //! ```
 
+pub mod approval;
 pub mod cli;
 pub mod commit;
 pub mod config;
@@ -35,10 +36,12 @@ pub mod grants;
 pub mod history;
 pub mod journal;
 pub mod logs;
+pub mod manifest;
 pub mod output;
 pub mod overlay;
 pub mod plan;
 pub mod policy;
+pub mod review;
 pub mod rollback;
 pub mod run;
 pub mod sandbox;

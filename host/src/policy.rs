@@ -199,13 +199,16 @@ pub fn pauses(state: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The pause that stops `fix` (the global one first), if any.
-pub fn paused_for(state: &Path, fix: &str) -> Option<serde_json::Value> {
+/// The pause that stops a fix known by `names` (its file name, its
+/// manifest's name), the global one first, if any.
+pub fn paused_for(state: &Path, names: &[String]) -> Option<serde_json::Value> {
     let dir = pause_dir(state);
     read_pause(&dir.join(Scope::All.file_name())).or_else(|| {
-        Scope::parse(Some(fix))
-            .ok()
-            .and_then(|s| read_pause(&dir.join(s.file_name())))
+        names.iter().find_map(|n| {
+            Scope::parse(Some(n))
+                .ok()
+                .and_then(|s| read_pause(&dir.join(s.file_name())))
+        })
     })
 }
 
@@ -313,12 +316,12 @@ pub struct PauseWatch {
 }
 
 impl PauseWatch {
-    pub fn start(state: &Path, fix: &str, abort: Abort) -> PauseWatch {
+    pub fn start(state: &Path, names: &[String], abort: Abort) -> PauseWatch {
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, state, fix) = (stop.clone(), state.to_path_buf(), fix.to_string());
+        let (flag, state, names) = (stop.clone(), state.to_path_buf(), names.to_vec());
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                if let Some(p) = paused_for(&state, &fix) {
+                if let Some(p) = paused_for(&state, &names) {
                     abort.trigger(describe_pause(&p));
                     return;
                 }

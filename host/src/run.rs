@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::grants::{Access, Grants};
 use crate::journal::{Journal, Objects};
+use crate::manifest::Manifest;
 use crate::output::Printer;
 use crate::overlay::{Overlay, OverlayLimits};
 use crate::plan::Plan;
@@ -45,6 +46,12 @@ pub struct RunRequest {
     pub on_call: Option<String>,
     /// `--no-dry-run-first --reason TEXT`.
     pub no_dry_run_first: Option<String>,
+    /// `--require-approval`.
+    pub require_approval: bool,
+    /// `--allowed-signers FILE`.
+    pub allowed_signers: Option<PathBuf>,
+    /// `--signature FILE` (default: FIX.wasm.sig).
+    pub signature: Option<PathBuf>,
 }
 
 /// Ends a run early with a message and an exit code.
@@ -172,28 +179,17 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     let grants = Arc::new(grants);
     let config = Config::load(req.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let fix_name = req
-        .fix
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let mut names = vec![
+        req.fix
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    ];
     // The guards a real run passes before anything is loaded: the
     // off-switch, then the change window.
     let mut policy = serde_json::Map::new();
     if !req.dry_run {
-        if let Some(p) = crate::policy::paused_for(&state_dir, &fix_name) {
-            return Err(Stop::new(
-                Exit::Paused,
-                format!(
-                    "refused: {}; `defops-wasm resume{}` lifts it (dry-runs are still allowed)",
-                    crate::policy::describe_pause(&p),
-                    p["fix"]
-                        .as_str()
-                        .map(|f| format!(" {f}"))
-                        .unwrap_or_default()
-                ),
-            ));
-        }
+        refuse_if_paused(&state_dir, &names)?;
         policy.insert(
             "window".into(),
             window_gate(&config, req.on_call.as_deref())?,
@@ -212,6 +208,25 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             Stop::new(exit, e)
         })?;
     let loaded_in = started.elapsed();
+
+    // What the fix declares: the grants must lie within it.
+    let manifest = check_manifest(&req, &loaded)?;
+    if let Some(m) = &manifest
+        && !names.contains(&m.name)
+    {
+        names.push(m.name.clone());
+        if !req.dry_run {
+            refuse_if_paused(&state_dir, &names)?;
+        }
+    }
+    let fix_name = manifest
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_else(|| names[0].clone());
+    let approval = match req.dry_run {
+        true => None,
+        false => check_approval(&req, &config, &loaded)?,
+    };
 
     let mut grants_json: Vec<_> = grants
         .iter()
@@ -250,8 +265,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     // From here a pause stops the run: host calls fail, the guest is
     // dropped, a commit stops between two changes.
     let abort = crate::policy::Abort::default();
-    let _watch = (!req.dry_run)
-        .then(|| crate::policy::PauseWatch::start(&state_dir, &fix_name, abort.clone()));
+    let _watch =
+        (!req.dry_run).then(|| crate::policy::PauseWatch::start(&state_dir, &names, abort.clone()));
     out.start(&json!({
         "type": "start",
         "run_id": run_id,
@@ -317,6 +332,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "fix": {
             "path": req.fix.display().to_string(),
             "name": fix_name,
+            "sha256": loaded.sha256(),
+            "manifest": manifest,
             "digest": loaded.digest,
             "size": loaded.size,
         },
@@ -328,6 +345,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "version": env!("CARGO_PKG_VERSION"),
         "hash": "blake3",
         "policy": policy,
+        "approval": approval,
     })];
     records.extend(
         state
@@ -685,4 +703,164 @@ pub fn quote(s: &str) -> String {
         true => s.to_string(),
         false => format!("'{}'", s.replace('\'', "'\\''")),
     }
+}
+
+/// Refuses a real run while a pause covers `names`.
+fn refuse_if_paused(state: &std::path::Path, names: &[String]) -> Result<(), Stop> {
+    match crate::policy::paused_for(state, names) {
+        None => Ok(()),
+        Some(p) => Err(Stop::new(
+            Exit::Paused,
+            format!(
+                "refused: {}; `defops-wasm resume{}` lifts it (dry-runs are still allowed)",
+                crate::policy::describe_pause(&p),
+                p["fix"]
+                    .as_str()
+                    .map(|f| format!(" {f}"))
+                    .unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// The embedded manifest, checked against the request: required params
+/// given, every grant within what it declares.
+fn check_manifest(
+    req: &RunRequest,
+    loaded: &crate::sandbox::Loaded,
+) -> Result<Option<Manifest>, Stop> {
+    let fix = req.fix.display();
+    let text = match crate::manifest::embedded(&loaded.bytes) {
+        None => return Ok(None),
+        Some(Err(e)) => return Err(Stop::new(Exit::Usage, format!("{fix}: {e}"))),
+        Some(Ok(t)) => t,
+    };
+    let m = Manifest::parse(&text).map_err(|e| {
+        Stop::new(
+            Exit::Usage,
+            format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
+        )
+    })?;
+    let missing = m.missing_params(&req.params);
+    if !missing.is_empty() {
+        return Err(Stop::new(
+            Exit::Usage,
+            format!(
+                "{} needs {}; see `defops-wasm inspect {fix}`",
+                m.name,
+                missing
+                    .iter()
+                    .map(|p| format!("--param {p}=..."))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ));
+    }
+    let rw: Vec<&std::path::Path> = req
+        .grants
+        .iter()
+        .filter(|(_, a)| *a == Access::ReadWrite)
+        .map(|(p, _)| p.as_path())
+        .collect();
+    let ro: Vec<&std::path::Path> = req
+        .grants
+        .iter()
+        .filter(|(_, a)| *a == Access::ReadOnly)
+        .map(|(p, _)| p.as_path())
+        .collect();
+    let logs: Vec<&str> = req.logs.iter().map(String::as_str).collect();
+    let absolute: Vec<PathBuf> = rw
+        .iter()
+        .chain(&ro)
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+        .collect();
+    let (rw_abs, ro_abs) = absolute.split_at(rw.len());
+    let rw_abs: Vec<&std::path::Path> = rw_abs.iter().map(PathBuf::as_path).collect();
+    let ro_abs: Vec<&std::path::Path> = ro_abs.iter().map(PathBuf::as_path).collect();
+    crate::manifest::check_grants(&m, &req.params, &rw_abs, &ro_abs, &logs).map_err(|problems| {
+        Stop::new(
+            Exit::Refused,
+            format!(
+                "refused: the grants go beyond what {} {} declares: {}; grant less, or have the manifest reviewed",
+                m.name,
+                m.version,
+                problems.join("; ")
+            ),
+        )
+    })?;
+    Ok(Some(m))
+}
+
+/// A reviewer's signature, when the request or the configuration requires
+/// one; the record for the journal header.
+fn check_approval(
+    req: &RunRequest,
+    config: &Config,
+    loaded: &crate::sandbox::Loaded,
+) -> Result<Option<serde_json::Value>, Stop> {
+    if !req.require_approval && !config.approval.required {
+        return Ok(None);
+    }
+    let signers_path = req
+        .allowed_signers
+        .clone()
+        .or_else(|| config.approval.allowed_signers.clone())
+        .ok_or_else(|| {
+            Stop::new(
+                Exit::Usage,
+                "--require-approval needs --allowed-signers FILE (or allowed-signers in the [approval] section of the configuration)",
+            )
+        })?;
+    let signers_text = std::fs::read_to_string(&signers_path).map_err(|e| {
+        Stop::new(
+            Exit::Usage,
+            format!(
+                "cannot read the allowed signers {}: {e}",
+                signers_path.display()
+            ),
+        )
+    })?;
+    let signers = crate::approval::parse_allowed_signers(&signers_text)
+        .map_err(|e| Stop::new(Exit::Usage, format!("{}: {e}", signers_path.display())))?;
+    let sig_path = req
+        .signature
+        .clone()
+        .unwrap_or_else(|| crate::review::signature_path(&req.fix));
+    let sig = match std::fs::read_to_string(&sig_path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Stop::new(
+                Exit::Refused,
+                format!(
+                    "refused: no approval: {} does not exist; a reviewer signs the fix with `defops-wasm approve {} --key KEY` (or `ssh-keygen -Y sign -f KEY -n defops-wasm {}`)",
+                    sig_path.display(),
+                    req.fix.display(),
+                    req.fix.display()
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(Stop::new(
+                Exit::Usage,
+                format!("cannot read {}: {e}", sig_path.display()),
+            ));
+        }
+    };
+    let approval = crate::approval::verify(
+        &loaded.bytes,
+        &sig,
+        &sig_path.display().to_string(),
+        &signers,
+        now_secs(),
+    )
+    .map_err(|e| {
+        Stop::new(
+            Exit::Refused,
+            format!("refused: not approved: {e} ({})", sig_path.display()),
+        )
+    })?;
+    let mut record = json!(approval);
+    record["signature"] = json!(sig_path.display().to_string());
+    record["allowed_signers"] = json!(signers_path.display().to_string());
+    Ok(Some(record))
 }

@@ -28,7 +28,7 @@ use crate::world::{Applicability, FixPre, RunState};
 
 /// Interfaces a fix may import, by `namespace:package/interface` (any
 /// version). Everything else is refused before linking.
-const ALLOWED_IMPORTS: &[&str] = &[
+pub const ALLOWED_IMPORTS: &[&str] = &[
     "defops:fix/types",
     "defops:fix/fs",
     "defops:fix/logs",
@@ -271,6 +271,22 @@ pub struct Loaded {
     pub digest: String,
     pub size: u64,
     pub cache_hit: bool,
+    /// The bytes compiled (what a signature is checked against).
+    pub bytes: Vec<u8>,
+}
+
+impl Loaded {
+    /// The SHA-256 of the component, hex.
+    pub fn sha256(&self) -> String {
+        sha256_hex(&self.bytes)
+    }
+}
+
+/// SHA-256, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The engine and the linker, set up once per process.
@@ -333,6 +349,47 @@ impl Sandbox {
 
     /// Reads, checks, compiles (or loads from `cache_dir`) and links a fix.
     pub fn load(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
+        let (bytes, digest, component, cache_hit) = self.compile(path, cache_dir)?;
+        self.check_imports(path, &component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(FixPre::new)
+            .map_err(|e| LoadError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Loaded {
+            pre,
+            digest,
+            size: bytes.len() as u64,
+            cache_hit,
+            bytes,
+        })
+    }
+
+    /// The bytes of a component and every interface it imports, whether
+    /// allowed or not (for `inspect`).
+    pub fn imports(
+        &self,
+        path: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Vec<u8>, Vec<String>), LoadError> {
+        let (bytes, _, component, _) = self.compile(path, cache_dir)?;
+        let names = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        Ok((bytes, names))
+    }
+
+    /// Reads and compiles a component (or loads it from the cache).
+    fn compile(
+        &self,
+        path: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
         let bytes = fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
@@ -367,21 +424,7 @@ impl Sandbox {
                 c
             }
         };
-        self.check_imports(path, &component)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(FixPre::new)
-            .map_err(|e| LoadError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?;
-        Ok(Loaded {
-            pre,
-            digest,
-            size: bytes.len() as u64,
-            cache_hit,
-        })
+        Ok((bytes, digest, component, cache_hit))
     }
 
     fn check_imports(&self, path: &Path, component: &Component) -> Result<(), LoadError> {

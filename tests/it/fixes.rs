@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
-use crate::util::{Tree, fix};
+use crate::util::{Tree, fix, guest};
 
 const CONF: &str = "# app settings\nmax_conn = 20\n  timeout = 5\n; max_conn = 99\n";
 
@@ -100,11 +100,18 @@ fn config_set_human_output_shows_the_diff_and_counts() {
 #[test]
 fn config_set_missing_param_fails_clearly() {
     let t = Tree::new();
+    // The manifest says `file` is required: refused before the fix runs.
     let out = t.run(&fix("config-set"), &["-p", "key=a", "-p", "value=b"]);
+    out.assert_code(2)
+        .assert_stderr("config-set needs --param file=...");
+    // A fix without a manifest finds out itself, and says so.
+    let copy = t.path("bare.wasm");
+    std::fs::copy(guest("hostile"), &copy).unwrap();
+    let out = t.run(&copy, &[]);
     out.assert_code(1);
     let err = out.summary()["error"].as_str().unwrap().to_string();
     assert!(
-        err.contains("missing parameter: pass --param file=VALUE"),
+        err.contains("missing parameter: pass --param mode=VALUE"),
         "{err}"
     );
 }
@@ -117,7 +124,8 @@ fn rename_to_backup_dry_run_real_run_then_nothing() {
     let params = ["-p", &format!("path={path}")];
     let before = t.snapshot("");
 
-    let dry = t.run(
+    let dry = t.run_in(
+        "grant/data",
         &fix("rename-to-backup"),
         &[params[0], params[1], "--dry-run"],
     );
@@ -128,11 +136,12 @@ fn rename_to_backup_dry_run_real_run_then_nothing() {
     assert_eq!(effects[0]["op"], "rename");
     assert_eq!(effects[0]["to"], format!("{path}.backup"));
 
-    t.run(&fix("rename-to-backup"), &params).assert_code(0);
+    t.run_in("grant/data", &fix("rename-to-backup"), &params)
+        .assert_code(0);
     assert!(!t.exists("grant/data/segment"));
     assert_eq!(t.read("grant/data/segment.backup"), "payload");
 
-    let again = t.run(&fix("rename-to-backup"), &params);
+    let again = t.run_in("grant/data", &fix("rename-to-backup"), &params);
     again.assert_code(0);
     assert_eq!(again.summary()["outcome"], "not-needed");
     assert!(
@@ -197,7 +206,7 @@ fn stale_locks_dry_run_real_run_then_nothing() {
 
     let mut dry_args = params.to_vec();
     dry_args.push("--dry-run");
-    let dry = t.run(&fix("stale-locks"), &dry_args);
+    let dry = t.run_in("grant/locks", &fix("stale-locks"), &dry_args);
     dry.assert_code(0);
     assert_eq!(t.snapshot(""), before);
     let planned: Vec<_> = dry
@@ -210,13 +219,14 @@ fn stale_locks_dry_run_real_run_then_nothing() {
         [t.p("grant/locks/old1.lock"), t.p("grant/locks/old2.lock")]
     );
 
-    t.run(&fix("stale-locks"), &params).assert_code(0);
+    t.run_in("grant/locks", &fix("stale-locks"), &params)
+        .assert_code(0);
     assert!(!t.exists("grant/locks/old1.lock"));
     assert!(!t.exists("grant/locks/old2.lock"));
     assert!(t.exists("grant/locks/fresh.lock"));
     assert!(t.exists("grant/locks/old.txt"));
 
-    let again = t.run(&fix("stale-locks"), &params);
+    let again = t.run_in("grant/locks", &fix("stale-locks"), &params);
     again.assert_code(0);
     assert_eq!(again.summary()["outcome"], "not-needed");
 }
@@ -224,15 +234,15 @@ fn stale_locks_dry_run_real_run_then_nothing() {
 #[test]
 fn config_set_edits_every_file_a_glob_matches() {
     let t = Tree::new();
-    t.write("grant/conf.d/a.conf", "max_conn = 1\n");
-    t.write("grant/conf.d/b.conf", "max_conn = 50\n");
-    t.write("grant/conf.d/c.txt", "max_conn = 1\n");
-    let file = format!("{}/*.conf", t.p("grant/conf.d"));
+    t.write("grant/a.conf", "max_conn = 1\n");
+    t.write("grant/b.conf", "max_conn = 50\n");
+    t.write("grant/c.txt", "max_conn = 1\n");
+    let file = format!("{}/*.conf", t.p("grant"));
     let out = t.set_max_conn(&file, "50", &[]);
     out.assert_code(0);
     assert_eq!(out.summary()["changed"], 1);
-    assert_eq!(t.read("grant/conf.d/a.conf"), "max_conn = 50\n");
-    assert_eq!(t.read("grant/conf.d/c.txt"), "max_conn = 1\n");
+    assert_eq!(t.read("grant/a.conf"), "max_conn = 50\n");
+    assert_eq!(t.read("grant/c.txt"), "max_conn = 1\n");
     let again = t.set_max_conn(&file, "50", &[]);
     assert_eq!(again.summary()["outcome"], "not-needed");
 }
@@ -244,9 +254,10 @@ fn every_example_fix_is_proved_idempotent_by_its_dry_run() {
     t.write("grant/data/seg", "x");
     t.write("grant/locks/a.lock", "1");
     age(&t, "grant/locks/a.lock", 7200);
-    let cases: [(&str, Vec<String>); 3] = [
+    let cases: [(&str, &str, Vec<String>); 3] = [
         (
             "config-set",
+            "grant",
             vec![
                 format!("file={}", t.p("grant/app.conf")),
                 "key=max_conn".into(),
@@ -255,24 +266,26 @@ fn every_example_fix_is_proved_idempotent_by_its_dry_run() {
         ),
         (
             "rename-to-backup",
+            "grant/data",
             vec![format!("path={}", t.p("grant/data/seg"))],
         ),
         (
             "stale-locks",
+            "grant/locks",
             vec![
                 format!("dir={}", t.p("grant/locks")),
                 "max_age_secs=60".into(),
             ],
         ),
     ];
-    for (name, params) in cases {
+    for (name, grant, params) in cases {
         let mut args: Vec<String> = params
             .iter()
             .flat_map(|p| ["-p".to_string(), p.clone()])
             .collect();
         args.push("--dry-run".into());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = t.run(&fix(name), &args);
+        let out = t.run_in(grant, &fix(name), &args);
         out.assert_code(0);
         assert_eq!(out.summary()["outcome"], "planned", "{name}");
         assert_eq!(out.summary()["idempotent"], true, "{name}: {}", out.stdout);

@@ -95,7 +95,8 @@ fn a_pause_of_one_fix_leaves_the_others_running() {
         .assert_code(5)
         .assert_stderr("the fix config-set paused");
     let dir = format!("dir={}", t.p("grant/locks"));
-    t.run(
+    t.run_in(
+        "grant/locks",
         &fix("stale-locks"),
         &["-p", &dir, "-p", "max_age_secs=3600"],
     )
@@ -381,7 +382,7 @@ fn a_broken_configuration_names_the_line_and_changes_nothing() {
         ),
         ("[dry-run-first]\nmax-age = \"a day\"\n", 2, "max-age"),
         ("[dry-run-first\n", 1, ""),
-        ("approval = true\n", 1, "unknown field `approval`"),
+        ("approvals = true\n", 1, "unknown field `approvals`"),
     ] {
         let config = t.config("bad.toml", text);
         let out = t.set_max_conn(&file, "50", &["--config", &config]);
@@ -457,7 +458,7 @@ fn a_real_run_needs_a_dry_run_of_the_same_fix_grants_and_params() {
     let mut dry_args = params.to_vec();
     dry_args.push("--dry-run");
     t.run(&copy, &dry_args).assert_code(0);
-    std::fs::copy(fix("rename-to-backup"), &copy).unwrap();
+    std::fs::copy(guest("hostile"), &copy).unwrap();
     t.run(&copy, &params)
         .assert_code(3)
         .assert_stderr("no successful dry-run");

@@ -8,5 +8,6 @@ mod guests;
 mod journal;
 mod logs;
 mod mutations;
+mod review;
 mod rollback;
 mod util;

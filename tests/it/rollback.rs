@@ -59,7 +59,8 @@ fn stale_locks_round_trip() {
     f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
         .unwrap();
     let before = t.snapshot("");
-    let out = t.run(
+    let out = t.run_in(
+        "grant/locks",
         &fix("stale-locks"),
         &[
             "-p",

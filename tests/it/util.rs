@@ -18,6 +18,7 @@ fn artifacts() -> &'static Path {
             .to_path_buf();
         let status = Command::new(root.join("scripts/build-fixes"))
             .current_dir(&root)
+            .env("DEFOPS_WASM", env!("CARGO_BIN_EXE_defops-wasm"))
             .status()
             .expect("run scripts/build-fixes");
         assert!(status.success(), "scripts/build-fixes failed");
@@ -206,7 +207,13 @@ impl Tree {
 
     /// `defops-wasm run FIX --allow grant --json ARGS`.
     pub fn run(&self, fix: &Path, args: &[&str]) -> Out {
-        let grant = self.p("grant");
+        self.run_in("grant", fix, args)
+    }
+
+    /// `defops-wasm run FIX --allow GRANT --json ARGS`, for a fix whose
+    /// manifest declares less than all of `grant/`.
+    pub fn run_in(&self, grant: &str, fix: &Path, args: &[&str]) -> Out {
+        let grant = self.p(grant);
         let mut all = vec![
             "run",
             fix.to_str().unwrap(),

@@ -1,0 +1,293 @@
+//! Reviewer approval: an SSH signature over the `.wasm` file in the
+//! namespace `defops-wasm`, the scheme git uses for signed commits. A
+//! reviewer signs with `ssh-keygen -Y sign -f KEY -n defops-wasm fix.wasm`;
+//! the runner verifies in-process against an `allowed_signers` file (git's
+//! format, see ssh-keygen(1) "ALLOWED SIGNERS"), and the same `.sig`
+//! verifies with `ssh-keygen -Y verify`.
+
+use ssh_key::{HashAlg, PublicKey, SshSig};
+
+/// The signature namespace: a signature made for anything else (git
+/// commits, files) never approves a fix.
+pub const NAMESPACE: &str = "defops-wasm";
+
+/// One line of an allowed_signers file.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    pub principals: Vec<String>,
+    pub namespaces: Option<Vec<String>>,
+    /// Seconds since the epoch.
+    pub valid_after: Option<i64>,
+    pub valid_before: Option<i64>,
+    pub key: PublicKey,
+    pub line: usize,
+}
+
+/// Who approved, as recorded in the journal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Approval {
+    pub signer: String,
+    pub key: String,
+    pub algorithm: String,
+    pub namespace: &'static str,
+}
+
+/// Why a signature does not approve a fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("{0} is not an SSH signature (expected -----BEGIN SSH SIGNATURE-----): {1}")]
+    NotASignature(String, String),
+    #[error(
+        "the signature is for the namespace {found:?}, not {NAMESPACE:?}; sign with `ssh-keygen -Y sign -n {NAMESPACE}`"
+    )]
+    Namespace { found: String },
+    #[error("the signing key {0} is not in the allowed signers file")]
+    UnknownKey(String),
+    #[error(
+        "the signature does not match the fix: the .wasm changed after it was signed (or the signature belongs to another file)"
+    )]
+    Mismatch,
+    #[error(
+        "the signing key {key} ({principal}) may not sign in the namespace {NAMESPACE:?} (allowed_signers line {line})"
+    )]
+    NamespaceNotAllowed {
+        key: String,
+        principal: String,
+        line: usize,
+    },
+    #[error("the signing key {key} ({principal}) is {why} (allowed_signers line {line})")]
+    Expired {
+        key: String,
+        principal: String,
+        why: String,
+        line: usize,
+    },
+}
+
+/// Splits a line into words, keeping double-quoted parts together.
+fn words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Splits `a,b="x,y",c` at the commas outside quotes.
+fn options(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// `YYYYMMDD[HHMM[SS]][Z]`: local time unless it ends in `Z`.
+fn parse_time(s: &str) -> Result<i64, String> {
+    let (digits, utc) = match s.strip_suffix(['Z', 'z']) {
+        Some(d) => (d, true),
+        None => (s, false),
+    };
+    let bad = || format!("{s:?} is not a time like 20261231 or 202612311800Z");
+    if !digits.chars().all(|c| c.is_ascii_digit()) || ![8, 12, 14].contains(&digits.len()) {
+        return Err(bad());
+    }
+    let n = |r: std::ops::Range<usize>| digits.get(r).map_or(Ok(0), |d| d.parse::<i64>());
+    let (y, mo, d) = (
+        n(0..4).map_err(|_| bad())?,
+        n(4..6).map_err(|_| bad())?,
+        n(6..8).map_err(|_| bad())?,
+    );
+    let (h, mi, sec) = (
+        n(8..10).map_err(|_| bad())?,
+        n(10..12).map_err(|_| bad())?,
+        n(12..14).map_err(|_| bad())?,
+    );
+    let dt =
+        jiff::civil::DateTime::new(y as i16, mo as i8, d as i8, h as i8, mi as i8, sec as i8, 0)
+            .map_err(|_| bad())?;
+    let tz = match utc {
+        true => jiff::tz::TimeZone::UTC,
+        false => jiff::tz::TimeZone::system(),
+    };
+    dt.to_zoned(tz)
+        .map(|z| z.timestamp().as_second())
+        .map_err(|_| bad())
+}
+
+/// Parses an allowed_signers file. Lines with `cert-authority` are
+/// refused: certificates are not supported.
+pub fn parse_allowed_signers(text: &str) -> Result<Vec<Signer>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let w = words(line);
+        let fail = |m: String| format!("line {n}: {m}");
+        if w.len() < 3 {
+            return Err(fail("expected PRINCIPALS [OPTIONS] KEYTYPE KEY".into()));
+        }
+        let principals: Vec<String> = w[0].split(',').map(str::to_string).collect();
+        let (opts, key_at) = match w[1].starts_with("ssh-") || w[1].starts_with("ecdsa-") {
+            true => (None, 1),
+            false => (Some(w[1].as_str()), 2),
+        };
+        let key_text = w[key_at..].join(" ");
+        let key = PublicKey::from_openssh(&key_text)
+            .map_err(|e| fail(format!("not a public key ({e})")))?;
+        let mut signer = Signer {
+            principals,
+            namespaces: None,
+            valid_after: None,
+            valid_before: None,
+            key,
+            line: n,
+        };
+        for opt in opts.map(options).unwrap_or_default() {
+            let (k, v) = opt.split_once('=').unwrap_or((opt.as_str(), ""));
+            match k.to_ascii_lowercase().as_str() {
+                "namespaces" => {
+                    signer.namespaces = Some(v.split(',').map(str::to_string).collect())
+                }
+                "valid-after" => signer.valid_after = Some(parse_time(v).map_err(fail)?),
+                "valid-before" => signer.valid_before = Some(parse_time(v).map_err(fail)?),
+                "cert-authority" => {
+                    return Err(fail(
+                        "cert-authority (SSH certificates) is not supported; list the reviewer's key".into(),
+                    ));
+                }
+                other => return Err(fail(format!("unknown option {other:?}"))),
+            }
+        }
+        out.push(signer);
+    }
+    Ok(out)
+}
+
+/// The SHA256 fingerprint of a key, as ssh-keygen prints it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// Checks that `signature` (the text of a `.sig` file named `sig_name`) is
+/// a valid signature of `wasm` by an allowed signer, at time `now`.
+pub fn verify(
+    wasm: &[u8],
+    signature: &str,
+    sig_name: &str,
+    signers: &[Signer],
+    now: i64,
+) -> Result<Approval, ApprovalError> {
+    let sig = SshSig::from_pem(signature.trim())
+        .map_err(|e| ApprovalError::NotASignature(sig_name.to_string(), e.to_string()))?;
+    if sig.namespace() != NAMESPACE {
+        return Err(ApprovalError::Namespace {
+            found: sig.namespace().to_string(),
+        });
+    }
+    let key = PublicKey::from(sig.public_key().clone());
+    let fp = fingerprint(&key);
+    let matching: Vec<&Signer> = signers
+        .iter()
+        .filter(|s| s.key.key_data() == key.key_data())
+        .collect();
+    if matching.is_empty() {
+        return Err(ApprovalError::UnknownKey(fp));
+    }
+    key.verify(NAMESPACE, wasm, &sig)
+        .map_err(|_| ApprovalError::Mismatch)?;
+    let mut last_error = None;
+    for s in matching {
+        let principal = s.principals.join(",");
+        if let Some(ns) = &s.namespaces
+            && !ns.iter().any(|n| n == NAMESPACE)
+        {
+            last_error = Some(ApprovalError::NamespaceNotAllowed {
+                key: fp.clone(),
+                principal,
+                line: s.line,
+            });
+            continue;
+        }
+        let why = match (s.valid_after, s.valid_before) {
+            (Some(a), _) if now < a => Some(format!("not valid before {}", crate::run::rfc3339(a))),
+            (_, Some(b)) if now >= b => Some(format!(
+                "expired: valid only before {}",
+                crate::run::rfc3339(b)
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            last_error = Some(ApprovalError::Expired {
+                key: fp.clone(),
+                principal,
+                why,
+                line: s.line,
+            });
+            continue;
+        }
+        return Ok(Approval {
+            signer: principal,
+            key: fp,
+            algorithm: key.algorithm().to_string(),
+            namespace: NAMESPACE,
+        });
+    }
+    Err(last_error.expect("at least one matching signer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti user@example.com";
+
+    #[test]
+    fn allowed_signers_lines() {
+        let text = format!(
+            "# reviewers\nalice@example.com {KEY}\nbob,carol namespaces=\"git,defops-wasm\",valid-before=\"20300101Z\" {KEY}\n"
+        );
+        let s = parse_allowed_signers(&text).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].principals, vec!["alice@example.com"]);
+        assert_eq!(s[1].principals, vec!["bob", "carol"]);
+        assert_eq!(
+            s[1].namespaces.as_deref(),
+            Some(&["git".to_string(), "defops-wasm".to_string()][..])
+        );
+        assert_eq!(s[1].valid_before, Some(1_893_456_000));
+        assert_eq!(s[1].line, 3);
+        let bad = parse_allowed_signers("alice ssh-ed25519 AAAAnotakey\n").unwrap_err();
+        assert!(bad.starts_with("line 1: not a public key"), "{bad}");
+        let ca = parse_allowed_signers(&format!("*@corp cert-authority {KEY}")).unwrap_err();
+        assert!(ca.contains("cert-authority"), "{ca}");
+        let opt = parse_allowed_signers(&format!("a valid-after=\"tomorrow\" {KEY}")).unwrap_err();
+        assert!(opt.contains("tomorrow"), "{opt}");
+    }
+}
