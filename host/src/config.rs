@@ -3,6 +3,8 @@
 //! key, a bad value or a bad window is an error naming the file and line.
 //!
 //! ```toml
+//! fips = false            # true: SHA-256 instead of blake3 everywhere
+//!
 //! [change-window]
 //! time-zone = "Europe/Berlin"
 //! allow = ["Mon-Fri 09:00-16:00"]
@@ -41,6 +43,18 @@ pub struct Config {
     pub window: Option<Window>,
     pub dry_run_first: DryRunFirst,
     pub approval: ApprovalRule,
+    /// FIPS mode: SHA-256 for every digest and the journal's chain.
+    pub fips: bool,
+}
+
+impl Config {
+    /// The digest algorithm runs use.
+    pub fn digest(&self) -> crate::digest::Alg {
+        match self.fips {
+            true => crate::digest::Alg::Sha256,
+            false => crate::digest::Alg::Blake3,
+        }
+    }
 }
 
 /// Whether every real run needs a reviewer's signature, and whose.
@@ -68,6 +82,7 @@ impl Default for Config {
                 max_age: Duration::from_secs(24 * 3600),
             },
             approval: ApprovalRule::default(),
+            fips: false,
         }
     }
 }
@@ -84,6 +99,7 @@ pub struct ConfigError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawConfig {
+    fips: Option<bool>,
     change_window: Option<RawWindow>,
     dry_run_first: Option<RawDryRunFirst>,
     approval: Option<RawApproval>,
@@ -166,7 +182,10 @@ impl Config {
             )
         })?;
         let bad = |s: &std::ops::Range<usize>, m: String| (line_of(s.start), m);
-        let mut config = Config::default();
+        let mut config = Config {
+            fips: raw.fips.unwrap_or(false),
+            ..Config::default()
+        };
         if let Some(d) = raw.dry_run_first {
             if let Some(r) = d.required {
                 config.dry_run_first.required = r;

@@ -258,11 +258,23 @@ impl Loc<'_> {
         Ok(match st.kind {
             Kind::File => {
                 let (mut file, st) = self.open_file()?;
-                let mut hasher = blake3::Hasher::new();
-                let size = io::copy(&mut file, &mut hasher)?;
+                let mut hasher = crate::digest::current().hasher();
+                let mut buf = vec![0u8; 256 << 10];
+                let mut size = 0u64;
+                loop {
+                    match io::Read::read(&mut file, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            hasher.update(&buf[..n]);
+                            size += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
                 State::File {
                     size,
-                    blake3: hasher.finalize().to_hex().to_string(),
+                    digest: hasher.hex(),
                     mode: st.mode,
                     uid: st.uid,
                     gid: st.gid,

@@ -3,7 +3,8 @@
 //! `docs/JOURNAL.md` so another tool can verify it.
 //!
 //! Every record carries `seq` (0, 1, 2, ...), `prev` (the previous record's
-//! `hash`; 64 zeros for the first) and `hash` = blake3 over the record's
+//! `hash`; 64 zeros for the first) and `hash` = the digest (blake3, or
+//! SHA-256 when the header's `hash_alg` says so) over the record's
 //! canonical bytes without `hash`: compact JSON, keys sorted, UTF-8.
 
 use std::fs::{self, File, OpenOptions};
@@ -13,8 +14,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-/// The journal format this build writes and reads.
-pub const FORMAT: u64 = 1;
+use crate::digest::Alg;
+
+/// The journal format this build writes (and the newest it reads). 2: the
+/// header names `hash_alg`; a file state's digest is `digest` (was
+/// `blake3`).
+pub const FORMAT: u64 = 2;
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -22,7 +27,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const HASH_SUFFIX: usize = 9 + 64 + 2;
 
 /// A record as a journal line: its canonical body (without `hash`) with
-/// `,"hash":"<blake3 of the body>"` put before the closing brace, and `\n`.
+/// `,"hash":"<digest of the body>"` put before the closing brace, and `\n`.
 pub fn encode(record: &Value) -> String {
     let mut r = record.clone();
     if let Some(map) = r.as_object_mut() {
@@ -30,7 +35,7 @@ pub fn encode(record: &Value) -> String {
     }
     let mut body = String::new();
     canonical(&r, &mut body);
-    let hash = blake3::hash(body.as_bytes()).to_hex();
+    let hash = crate::digest::current().hex(body.as_bytes());
     body.pop(); // the closing brace
     body.push_str(",\"hash\":\"");
     body.push_str(&hash);
@@ -40,8 +45,8 @@ pub fn encode(record: &Value) -> String {
 
 /// Checks one line (without its newline) against the chain: its hash, its
 /// `seq` and its `prev`. Returns its hash, or what is wrong.
-pub fn check_line(line: &[u8], seq: u64, prev: &str) -> Result<String, String> {
-    let facts = line_facts(line)?;
+pub fn check_line(line: &[u8], seq: u64, prev: &str, alg: Alg) -> Result<String, String> {
+    let facts = line_facts(line, alg)?;
     chain(&facts, seq, prev.as_bytes())?;
     Ok(String::from_utf8_lossy(facts.hash).into_owned())
 }
@@ -53,7 +58,7 @@ struct Facts<'a> {
     prev: Option<&'a [u8]>,
 }
 
-fn line_facts(line: &[u8]) -> Result<Facts<'_>, String> {
+fn line_facts(line: &[u8], alg: Alg) -> Result<Facts<'_>, String> {
     let n = line.len();
     if n < HASH_SUFFIX + 2
         || &line[n - HASH_SUFFIX..n - HASH_SUFFIX + 9] != b",\"hash\":\""
@@ -64,10 +69,10 @@ fn line_facts(line: &[u8]) -> Result<Facts<'_>, String> {
     let body = &line[..n - HASH_SUFFIX];
     let claimed = &line[n - 66..n - 2];
     let fields = top_level(body);
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = alg.hasher();
     hasher.update(body);
     hasher.update(b"}");
-    if hasher.finalize().to_hex().as_bytes() != claimed {
+    if hasher.hex().as_bytes() != claimed {
         // A wrong seq is the better explanation when there is one.
         return match fields.seq {
             Some(_) => Err("the hash does not match the record's content".into()),
@@ -259,7 +264,8 @@ impl Journal {
     }
 }
 
-/// The content-addressed store of before-images: `objects/<blake3>`.
+/// The content-addressed store of before-images: `objects/<digest>` (the
+/// process's algorithm).
 pub struct Objects {
     dir: PathBuf,
 }
@@ -280,7 +286,7 @@ impl Objects {
 
     /// Stores `bytes` (not synced: see [`Objects::sync`]); returns its hash.
     pub fn put(&self, bytes: &[u8]) -> io::Result<String> {
-        let hash = blake3::hash(bytes).to_hex().to_string();
+        let hash = crate::digest::current().hex(bytes);
         let dest = self.path(&hash);
         match OpenOptions::new()
             .write(true)
@@ -323,7 +329,7 @@ impl Objects {
             hash: hash.to_string(),
             why: e.to_string(),
         })?;
-        if blake3::hash(&bytes).to_hex().as_str() != hash {
+        if crate::digest::current().hex(&bytes) != hash {
             return Err(JournalError::Object {
                 hash: hash.to_string(),
                 why: "its content does not match its hash".into(),
@@ -429,6 +435,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
     let mut seq = 0u64;
     // The record where the expected head was seen, if it was.
     let mut head_at: Option<u64> = None;
+    let mut alg = Alg::Blake3;
     loop {
         while !eof && filled < buf.len() {
             match file.read(&mut buf[filled..]) {
@@ -455,7 +462,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
         if seq == 0 {
             match lines.first() {
                 Some(first) => {
-                    check_header(path, first)?;
+                    alg = header_alg(path, &check_header(path, first)?)?;
                 }
                 None if filled == 0 => {
                     return Err(JournalError::NotAJournal {
@@ -472,7 +479,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
             let handles: Vec<_> = lines
                 .chunks(per)
                 .map(|part| {
-                    scope.spawn(move || part.iter().map(|l| line_facts(l)).collect::<Vec<_>>())
+                    scope.spawn(move || part.iter().map(|l| line_facts(l, alg)).collect::<Vec<_>>())
                 })
                 .collect();
             handles
@@ -509,6 +516,14 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
     Ok(head_verdict(seq, head, expect_head, |_| {
         head_at.map(|s| s as usize)
     }))
+}
+
+/// The digest algorithm a header names.
+pub fn header_alg(path: &Path, header: &Value) -> Result<Alg, JournalError> {
+    Alg::parse(header["hash_alg"].as_str()).map_err(|why| JournalError::NotAJournal {
+        path: path.to_path_buf(),
+        why,
+    })
 }
 
 /// The first line must be a header of a format this build reads.
@@ -683,24 +698,24 @@ mod tests {
         let a = encode(
             &json!({"seq": 0, "prev": GENESIS, "type": "header", "params": {"prev": "x", "seq": 9}}),
         );
-        let ha = check_line(a.trim_end().as_bytes(), 0, GENESIS).unwrap();
+        let ha = check_line(a.trim_end().as_bytes(), 0, GENESIS, Alg::Blake3).unwrap();
         let b = encode(
             &json!({"seq": 1, "prev": ha, "text": "a \\\" quote {\"seq\":7}", "z": {"prev": "no", "seq": 8}}),
         );
-        assert!(check_line(b.trim_end().as_bytes(), 1, &ha).is_ok());
+        assert!(check_line(b.trim_end().as_bytes(), 1, &ha, Alg::Blake3).is_ok());
         assert!(
-            check_line(b.trim_end().as_bytes(), 2, &ha)
+            check_line(b.trim_end().as_bytes(), 2, &ha, Alg::Blake3)
                 .unwrap_err()
                 .contains("out of order")
         );
         assert!(
-            check_line(b.trim_end().as_bytes(), 1, GENESIS)
+            check_line(b.trim_end().as_bytes(), 1, GENESIS, Alg::Blake3)
                 .unwrap_err()
                 .contains("broken link")
         );
         let tampered = b.replace("quote", "QUOTE");
         assert!(
-            check_line(tampered.trim_end().as_bytes(), 1, &ha)
+            check_line(tampered.trim_end().as_bytes(), 1, &ha, Alg::Blake3)
                 .unwrap_err()
                 .contains("hash")
         );

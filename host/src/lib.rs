@@ -30,6 +30,7 @@ pub mod approval;
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod digest;
 pub mod disk;
 pub mod exit;
 pub mod grants;

@@ -3,7 +3,7 @@
 //!
 //! JSON Lines on stdout, one object per line, each with a `type`:
 //!
-//! * `start`: `run_id`, `fix`, `digest` (blake3), `size`, `dry_run`,
+//! * `start`: `run_id`, `fix`, `digest` (blake3, or SHA-256 in FIPS mode), `hash_alg`, `size`, `dry_run`,
 //!   `grants` (`path`, `access`), `params`, `compile_cache` (`hit`/`miss`).
 //! * `message`: `level` (`debug|info|warn|error`), `text` — from the fix.
 //! * `output`: `text` — what the fix wrote to stdout/stderr.
@@ -60,9 +60,10 @@ impl Printer {
             return;
         }
         emit(&format!(
-            "run {}  {} (blake3 {}…)  {mode}",
+            "run {}  {} ({} {}…)  {mode}",
             v["run_id"].as_str().unwrap_or(""),
             v["fix"].as_str().unwrap_or(""),
+            v["hash_alg"].as_str().unwrap_or("blake3"),
             &digest[..digest.len().min(12)],
         ));
         for g in v["grants"].as_array().into_iter().flatten() {

@@ -17,7 +17,9 @@ pub enum State {
     Absent,
     File {
         size: u64,
-        blake3: String,
+        /// The content's digest (blake3, or SHA-256 in FIPS mode).
+        #[serde(alias = "blake3")]
+        digest: String,
         mode: u32,
         uid: u32,
         gid: u32,
@@ -40,7 +42,7 @@ impl State {
     pub fn file(content: &[u8], mode: u32, uid: u32, gid: u32) -> State {
         State::File {
             size: content.len() as u64,
-            blake3: blake3::hash(content).to_hex().to_string(),
+            digest: crate::digest::current().hex(content),
             mode,
             uid,
             gid,
@@ -56,12 +58,12 @@ impl State {
             (Absent, _) | (_, Absent) => Some("presence"),
             (
                 File {
-                    blake3: a,
+                    digest: a,
                     size: sa,
                     ..
                 },
                 File {
-                    blake3: b,
+                    digest: b,
                     size: sb,
                     ..
                 },

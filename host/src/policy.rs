@@ -358,7 +358,7 @@ pub fn dry_run_key(
     grants.sort();
     let key =
         serde_json::json!({"digest": digest, "grants": grants, "params": params, "host": host});
-    blake3::hash(key.to_string().as_bytes()).to_hex()[..32].to_string()
+    crate::digest::current().hex(key.to_string().as_bytes())[..32].to_string()
 }
 
 /// Notes a successful dry-run, so a real run of the same can follow.

@@ -81,6 +81,10 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     let loaded = load_verified(&state_dir, &req.run)?;
     let header = loaded.header().clone();
+    // The run's own algorithm: its states and before-images are named by it.
+    let alg = crate::journal::header_alg(&PathBuf::from(&req.run), &header)
+        .map_err(|e| Stop::new(Exit::Refused, e))?;
+    crate::digest::choose(alg).map_err(|e| Stop::new(Exit::Usage, e))?;
     let original = header["run_id"].as_str().unwrap_or_default().to_string();
     if header["kind"] != "run" {
         return Err(Stop::new(
@@ -266,7 +270,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             "host": hostname(),
             "user": user(),
             "version": env!("CARGO_PKG_VERSION"),
-            "hash": "blake3",
+            "hash_alg": crate::digest::current().name(),
         }))
         .map_err(jerr)?;
     for d in &drifts {

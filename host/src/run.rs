@@ -75,11 +75,13 @@ pub fn new_run_id() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let mut h = blake3::Hasher::new();
-    h.update(&now.as_nanos().to_le_bytes());
-    h.update(&std::process::id().to_le_bytes());
-    let rand = &h.finalize().to_hex()[..6];
-    format!("{}-{rand}", utc_stamp(now.as_secs() as i64))
+    // Not a digest: std's randomly keyed hasher, over the time and the pid.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    let rand = format!("{:016x}", h.finish());
+    format!("{}-{}", utc_stamp(now.as_secs() as i64), &rand[..6])
 }
 
 /// `YYYYMMDDTHHMMSSZ` for seconds since the epoch.
@@ -179,6 +181,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     let grants = Arc::new(grants);
     let config = Config::load(req.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))?;
+    crate::digest::choose(config.digest()).map_err(|e| Stop::new(Exit::Usage, e))?;
     let mut names = vec![
         req.fix
             .file_stem()
@@ -272,6 +275,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "run_id": run_id,
         "fix": req.fix.display().to_string(),
         "digest": loaded.digest,
+        "hash_alg": crate::digest::current().name(),
         "size": loaded.size,
         "dry_run": req.dry_run,
         "grants": grants_json,
@@ -343,7 +347,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "host": hostname(),
         "user": user(),
         "version": env!("CARGO_PKG_VERSION"),
-        "hash": "blake3",
+        "hash_alg": crate::digest::current().name(),
         "policy": policy,
         "approval": approval,
     })];

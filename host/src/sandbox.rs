@@ -404,7 +404,7 @@ impl Sandbox {
                 path: path.to_path_buf(),
             });
         }
-        let digest = blake3::hash(&bytes).to_hex().to_string();
+        let digest = crate::digest::current().hex(&bytes);
         let cached = cache_dir.map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_key())));
         let mut cache_hit = false;
         let component = match cached.as_deref().and_then(|p| self.load_cached(p)) {
@@ -451,8 +451,8 @@ impl Sandbox {
     /// Part of the cache key: artifacts of another wasmtime build or
     /// configuration are never loaded.
     fn compat_key(&self) -> String {
-        struct B3(blake3::Hasher);
-        impl Hasher for B3 {
+        struct D(crate::digest::Hasher);
+        impl Hasher for D {
             fn write(&mut self, bytes: &[u8]) {
                 self.0.update(bytes);
             }
@@ -460,9 +460,9 @@ impl Sandbox {
                 0
             }
         }
-        let mut h = B3(blake3::Hasher::new());
+        let mut h = D(crate::digest::current().hasher());
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        h.0.finalize().to_hex()[..16].to_string()
+        h.0.hex()[..16].to_string()
     }
 
     /// Loads a cached artifact, only if the cache directory and the file

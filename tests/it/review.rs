@@ -446,3 +446,63 @@ fn the_configuration_can_require_approval_for_every_real_run() {
     a.t.run(Path::new(&a.fix), &args).assert_code(0);
     assert_eq!(a.t.read("grant/app.conf"), "max_conn = 3\n");
 }
+
+#[test]
+fn fips_mode_uses_sha256_for_every_digest_and_the_chain() {
+    let t = Tree::new();
+    t.write("grant/app.conf", "max_conn = 1\n");
+    let before = t.snapshot("grant");
+    let config = t.config(
+        "fips.toml",
+        "fips = true\n[dry-run-first]\nrequired = false\n",
+    );
+    let out = t.set_max_conn(&t.p("grant/app.conf"), "2", &["--config", &config]);
+    out.assert_code(0);
+    assert_eq!(out.summary_of("start")["hash_alg"], "sha256");
+    assert_eq!(
+        out.summary_of("start")["digest"],
+        sha256sum(&fix("config-set"))
+    );
+    let journal = out.summary()["journal"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    // Every line's hash is the SHA-256 of its body, computed here.
+    let mut prev = "0".repeat(64);
+    for line in text.lines() {
+        let body = format!("{}}}", &line[..line.len() - 75]);
+        let hash = &line[line.len() - 66..line.len() - 2];
+        let path = t.path("body");
+        std::fs::write(&path, &body).unwrap();
+        assert_eq!(sha256sum(&path), hash, "{line}");
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["prev"], prev.as_str());
+        prev = hash.to_string();
+    }
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["hash_alg"], "sha256");
+    // The before-image is named by its SHA-256.
+    for e in std::fs::read_dir(t.path("state/objects")).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(sha256sum(&p), p.file_name().unwrap().to_str().unwrap());
+    }
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    t.defops()
+        .args(&["journal", "verify", &run_id])
+        .output()
+        .assert_code(0);
+    // Tampering is caught the same way.
+    let copy = t.p("state/tampered.jsonl");
+    std::fs::write(&copy, text.replacen("max_conn = 2", "max_conn = 3", 1)).unwrap();
+    let bad = t.defops().args(&["journal", "verify", &copy]).output();
+    bad.assert_code(3);
+    // Rollback follows the journal's algorithm, whatever the configuration.
+    let back = t.defops().args(&["rollback", &run_id, "--json"]).output();
+    back.assert_code(0);
+    assert_eq!(t.snapshot("grant"), before);
+    let rb = back.summary()["journal"].as_str().unwrap().to_string();
+    let rb_header: Value =
+        serde_json::from_str(std::fs::read_to_string(rb).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(rb_header["hash_alg"], "sha256");
+    // And the default stays blake3.
+    let plain = t.set_max_conn(&t.p("grant/app.conf"), "2", &["--dry-run"]);
+    assert_eq!(plain.summary_of("start")["hash_alg"], "blake3");
+}

@@ -245,7 +245,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     // A journal from a newer format.
     let text = std::fs::read_to_string(&journal).unwrap();
     let newer = t.path("state/newer.jsonl");
-    std::fs::write(&newer, text.replacen("\"format\":1", "\"format\":99", 1)).unwrap();
+    std::fs::write(&newer, text.replacen("\"format\":2", "\"format\":99", 1)).unwrap();
     let out = rollback(&t, newer.to_str().unwrap(), &[]);
     out.assert_code(2);
     out.assert_stderr("format 99");
