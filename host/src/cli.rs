@@ -22,6 +22,9 @@ use crate::sandbox::Limits;
 no dry-run first), 4 a limit was hit, 5 paused (the off-switch)."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,6 +53,71 @@ pub enum Command {
     /// Sign a fix as its reviewer: `ssh-keygen -Y sign -n defops-wasm`,
     /// writing FIX.wasm.sig.
     Approve(ApproveArgs),
+    /// A blameless retrospective draft of a run, from its journal.
+    Report(ReportArgs),
+    /// A monitoring plugin (Nagios/Icinga): one status line with perfdata;
+    /// exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check(CheckArgs),
+    /// Scaffold a fix crate that builds as is.
+    New(NewArgs),
+    /// Build a fix for wasm32-wasip2 and embed its manifest: DIR/NAME.wasm.
+    Build(BuildArgs),
+    /// Shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (defops-wasm.1, defops-wasm-run.1, ...) to a
+    /// directory.
+    Man {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The fix's name (lowercase letters, digits, '-', '_').
+    pub name: String,
+    /// Where to create it (default: ./NAME).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The guest SDK (defops-wasm's guest-sdk/); default: $DEFOPS_GUEST_SDK,
+    /// else the one this binary was built with.
+    #[arg(long, value_name = "PATH")]
+    pub sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The fix's directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The target directory all fixes share (default: $CARGO_TARGET_DIR,
+    /// else ~/.cache/defops-wasm/target).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A run without an outcome younger than this is taken as still
+    /// running; older, as cut off by a crash.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    pub warn_age: Duration,
+    /// How many recent runs to look at.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub last: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run id or the path of its journal.
+    pub run: String,
+    /// Markdown (to paste into an incident document) or JSON.
+    #[arg(long, value_enum, default_value = "markdown")]
+    pub format: crate::report::Format,
 }
 
 #[derive(Debug, Args)]
@@ -58,9 +126,6 @@ pub struct InspectArgs {
     pub fix: PathBuf,
     /// A newer version of the fix: show what changed.
     pub new: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -72,9 +137,6 @@ pub struct EmbedArgs {
     /// Write here instead of replacing FIX.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -84,9 +146,6 @@ pub struct ApproveArgs {
     /// The reviewer's private key (as for ssh-keygen -f).
     #[arg(long, value_name = "KEY")]
     pub key: PathBuf,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -97,18 +156,12 @@ pub struct PauseArgs {
     /// Why, for whoever finds it paused.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
     /// Lift the pause of this fix; default: the pause of every fix.
     pub fix: Option<String>,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -116,9 +169,6 @@ pub struct StatusArgs {
     /// How many recent runs to look at.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub last: usize,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Debug, Args)]
@@ -134,18 +184,12 @@ pub struct RollbackArgs {
     /// lost).
     #[arg(long)]
     pub force: bool,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Debug, Args)]
 pub struct JournalArgs {
     #[command(subcommand)]
     pub command: JournalCommand,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,9 +282,6 @@ pub struct RunArgs {
     /// The most the fix may print (stdout, stderr and messages together).
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
     pub max_output: u64,
-
-    #[command(flatten)]
-    pub common: Common,
 }
 
 /// Flags every command shares.
@@ -259,6 +300,14 @@ pub struct Common {
     /// Print JSON Lines (one object per line, the last a summary).
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Say more (-v: what the host does, -vv: debug). RUST_LOG overrides.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Say less: the outcome and errors only.
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
 }
 
 fn parse_param(s: &str) -> Result<(String, String), String> {
@@ -327,42 +376,38 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 impl Cli {
     /// Runs the command; the exit status, or why it stopped.
     pub fn execute(self) -> Result<Exit, Stop> {
-        match self.command {
-            Command::Run(args) => args.execute(),
+        let Cli { common, command } = self;
+        match command {
+            Command::Run(args) => args.execute(&common),
             Command::Rollback(args) => {
                 let req = crate::rollback::RollbackRequest {
                     run: args.run,
                     dry_run: args.dry_run,
                     force: args.force,
-                    state_dir: args.common.state_dir()?,
+                    state_dir: common.state_dir()?,
                 };
-                crate::rollback::rollback(req, &Printer::new(args.common.json))
+                crate::rollback::rollback(req, &common.printer())
             }
             Command::Pause(args) => {
-                let state = args.common.state_dir()?;
+                let state = common.state_dir()?;
                 crate::status::pause(
                     &state,
                     args.fix.as_deref(),
                     args.reason.as_deref(),
-                    &Printer::new(args.common.json),
+                    &common.printer(),
                 )
             }
             Command::Resume(args) => {
-                let state = args.common.state_dir()?;
-                crate::status::resume(&state, args.fix.as_deref(), &Printer::new(args.common.json))
+                let state = common.state_dir()?;
+                crate::status::resume(&state, args.fix.as_deref(), &common.printer())
             }
             Command::Status(args) => {
-                let state = args.common.state_dir()?;
-                crate::status::status(
-                    &state,
-                    &args.common.config()?,
-                    args.last,
-                    &Printer::new(args.common.json),
-                )
+                let state = common.state_dir()?;
+                crate::status::status(&state, &common.config()?, args.last, &common.printer())
             }
             Command::Inspect(args) => {
-                let out = Printer::new(args.common.json);
-                let state = args.common.state_dir.as_deref();
+                let out = common.printer();
+                let state = common.state_dir.as_deref();
                 match &args.new {
                     None => crate::review::inspect(&args.fix, state, &out),
                     Some(new) => crate::review::inspect_diff(&args.fix, new, state, &out),
@@ -372,14 +417,50 @@ impl Cli {
                 &args.fix,
                 &args.manifest,
                 args.output.as_deref(),
-                &Printer::new(args.common.json),
+                &common.printer(),
             ),
             Command::Approve(args) => {
-                crate::review::approve(&args.fix, &args.key, &Printer::new(args.common.json))
+                crate::review::approve(&args.fix, &args.key, &common.printer())
+            }
+            Command::New(args) => crate::scaffold::new(
+                &args.name,
+                args.dir.as_deref(),
+                args.sdk.as_deref(),
+                &common.printer(),
+            ),
+            Command::Build(args) => crate::scaffold::build(
+                &args.dir,
+                args.target_dir.as_deref(),
+                &common.printer(),
+                common.quiet,
+            ),
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                let mut cmd = Cli::command();
+                clap_complete::generate(shell, &mut cmd, "defops-wasm", &mut std::io::stdout());
+                Ok(Exit::Success)
+            }
+            Command::Man { dir } => man_pages(&dir, &common.printer()),
+            Command::Check(args) => match common.state_dir() {
+                Ok(state) => {
+                    crate::monitor::check(&state, args.warn_age, args.last, &common.printer())
+                }
+                Err(e) => {
+                    println!("DEFOPS UNKNOWN - {}", e.message);
+                    Ok(Exit::Refused)
+                }
+            },
+            Command::Report(args) => {
+                let state = common.state_dir()?;
+                let format = match common.json {
+                    true => crate::report::Format::Json,
+                    false => args.format,
+                };
+                crate::report::report(&state, &args.run, format, &common.printer())
             }
             Command::Journal(args) => {
-                let state = args.common.state_dir()?;
-                let out = Printer::new(args.common.json);
+                let state = common.state_dir()?;
+                let out = common.printer();
                 match args.command {
                     JournalCommand::List => crate::history::list(&state, &out),
                     JournalCommand::Show { run } => crate::history::show(&state, &run, &out),
@@ -393,21 +474,53 @@ impl Cli {
 
     /// Whether JSON output was asked for (for errors before a command runs).
     pub fn json(&self) -> bool {
-        match &self.command {
-            Command::Run(a) => a.common.json,
-            Command::Rollback(a) => a.common.json,
-            Command::Journal(a) => a.common.json,
-            Command::Pause(a) => a.common.json,
-            Command::Resume(a) => a.common.json,
-            Command::Status(a) => a.common.json,
-            Command::Inspect(a) => a.common.json,
-            Command::Embed(a) => a.common.json,
-            Command::Approve(a) => a.common.json,
-        }
+        self.common.json
     }
 }
 
+/// The man page of the command and of each subcommand.
+fn man_pages(dir: &std::path::Path, out: &Printer) -> Result<Exit, Stop> {
+    use clap::CommandFactory;
+    let io = |e: std::io::Error| {
+        Stop::new(
+            Exit::Usage,
+            format!("cannot write to {}: {e}", dir.display()),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let cmd = Cli::command();
+    let mut written = Vec::new();
+    let mut page = |c: clap::Command, name: String| -> Result<(), Stop> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c.name(name.clone()))
+            .render(&mut buf)
+            .map_err(io)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, buf).map_err(io)?;
+        written.push(path.display().to_string());
+        Ok(())
+    };
+    for sub in cmd.get_subcommands() {
+        page(sub.clone(), format!("defops-wasm-{}", sub.get_name()))?;
+    }
+    page(cmd.clone(), "defops-wasm".into())?;
+    match out.is_json() {
+        true => out.raw(&serde_json::json!({"type": "man", "pages": written})),
+        false => out.note(&format!(
+            "wrote {} man pages to {}",
+            written.len(),
+            dir.display()
+        )),
+    }
+    Ok(Exit::Success)
+}
+
 impl Common {
+    /// How results are printed.
+    pub fn printer(&self) -> Printer {
+        Printer::new(self.json, self.quiet)
+    }
+
     fn state_dir(&self) -> Result<PathBuf, Stop> {
         match &self.state_dir {
             Some(p) => Ok(p.clone()),
@@ -422,7 +535,7 @@ impl Common {
 }
 
 impl RunArgs {
-    pub fn execute(self) -> Result<Exit, Stop> {
+    pub fn execute(self, common: &Common) -> Result<Exit, Stop> {
         let mut params = BTreeMap::new();
         for (k, v) in self.params {
             if params.insert(k.clone(), v).is_some() {
@@ -456,16 +569,16 @@ impl RunArgs {
                 max_memory: self.max_memory,
                 max_output: self.max_output,
             },
-            state_dir: self.common.state_dir()?,
-            state_dir_given: self.common.state_dir.is_some(),
-            config: self.common.config.clone(),
+            state_dir: common.state_dir()?,
+            state_dir_given: common.state_dir.is_some(),
+            config: common.config.clone(),
             on_call: self.on_call,
             no_dry_run_first: self.reason,
             require_approval: self.require_approval,
             allowed_signers: self.allowed_signers,
             signature: self.signature,
         };
-        crate::run::run(req, &Printer::new(self.common.json))
+        crate::run::run(req, &common.printer())
     }
 }
 

@@ -258,6 +258,7 @@ pub fn commit(
         o.sync().map_err(jerr)?;
         syncs += 1;
     }
+    tracing::info!(syncs, "before-images durable");
     failpoint("after-objects");
 
     // 3. Intents, one sync.
@@ -280,6 +281,9 @@ pub fn commit(
         if !times[n].is_empty() {
             rec["mtimes"] = Value::Object(std::mem::take(&mut times[n]));
         }
+        if let Some(d) = effect.text_diff(false) {
+            rec["diff"] = json!(d);
+        }
         journal.append(rec).map_err(jerr)?;
     }
     journal.sync().map_err(jerr)?;
@@ -289,7 +293,18 @@ pub fn commit(
     // 4. The changes, each checked again right before it is made. A pause
     //    stops the commit between two changes; what was done is synced.
     let mut devices: Vec<u64> = Vec::new();
+    let mut progress = crate::progress::Progress::new(
+        "applying changes",
+        plan.effects.len() as u64,
+        crate::progress::Unit::Items,
+    );
+    tracing::info!(
+        effects = plan.effects.len(),
+        syncs,
+        "intents durable; applying"
+    );
     for (n, effect) in plan.effects.iter().enumerate() {
+        progress.set(n as u64);
         let paused = abort.and_then(Abort::reason).or_else(|| {
             (std::env::var("DEFOPS_FAILPOINT").ok()? == format!("pause-before-{n}"))
                 .then(|| "paused by a fail point".to_string())
@@ -338,6 +353,7 @@ pub fn commit(
 
     // 5. One sync per file system the changes are on, then the journal.
     sync_changes(grants, &devices, journal, &mut syncs).map_err(jerr)?;
+    tracing::info!(applied = plan.effects.len(), syncs, "commit done");
     Ok(Committed {
         applied: plan.effects.len(),
         syncs,

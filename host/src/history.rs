@@ -27,9 +27,16 @@ pub fn row(state: &Path, id: &str) -> Value {
                 "outcome": if finished { last["outcome"].clone() } else { json!("incomplete") },
                 "changed": if finished { last["changed"].clone() } else { Value::Null },
                 "intact": matches!(verdict, Verdict::Intact { .. }),
+                "verdict": match verdict {
+                    Verdict::Intact { .. } => "intact",
+                    Verdict::TornTail { .. } => "torn-tail",
+                    Verdict::Bad { .. } => "bad",
+                },
             })
         }
-        Err(e) => json!({"run_id": id, "error": e.to_string(), "intact": false}),
+        Err(e) => {
+            json!({"run_id": id, "error": e.to_string(), "intact": false, "verdict": "unreadable"})
+        }
     }
 }
 
@@ -43,6 +50,8 @@ pub fn list(state: &Path, out: &Printer) -> Result<Exit, Stop> {
     for id in ids {
         let row = row(state, &id);
         if out.is_json() {
+            let mut row = row;
+            row["type"] = json!("run");
             out.raw(&row);
         } else {
             let what = if row["kind"] == "rollback" {

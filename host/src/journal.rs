@@ -510,6 +510,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
         }
     }
     let head = String::from_utf8_lossy(&prev).into_owned();
+    tracing::debug!(path = %path.display(), records = seq, alg = alg.name(), "chain checked");
     if filled > 0 {
         return Ok(Verdict::TornTail { records: seq, head });
     }

@@ -18,6 +18,7 @@ use crate::disk::{self, Kind};
 use crate::grants::{Access, GrantError, Grants, VPath};
 use crate::overlay::FsError;
 use crate::policy::Abort;
+use crate::progress::{Progress, Unit};
 
 /// When a scan must stop: the run's deadline, or a pause.
 #[derive(Clone)]
@@ -181,6 +182,12 @@ impl LogGrants {
                 io::ErrorKind::NotFound => FsError::NotFound(path.to_string()),
                 _ => FsError::Io(format!("{path}: {e}")),
             })?;
+        let size = file.metadata().map_or(0, |m| m.len());
+        let file = Counted {
+            inner: file,
+            read: 0,
+            progress: Progress::new("scanning logs", size, Unit::Bytes),
+        };
         Ok(if path.as_str().ends_with(".gz") {
             Box::new(flate2::read::MultiGzDecoder::new(
                 io::BufReader::with_capacity(1 << 16, file),
@@ -188,6 +195,22 @@ impl LogGrants {
         } else {
             Box::new(file)
         })
+    }
+}
+
+/// A file that shows how far it has been read (on a terminal).
+struct Counted<R> {
+    inner: R,
+    read: u64,
+    progress: Progress,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        self.progress.set(self.read);
+        Ok(n)
     }
 }
 

@@ -25,6 +25,8 @@ use crate::world::{Denial, Message, MessageSink};
 /// Prints a run, for people or as JSON Lines.
 pub struct Printer {
     json: bool,
+    /// `-q`: for people, only the outcome, warnings and errors.
+    quiet: bool,
 }
 
 fn emit(line: &str) {
@@ -34,8 +36,13 @@ fn emit(line: &str) {
 }
 
 impl Printer {
-    pub fn new(json: bool) -> Printer {
-        Printer { json }
+    pub fn new(json: bool, quiet: bool) -> Printer {
+        Printer { json, quiet }
+    }
+
+    /// Whether a line of detail for people is left out (`-q`).
+    fn hushed(&self) -> bool {
+        self.quiet && !self.json
     }
 
     pub fn is_json(&self) -> bool {
@@ -45,6 +52,9 @@ impl Printer {
     pub fn start(&self, v: &Value) {
         if self.json {
             return emit(&v.to_string());
+        }
+        if self.hushed() {
+            return;
         }
         let digest = v["digest"].as_str().unwrap_or("");
         let mode = if v["dry_run"] == json!(true) {
@@ -77,10 +87,11 @@ impl Printer {
 
     /// Where the fix's messages go, as they arrive.
     pub fn message_sink(&self) -> MessageSink {
-        let json = self.json;
+        let (json, quiet) = (self.json, self.hushed());
         Box::new(move |m: &Message| {
             if json {
                 emit(&json!({"type": "message", "level": m.level, "text": m.text}).to_string());
+            } else if quiet && matches!(m.level, "debug" | "info") {
             } else {
                 emit(&format!("  {:<5} {}", m.level, m.text));
             }
@@ -88,7 +99,7 @@ impl Printer {
     }
 
     pub fn fix_output(&self, bytes: &[u8]) {
-        if bytes.is_empty() {
+        if bytes.is_empty() || self.hushed() {
             return;
         }
         let text = String::from_utf8_lossy(bytes);
@@ -107,6 +118,9 @@ impl Printer {
             return emit(&r.to_string());
         }
         if r["idempotent"] == json!(true) {
+            if self.hushed() {
+                return;
+            }
             return emit("idempotent: yes (a second apply over the plan planned nothing)");
         }
         emit(&format!(
@@ -142,6 +156,9 @@ impl Printer {
             let mut v = r.clone();
             v["type"] = json!("logs");
             return emit(&v.to_string());
+        }
+        if self.hushed() {
+            return;
         }
         let files = r["files"].as_array().map_or(0, Vec::len);
         match r["error"].as_str() {
@@ -186,7 +203,7 @@ impl Printer {
             }
             return;
         }
-        if plan.effects.is_empty() {
+        if plan.effects.is_empty() || self.hushed() {
             return;
         }
         emit(if dry_run { "plan:" } else { "changes:" });
@@ -209,7 +226,8 @@ impl Printer {
             return;
         }
         let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-        if let Some(check) = v.get("check") {
+        let detail = !self.hushed();
+        if let Some(check) = v.get("check").filter(|_| detail) {
             let verdict = if check["flipped"] == json!(true) {
                 "not needed, flipped by --flip-precondition (apply ran anyway)"
             } else if check["applies"] == json!(true) {
@@ -222,13 +240,15 @@ impl Printer {
                 check["reason"].as_str().unwrap_or("")
             ));
         }
-        if let Some(r) = v["result"].as_str() {
+        if let Some(r) = v["result"].as_str().filter(|_| detail) {
             emit(&format!("apply: {r}"));
         }
-        emit(&format!(
-            "changed: {}, unchanged: {}",
-            v["changed"], v["unchanged"]
-        ));
+        if detail {
+            emit(&format!(
+                "changed: {}, unchanged: {}",
+                v["changed"], v["unchanged"]
+            ));
+        }
         let outcome = s("outcome");
         let line = match outcome.as_str() {
             "planned" => {
@@ -245,7 +265,7 @@ impl Printer {
         if !line.is_empty() {
             emit(&line);
         }
-        if let (Some(j), Some(h)) = (v["journal"].as_str(), v["head"].as_str()) {
+        if let (Some(j), Some(h), true) = (v["journal"].as_str(), v["head"].as_str(), detail) {
             emit(&format!("journal: {j}\nhead:    {h}"));
         }
         if let Some(err) = v["error"].as_str() {

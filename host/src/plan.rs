@@ -309,6 +309,9 @@ impl Effect {
         };
         let empty = Vec::new();
         let old = self.before_content.as_deref().unwrap_or(&empty);
+        if old.len() > MAX_DIFF_INPUT || content.len() > MAX_DIFF_INPUT {
+            return None;
+        }
         let old = as_text(old)?;
         let new = as_text(content)?;
         let diff = similar::TextDiff::from_lines(old, new);
@@ -328,6 +331,9 @@ impl Effect {
         Some(text)
     }
 }
+
+/// Files larger than this get no diff (shown, journaled or reported).
+const MAX_DIFF_INPUT: usize = 1 << 20;
 
 fn as_text(bytes: &[u8]) -> Option<&str> {
     if bytes.contains(&0) {

@@ -226,6 +226,9 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             Err(e) => return Err(e),
         }
     }
+    // Refused for drift: journaled all the same (header, drift, outcome),
+    // so monitoring and the report see the attempt.
+    let mut refusal = None;
     if !drifts.is_empty() && !req.force {
         let list: Vec<String> = drifts
             .iter()
@@ -239,7 +242,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         for l in &list {
             out.note(&format!("drift: {l}"));
         }
-        return Err(Stop::new(
+        refusal = Some(Stop::new(
             Exit::Refused,
             format!(
                 "refusing to roll back {original}: {} path(s) changed since the run: {}; nothing was changed (--force overrides)",
@@ -277,6 +280,20 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         journal
             .append(json!({"type": "drift", "path": d.path, "attribute": d.attribute, "expected": d.expected, "found": d.found}))
             .map_err(jerr)?;
+    }
+    if let Some(stop) = refusal {
+        journal
+            .append(json!({
+                "type": "outcome",
+                "outcome": "refused",
+                "changed": 0,
+                "exit_code": stop.exit.code(),
+                "error": stop.message,
+                "time": rfc3339(now_secs()),
+            }))
+            .map_err(jerr)?;
+        journal.sync().map_err(jerr)?;
+        return Err(stop);
     }
     let mut summary = json!({
         "type": "summary",

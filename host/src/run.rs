@@ -80,8 +80,14 @@ pub fn new_run_id() -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(now.as_nanos());
     h.write_u32(std::process::id());
+    // Milliseconds first, so ids sort in time order within a second too.
     let rand = format!("{:016x}", h.finish());
-    format!("{}-{}", utc_stamp(now.as_secs() as i64), &rand[..6])
+    format!(
+        "{}-{:03}{}",
+        utc_stamp(now.as_secs() as i64),
+        now.subsec_millis(),
+        &rand[..3]
+    )
 }
 
 /// `YYYYMMDDTHHMMSSZ` for seconds since the epoch.
@@ -240,6 +246,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .into_iter()
             .map(|g| json!({"path": g, "access": "log"})),
     );
+    tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded; checking the guards");
     let dry_run_key =
         crate::policy::dry_run_key(&loaded.digest, &grants_json, &req.params, &hostname());
     if !req.dry_run {
@@ -316,6 +323,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         flipped: None,
     };
     let (state, end) = sandbox.execute(&loaded, state, &req.limits);
+    tracing::info!(?end, "the fix returned");
     let ran_in = started.elapsed() - loaded_in;
     let fix_output = output.take();
     out.fix_output(&fix_output);
@@ -548,6 +556,9 @@ fn journal_plan(journal: &mut Journal, plan: &Plan) -> std::io::Result<()> {
         rec["after"] = json!(after);
         if let Some(a) = after_to {
             rec["after_to"] = json!(a);
+        }
+        if let Some(d) = effect.text_diff(true) {
+            rec["diff"] = json!(d);
         }
         journal.append(rec)?;
     }

@@ -424,6 +424,7 @@ impl Sandbox {
                 c
             }
         };
+        tracing::info!(path = %path.display(), %digest, cache_hit, "component ready");
         Ok((bytes, digest, component, cache_hit))
     }
 

@@ -8,6 +8,7 @@ mod guests;
 mod journal;
 mod logs;
 mod mutations;
+mod operator;
 mod review;
 mod rollback;
 mod util;

@@ -4,7 +4,8 @@
 //!
 //! Ops: read P, stat P, lstat P, ls P, readlink P, write P TEXT, mkdir P,
 //! rm P, rmdir P, mv A B, chmod P OCTAL, chown P UID GID, ln TARGET LINK,
-//! grep GLOB PATTERN [MAX], count GLOB PATTERN, tail GLOB N.
+//! grep GLOB PATTERN [MAX], count GLOB PATTERN, tail GLOB N, print TEXT
+//! (to stdout).
 //! Arguments understand `\0`, `\n`, `\t`, `\s` (space) and `\\`; other
 //! backslashes are kept (for regular expressions).
 //! Params: `phase=check` runs the ops in check instead of apply;
@@ -124,6 +125,10 @@ fn one(line: &str) -> std::result::Result<String, String> {
                 .parse()
                 .map_err(|x: std::num::ParseIntError| x.to_string())?;
             logs::tail(&arg(0)?, n).map(|l| l.join("|")).map_err(e)
+        }
+        "print" => {
+            println!("{}", args.join(" "));
+            Ok(String::new())
         }
         other => Err(format!("unknown op {other:?}")),
     }

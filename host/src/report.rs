@@ -1,0 +1,495 @@
+//! `defops-wasm report RUN`: a blameless retrospective draft from a run's
+//! journal, as Markdown to paste into an incident document, or as JSON.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::exit::Exit;
+use crate::journal::{self, Verdict};
+use crate::output::Printer;
+use crate::run::Stop;
+
+/// The output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Markdown,
+    Json,
+}
+
+/// The rollbacks of `run_id` in the state directory, oldest first.
+fn rollbacks_of(state: &Path, run_id: &str) -> Vec<Value> {
+    journal::list(state)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|id| id.as_str() > run_id)
+        .map(|id| crate::history::row(state, &id))
+        .filter(|r| {
+            r["kind"] == "rollback" && r["rollback_of"] == run_id && r["dry_run"] != json!(true)
+        })
+        .collect()
+}
+
+/// Everything the report says, as one JSON value.
+pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
+    let path = journal::locate(state, run).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let j = journal::load(&path, None).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let h = j.header().clone();
+    let of = |ty: &str| j.of(ty).cloned().collect::<Vec<_>>();
+    let done: std::collections::HashMap<u64, Value> = j
+        .of("done")
+        .filter_map(|d| Some((d["n"].as_u64()?, d.clone())))
+        .collect();
+    let effects: Vec<Value> = j
+        .of("intent")
+        .map(|i| {
+            let mut e = i.clone();
+            if let Some(obj) = e.as_object_mut() {
+                for k in ["type", "seq", "prev", "hash"] {
+                    obj.remove(k);
+                }
+            }
+            let n = i["n"].as_u64().unwrap_or(0);
+            e["status"] = json!(match (i["planned"] == json!(true), done.get(&n)) {
+                (true, _) => "planned",
+                (false, Some(_)) => "done",
+                (false, None) => "not applied",
+            });
+            if let Some(d) = done.get(&n) {
+                e["observed_after"] = d["after"].clone();
+            }
+            e
+        })
+        .collect();
+    let verdict = match &j.verdict {
+        Verdict::Intact { records, head } => {
+            json!({"verdict": "intact", "records": records, "head": head})
+        }
+        Verdict::TornTail { records, head } => {
+            json!({"verdict": "torn-tail", "records": records, "head": head})
+        }
+        Verdict::Bad { seq, why } => json!({"verdict": "bad", "seq": seq, "why": why}),
+    };
+    let outcome = j.of("outcome").last().cloned().unwrap_or(Value::Null);
+    let run_id = h["run_id"].as_str().unwrap_or_default().to_string();
+    Ok(json!({
+        "type": "report",
+        "run_id": run_id,
+        "journal": path.display().to_string(),
+        "verification": verdict,
+        "header": h,
+        "check": of("check").last().cloned(),
+        "idempotency": of("idempotency").last().cloned(),
+        "effects": effects,
+        "denied": of("denied"),
+        "messages": of("message"),
+        "logs": of("logs"),
+        "output": of("output"),
+        "drift": of("drift"),
+        "outcome": outcome,
+        "rollbacks": rollbacks_of(state, &run_id),
+    }))
+}
+
+/// `report RUN [--format markdown|json]`.
+pub fn report(state: &Path, run: &str, format: Format, out: &Printer) -> Result<Exit, Stop> {
+    let f = facts(state, run)?;
+    match format {
+        Format::Json => out.raw(&f),
+        Format::Markdown => print!("{}", markdown(&f)),
+    }
+    Ok(Exit::Success)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A state in words.
+fn state(v: &Value) -> String {
+    match v["kind"].as_str() {
+        Some("absent") => "absent".into(),
+        Some("file") => format!(
+            "file, {} bytes, mode {:04o}, owner {}:{}",
+            v["size"],
+            v["mode"].as_u64().unwrap_or(0),
+            v["uid"],
+            v["gid"]
+        ),
+        Some("dir") => format!(
+            "directory, mode {:04o}, owner {}:{}",
+            v["mode"].as_u64().unwrap_or(0),
+            v["uid"],
+            v["gid"]
+        ),
+        Some("symlink") => format!("symlink to {}", s(&v["target"])),
+        Some(other) => other.to_string(),
+        None => "?".into(),
+    }
+}
+
+/// One effect as a line: `write /path (mode 0644)`.
+fn effect_line(e: &Value) -> String {
+    let op = e["op"].as_str().unwrap_or("?");
+    match op {
+        "rename" => format!("rename `{}` → `{}`", s(&e["from"]), s(&e["to"])),
+        "symlink" => format!("symlink `{}` → `{}`", s(&e["link"]), s(&e["target"])),
+        "set-mode" => format!(
+            "chmod `{}` {:04o}",
+            s(&e["path"]),
+            e["mode"].as_u64().unwrap_or(0)
+        ),
+        "set-owner" => format!("chown `{}` {}:{}", s(&e["path"]), e["uid"], e["gid"]),
+        other => format!("{other} `{}`", s(&e["path"])),
+    }
+}
+
+/// The draft, in Markdown.
+pub fn markdown(f: &Value) -> String {
+    let h = &f["header"];
+    let o = &f["outcome"];
+    let mut m = String::new();
+    let rollback = h["kind"] == "rollback";
+    let name = if rollback {
+        format!("rollback of {}", s(&h["rollback_of"]))
+    } else {
+        s(&h["fix"]["name"])
+    };
+    let _ = writeln!(
+        m,
+        "# Retrospective draft: {name} on {} ({})\n",
+        s(&h["host"]),
+        s(&h["time"])
+    );
+    let v = &f["verification"];
+    let _ = writeln!(
+        m,
+        "_Blameless draft written by defops-wasm {} from the journal of run `{}`; the journal is **{}**{}. Edit it before sharing._\n",
+        s(&h["version"]),
+        s(&f["run_id"]),
+        s(&v["verdict"]),
+        v["head"]
+            .as_str()
+            .map(|hd| format!(" (head `{hd}`)"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(m, "## Summary\n\n| | |\n|---|---|");
+    let row = |m: &mut String, k: &str, v: String| {
+        let _ = writeln!(m, "| {k} | {} |", v.replace('|', "\\|").replace('\n', " "));
+    };
+    let man = &h["fix"]["manifest"];
+    if !rollback {
+        row(
+            &mut m,
+            "What",
+            match man.is_object() {
+                true => format!(
+                    "`{}` {} — {}",
+                    s(&man["name"]),
+                    s(&man["version"]),
+                    s(&man["description"])
+                ),
+                false => format!("`{}` (no manifest)", s(&h["fix"]["path"])),
+            },
+        );
+    } else {
+        row(
+            &mut m,
+            "What",
+            format!("rollback of run `{}`", s(&h["rollback_of"])),
+        );
+    }
+    row(&mut m, "Where", format!("`{}`", s(&h["host"])));
+    row(
+        &mut m,
+        "When",
+        format!("{} → {}", s(&h["time"]), s(&o["time"])),
+    );
+    let u = &h["user"];
+    row(
+        &mut m,
+        "Who",
+        format!(
+            "{} (uid {}){}",
+            s(&u["name"]),
+            u["uid"],
+            u["sudo_user"]
+                .as_str()
+                .map(|x| format!(", via sudo by {x}"))
+                .unwrap_or_default()
+        ),
+    );
+    row(
+        &mut m,
+        "Mode",
+        if h["dry_run"] == json!(true) {
+            "dry-run (nothing written)".into()
+        } else {
+            "real run".into()
+        },
+    );
+    row(
+        &mut m,
+        "Outcome",
+        format!(
+            "**{}**, {} change(s){}",
+            s(&o["outcome"]),
+            s(&o["changed"]),
+            o["error"]
+                .as_str()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
+        ),
+    );
+    if !rollback {
+        row(
+            &mut m,
+            "Fix",
+            format!(
+                "`{}`, {} bytes, {} `{}`, sha256 `{}`",
+                s(&h["fix"]["path"]),
+                s(&h["fix"]["size"]),
+                h["hash_alg"].as_str().unwrap_or("blake3"),
+                s(&h["fix"]["digest"]),
+                s(&h["fix"]["sha256"])
+            ),
+        );
+        row(
+            &mut m,
+            "Approval",
+            match h["approval"].is_object() {
+                true => format!(
+                    "signed by {} ({}, {})",
+                    s(&h["approval"]["signer"]),
+                    s(&h["approval"]["key"]),
+                    s(&h["approval"]["algorithm"])
+                ),
+                false => "none required".into(),
+            },
+        );
+        let p = &h["policy"];
+        if p.is_object() && !p.as_object().is_some_and(|o| o.is_empty()) {
+            let window = &p["window"];
+            let w = match (window["configured"] == json!(true), &window["override"]) {
+                (false, _) => "no change window configured".to_string(),
+                (true, Value::Object(ov)) => format!(
+                    "outside the window ({}), run with --outside-window, on call: {}",
+                    s(&window["why"]),
+                    s(&ov["on_call"])
+                ),
+                (true, _) => format!("inside the window ({})", s(&window["why"])),
+            };
+            let d = &p["dry_run_first"];
+            let d = match (&d["override"], &d["dry_run"]) {
+                (Value::Object(ov), _) => format!("skipped: {}", s(&ov["reason"])),
+                (_, Value::String(id)) => format!("followed dry-run `{id}`"),
+                _ => "not required".to_string(),
+            };
+            row(&mut m, "Guards", format!("{w}; dry-run first: {d}"));
+        }
+        let rbs = f["rollbacks"].as_array().cloned().unwrap_or_default();
+        row(
+            &mut m,
+            "Rolled back",
+            match rbs.last() {
+                Some(r) => format!(
+                    "by run `{}` at {} ({})",
+                    s(&r["run_id"]),
+                    s(&r["time"]),
+                    s(&r["outcome"])
+                ),
+                None => "no".into(),
+            },
+        );
+    }
+
+    let _ = writeln!(m, "\n## Grants\n");
+    for g in h["grants"].as_array().into_iter().flatten() {
+        let _ = writeln!(m, "- {} `{}`", s(&g["access"]), s(&g["path"]));
+    }
+    if !rollback {
+        let _ = writeln!(m, "\n## Parameters\n");
+        let params = h["params"].as_object().cloned().unwrap_or_default();
+        if params.is_empty() {
+            let _ = writeln!(m, "(none)");
+        }
+        for (k, v) in params {
+            let _ = writeln!(m, "- `{k}` = `{}`", s(&v));
+        }
+        if man.is_object() {
+            let _ = writeln!(m, "\n## What the manifest declares\n");
+            for (key, label) in [
+                ("read-write", "read-write"),
+                ("read-only", "read-only"),
+                ("logs", "logs"),
+            ] {
+                let list: Vec<String> = man[key]
+                    .as_array()
+                    .map(|l| l.iter().map(|x| format!("`{}`", s(x))).collect())
+                    .unwrap_or_default();
+                if !list.is_empty() {
+                    let _ = writeln!(m, "- {label}: {}", list.join(", "));
+                }
+            }
+        }
+        let _ = writeln!(m, "\n## Precondition\n");
+        match f["check"].as_object() {
+            Some(c) => {
+                let verdict = match (c.get("applies"), c.get("flipped")) {
+                    (_, Some(Value::Bool(true))) => "not needed, flipped by --flip-precondition",
+                    (Some(Value::Bool(true)), _) => "applies",
+                    _ => "not needed",
+                };
+                let _ = writeln!(
+                    m,
+                    "`check` said: **{verdict}** — {}",
+                    c.get("reason").map(s).unwrap_or_default()
+                );
+            }
+            None => {
+                let _ = writeln!(m, "`check` did not finish (see the outcome).");
+            }
+        }
+    }
+
+    let _ = writeln!(m, "\n## Effects, in order\n");
+    let effects = f["effects"].as_array().cloned().unwrap_or_default();
+    if effects.is_empty() {
+        let _ = writeln!(m, "None.");
+    }
+    for (i, e) in effects.iter().enumerate() {
+        let _ = writeln!(
+            m,
+            "{}. {} — {}; before: {}",
+            i + 1,
+            effect_line(e),
+            s(&e["status"]),
+            state(&e["before"])
+        );
+        if let Some(d) = e["diff"].as_str() {
+            let _ = writeln!(m, "\n   ```diff");
+            for line in d.lines() {
+                let _ = writeln!(m, "   {line}");
+            }
+            let _ = writeln!(m, "   ```\n");
+        }
+    }
+    if let Some(i) = f["idempotency"].as_object() {
+        let _ = writeln!(
+            m,
+            "\nIdempotency (dry-run): {}",
+            match i.get("idempotent") {
+                Some(Value::Bool(true)) => "proved: a second apply planned nothing".to_string(),
+                _ => format!(
+                    "NOT idempotent — {}",
+                    i.get("why").map(s).unwrap_or_default()
+                ),
+            }
+        );
+    }
+    let section = |m: &mut String, title: &str, items: &[String]| {
+        if !items.is_empty() {
+            let _ = writeln!(m, "\n## {title}\n");
+            for it in items {
+                let _ = writeln!(m, "- {it}");
+            }
+        }
+    };
+    let list = |key: &str| f[key].as_array().cloned().unwrap_or_default();
+    section(
+        &mut m,
+        "Denied by the sandbox",
+        &list("denied")
+            .iter()
+            .map(|d| format!("{} `{}`: {}", s(&d["call"]), s(&d["path"]), s(&d["reason"])))
+            .collect::<Vec<_>>(),
+    );
+    section(
+        &mut m,
+        "Log reads",
+        &list("logs")
+            .iter()
+            .map(|l| match l["error"].as_str() {
+                Some(e) => format!("{} `{}`: {e}", s(&l["call"]), s(&l["glob"])),
+                None => format!(
+                    "{} `{}`{}: {} matching lines in {} files ({} bytes)",
+                    s(&l["call"]),
+                    s(&l["glob"]),
+                    l["pattern"]
+                        .as_str()
+                        .map(|p| format!(" /{p}/"))
+                        .unwrap_or_default(),
+                    s(&l["matches"]),
+                    l["files"].as_array().map_or(0, Vec::len),
+                    s(&l["bytes"])
+                ),
+            })
+            .collect::<Vec<_>>(),
+    );
+    section(
+        &mut m,
+        "Messages from the fix",
+        &list("messages")
+            .iter()
+            .map(|x| format!("{}: {}", s(&x["level"]), s(&x["text"])))
+            .collect::<Vec<_>>(),
+    );
+    for o in list("output") {
+        let _ = writeln!(
+            m,
+            "\n## Output of the fix\n\n```\n{}\n```",
+            s(&o["text"]).trim_end()
+        );
+    }
+    section(
+        &mut m,
+        "Drift found",
+        &list("drift")
+            .iter()
+            .map(|d| {
+                format!(
+                    "`{}`: {} — expected {}, found {}",
+                    s(&d["path"]),
+                    s(&d["attribute"]),
+                    state(&d["expected"]),
+                    state(&d["found"])
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let _ = writeln!(m, "\n## Outcome\n");
+    let _ = writeln!(
+        m,
+        "**{}** (exit code {}) at {}{}.",
+        s(&o["outcome"]),
+        s(&o["exit_code"]),
+        s(&o["time"]),
+        o["result"]
+            .as_str()
+            .map(|r| format!("; the fix said: {r}"))
+            .unwrap_or_default()
+    );
+    if let Some(e) = o["error"].as_str() {
+        let _ = writeln!(m, "\nError: {e}");
+    }
+    for r in list("rollbacks") {
+        let _ = writeln!(
+            m,
+            "\nRolled back by run `{}` at {}: {}, {} change(s).",
+            s(&r["run_id"]),
+            s(&r["time"]),
+            s(&r["outcome"]),
+            s(&r["changed"])
+        );
+    }
+    let _ = writeln!(
+        m,
+        "\n## To discuss\n\n- What was the situation, and what did we know when we ran this?\n- What went well?\n- What was hard or surprising?\n- Action items (owner, date):\n"
+    );
+    m
+}
