@@ -11,7 +11,9 @@
 //!    bash loop with `cp` backups and `sed -i`, and against a native Rust
 //!    loop doing the same atomic replaces with one sync at the end (the
 //!    floor: no sandbox, no journal).
-//! 3. rollback of case 2.
+//! 3. rollback of case 2; `report` of the case-2 run against
+//!    `journal show --json` of it; `new` + `build` of a scaffold in a fresh
+//!    target directory (cold) and of a second fix in the same one (warm).
 //! 4. log scan: counting a fixed string and a regex with a capture group in
 //!    generated logs (1 GiB; 64 MiB with --quick), against `grep -c` and
 //!    `rg -c`, with peak memory.
@@ -306,6 +308,7 @@ fn main() {
     let (mut ours, mut theirs, mut floor, mut back) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut verify_rate = Vec::new();
+    let (mut report_times, mut show_times) = (Vec::new(), Vec::new());
     let mut syncs = 0;
     let (mut run_rss, mut back_rss) = (0u64, 0u64);
     for rep in 0..reps {
@@ -377,6 +380,12 @@ fn main() {
         let took =
             run_ok(defops(&env, &state).args(["journal", "verify", journal.to_str().unwrap()]));
         verify_rate.push((bytes, took));
+        report_times.push(run_ok(
+            defops(&env, &state).args(["report", &run_id, "--format", "markdown"]),
+        ));
+        show_times.push(run_ok(
+            defops(&env, &state).args(["journal", "show", &run_id, "--json"]),
+        ));
 
         let mut rollback_cmd = defops(&env, &state);
         rollback_cmd.args(["rollback", &run_id]);
@@ -433,6 +442,59 @@ fn main() {
         "| `journal verify` ({:.1} MB journal, whole process) | {mbps:.0} MB/s | | | at least 500 MB/s: {} |",
         bytes as f64 / 1e6,
         if mbps >= 500.0 { "met" } else { "MISSED" }
+    ));
+
+    let (report_t, show_t) = (median(report_times), median(show_times));
+    line(format!(
+        "| `report` of the {files}-effect run (Markdown) | {} | `journal show --json` {} | {:.2}x | at most 2x: {} |",
+        secs(report_t),
+        secs(show_t),
+        report_t.as_secs_f64() / show_t.as_secs_f64(),
+        if report_t.as_secs_f64() <= 2.0 * show_t.as_secs_f64() {
+            "met"
+        } else {
+            "MISSED"
+        }
+    ));
+
+    // 3b. Scaffold and build: cold (a fresh target directory), then a
+    // second fix in the same one.
+    let scaffold = env.work.join("scaffold");
+    fresh_dir(&scaffold);
+    let target_dir = scaffold.join("target");
+    let new_build = |name: &str| {
+        let dir = scaffold.join(name);
+        let started = std::time::Instant::now();
+        let ok = Command::new(&env.bin)
+            .args(["new", name, "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "defops-wasm new");
+        let out = Command::new(&env.bin)
+            .args(["build", "-q", "--target-dir"])
+            .arg(&target_dir)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        started.elapsed()
+    };
+    let cold = new_build("first-fix");
+    let warm = new_build("second-fix");
+    line(format!(
+        "| `new` + `build` of a scaffold, cold (fresh target dir) | {} | | | under a minute: {} |",
+        secs(cold),
+        if cold.as_secs() < 60 { "met" } else { "MISSED" }
+    ));
+    line(format!(
+        "| `new` + `build` of a second fix (warm) | {} | the cold one {} | {:.3}x | under 5 s: {} |",
+        secs(warm),
+        secs(cold),
+        warm.as_secs_f64() / cold.as_secs_f64(),
+        if warm.as_secs() < 5 { "met" } else { "MISSED" }
     ));
 
     // 4. Log scan.
