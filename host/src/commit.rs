@@ -84,12 +84,17 @@ pub struct Committed {
 /// `DEFOPS_FAILPOINT` to `after-objects`, `after-intents`, `before-done-N`
 /// (effect N applied, its done record not written), `after-done-N` or
 /// `after-sync`. The process then dies by SIGKILL at that point.
-/// `pause-before-N` instead acts as if a pause landed right before effect N.
+/// `pause-before-N` instead acts as if a pause landed right before effect N,
+/// `enospc-at-N` as if the disk were full when effect N is applied.
 pub fn failpoint(name: &str) {
-    if std::env::var("DEFOPS_FAILPOINT").as_deref() == Ok(name) {
+    if failpoint_is(name) {
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
+}
+
+fn failpoint_is(name: &str) -> bool {
+    std::env::var("DEFOPS_FAILPOINT").as_deref() == Ok(name)
 }
 
 fn locate<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {
@@ -306,8 +311,7 @@ pub fn commit(
     for (n, effect) in plan.effects.iter().enumerate() {
         progress.set(n as u64);
         let paused = abort.and_then(Abort::reason).or_else(|| {
-            (std::env::var("DEFOPS_FAILPOINT").ok()? == format!("pause-before-{n}"))
-                .then(|| "paused by a fail point".to_string())
+            failpoint_is(&format!("pause-before-{n}")).then(|| "paused by a fail point".to_string())
         });
         if let Some(reason) = paused {
             sync_changes(grants, &devices, journal, &mut syncs).map_err(jerr)?;
@@ -325,7 +329,11 @@ pub fn commit(
             verified.remove(p);
         }
         let tmp = format!(".defops-tmp-{run_id}-{n}");
-        let written = apply(grants, effect, &tmp).map_err(|(path, source)| CommitError::Io {
+        let written = match failpoint_is(&format!("enospc-at-{n}")) {
+            true => Err((effect.op.path(), io::Error::from_raw_os_error(28))),
+            false => apply(grants, effect, &tmp),
+        };
+        let written = written.map_err(|(path, source)| CommitError::Io {
             op: effect.op.verb(),
             path: path.clone(),
             source,

@@ -33,6 +33,7 @@ pub mod config;
 pub mod digest;
 pub mod disk;
 pub mod exit;
+pub mod fuzzing;
 pub mod grants;
 pub mod history;
 pub mod journal;

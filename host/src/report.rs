@@ -35,29 +35,43 @@ fn rollbacks_of(state: &Path, run_id: &str) -> Vec<Value> {
 pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
     let path = journal::locate(state, run).map_err(|e| Stop::new(Exit::Usage, e))?;
     let j = journal::load(&path, None).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let h = j.header().clone();
-    let of = |ty: &str| j.of(ty).cloned().collect::<Vec<_>>();
-    let done: std::collections::HashMap<u64, Value> = j
-        .of("done")
-        .filter_map(|d| Some((d["n"].as_u64()?, d.clone())))
-        .collect();
-    let effects: Vec<Value> = j
-        .of("intent")
-        .map(|i| {
-            let mut e = i.clone();
+    // One pass, moving each record where it belongs (a report of a
+    // 10,000-effect run must not copy them all).
+    let mut records = j.records.into_iter();
+    let h = records.next().unwrap_or(Value::Null);
+    let mut by_type: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    let mut intents: Vec<Value> = Vec::new();
+    let mut done: std::collections::HashMap<u64, Value> = Default::default();
+    for mut r in records {
+        let ty = r["type"].as_str().unwrap_or_default().to_string();
+        match ty.as_str() {
+            "intent" => intents.push(r),
+            "done" => {
+                if let Some(n) = r["n"].as_u64() {
+                    done.insert(n, r["after"].take());
+                }
+            }
+            _ => by_type.entry(ty).or_default().push(r),
+        }
+    }
+    let mut of = |ty: &str| by_type.remove(ty).unwrap_or_default();
+    let effects: Vec<Value> = intents
+        .into_iter()
+        .map(|mut e| {
+            let n = e["n"].as_u64().unwrap_or(0);
+            let planned = e["planned"] == json!(true);
             if let Some(obj) = e.as_object_mut() {
                 for k in ["type", "seq", "prev", "hash"] {
                     obj.remove(k);
                 }
             }
-            let n = i["n"].as_u64().unwrap_or(0);
-            e["status"] = json!(match (i["planned"] == json!(true), done.get(&n)) {
+            e["status"] = json!(match (planned, done.get(&n)) {
                 (true, _) => "planned",
                 (false, Some(_)) => "done",
                 (false, None) => "not applied",
             });
-            if let Some(d) = done.get(&n) {
-                e["observed_after"] = d["after"].clone();
+            if let Some(after) = done.remove(&n) {
+                e["observed_after"] = after;
             }
             e
         })
@@ -71,16 +85,17 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
         }
         Verdict::Bad { seq, why } => json!({"verdict": "bad", "seq": seq, "why": why}),
     };
-    let outcome = j.of("outcome").last().cloned().unwrap_or(Value::Null);
+    let outcome = of("outcome").pop().unwrap_or(Value::Null);
     let run_id = h["run_id"].as_str().unwrap_or_default().to_string();
+    let rollbacks = rollbacks_of(state, &run_id);
     Ok(json!({
         "type": "report",
         "run_id": run_id,
         "journal": path.display().to_string(),
         "verification": verdict,
         "header": h,
-        "check": of("check").last().cloned(),
-        "idempotency": of("idempotency").last().cloned(),
+        "check": of("check").pop(),
+        "idempotency": of("idempotency").pop(),
         "effects": effects,
         "denied": of("denied"),
         "messages": of("message"),
@@ -88,7 +103,7 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
         "output": of("output"),
         "drift": of("drift"),
         "outcome": outcome,
-        "rollbacks": rollbacks_of(state, &run_id),
+        "rollbacks": rollbacks,
     }))
 }
 
@@ -358,7 +373,7 @@ pub fn markdown(f: &Value) -> String {
     }
 
     let _ = writeln!(m, "\n## Effects, in order\n");
-    let effects = f["effects"].as_array().cloned().unwrap_or_default();
+    let effects: &[Value] = f["effects"].as_array().map_or(&[], Vec::as_slice);
     if effects.is_empty() {
         let _ = writeln!(m, "None.");
     }
@@ -400,7 +415,7 @@ pub fn markdown(f: &Value) -> String {
             }
         }
     };
-    let list = |key: &str| f[key].as_array().cloned().unwrap_or_default();
+    let list = |key: &str| -> &[Value] { f[key].as_array().map_or(&[], Vec::as_slice) };
     section(
         &mut m,
         "Denied by the sandbox",

@@ -304,7 +304,19 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         "changed": plan.effects.len(),
         "unchanged": plan.unchanged,
     });
+    // A run killed between writing a temporary file and renaming it over
+    // its target leaves that file behind: it goes, as part of the undo.
+    let orphans = match req.dry_run {
+        true => 0,
+        false => remove_orphans(&grants, &original, &intents),
+    };
+    if orphans > 0 {
+        summary["temporary_files_removed"] = json!(orphans);
+    }
     let exit = if plan.effects.is_empty() {
+        if orphans > 0 {
+            restore_mtimes(&grants, &non_file_mtimes(&mtimes, &intents));
+        }
         summary["outcome"] = json!("nothing-to-undo");
         Exit::Success
     } else if req.dry_run {
@@ -540,4 +552,34 @@ fn restore_mtimes(grants: &Grants, times: &Mtimes) {
             let _ = loc.set_mtime(*s, *ns);
         }
     }
+}
+
+/// Removes the temporary files (`.defops-tmp-RUN-N`, next to each write's
+/// target) a killed run left; how many there were.
+fn remove_orphans(grants: &Grants, run_id: &str, intents: &[&Value]) -> usize {
+    let mut removed = 0;
+    for i in intents.iter().filter(|i| i["op"] == "write") {
+        let (Some(path), Some(n)) = (i["path"].as_str(), i["n"].as_u64()) else {
+            continue;
+        };
+        let Some(parent) = VPath::parse(path).ok().and_then(|p| p.parent()) else {
+            continue;
+        };
+        let Ok(tmp) = VPath::parse(&format!("{parent}/.defops-tmp-{run_id}-{n}")) else {
+            continue;
+        };
+        let Some(loc) = grants
+            .find(&tmp)
+            .and_then(|g| crate::disk::locate(g, &tmp).ok())
+        else {
+            continue;
+        };
+        if let Ok(Some(st)) = loc.lstat()
+            && st.kind == crate::disk::Kind::File
+            && loc.remove_file().is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }

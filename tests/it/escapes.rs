@@ -319,3 +319,50 @@ fn swapping_a_directory_for_a_symlink_mid_run_never_escapes() {
         swaps.load(Ordering::Relaxed)
     );
 }
+
+#[test]
+fn magic_links_and_device_names_lead_nowhere() {
+    let t = hostile_tree();
+    let g = t.p("grant");
+    let o = t.p("outside");
+    t.symlink("/proc/self/root", "grant/proc-root");
+    t.symlink("/proc/self/fd", "grant/proc-fd");
+    t.symlink("/proc/self/cwd", "grant/proc-cwd");
+    t.symlink("/dev/null", "grant/devnull");
+    // Magic links and devices, named directly or through a planted link.
+    for path in [
+        format!("/proc/self/root{o}/secret"),
+        "/proc/self/cwd".to_string(),
+        "/proc/self/fd/0".to_string(),
+        "/proc/self/environ".to_string(),
+        "/dev/stdin".to_string(),
+        "/dev/null".to_string(),
+        format!("{g}/proc-root{o}/secret"),
+        format!("{g}/proc-fd/0"),
+        format!("{g}/proc-cwd/x"),
+        format!("{g}/devnull"),
+        "C:\\\\Windows\\\\win.ini".to_string(),
+        "\\\\?\\\\C:\\\\x".to_string(),
+        "CON".to_string(),
+        "NUL".to_string(),
+    ] {
+        for call in ["read {}", "write {} pwned", "stat {}", "ls {}"] {
+            assert_denied(&t, &call.replace("{}", &path), &[]);
+        }
+    }
+    // Names that mean something to Windows are plain names here: they stay
+    // inside the grant, and nothing outside changes.
+    let outside = t.snapshot("outside");
+    let names = ["CON", "NUL.txt", "aux", "..\\\\outside\\\\secret", "C:"];
+    let ops: Vec<String> = names
+        .iter()
+        .map(|n| format!("write {g}/{n} plain"))
+        .collect();
+    let out = op(&t, &ops.join(";"), &[]);
+    out.assert_code(0);
+    assert_eq!(out.summary()["changed"], names.len(), "{}", out.stdout);
+    for n in ["CON", "NUL.txt", "aux", "..\\outside\\secret", "C:"] {
+        assert_eq!(t.read(&format!("grant/{n}")), "plain", "{n}");
+    }
+    assert_eq!(t.snapshot("outside"), outside);
+}

@@ -256,3 +256,29 @@ fn the_compile_cache_is_used_and_refused_when_others_can_write_it() {
     .unwrap();
     assert_eq!(cache(&hostile(&t, "stdfs", &[])), "miss");
 }
+
+#[test]
+fn a_4_gib_allocation_hits_the_memory_cap() {
+    let t = Tree::new();
+    let before = t.snapshot("");
+    let out = hostile(&t, "alloc4g", &[]);
+    assert_limit(&out, "memory");
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
+fn a_trap_in_check_is_a_crash_in_check() {
+    let t = Tree::new();
+    let before = t.snapshot("");
+    let out = hostile(&t, "check-panic", &[]);
+    out.assert_code(1);
+    let s = out.summary();
+    assert_eq!(s["outcome"], "crashed");
+    assert_eq!(s["phase"], "check");
+    assert!(
+        out.stdout.contains("panics in check on purpose"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.snapshot(""), before);
+}

@@ -2,6 +2,7 @@
 //! test guests, real files in temporary directories.
 
 mod escapes;
+mod faults;
 mod fixes;
 mod guards;
 mod guests;

@@ -1,5 +1,5 @@
 //! Test guest that misbehaves on purpose, chosen by the `mode` parameter:
-//! `loop`, `check-loop`, `sleep`, `membomb`, `chatty`, `panic`, `exit`,
+//! `loop`, `check-loop`, `check-panic`, `sleep`, `membomb`, `alloc4g`, `chatty`, `panic`, `exit`,
 //! `recurse`, `stdfs`, `many-calls`, `write-then-wait`, `append`, `fail-after-write`.
 //! `before=FILE` plans a write to FILE first; `announce=1` reports
 //! "started" when `apply` begins.
@@ -23,6 +23,9 @@ fn recurse(n: u64) -> u64 {
 
 impl Fix for Hostile {
     fn check() -> Result<Check> {
+        if param("mode").as_deref() == Some("check-panic") {
+            panic!("the hostile guest panics in check on purpose");
+        }
         if param("mode").as_deref() == Some("check-loop") {
             let mut i: u64 = 0;
             loop {
@@ -63,6 +66,14 @@ impl Fix for Hostile {
                 }
             }
             "panic" => panic!("the hostile guest panics on purpose"),
+            "alloc4g" => {
+                // 4 GiB, the whole 32-bit address space, 1 GiB at a time.
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                for _ in 0..4 {
+                    hoard.push(vec![1u8; black_box(1 << 30)]);
+                }
+                black_box(&hoard);
+            }
             "exit" => std::process::exit(3),
             "recurse" => {
                 black_box(recurse(0));
