@@ -171,6 +171,10 @@ fn report_drafts_a_retrospective_with_every_kind_of_record() {
         ])
         .output();
     out.assert_code(0);
+    // The JSON Lines of a run, one of each type.
+    for ty in ["start", "message", "output", "denied", "logs", "effect", "summary"] {
+        assert!(!out.of(ty).is_empty(), "no {ty} line: {}", out.stdout);
+    }
     let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
     t.defops()
         .args(&["rollback", &run_id])
@@ -309,7 +313,18 @@ fn every_command_speaks_json_lines_with_a_type() {
     let fix_path = fix("config-set");
     let f = fix_path.to_str().unwrap();
     let man = t.p("man");
+    let manifest = repo().join("fixes/config-set/manifest.toml");
+    let manifest = manifest.to_str().unwrap();
+    let embedded = t.p("embedded.wasm");
+    let key = t.p("key");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", &key])
+        .status()
+        .unwrap();
+    assert!(keygen.success());
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["embed", f, manifest, "-o", &embedded], "embed"),
+        (vec!["approve", &embedded, "--key", &key], "approve"),
         (vec!["journal", "list"], "run"),
         (vec!["journal", "show", &id], "header"),
         (vec!["journal", "verify", &id], "verify"),
