@@ -88,6 +88,7 @@ pub fn check(state: &Path, warn_age: Duration, last: usize, out: &Printer) -> Re
             }
         }
     }
+    // The plugin convention's codes, which happen to be these exits.
     Ok(match level {
         Level::Ok => Exit::Success,
         Level::Warning => Exit::FixFailed,
