@@ -172,7 +172,9 @@ fn report_drafts_a_retrospective_with_every_kind_of_record() {
         .output();
     out.assert_code(0);
     // The JSON Lines of a run, one of each type.
-    for ty in ["start", "message", "output", "denied", "logs", "effect", "summary"] {
+    for ty in [
+        "start", "message", "output", "denied", "logs", "effect", "summary",
+    ] {
         assert!(!out.of(ty).is_empty(), "no {ty} line: {}", out.stdout);
     }
     let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
