@@ -90,15 +90,7 @@ fn a_disk_filling_up_mid_commit_stops_cleanly_and_rolls_back() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".defops-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let run_id = s["run_id"].as_str().unwrap();
-    t.defops()
-        .args(&["journal", "verify", run_id])
-        .output()
-        .assert_code(0);
-    t.defops()
-        .args(&["rollback", run_id])
-        .output()
-        .assert_code(0);
+    t.verify_and_roll_back(s["run_id"].as_str().unwrap());
     assert_eq!(t.snapshot("grant"), before);
 }
 
@@ -107,18 +99,9 @@ fn disk_full_by_fail_point(t: &Tree) {
         t.write(&format!("grant/{n}.conf"), "max_conn = 1\n");
     }
     let before = t.snapshot("grant");
-    let file = format!("file={}", t.p("grant/*.conf"));
     let out = t
-        .defops()
+        .set_max_conn_cmd(&t.p("grant/*.conf"), "2")
         .env("DEFOPS_FAILPOINT", "enospc-at-1")
-        .args(&[
-            "run",
-            fix("config-set").to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-            "--json",
-        ])
-        .args(&["-p", &file, "-p", "key=max_conn", "-p", "value=2"])
         .output();
     out.assert_code(2);
     let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
@@ -141,23 +124,8 @@ fn a_full_state_directory_changes_nothing() {
     t.write("grant/app.conf", "max_conn = 1\n");
     let before = t.snapshot("grant");
     let out = t
-        .defops()
+        .set_max_conn_cmd(&t.p("grant/app.conf"), "2")
         .env("DEFOPS_STATE_DIR", fs.path.join("state").to_str().unwrap())
-        .args(&[
-            "run",
-            fix("config-set").to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-            "--json",
-        ])
-        .args(&[
-            "-p",
-            &format!("file={}", t.p("grant/app.conf")),
-            "-p",
-            "key=max_conn",
-            "-p",
-            "value=2",
-        ])
         .output();
     assert!(out.code == 2 || out.code == 3, "{out:?}");
     out.assert_stderr("No space left on device");

@@ -225,18 +225,9 @@ fn a_pause_during_the_commit_stops_between_changes_and_rolls_back() {
         t.write(&format!("grant/c{n}.conf"), "max_conn = 20\n");
     }
     let before = t.snapshot("");
-    let (file, grant) = (format!("file={}", t.p("grant/*.conf")), t.p("grant"));
     let out = t
-        .defops()
+        .set_max_conn_cmd(&t.p("grant/*.conf"), "50")
         .env("DEFOPS_FAILPOINT", "pause-before-3")
-        .args(&[
-            "run",
-            fix("config-set").to_str().unwrap(),
-            "--allow",
-            &grant,
-            "--json",
-        ])
-        .args(&["-p", &file, "-p", "key=max_conn", "-p", "value=50"])
         .output();
     out.assert_code(5);
     let s = out.summary();
@@ -247,15 +238,7 @@ fn a_pause_during_the_commit_stops_between_changes_and_rolls_back() {
         .filter(|n| t.read(&format!("grant/c{n}.conf")) == "max_conn = 50\n")
         .count();
     assert_eq!(changed, 3);
-    let run_id = s["run_id"].as_str().unwrap();
-    t.defops()
-        .args(&["journal", "verify", run_id])
-        .output()
-        .assert_code(0);
-    t.defops()
-        .args(&["rollback", run_id])
-        .output()
-        .assert_code(0);
+    t.verify_and_roll_back(s["run_id"].as_str().unwrap());
     assert_eq!(t.snapshot(""), before);
 }
 

@@ -258,18 +258,9 @@ fn check_reports_each_state_with_its_exit_code() {
     for n in 0..3 {
         t.write(&format!("grant/c{n}.conf"), "max_conn = 1\n");
     }
-    let glob = format!("file={}", t.p("grant/c*.conf"));
     let aborted = t
-        .defops()
+        .set_max_conn_cmd(&t.p("grant/c*.conf"), "7")
         .env("DEFOPS_FAILPOINT", "pause-before-1")
-        .args(&[
-            "run",
-            fix("config-set").to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-            "--json",
-        ])
-        .args(&["-p", &glob, "-p", "key=max_conn", "-p", "value=7"])
         .output();
     aborted.assert_code(5);
     let id = aborted.summary()["run_id"].as_str().unwrap().to_string();

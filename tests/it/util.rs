@@ -168,17 +168,29 @@ impl Tree {
     /// `config-set` setting `max_conn = VALUE` in `file` (a path or a `*`
     /// glob), with more arguments.
     pub fn set_max_conn(&self, file: &str, value: &str, extra: &[&str]) -> Out {
+        self.set_max_conn_cmd(file, value).args(extra).output()
+    }
+
+    /// The command of [`Tree::set_max_conn`], for more environment.
+    pub fn set_max_conn_cmd(&self, file: &str, value: &str) -> Cmd {
         let (file, value) = (format!("file={file}"), format!("value={value}"));
-        let mut args = vec![
-            "-p",
-            file.as_str(),
-            "-p",
-            "key=max_conn",
-            "-p",
-            value.as_str(),
-        ];
-        args.extend_from_slice(extra);
-        self.run(&fix("config-set"), &args)
+        let (fix, grant) = (fix("config-set"), self.p("grant"));
+        self.defops()
+            .args(&["run", fix.to_str().unwrap(), "--allow", &grant, "--json"])
+            .args(&["-p", &file, "-p", "key=max_conn", "-p", &value])
+    }
+
+    /// Asserts the run's journal verifies intact and its rollback succeeds.
+    #[track_caller]
+    pub fn verify_and_roll_back(&self, run_id: &str) {
+        self.defops()
+            .args(&["journal", "verify", run_id])
+            .output()
+            .assert_code(0);
+        self.defops()
+            .args(&["rollback", run_id])
+            .output()
+            .assert_code(0);
     }
 
     /// A shell command line, with `defops-wasm` on the PATH and this
