@@ -42,6 +42,7 @@ pub mod manifest;
 pub mod monitor;
 pub mod output;
 pub mod overlay;
+pub mod periodic;
 pub mod plan;
 pub mod policy;
 pub mod progress;

@@ -309,39 +309,17 @@ impl Abort {
 /// How often a running fix looks for a pause.
 pub const PAUSE_POLL: Duration = Duration::from_millis(50);
 
-/// Watches for a pause of `fix` while a real run goes on.
-pub struct PauseWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl PauseWatch {
-    pub fn start(state: &Path, names: &[String], abort: Abort) -> PauseWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, state, names) = (stop.clone(), state.to_path_buf(), names.to_vec());
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                if let Some(p) = paused_for(&state, &names) {
-                    abort.trigger(describe_pause(&p));
-                    return;
-                }
-                std::thread::sleep(PAUSE_POLL);
-            }
-        });
-        PauseWatch {
-            stop,
-            thread: Some(thread),
+/// Watches for a pause of a fix known by `names` while a real run goes on;
+/// triggers `abort` when one lands. Stops when dropped.
+pub fn watch_pauses(state: &Path, names: &[String], abort: Abort) -> crate::periodic::Periodic {
+    let (state, names) = (state.to_path_buf(), names.to_vec());
+    crate::periodic::Periodic::start(PAUSE_POLL, move || match paused_for(&state, &names) {
+        Some(p) => {
+            abort.trigger(describe_pause(&p));
+            false
         }
-    }
-}
-
-impl Drop for PauseWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+        None => true,
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -112,10 +112,7 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
         "type": "inspect",
         "path": path.display().to_string(),
         "size": bytes.len(),
-        "digests": {
-            "blake3": blake3::hash(&bytes).to_hex().to_string(),
-            "sha256": crate::sandbox::sha256_hex(&bytes),
-        },
+        "digests": digests(&bytes),
         "manifest": manifest,
         "manifest_error": manifest_error,
         "imports": groups,
@@ -123,6 +120,40 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
         "problems": problems,
         "signature": sig.exists().then(|| sig.display().to_string()),
     }))
+}
+
+/// Both digests of a component: `{"blake3", "sha256"}`.
+pub fn digests(bytes: &[u8]) -> Value {
+    use crate::digest::Alg;
+    json!({"blake3": Alg::Blake3.hex(bytes), "sha256": Alg::Sha256.hex(bytes)})
+}
+
+/// Writes `bytes` to `dest` by a temporary file renamed over it, so `dest`
+/// is never half-written.
+pub fn write_replacing(dest: &Path, bytes: &[u8]) -> Result<(), Stop> {
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, dest))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Stop::new(Exit::Usage, format!("cannot write {}: {e}", dest.display()))
+        })
+}
+
+/// `wasm` (read from `source`) with `manifest` embedded, written to `dest`;
+/// the bytes written.
+pub fn embed_and_write(
+    wasm: &[u8],
+    manifest: &str,
+    source: &Path,
+    dest: &Path,
+) -> Result<Vec<u8>, Stop> {
+    let with = manifest::embed(wasm, manifest)
+        .map_err(|e| Stop::new(Exit::Usage, format!("{}: {e}", source.display())))?;
+    write_replacing(dest, &with)?;
+    Ok(with)
 }
 
 /// `FIX.wasm.sig`, where `ssh-keygen -Y sign` puts the signature.
@@ -366,29 +397,14 @@ pub fn embed(
             ),
         ));
     }
-    let with = manifest::embed(&wasm, &text)
-        .map_err(|e| Stop::new(Exit::Usage, format!("{}: {e}", fix.display())))?;
     let dest = output.unwrap_or(fix);
-    let tmp = {
-        let mut s = dest.as_os_str().to_owned();
-        s.push(format!(".tmp-{}", std::process::id()));
-        PathBuf::from(s)
-    };
-    std::fs::write(&tmp, &with)
-        .and_then(|()| std::fs::rename(&tmp, dest))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Stop::new(Exit::Usage, format!("cannot write {}: {e}", dest.display()))
-        })?;
-    let r = json!({
-        "type": "embed",
-        "fix": dest.display().to_string(),
-        "name": m.name,
-        "version": m.version,
-        "size": with.len(),
-        "blake3": blake3::hash(&with).to_hex().to_string(),
-        "sha256": crate::sandbox::sha256_hex(&with),
-    });
+    let with = embed_and_write(&wasm, &text, fix, dest)?;
+    let mut r = digests(&with);
+    r["type"] = json!("embed");
+    r["fix"] = json!(dest.display().to_string());
+    r["name"] = json!(m.name);
+    r["version"] = json!(m.version);
+    r["size"] = json!(with.len());
     match out.is_json() {
         true => out.raw(&r),
         false => out.note(&format!(
@@ -438,17 +454,7 @@ pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
         ));
     }
     let sig = signature_path(fix);
-    let tmp = {
-        let mut s = sig.as_os_str().to_owned();
-        s.push(format!(".tmp-{}", std::process::id()));
-        PathBuf::from(s)
-    };
-    std::fs::write(&tmp, &output.stdout)
-        .and_then(|()| std::fs::rename(&tmp, &sig))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Stop::new(Exit::Usage, format!("cannot write {}: {e}", sig.display()))
-        })?;
+    write_replacing(&sig, &output.stdout)?;
     let v = json!({
         "type": "approve",
         "fix": fix.display().to_string(),

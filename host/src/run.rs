@@ -276,7 +276,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     // dropped, a commit stops between two changes.
     let abort = crate::policy::Abort::default();
     let _watch =
-        (!req.dry_run).then(|| crate::policy::PauseWatch::start(&state_dir, &names, abort.clone()));
+        (!req.dry_run).then(|| crate::policy::watch_pauses(&state_dir, &names, abort.clone()));
     out.start(&json!({
         "type": "start",
         "run_id": run_id,
@@ -771,28 +771,21 @@ fn check_manifest(
             ),
         ));
     }
-    let rw: Vec<&std::path::Path> = req
-        .grants
-        .iter()
-        .filter(|(_, a)| *a == Access::ReadWrite)
-        .map(|(p, _)| p.as_path())
-        .collect();
-    let ro: Vec<&std::path::Path> = req
-        .grants
-        .iter()
-        .filter(|(_, a)| *a == Access::ReadOnly)
-        .map(|(p, _)| p.as_path())
-        .collect();
+    // The operator's grants as absolute paths, like the manifest's.
+    let absolute = |access: Access| -> Vec<PathBuf> {
+        req.grants
+            .iter()
+            .filter(|(_, a)| *a == access)
+            .map(|(p, _)| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect()
+    };
+    let (rw, ro) = (absolute(Access::ReadWrite), absolute(Access::ReadOnly));
     let logs: Vec<&str> = req.logs.iter().map(String::as_str).collect();
-    let absolute: Vec<PathBuf> = rw
-        .iter()
-        .chain(&ro)
-        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
-        .collect();
-    let (rw_abs, ro_abs) = absolute.split_at(rw.len());
-    let rw_abs: Vec<&std::path::Path> = rw_abs.iter().map(PathBuf::as_path).collect();
-    let ro_abs: Vec<&std::path::Path> = ro_abs.iter().map(PathBuf::as_path).collect();
-    crate::manifest::check_grants(&m, &req.params, &rw_abs, &ro_abs, &logs).map_err(|problems| {
+    let (rw, ro): (Vec<&std::path::Path>, Vec<&std::path::Path>) = (
+        rw.iter().map(PathBuf::as_path).collect(),
+        ro.iter().map(PathBuf::as_path).collect(),
+    );
+    crate::manifest::check_grants(&m, &req.params, &rw, &ro, &logs).map_err(|problems| {
         Stop::new(
             Exit::Refused,
             format!(

@@ -12,7 +12,6 @@ use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -278,15 +277,8 @@ pub struct Loaded {
 impl Loaded {
     /// The SHA-256 of the component, hex.
     pub fn sha256(&self) -> String {
-        sha256_hex(&self.bytes)
+        crate::digest::Alg::Sha256.hex(&self.bytes)
     }
-}
-
-/// SHA-256, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(bytes);
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The engine and the linker, set up once per process.
@@ -496,7 +488,7 @@ impl Sandbox {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        let ticker = Ticker::start(self.engine.clone());
+        let ticker = epoch_ticker(self.engine.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
@@ -731,35 +723,11 @@ impl RunState {
 }
 
 /// Advances the engine's epoch while a fix runs.
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(engine: Engine) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        });
-        Ticker {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn epoch_ticker(engine: Engine) -> crate::periodic::Periodic {
+    crate::periodic::Periodic::start(EPOCH_TICK, move || {
+        engine.increment_epoch();
+        true
+    })
 }
 
 fn store_cached(dest: &Path, artifact: &[u8]) -> std::io::Result<()> {

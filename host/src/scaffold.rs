@@ -340,20 +340,14 @@ pub fn build(
     let dest = dir.join(format!("{name}.wasm"));
     let wasm = std::fs::read(&artifact)
         .map_err(|e| Stop::new(Exit::Usage, format!("{}: {e}", artifact.display())))?;
-    let with = crate::manifest::embed(&wasm, &manifest_text)
-        .map_err(|e| Stop::new(Exit::Usage, format!("{}: {e}", artifact.display())))?;
-    std::fs::write(&dest, &with)
-        .map_err(|e| Stop::new(Exit::Usage, format!("cannot write {}: {e}", dest.display())))?;
-    let r = json!({
-        "type": "build",
-        "name": name,
-        "fix": dest.display().to_string(),
-        "size": with.len(),
-        "sha256": crate::sandbox::sha256_hex(&with),
-        "blake3": crate::digest::Alg::Blake3.hex(&with),
-        "target_dir": target.display().to_string(),
-        "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
-    });
+    let with = crate::review::embed_and_write(&wasm, &manifest_text, &artifact, &dest)?;
+    let mut r = crate::review::digests(&with);
+    r["type"] = json!("build");
+    r["name"] = json!(name);
+    r["fix"] = json!(dest.display().to_string());
+    r["size"] = json!(with.len());
+    r["target_dir"] = json!(target.display().to_string());
+    r["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     match out.is_json() {
         true => out.raw(&r),
         false => out.note(&format!(
