@@ -1,7 +1,6 @@
 //! The guards: the off-switch, change windows, dry-run before real, and
 //! `status`.
 
-use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -151,20 +150,7 @@ fn start_hostile(t: &Tree, mode: &str, extra: &[&str]) -> std::process::Child {
         "announce=1".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut child = t
-        .defops()
-        .into_command()
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("\"started\"") {
-            break;
-        }
-    }
+    let (child, lines) = t.spawn_until(&args, "\"started\"");
     // Keep reading so the run never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     child

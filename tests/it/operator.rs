@@ -380,48 +380,27 @@ fn quiet_and_verbose() {
     let t = Tree::new();
     t.write("grant/app.conf", "max_conn = 1\n");
     let file = t.p("grant/app.conf");
-    let (f, k, v) = (format!("file={file}"), "key=max_conn", "value=2");
-    let base = [
-        "run",
-        fix("config-set").to_str().unwrap().to_string().leak(),
-        "--allow",
-    ];
-    let grant = t.p("grant");
-    let quiet = t
-        .defops()
-        .args(&base)
-        .args(&[
-            grant.as_str(),
-            "-p",
-            &f,
-            "-p",
-            k,
-            "-p",
-            v,
-            "--dry-run",
-            "-q",
-        ])
-        .output();
+    let dry_run = |flag: &str| {
+        let (fix, grant, f) = (fix("config-set"), t.p("grant"), format!("file={file}"));
+        t.defops()
+            .args(&[
+                "run",
+                fix.to_str().unwrap(),
+                "--allow",
+                &grant,
+                "--dry-run",
+                flag,
+            ])
+            .args(&["-p", &f, "-p", "key=max_conn", "-p", "value=2"])
+            .output()
+    };
+    let quiet = dry_run("-q");
     quiet.assert_code(0);
     assert_eq!(
         quiet.stdout.trim(),
         "dry-run: nothing was written; run again without --dry-run to apply"
     );
-    let verbose = t
-        .defops()
-        .args(&base)
-        .args(&[
-            grant.as_str(),
-            "-p",
-            &f,
-            "-p",
-            k,
-            "-p",
-            v,
-            "--dry-run",
-            "-v",
-        ])
-        .output();
+    let verbose = dry_run("-v");
     verbose.assert_code(0);
     assert!(
         verbose.stderr.contains("component ready"),

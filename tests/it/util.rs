@@ -42,6 +42,12 @@ pub fn guest(name: &str) -> PathBuf {
     p
 }
 
+/// A run still going, and the rest of its stdout.
+pub type Running = (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+);
+
 /// A temporary tree: `grant/` (granted read-write), `ro/` (for read-only
 /// grants), `outside/` (a canary that must never change) and `state/`.
 pub struct Tree {
@@ -125,44 +131,51 @@ impl Tree {
         Cmd { cmd }
     }
 
-    /// Starts a real run of the hostile guest that plans a write to
-    /// `grant/f`, says "planned", and waits for `grant/go` to appear. Returns
-    /// once the plan is made (the run then holds the lock), with the rest of
-    /// its JSON Lines.
-    pub fn start_waiting_run(
-        &self,
-    ) -> (
-        std::process::Child,
-        std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-    ) {
+    /// Starts `defops-wasm ARGS` and returns once a line of its stdout
+    /// contains `marker`, with the rest of its lines.
+    pub fn spawn_until<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], marker: &str) -> Running {
         use std::io::BufRead;
         let mut child = self
             .defops()
             .into_command()
-            .args([
-                "run",
-                guest("hostile").to_str().unwrap(),
-                "--allow",
-                &self.p("grant"),
-                "--json",
-                "-p",
-                "mode=write-then-wait",
-                "-p",
-                &format!("file={}", self.p("grant/f")),
-                "-p",
-                &format!("go={}", self.p("grant/go")),
-            ])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
         for line in lines.by_ref() {
-            if line.unwrap().contains("\"planned\"") {
+            if line.unwrap().contains(marker) {
                 break;
             }
         }
         (child, lines)
+    }
+
+    /// Starts a real run of the hostile guest that plans a write to
+    /// `grant/f`, says "planned", and waits for `grant/go` to appear. Returns
+    /// once the plan is made (the run then holds the lock), with the rest of
+    /// its JSON Lines.
+    pub fn start_waiting_run(&self) -> Running {
+        let (file, go) = (
+            format!("file={}", self.p("grant/f")),
+            format!("go={}", self.p("grant/go")),
+        );
+        let hostile = guest("hostile");
+        let args = [
+            "run",
+            hostile.to_str().unwrap(),
+            "--allow",
+            &self.p("grant"),
+            "--json",
+            "-p",
+            "mode=write-then-wait",
+            "-p",
+            &file,
+            "-p",
+            &go,
+        ];
+        self.spawn_until(&args, "\"planned\"")
     }
 
     /// `config-set` setting `max_conn = VALUE` in `file` (a path or a `*`
