@@ -23,7 +23,7 @@ use std::io;
 use serde_json::{Value, json};
 
 use crate::disk::{self, Loc};
-use crate::grants::{Grants, VPath};
+use crate::grants::{Access, Grants, VPath};
 use crate::journal::{Journal, Objects};
 use crate::plan::{Effect, Op, Plan, State};
 use crate::policy::Abort;
@@ -105,6 +105,22 @@ fn locate<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {
         )
     })?;
     disk::locate(grant, path)
+}
+
+/// Where a change to `path` is made: like [`locate`], refusing a read-only
+/// grant's directory (by identity) on the way, whatever its name.
+fn locate_for_change<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {
+    let grant = grants.find(path).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "outside the granted directories",
+        )
+    })?;
+    disk::locate_for_change(grant, path, &|dev, ino| {
+        grants
+            .by_identity(dev, ino)
+            .is_some_and(|g| g.access == Access::ReadOnly && g.path != grant.path)
+    })
 }
 
 /// The state of `path` now, and its metadata when it exists.
@@ -395,7 +411,7 @@ fn apply<'a>(
     tmp: &str,
 ) -> Result<Option<State>, (&'a VPath, io::Error)> {
     let path = effect.op.path();
-    let at = |p: &'a VPath| locate(grants, p).map_err(|e| (p, e));
+    let at = |p: &'a VPath| locate_for_change(grants, p).map_err(|e| (p, e));
     let loc = at(path)?;
     let done = match &effect.op {
         Op::Write {

@@ -125,6 +125,45 @@ pub fn locate<'g>(grant: &'g Grant, path: &VPath) -> io::Result<Loc<'g>> {
     Ok(Loc::At(dir, last.to_string()))
 }
 
+/// Like [`locate`], for a change: refuses when a directory on the way
+/// (the grant's own excepted) is `forbidden` by device and inode — a
+/// read-only grant reached under another name, as through a bind mount.
+pub fn locate_for_change<'g>(
+    grant: &'g Grant,
+    path: &VPath,
+    forbidden: &dyn Fn(u64, u64) -> bool,
+) -> io::Result<Loc<'g>> {
+    let rel = path.relative_to(&grant.path);
+    if rel == "." {
+        return Ok(Loc::Root(grant.dir.as_fd()));
+    }
+    let mut names: Vec<&str> = rel.split('/').collect();
+    let last = names.pop().expect("a relative path has a component");
+    let mut dir = DirFd::Grant(grant.dir.as_fd());
+    for name in names {
+        dir = DirFd::Opened(rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty())?);
+        let st = rustix::fs::fstat(&dir)?;
+        #[allow(clippy::unnecessary_cast)]
+        if forbidden(st.st_dev as u64, st.st_ino as u64) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a directory on the way is a read-only grant under another name",
+            ));
+        }
+    }
+    let loc = Loc::At(dir, last.to_string());
+    if let Some(st) = loc.lstat()?
+        && st.kind == Kind::Dir
+        && forbidden(st.identity.dev, st.identity.ino)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "it is a read-only grant under another name",
+        ));
+    }
+    Ok(loc)
+}
+
 impl Loc<'_> {
     /// The metadata, or `None` when absent.
     pub fn lstat(&self) -> io::Result<Option<Stat>> {

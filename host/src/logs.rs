@@ -28,6 +28,11 @@ pub struct Until {
 }
 
 impl Until {
+    /// True once the deadline passed or a pause landed.
+    pub fn expired(&self) -> bool {
+        self.check().is_err()
+    }
+
     fn check(&self) -> io::Result<()> {
         if Instant::now() > self.deadline {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline"));

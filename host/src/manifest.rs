@@ -322,6 +322,37 @@ fn within(path: &str, base: &str) -> bool {
     base == "/" || path == base || path.starts_with(&format!("{base}/"))
 }
 
+/// `path` in the canonical form grants are compared in: its longest
+/// existing ancestor with symlinks resolved by the kernel, then the rest as
+/// written. A declared path that is spelled through a symlink names what
+/// the symlink leads to, as a grant of it would.
+fn canonical(path: &str) -> String {
+    let path = normalize(path);
+    let mut rest: Vec<&str> = Vec::new();
+    let mut head = path.as_str();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(head)
+            && let Some(c) = c.to_str()
+        {
+            let mut out = c.to_string();
+            for name in rest.iter().rev() {
+                if !out.ends_with('/') {
+                    out.push('/');
+                }
+                out.push_str(name);
+            }
+            return out;
+        }
+        match head.rfind('/') {
+            Some(0) | None => return path,
+            Some(i) => {
+                rest.push(&head[i + 1..]);
+                head = &head[..i];
+            }
+        }
+    }
+}
+
 /// Whether the text of `glob` (its wildcards taken literally) matches the
 /// declared `pattern` (a glob): then everything `glob` names, `pattern` does.
 pub fn glob_within(glob: &str, pattern: &str) -> bool {
@@ -351,6 +382,10 @@ pub fn check_grants(
         list.iter().filter_map(|(_, p)| p.clone().ok()).collect()
     };
     let (rw, ro, lg) = (ok(&r.read_write), ok(&r.read_only), ok(&r.logs));
+    let (rw, ro): (Vec<String>, Vec<String>) = (
+        rw.iter().map(|p| canonical(p)).collect(),
+        ro.iter().map(|p| canonical(p)).collect(),
+    );
     let mut problems = Vec::new();
     let show = |l: &[String]| match l.is_empty() {
         true => "nothing".to_string(),

@@ -20,6 +20,10 @@ use crate::disk::{self, Kind};
 use crate::grants::{Access, Grants, MAX_NAME, MAX_PATH, VPath};
 use crate::plan::{Effect, Op, Plan, State};
 
+mod containment;
+
+pub use containment::{CheckError, Escape, Leads};
+
 /// Files read from disk are kept (up to these sizes) so a fix that reads a
 /// file in `check`, again in `apply`, then writes it costs one read. An
 /// entry is used only while the file's identity is unchanged.
@@ -223,6 +227,11 @@ impl Overlay {
         }
     }
 
+    /// The grants this overlay is over.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
     /// For rollback: allow re-creating symlinks that point outside the
     /// grants (they were there before the run).
     pub fn set_restoring(&mut self) {
@@ -309,12 +318,8 @@ impl Overlay {
                     if links > MAX_SYMLINKS {
                         return Err(FsError::Io(format!("{path}: too many levels of symlinks")));
                     }
-                    cur = if target.starts_with('/') {
-                        VPath::root()
-                    } else {
-                        cur.parent().unwrap_or_else(VPath::root)
-                    };
-                    todo.extend(target.split('/').rev().map(String::from));
+                    cur = cur.parent().unwrap_or_else(VPath::root);
+                    self.push_target(&mut cur, &mut todo, &target);
                 }
                 Node::Dir { .. } => {}
                 Node::Absent if last => {}
@@ -808,6 +813,20 @@ impl Overlay {
         let to = self.resolve(shown_to, false)?;
         self.writable(&from)?;
         self.writable(&to)?;
+        // Renaming a directory above a grant would move the grant: the
+        // read-only one nested in a read-write one would then be written
+        // through its new name.
+        for (path, shown) in [(&from, shown_from), (&to, shown_to)] {
+            if let Some(g) = self.grants.is_grant_or_above(path) {
+                return Err(denied(
+                    shown,
+                    format!(
+                        "contains the granted directory {}; a directory above a grant cannot be renamed",
+                        g.path
+                    ),
+                ));
+            }
+        }
         let src = self.lookup(&from)?;
         if matches!(src, Node::Absent) {
             return Err(not_found(shown_from));
@@ -932,9 +951,11 @@ impl Overlay {
         Ok(())
     }
 
-    /// Creates a symlink at `link`. Its target must lie inside the grants
-    /// (read lexically from the link's directory): a fix cannot plant a
-    /// pointer for someone else to follow out of the sandbox.
+    /// Creates a symlink at `link`. It must lead (by the kernel's rules, in
+    /// the view so far) inside the read-write grants: a fix cannot plant a
+    /// pointer for someone else to follow out of the sandbox. The whole
+    /// plan is checked again once `apply` returns ([`Overlay::escapes`]):
+    /// a later rename can change where a link leads.
     pub fn symlink(&mut self, target: &str, shown: &VPath) -> Result<(), FsError> {
         if target.is_empty() || target.contains('\0') || target.len() > MAX_PATH {
             return Err(invalid(
@@ -948,26 +969,13 @@ impl Overlay {
         if !matches!(self.lookup(&link)?, Node::Absent) {
             return Err(FsError::AlreadyExists(shown.to_string()));
         }
-        let mut points_to = if target.starts_with('/') {
-            VPath::root()
-        } else {
-            link.parent().unwrap_or_else(VPath::root)
-        };
-        for name in target.split('/') {
-            match name {
-                "" | "." => {}
-                ".." => points_to = points_to.parent().unwrap_or_else(VPath::root),
-                n if n.len() > MAX_NAME => {
-                    return Err(invalid(shown, "the symlink target has an over-long name"));
-                }
-                n => points_to = points_to.join(n),
-            }
+        if target.split('/').any(|n| n.len() > MAX_NAME) {
+            return Err(invalid(shown, "the symlink target has an over-long name"));
         }
-        if !self.restoring && self.grants.find(&points_to).is_none() {
-            return Err(denied(
-                shown,
-                format!("the symlink would point to {points_to}, outside the granted directories"),
-            ));
+        if !self.restoring
+            && let Some(why) = self.escape(&link, target)
+        {
+            return Err(denied(shown, why));
         }
         self.push(
             Op::Symlink {

@@ -219,7 +219,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let loaded_in = started.elapsed();
 
     // What the fix declares: the grants must lie within it.
-    let manifest = check_manifest(&req, &loaded)?;
+    let manifest = check_manifest(&req, &loaded, &grants)?;
     if let Some(m) = &manifest
         && !names.contains(&m.name)
     {
@@ -743,6 +743,7 @@ fn refuse_if_paused(state: &std::path::Path, names: &[String]) -> Result<(), Sto
 fn check_manifest(
     req: &RunRequest,
     loaded: &crate::sandbox::Loaded,
+    grants: &Grants,
 ) -> Result<Option<Manifest>, Stop> {
     let fix = req.fix.display();
     let text = match crate::manifest::embedded(&loaded.bytes) {
@@ -771,15 +772,16 @@ fn check_manifest(
             ),
         ));
     }
-    // The operator's grants as absolute paths, like the manifest's.
-    let absolute = |access: Access| -> Vec<PathBuf> {
-        req.grants
+    // The grants in the canonical form the sandbox enforces (symlinks and
+    // `..` resolved when they were opened), like the manifest's paths.
+    let canonical = |access: Access| -> Vec<PathBuf> {
+        grants
             .iter()
-            .filter(|(_, a)| *a == access)
-            .map(|(p, _)| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .filter(|g| g.access == access)
+            .map(|g| PathBuf::from(g.path.as_str()))
             .collect()
     };
-    let (rw, ro) = (absolute(Access::ReadWrite), absolute(Access::ReadOnly));
+    let (rw, ro) = (canonical(Access::ReadWrite), canonical(Access::ReadOnly));
     let logs: Vec<&str> = req.logs.iter().map(String::as_str).collect();
     let (rw, ro): (Vec<&std::path::Path>, Vec<&std::path::Path>) = (
         rw.iter().map(PathBuf::as_path).collect(),

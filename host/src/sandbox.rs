@@ -634,6 +634,14 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
     store.data_mut().overlay.set_read_only(None);
     match fix.call_apply(&mut *store).await {
         Ok(Ok(result)) => {
+            // Containment is a property of the whole plan, checked before
+            // anything else looks at it (the idempotency pass included).
+            if let Some(message) = store.data_mut().refuse_escapes() {
+                return GuestEnd::Failed {
+                    phase: Phase::Apply,
+                    message,
+                };
+            }
             if store.data().dry_run {
                 // The idempotency proof: apply again over the planned state;
                 // an idempotent fix plans nothing more.

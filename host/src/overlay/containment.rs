@@ -1,0 +1,207 @@
+//! Containment of what a plan leaves behind, checked on the whole plan.
+//!
+//! A check made when a symlink is created is not enough: a later rename of
+//! the link, or of any directory above it, changes what its relative target
+//! means; a `..` after a component that is itself a symlink climbs from
+//! where that symlink leads, not from where it stands. And the host's own
+//! resolver refusing to follow such a link is not the bar: every other
+//! process on the host will follow it.
+//!
+//! So once `apply` has returned, every symlink the plan created or moved
+//! (itself, or with a directory above it) is followed in the final tree the
+//! way the kernel would follow it: one component at a time, `..` taking the
+//! parent of where the walk *is*, every symlink on the way followed (on disk
+//! or planned). It must end inside a read-write grant. Paths above a grant
+//! are walked through only on the way down to it: grants are canonical
+//! paths, so their ancestors are real directories, and nothing else outside
+//! the grants is ever looked at.
+
+use std::collections::BTreeMap;
+
+use super::{MAX_NAME, MAX_SYMLINKS, Node, Overlay};
+use crate::grants::{Access, VPath};
+
+/// Entries walked in moved directories between two looks at `stop`.
+const STOP_EVERY: usize = 1024;
+
+/// A symlink the plan would leave pointing outside the read-write grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Escape {
+    /// Where the link is, after the whole plan.
+    pub link: VPath,
+    pub target: String,
+    /// Where it leads, said for the operator.
+    pub why: String,
+}
+
+/// Where a symlink leads, by the kernel's rules.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Leads {
+    /// To this path inside a grant (which may not exist yet).
+    To(VPath),
+    /// Nowhere: a directory on the way does not exist or is not one.
+    Dangling,
+    /// Nowhere: more than the kernel's 40 symlinks on the way.
+    Loop,
+    /// Outside every grant, at this path.
+    Outside(VPath),
+}
+
+/// Why a plan's containment could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("the run was stopped while its plan was being checked")]
+    Stopped,
+    #[error("{0}")]
+    Fs(#[from] super::FsError),
+}
+
+impl Overlay {
+    /// Where a symlink at `link` with `target` leads in the current view.
+    pub fn leads(&self, link: &VPath, target: &str) -> Leads {
+        let mut cur = link.parent().unwrap_or_else(VPath::root);
+        let mut todo: Vec<String> = Vec::new();
+        self.push_target(&mut cur, &mut todo, target);
+        let mut links = 0;
+        while let Some(name) = todo.pop() {
+            match name.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    cur = cur.parent().unwrap_or_else(VPath::root);
+                    continue;
+                }
+                n if n.len() > MAX_NAME => return Leads::Dangling,
+                _ => {}
+            }
+            cur = cur.join(&name);
+            let last = todo.iter().all(|n| n.is_empty() || n == ".");
+            if self.grants.find(&cur).is_none() {
+                if self.grants.is_above_a_grant(&cur) {
+                    continue;
+                }
+                return Leads::Outside(cur);
+            }
+            match self.lookup(&cur) {
+                Ok(Node::Symlink { target, .. }) => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Leads::Loop;
+                    }
+                    cur = cur.parent().unwrap_or_else(VPath::root);
+                    self.push_target(&mut cur, &mut todo, &target);
+                }
+                Ok(Node::Dir { .. }) => {}
+                Ok(_) if last => {}
+                Ok(_) => return Leads::Dangling,
+                // A path the host cannot look at counts as outside: it is
+                // not known to stay in.
+                Err(_) => return Leads::Outside(cur),
+            }
+        }
+        match self.grants.find(&cur) {
+            Some(_) => Leads::To(cur),
+            None => Leads::Outside(cur),
+        }
+    }
+
+    /// Queues `target`'s components (an absolute one from `/`, spelled
+    /// through a grant's alias translated to its canonical path).
+    pub(super) fn push_target(&self, cur: &mut VPath, todo: &mut Vec<String>, target: &str) {
+        let target = match target.strip_prefix('/') {
+            Some(_) => {
+                *cur = VPath::root();
+                self.grants.canonical_target(target)
+            }
+            None => target.to_string(),
+        };
+        todo.extend(target.split('/').rev().map(String::from));
+    }
+
+    /// Why a symlink at `link` to `target` may not stay in the final tree,
+    /// if it may not.
+    pub fn escape(&self, link: &VPath, target: &str) -> Option<String> {
+        match self.leads(link, target) {
+            Leads::Outside(p) => Some(format!(
+                "{link} -> {target} would lead to {p}, outside the granted directories"
+            )),
+            Leads::To(p) => match self.grants.find(&p) {
+                Some(g) if g.access == Access::ReadOnly => Some(format!(
+                    "{link} -> {target} would lead to {p}, inside the read-only grant {}",
+                    g.path
+                )),
+                _ => None,
+            },
+            Leads::Dangling | Leads::Loop => None,
+        }
+    }
+
+    /// Every symlink the plan created or moved that would lead outside the
+    /// read-write grants once the whole plan is applied. `stop` is asked
+    /// now and then while moved directories are walked.
+    pub fn escapes(&self, stop: &dyn Fn() -> bool) -> Result<Vec<Escape>, CheckError> {
+        let mut links: BTreeMap<VPath, String> = BTreeMap::new();
+        let mut walked = 0usize;
+        for (path, node) in &self.nodes {
+            match node {
+                Node::Symlink { target, .. } if !self.is_in_place(path, target) => {
+                    links.insert(path.clone(), target.clone());
+                }
+                // A directory that moved carries its symlinks with it.
+                Node::Dir {
+                    source: Some(src), ..
+                } if src != path => {
+                    self.symlinks_below(path, &mut links, &mut walked, stop)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(links
+            .into_iter()
+            .filter_map(|(link, target)| {
+                let why = self.escape(&link, &target)?;
+                Some(Escape { link, target, why })
+            })
+            .collect())
+    }
+
+    /// True when the symlink at `path` is one the disk already has there,
+    /// unmoved: the plan did not change where it stands.
+    fn is_in_place(&self, path: &VPath, target: &str) -> bool {
+        let moved = std::iter::successors(path.parent(), VPath::parent).any(|a| {
+            matches!(self.nodes.get(&a),
+                Some(Node::Dir { source, .. }) if source.as_ref() != Some(&a))
+                || matches!(self.nodes.get(&a), Some(Node::Absent))
+        });
+        !moved
+            && matches!(self.disk_node(path),
+                Ok(Node::Symlink { target: t, .. }) if t == target)
+    }
+
+    /// Adds the symlinks in the final tree below `dir` to `links`.
+    fn symlinks_below(
+        &self,
+        dir: &VPath,
+        links: &mut BTreeMap<VPath, String>,
+        walked: &mut usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), CheckError> {
+        let Node::Dir { source, .. } = self.lookup(dir)? else {
+            return Ok(());
+        };
+        for (name, _) in self.children(dir, source.as_ref(), dir)? {
+            *walked += 1;
+            if (*walked).is_multiple_of(STOP_EVERY) && stop() {
+                return Err(CheckError::Stopped);
+            }
+            let path = dir.join(&name);
+            match self.lookup(&path)? {
+                Node::Symlink { target, .. } => {
+                    links.insert(path, target);
+                }
+                Node::Dir { .. } => self.symlinks_below(&path, links, walked, stop)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
