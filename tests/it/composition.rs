@@ -309,7 +309,10 @@ fn check_case(seed: u64, fixed: Option<&[&str]>, state: &Path) -> Result<Ended, 
             seed,
             ops: ops
                 .iter()
-                .map(|o| o.replace("@G", &t.p("grant")).replace("@", &t.p("")))
+                .map(|o| {
+                    o.replace("@G", &t.p("grant"))
+                        .replace('@', t.p("").trim_end_matches('/'))
+                })
                 .collect(),
         },
         None => generate(seed, &t),
@@ -320,12 +323,15 @@ fn check_case(seed: u64, fixed: Option<&[&str]>, state: &Path) -> Result<Ended, 
     let before_out = identity_snapshot(&outside);
     let before_links = symlinks(&grant);
 
+    // The read-only grant is named directly or through a symlink above it:
+    // either way the same directory is protected.
+    let ro_spelling = ["grant/a/ro", "grant/l1/ro"][rng.below(2)];
     let ops = format!("ops={}", case.ops.join(";"));
     let out = t.run(
         &guest("fsops"),
         &[
             "--allow-ro",
-            &t.p("grant/a/ro"),
+            &t.p(ro_spelling),
             "-p",
             &ops,
             "-p",
@@ -463,5 +469,145 @@ fn generated_sequences_keep_every_invariant() {
     for kind in ["Applied", "AppliedDenied", "Refused"] {
         let n = ended.get(kind).copied().unwrap_or(0);
         assert!(n * 50 > cases, "degenerate cases: {ended:?}");
+    }
+}
+
+/// `fsops` with OPS (`@` is the tree's root) and more arguments, allowing
+/// `grant/` read-write.
+fn fsops(t: &Tree, ops: &[&str], extra: &[&str]) -> crate::util::Out {
+    let root = t.p("");
+    let ops: Vec<String> = ops
+        .iter()
+        .map(|o| o.replace('@', root.trim_end_matches('/')))
+        .collect();
+    let ops = format!("ops={}", ops.join(";"));
+    let mut args = vec!["-p", ops.as_str()];
+    args.extend_from_slice(extra);
+    t.run(&guest("fsops"), &args)
+}
+
+#[test]
+fn a_read_only_grant_given_through_a_symlink_protects_the_real_directory() {
+    let t = Tree::new();
+    t.write("grant/data/f", "kept\n");
+    t.symlink("data", "grant/ldata");
+    let before = t.snapshot("");
+    let out = fsops(
+        &t,
+        &["write @/grant/data/f changed", "mkdir @/grant/data/new"],
+        &["--allow-ro", &t.p("grant/ldata")],
+    );
+    out.assert_code(3).assert_stderr("is granted read-only");
+    assert_eq!(t.snapshot(""), before);
+    // The journal names the directory the sandbox enforced.
+    let start = &out.of("start")[0];
+    let canonical = std::fs::canonicalize(t.path("grant/data")).unwrap();
+    assert!(
+        start["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["path"] == canonical.to_str().unwrap() && g["access"] == "read-only"),
+        "{start}"
+    );
+}
+
+#[test]
+fn a_grant_spelled_through_a_symlinked_ancestor_is_usable_by_that_name() {
+    let t = Tree::new();
+    t.write("real/app/app.conf", "max_conn = 1\n");
+    t.symlink("real", "alias");
+    let file = t.p("alias/app/app.conf");
+    let out = t.run_in(
+        "alias/app",
+        &crate::util::fix("config-set"),
+        &[
+            "-p",
+            &format!("file={file}"),
+            "-p",
+            "key=max_conn",
+            "-p",
+            "value=7",
+        ],
+    );
+    out.assert_code(0);
+    assert_eq!(t.read("real/app/app.conf"), "max_conn = 7\n");
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    t.verify_and_roll_back(&run_id);
+    assert_eq!(t.read("real/app/app.conf"), "max_conn = 1\n");
+}
+
+#[test]
+fn grants_are_checked_against_the_manifest_in_canonical_form() {
+    let t = Tree::new();
+    t.write("grant/app/app.conf", "max_conn = 1\n");
+    t.symlink(&t.p("outside"), "grant/app/out");
+    let before = t.snapshot("");
+    let file = t.p("grant/app/app.conf");
+    // Both spellings name outside/, not grant/app/, which the fix declares.
+    for grant in [
+        t.p("grant/app/out"),
+        format!("{}/../../outside", t.p("grant/app")),
+    ] {
+        t.defops()
+            .args(&[
+                "run",
+                crate::util::fix("config-set").to_str().unwrap(),
+                "--allow",
+                &grant,
+                "--dry-run",
+                "-p",
+                &format!("file={file}"),
+                "-p",
+                "key=max_conn",
+                "-p",
+                "value=5",
+            ])
+            .output()
+            .assert_code(3)
+            .assert_stderr("is not within what the manifest declares read-write");
+    }
+    assert_eq!(t.snapshot(""), before);
+}
+
+/// A read-only grant bind-mounted into the read-write one is the same
+/// directory under another name: refused at the plan (so a dry-run shows
+/// it) and at the commit. Needs the right to mount (root, as in CI).
+#[test]
+fn a_read_only_grant_reached_under_another_name_is_never_changed() {
+    let t = Tree::new();
+    t.write("grant/a/ro/f", "kept\n");
+    std::fs::create_dir(t.path("grant/b")).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["--bind", &t.p("grant/a/ro"), &t.p("grant/b")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot bind-mount here (not root?)");
+        return;
+    }
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(t.p("grant/b"));
+    let before = t.snapshot("");
+    let ro = t.p("grant/a/ro");
+    for ops in [
+        &["write @/grant/b/f changed"][..],
+        &["mkdir @/grant/b/new"],
+        &["chmod @/grant/b 700"],
+        &["mkdir @/grant/n", "write @/grant/b/g new"],
+    ] {
+        for mode in [&["--dry-run"][..], &[]] {
+            let mut extra = vec!["--allow-ro", ro.as_str()];
+            extra.extend_from_slice(mode);
+            fsops(&t, ops, &extra)
+                .assert_code(3)
+                .assert_stderr("read-only grant under another name");
+            assert_eq!(t.snapshot(""), before, "{ops:?} {mode:?}");
+        }
     }
 }

@@ -15,6 +15,11 @@
 //! are walked through only on the way down to it: grants are canonical
 //! paths, so their ancestors are real directories, and nothing else outside
 //! the grants is ever looked at.
+//!
+//! The same pass looks at every changed path's directories by identity: a
+//! read-only grant reached under another name (a bind mount inside a
+//! read-write grant) is refused here, so the dry-run shows it; the commit
+//! refuses it again as it walks ([`crate::disk::locate_for_change`]).
 
 use std::collections::BTreeMap;
 
@@ -24,13 +29,14 @@ use crate::grants::{Access, VPath};
 /// Entries walked in moved directories between two looks at `stop`.
 const STOP_EVERY: usize = 1024;
 
-/// A symlink the plan would leave pointing outside the read-write grants.
+/// Something the whole plan would do that no single call showed: a symlink
+/// leading out of the read-write grants, a read-only grant changed under
+/// another name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Escape {
-    /// Where the link is, after the whole plan.
-    pub link: VPath,
-    pub target: String,
-    /// Where it leads, said for the operator.
+    /// The link (where it is after the whole plan), or the changed path.
+    pub path: VPath,
+    /// What is wrong, said for the operator.
     pub why: String,
 }
 
@@ -155,13 +161,84 @@ impl Overlay {
                 _ => {}
             }
         }
-        Ok(links
+        let mut found: Vec<Escape> = links
             .into_iter()
-            .filter_map(|(link, target)| {
-                let why = self.escape(&link, &target)?;
-                Some(Escape { link, target, why })
+            .filter_map(|(path, target)| {
+                let why = self.escape(&path, &target)?;
+                Some(Escape { path, why })
             })
-            .collect())
+            .collect();
+        found.extend(self.read_only_by_identity(stop)?);
+        Ok(found)
+    }
+
+    /// Changed paths whose directory, or a directory above it, is a
+    /// read-only grant's under another name. Only looked for when a
+    /// read-only grant shares a file system with a read-write one.
+    fn read_only_by_identity(&self, stop: &dyn Fn() -> bool) -> Result<Vec<Escape>, CheckError> {
+        let ro: Vec<_> = self
+            .grants
+            .iter()
+            .filter(|g| g.access == Access::ReadOnly)
+            .collect();
+        if !ro.iter().any(|r| {
+            self.grants
+                .iter()
+                .any(|g| g.access == Access::ReadWrite && g.dev == r.dev)
+        }) {
+            return Ok(Vec::new());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut found = Vec::new();
+        for (n, effect) in self.plan.effects.iter().enumerate() {
+            if n % STOP_EVERY == STOP_EVERY - 1 && stop() {
+                return Err(CheckError::Stopped);
+            }
+            for path in effect.paths() {
+                let Some(phys) = self.physical(path) else {
+                    continue;
+                };
+                let Some(grant) = self.grants.find(&phys) else {
+                    continue;
+                };
+                if !seen.insert(phys.clone()) {
+                    continue;
+                }
+                let forbidden = |dev, ino| {
+                    ro.iter()
+                        .any(|r| (r.dev, r.ino) == (dev, ino) && r.path != grant.path)
+                };
+                if let Err(e) = crate::disk::locate_for_change(grant, &phys, &forbidden)
+                    && e.kind() == std::io::ErrorKind::PermissionDenied
+                {
+                    found.push(Escape {
+                        path: path.clone(),
+                        why: format!("{path}: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Where `path` of the final view is (or would be made) on the disk:
+    /// its own directory's source for a directory, else its parent's, with
+    /// directories the plan creates looked through.
+    fn physical(&self, path: &VPath) -> Option<VPath> {
+        if let Ok(Node::Dir {
+            source: Some(s), ..
+        }) = self.lookup(path)
+        {
+            return Some(s);
+        }
+        let parent = path.parent()?;
+        match self.lookup(&parent).ok()? {
+            Node::Dir {
+                source: Some(s), ..
+            } => Some(s.join(path.file_name())),
+            Node::Dir { source: None, .. } => self.physical(&parent),
+            _ => None,
+        }
     }
 
     /// True when the symlink at `path` is one the disk already has there,

@@ -84,7 +84,7 @@ impl RunState {
         for e in escapes {
             self.denials.push(Denial {
                 call: "plan",
-                path: e.link.to_string(),
+                path: e.path.to_string(),
                 reason: format!("denied: {}", e.why),
             });
         }
@@ -92,7 +92,7 @@ impl RunState {
             "the plan is refused: {first}{}; nothing was changed",
             match n {
                 1 => String::new(),
-                n => format!(" (and {} more symlink(s))", n - 1),
+                n => format!(" (and {} more)", n - 1),
             }
         ))
     }
