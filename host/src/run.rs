@@ -24,6 +24,10 @@ use crate::policy::RunLock;
 use crate::sandbox::{GuestEnd, Limiter, Limits, OutputBudget, Sandbox};
 use crate::world::RunState;
 
+mod reviewed;
+
+use reviewed::Reviewed;
+
 /// What the operator asked for.
 pub struct RunRequest {
     pub fix: PathBuf,
@@ -52,6 +56,13 @@ pub struct RunRequest {
     pub allowed_signers: Option<PathBuf>,
     /// `--signature FILE` (default: FIX.wasm.sig).
     pub signature: Option<PathBuf>,
+    /// `--save-plan FILE` (dry-runs): where to save the plan.
+    pub save_plan: Option<PathBuf>,
+    /// `--plan FILE` (real runs): the saved plan this run must make.
+    pub plan: Option<PathBuf>,
+    /// `--accept-new-plan --reason TEXT`: commit a plan that differs from
+    /// the dry-run's.
+    pub accept_new_plan: Option<String>,
 }
 
 /// Ends a run early with a message and an exit code.
@@ -185,6 +196,20 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;
+    // A saved plan is read and checked, and where one will be saved is
+    // checked, before the fix runs.
+    let save_target = req
+        .save_plan
+        .as_deref()
+        .map(|p| crate::binding::check_save_path(p, &grants))
+        .transpose()
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    let saved_plan = req
+        .plan
+        .as_ref()
+        .map(|p| crate::binding::PlanFile::read(p).map(|f| Reviewed::from_file(p.clone(), f)))
+        .transpose()
+        .map_err(|e| Stop::new(e.exit(), e))?;
     let grants = Arc::new(grants);
     let config = Config::load(req.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))?;
     crate::digest::choose(config.digest()).map_err(|e| Stop::new(Exit::Usage, e))?;
@@ -249,18 +274,28 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded; checking the guards");
     let dry_run_key =
         crate::policy::dry_run_key(&loaded.digest, &grants_json, &req.params, &hostname());
+    let made_for =
+        crate::binding::MadeFor::new(&loaded.digest, &grants_json, &req.params, &hostname());
+    if let (Some(saved), Some(path)) = (&saved_plan, &req.plan) {
+        saved
+            .file
+            .check_made_for(path, crate::digest::current(), &made_for)
+            .map_err(|e| Stop::new(e.exit(), e))?;
+    }
+    // The plan this run is held to, or why there is none.
+    let mut reviewed: Result<Reviewed, String> = Err(String::new());
     if !req.dry_run {
-        policy.insert(
-            "dry_run_first".into(),
-            dry_run_gate(
-                &req,
-                &config,
-                &state_dir,
-                &dry_run_key,
-                &fix_name,
-                &loaded.digest,
-            )?,
-        );
+        let (record, found) = dry_run_gate(
+            &req,
+            &config,
+            &state_dir,
+            &dry_run_key,
+            &fix_name,
+            &loaded.digest,
+            saved_plan,
+        )?;
+        policy.insert("dry_run_first".into(), record);
+        reviewed = found;
     }
     // A real run holds the lock from before the fix plans until the commit
     // is done, so two never interleave.
@@ -331,6 +366,32 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         out.denial(d);
     }
     let denied = state.denials.len();
+    let second_pass = state.second_pass;
+    let flipped = state.flipped;
+    let plan = state.overlay.into_plan();
+
+    // The plan's canonical form, when the fix finished planning (a flipped
+    // dry-run's plan is not one a real run would make).
+    let canonical = match (&end, &flipped) {
+        (GuestEnd::Applied { .. } | GuestEnd::NotNeeded(_), None) => {
+            let uid = rustix::process::geteuid().as_raw();
+            let gid = rustix::process::getegid().as_raw();
+            let c = crate::binding::canonical(&plan, made_for, crate::digest::current(), uid, gid);
+            c.digest().ok().map(|d| (c, d))
+        }
+        _ => None,
+    };
+    let binding = (!req.dry_run).then(|| {
+        reviewed::bind(
+            reviewed.as_ref().map_err(String::as_str),
+            canonical.as_ref().map(|(c, d)| (c, d.as_str())),
+            !plan.effects.is_empty(),
+            req.accept_new_plan.as_deref(),
+        )
+    });
+    if let Some(b) = &binding {
+        policy.insert("plan".into(), b.record.clone());
+    }
 
     // The journal: what ran, what it said, what it planned or changed.
     let mut journal = Journal::create(&state_dir, &run_id).map_err(journal_error)?;
@@ -380,12 +441,22 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     if !fix_output.is_empty() {
         records.push(json!({"type": "output", "text": String::from_utf8_lossy(&fix_output)}));
     }
+    if let Some((c, digest)) = &canonical {
+        records.push(json!({"type": "plan", "digest": digest, "effects": c.effects.len()}));
+    }
+    if let Some(b) = binding.as_ref().filter(|b| !b.differences.is_empty()) {
+        out.plan_differences(&b.title, &b.differences);
+        records.extend(
+            b.differences
+                .iter()
+                .take(crate::binding::MAX_SHOWN)
+                .map(|d| d.to_json()),
+        );
+    }
     for r in records {
         journal.append(r).map_err(journal_error)?;
     }
-    let second_pass = state.second_pass;
-    let flipped = state.flipped;
-    let plan = state.overlay.into_plan();
+    let refusal = binding.as_ref().and_then(|b| b.refusal.clone());
 
     let mut summary = json!({
         "type": "summary",
@@ -401,11 +472,21 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         },
     });
 
+    if let Some((_, digest)) = &canonical {
+        summary["plan_digest"] = json!(digest);
+    }
     let exit = match end {
         GuestEnd::NotNeeded(why) => {
             summary["outcome"] = json!("not-needed");
             summary["check"] = json!({"applies": false, "reason": why});
-            Exit::Success
+            match &refusal {
+                None => Exit::Success,
+                Some(r) => {
+                    summary["outcome"] = json!("refused");
+                    summary["error"] = json!(r);
+                    Exit::Refused
+                }
+            }
         }
         GuestEnd::Failed { phase, message } => {
             let exit = if denied > 0 {
@@ -452,8 +533,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             let mut check_record = check_json;
             check_record["type"] = json!("check");
             journal.append(check_record).map_err(journal_error)?;
-            out.plan(&plan, req.dry_run);
-            if req.dry_run {
+            out.plan(&plan, req.dry_run || refusal.is_some());
+            if let Some(r) = &refusal {
+                summary["outcome"] = json!("refused");
+                summary["error"] = json!(r);
+                Exit::Refused
+            } else if req.dry_run {
                 journal_plan(&mut journal, &plan).map_err(journal_error)?;
                 let (idempotent, record) = idempotency(second_pass.as_ref());
                 out.idempotency(&record);
@@ -485,6 +570,33 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .append(json!({"type": "check", "applies": false, "reason": check["reason"]}))
             .map_err(journal_error)?;
     }
+    // A successful dry-run's plan: saved when asked, and recorded below for
+    // the real run that follows.
+    let mut exit = exit;
+    let reviewed_plan = match (&canonical, req.dry_run && exit == Exit::Success) {
+        (Some((c, _)), true) => {
+            let made = crate::binding::Made {
+                dry_run: run_id.clone(),
+                time: rfc3339(started_at),
+                fix: req.fix.display().to_string(),
+                fix_name: fix_name.clone(),
+                outcome: summary["outcome"].as_str().unwrap_or_default().to_string(),
+                idempotent: summary["idempotent"].as_bool(),
+            };
+            crate::binding::PlanFile::new(c.clone(), made).ok()
+        }
+        _ => None,
+    };
+    if let (Some(file), Some(target)) = (&reviewed_plan, &save_target) {
+        match crate::binding::save(target, file) {
+            Ok(()) => summary["plan_saved"] = json!(target.display().to_string()),
+            Err(e) => {
+                summary["outcome"] = json!("error");
+                summary["error"] = json!(format!("the plan was not saved: {e}"));
+                exit = Exit::Usage;
+            }
+        }
+    }
     summary["exit_code"] = json!(exit.code());
     let mut outcome = json!({
         "type": "outcome",
@@ -504,9 +616,9 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     // A dry-run changed nothing: its record need not cost a sync.
     if !req.dry_run {
         journal.sync().map_err(journal_error)?;
-    } else if exit == Exit::Success && flipped.is_none() {
-        // What a real run of the same must follow.
-        crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at)
+    } else if let (Some(file), Exit::Success) = (&reviewed_plan, exit) {
+        // What a real run of the same must follow, and the plan it is held to.
+        crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at, file)
             .map_err(journal_error)?;
     }
     summary["head"] = json!(journal.head());
@@ -637,8 +749,9 @@ fn window_gate(config: &Config, on_call: Option<&str>) -> Result<serde_json::Val
 }
 
 /// Dry-run before real: a successful dry-run of the same fix digest,
-/// grants and params on this host, recent enough; the record for the
-/// journal header.
+/// grants and params on this host, recent enough, or a saved plan
+/// (`--plan`); the record for the journal header, and the plan the run is
+/// held to (or why there is none).
 fn dry_run_gate(
     req: &RunRequest,
     config: &Config,
@@ -646,37 +759,55 @@ fn dry_run_gate(
     key: &str,
     fix_name: &str,
     digest: &str,
-) -> Result<serde_json::Value, Stop> {
-    if let Some(reason) = &req.no_dry_run_first {
-        return Ok(json!({"override": {"reason": reason}}));
-    }
+    saved: Option<Reviewed>,
+) -> Result<(serde_json::Value, Result<Reviewed, String>), Stop> {
     let rule = config.dry_run_first;
-    if !rule.required {
-        return Ok(json!({"required": false}));
+    if let Some(saved) = saved {
+        // A saved plan is a reviewed dry-run, and a stricter one: the run
+        // must make exactly that plan.
+        let made = &saved.file.made;
+        let record = json!({"required": rule.required, "plan_file": req.plan.as_ref().map(|p| p.display().to_string()), "dry_run": made.dry_run, "time": made.time});
+        return Ok((record, Ok(saved)));
+    }
+    if let Some(reason) = &req.no_dry_run_first {
+        return Ok((
+            json!({"override": {"reason": reason}}),
+            Err("--no-dry-run-first: the run follows no dry-run".into()),
+        ));
     }
     let max_age = rule.max_age.as_secs() as i64;
     let age_text = crate::sandbox::humantime(rule.max_age);
-    match crate::policy::last_dry_run(state, key) {
-        Some((run_id, at)) if now_secs() - at <= max_age => {
-            Ok(json!({"required": true, "dry_run": run_id, "time": rfc3339(at)}))
-        }
-        last => {
-            let why = match last {
-                Some((run_id, at)) => format!(
-                    "the last dry-run of {fix_name} with these grants and params ({run_id}, {}) is older than {age_text}",
-                    rfc3339(at)
-                ),
-                None => format!(
-                    "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
-                    &digest[..digest.len().min(16)]
-                ),
-            };
-            Err(Stop::new(
-                Exit::Refused,
-                format!("refused: {why}; run it first: {}", dry_run_command(req)),
-            ))
-        }
+    let last = crate::policy::last_dry_run(state, key);
+    let recent = last.as_ref().filter(|d| now_secs() - d.time <= max_age);
+    if let Some(d) = recent {
+        let record =
+            json!({"required": rule.required, "dry_run": d.run_id, "time": rfc3339(d.time)});
+        let found = Reviewed::from_dry_run(d, &dry_run_command(req))?;
+        return Ok((record, Ok(found)));
     }
+    if !rule.required {
+        return Ok((
+            json!({"required": false}),
+            Err(format!(
+                "dry-run first is off and there is no dry-run of these grants and params on this host in the last {age_text} to compare with"
+            )),
+        ));
+    }
+    let why = match last {
+        Some(d) => format!(
+            "the last dry-run of {fix_name} with these grants and params ({}, {}) is older than {age_text}",
+            d.run_id,
+            rfc3339(d.time)
+        ),
+        None => format!(
+            "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
+            &digest[..digest.len().min(16)]
+        ),
+    };
+    Err(Stop::new(
+        Exit::Refused,
+        format!("refused: {why}; run it first: {}", dry_run_command(req)),
+    ))
 }
 
 /// The command line of a dry-run with the same fix, grants and params.

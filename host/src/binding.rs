@@ -1,0 +1,922 @@
+//! The plan the operator reviewed is the plan that runs.
+//!
+//! A plan's **canonical form** is what it would do and what it expects to
+//! find, and what it was made for — nothing that changes from one run to the
+//! next (no times, no run ids):
+//!
+//! * `format` (1) and `hash_alg`;
+//! * `made_for`: the fix's digest, the grants (sorted), the params, the host;
+//! * `effects`, in order: `op`, `path` (and `to` for a rename), `before` (and
+//!   `before_to`), the state each expects, and `after` (and `after_to`), the
+//!   state each leaves. A state is `kind` (`absent`, `file`, `dir`,
+//!   `symlink`, `other`) with `size` and `digest` (files), `mode` (octal
+//!   text), `uid`/`gid`, `target` (symlinks).
+//!
+//! Its **digest** is the hash (`hash_alg`) of its canonical JSON bytes
+//! (compact, keys sorted: the journal's form). A dry-run and a real run
+//! compute it with the same code ([`canonical`]); a real run that follows a
+//! dry-run refuses when the two differ, showing [`differences`].
+//!
+//! A saved plan ([`PlanFile`], `run --dry-run --save-plan FILE`) is that
+//! form with its digest and a note of the dry-run that made it (outside the
+//! digest). `run --plan FILE` requires exactly that plan.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::digest::Alg;
+use crate::grants::Grants;
+use crate::plan::{Effect, Plan, State};
+
+/// The version of the canonical form and of saved plan files.
+pub const FORMAT: u64 = 1;
+
+/// What a saved plan file says it is.
+pub const KIND: &str = "defops-wasm-plan";
+
+/// The largest saved plan read.
+const MAX_PLAN_FILE: u64 = 256 << 20;
+
+/// How many differences are shown and journaled; the rest are counted.
+pub const MAX_SHOWN: usize = 200;
+
+/// What a plan was made for: the same fix, grants, params and host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MadeFor {
+    /// The fix's digest (`hash_alg`).
+    pub fix_digest: String,
+    /// Every grant, log globs too, sorted.
+    pub grants: Vec<GrantFor>,
+    pub params: BTreeMap<String, String>,
+    pub host: String,
+}
+
+/// One grant: its path and access (`read-write`, `read-only`, `log`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFor {
+    pub path: String,
+    pub access: String,
+}
+
+impl MadeFor {
+    /// From the run's grants as printed (`path`, `access`), sorted.
+    pub fn new(
+        fix_digest: &str,
+        grants: &[Value],
+        params: &BTreeMap<String, String>,
+        host: &str,
+    ) -> MadeFor {
+        let mut grants: Vec<GrantFor> = grants
+            .iter()
+            .map(|g| GrantFor {
+                path: g["path"].as_str().unwrap_or_default().to_string(),
+                access: g["access"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect();
+        grants.sort();
+        grants.dedup();
+        MadeFor {
+            fix_digest: fix_digest.to_string(),
+            grants,
+            params: params.clone(),
+            host: host.to_string(),
+        }
+    }
+}
+
+/// A path's state in the canonical form: modes as octal text.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StateForm {
+    Absent,
+    File {
+        size: u64,
+        digest: String,
+        mode: String,
+        uid: u32,
+        gid: u32,
+    },
+    Dir {
+        mode: String,
+        uid: u32,
+        gid: u32,
+    },
+    Symlink {
+        target: String,
+        uid: u32,
+        gid: u32,
+    },
+    Other,
+}
+
+fn octal(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+impl From<&State> for StateForm {
+    fn from(s: &State) -> StateForm {
+        match s.clone() {
+            State::Absent => StateForm::Absent,
+            State::File {
+                size,
+                digest,
+                mode,
+                uid,
+                gid,
+            } => StateForm::File {
+                size,
+                digest,
+                mode: octal(mode),
+                uid,
+                gid,
+            },
+            State::Dir { mode, uid, gid } => StateForm::Dir {
+                mode: octal(mode),
+                uid,
+                gid,
+            },
+            State::Symlink { target, uid, gid } => StateForm::Symlink { target, uid, gid },
+            State::Other => StateForm::Other,
+        }
+    }
+}
+
+impl StateForm {
+    /// The first attribute in which `self` (reviewed) and `now` differ.
+    pub fn difference(&self, now: &StateForm) -> &'static str {
+        use StateForm::*;
+        match (self, now) {
+            (Absent, _) | (_, Absent) => "presence",
+            (File { digest: a, .. }, File { digest: b, .. }) if a != b => "content",
+            (Symlink { target: a, .. }, Symlink { target: b, .. }) if a != b => "symlink target",
+            (File { mode: a, .. }, File { mode: b, .. })
+            | (Dir { mode: a, .. }, Dir { mode: b, .. })
+                if a != b =>
+            {
+                "mode"
+            }
+            (File { .. }, File { .. })
+            | (Dir { .. }, Dir { .. })
+            | (Symlink { .. }, Symlink { .. }) => "owner",
+            _ => "type",
+        }
+    }
+}
+
+impl fmt::Display for StateForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateForm::Absent => f.write_str("absent"),
+            StateForm::File {
+                size,
+                digest,
+                mode,
+                uid,
+                gid,
+            } => write!(
+                f,
+                "file {}…, {size} bytes, mode {mode}, owner {uid}:{gid}",
+                &digest[..digest.len().min(12)]
+            ),
+            StateForm::Dir { mode, uid, gid } => {
+                write!(f, "directory, mode {mode}, owner {uid}:{gid}")
+            }
+            StateForm::Symlink { target, uid, gid } => {
+                write!(f, "symlink to {}, owner {uid}:{gid}", visible(target))
+            }
+            StateForm::Other => f.write_str("special file"),
+        }
+    }
+}
+
+/// One effect in the canonical form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedEffect {
+    pub op: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    pub before: StateForm,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_to: Option<StateForm>,
+    pub after: StateForm,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_to: Option<StateForm>,
+}
+
+impl PlannedEffect {
+    fn new(e: &Effect, uid: u32, gid: u32) -> PlannedEffect {
+        let (after, after_to) = e.planned_after(uid, gid);
+        let op = serde_json::to_value(&e.op)
+            .ok()
+            .and_then(|v| v["op"].as_str().map(str::to_string))
+            .unwrap_or_else(|| e.op.verb().to_string());
+        PlannedEffect {
+            op,
+            path: e.op.path().to_string(),
+            to: e.op.second_path().map(|p| p.to_string()),
+            before: StateForm::from(&e.before),
+            before_to: e.before_to.as_ref().map(StateForm::from),
+            after: StateForm::from(&after),
+            after_to: after_to.as_ref().map(StateForm::from),
+        }
+    }
+
+    /// What it does, without what it expects: effects are matched on this.
+    fn action(&self) -> (&str, &str, Option<&str>, &StateForm, Option<&StateForm>) {
+        (
+            &self.op,
+            &self.path,
+            self.to.as_deref(),
+            &self.after,
+            self.after_to.as_ref(),
+        )
+    }
+}
+
+impl fmt::Display for PlannedEffect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.op, visible(&self.path))?;
+        match (&self.to, &self.after) {
+            (Some(to), _) => write!(f, " -> {}", visible(to)),
+            (None, StateForm::Absent) => Ok(()),
+            (None, after) => write!(f, " (now {after})"),
+        }
+    }
+}
+
+/// Control characters shown visibly (`\t` kept): a path from a fix must not
+/// rewrite the operator's terminal.
+fn visible(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '\t' => vec![c],
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// A plan in its canonical form.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanonicalPlan {
+    pub format: u64,
+    pub hash_alg: String,
+    pub made_for: MadeFor,
+    pub effects: Vec<PlannedEffect>,
+}
+
+/// The canonical form of `plan` made for `made_for`; `uid`/`gid` own what
+/// the plan creates.
+pub fn canonical(plan: &Plan, made_for: MadeFor, alg: Alg, uid: u32, gid: u32) -> CanonicalPlan {
+    CanonicalPlan {
+        format: FORMAT,
+        hash_alg: alg.name().to_string(),
+        made_for,
+        effects: plan
+            .effects
+            .iter()
+            .map(|e| PlannedEffect::new(e, uid, gid))
+            .collect(),
+    }
+}
+
+impl CanonicalPlan {
+    /// The digest of the canonical JSON bytes, with the plan's own
+    /// algorithm.
+    pub fn digest(&self) -> Result<String, String> {
+        let alg = Alg::parse(Some(&self.hash_alg))?;
+        let value = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        Ok(alg.hex(crate::journal::canonical_json(&value).as_bytes()))
+    }
+}
+
+/// How a new plan differs from the reviewed one: one line each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Difference {
+    /// An effect the reviewed plan has and the new one does not.
+    OnlyReviewed(PlannedEffect),
+    /// An effect only the new plan has.
+    OnlyNew(PlannedEffect),
+    /// The same change, expecting something else before it.
+    BeforeChanged {
+        effect: PlannedEffect,
+        reviewed: StateForm,
+        now: StateForm,
+        /// `path` or `to`: which of the effect's paths.
+        at: String,
+    },
+}
+
+impl Difference {
+    /// The JSON Lines form (`type`: `plan-difference`).
+    pub fn to_json(&self) -> Value {
+        let effect = |e: &PlannedEffect| serde_json::to_value(e).unwrap_or_default();
+        let mut v = match self {
+            Difference::OnlyReviewed(e) => json!({"change": "only-reviewed", "effect": effect(e)}),
+            Difference::OnlyNew(e) => json!({"change": "only-new", "effect": effect(e)}),
+            Difference::BeforeChanged {
+                effect: e,
+                reviewed,
+                now,
+                at,
+            } => json!({
+                "change": "before-changed",
+                "effect": effect(e),
+                "at": at,
+                "what": reviewed.difference(now),
+                "reviewed": reviewed,
+                "now": now,
+            }),
+        };
+        v["type"] = json!("plan-difference");
+        v["path"] = json!(self.path());
+        v
+    }
+
+    /// The path the line is about.
+    pub fn path(&self) -> &str {
+        match self {
+            Difference::OnlyReviewed(e) | Difference::OnlyNew(e) => &e.path,
+            Difference::BeforeChanged { effect, at, .. } => match (at.as_str(), &effect.to) {
+                ("to", Some(to)) => to,
+                _ => &effect.path,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::OnlyReviewed(e) => write!(f, "- only in the reviewed plan: {e}"),
+            Difference::OnlyNew(e) => write!(f, "+ only in the new plan:      {e}"),
+            Difference::BeforeChanged {
+                effect,
+                reviewed,
+                now,
+                ..
+            } => write!(
+                f,
+                "~ changed before-state:     {} {}: {} (reviewed: {reviewed}; now: {now})",
+                effect.op,
+                visible(self.path()),
+                reviewed.difference(now)
+            ),
+        }
+    }
+}
+
+/// How `new` differs from `reviewed`, effect by effect, in plan order:
+/// empty when their effects are the same. Effects are matched on what they
+/// do (op, paths, after-states) in order; a matched pair that expects
+/// another before-state is one `BeforeChanged` line.
+pub fn differences(reviewed: &CanonicalPlan, new: &CanonicalPlan) -> Vec<Difference> {
+    let old: Vec<_> = reviewed.effects.iter().map(PlannedEffect::action).collect();
+    let now: Vec<_> = new.effects.iter().map(PlannedEffect::action).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut out = Vec::new();
+    for op in
+        similar::capture_diff_slices_deadline(similar::Algorithm::Myers, &old, &now, Some(deadline))
+    {
+        let (o, n) = (op.old_range(), op.new_range());
+        match op.tag() {
+            similar::DiffTag::Equal => {
+                for (a, b) in o.zip(n) {
+                    let (a, b) = (&reviewed.effects[a], &new.effects[b]);
+                    before_changes(a, b, &mut out);
+                }
+            }
+            _ => {
+                out.extend(o.map(|i| Difference::OnlyReviewed(reviewed.effects[i].clone())));
+                out.extend(n.map(|i| Difference::OnlyNew(new.effects[i].clone())));
+            }
+        }
+    }
+    out
+}
+
+fn before_changes(a: &PlannedEffect, b: &PlannedEffect, out: &mut Vec<Difference>) {
+    if a.before != b.before {
+        out.push(Difference::BeforeChanged {
+            effect: b.clone(),
+            reviewed: a.before.clone(),
+            now: b.before.clone(),
+            at: "path".into(),
+        });
+    }
+    if a.before_to != b.before_to {
+        let absent = StateForm::Absent;
+        out.push(Difference::BeforeChanged {
+            effect: b.clone(),
+            reviewed: a.before_to.clone().unwrap_or(absent.clone()),
+            now: b.before_to.clone().unwrap_or(absent),
+            at: "to".into(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Saved plans.
+
+/// A saved plan: the canonical form, its digest, and a note of the dry-run
+/// that made it (not digested).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    pub kind: String,
+    pub format: u64,
+    pub digest: String,
+    pub plan: CanonicalPlan,
+    pub made: Made,
+}
+
+/// Which dry-run made a plan, when, of what (for people; not digested).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Made {
+    pub dry_run: String,
+    pub time: String,
+    pub fix: String,
+    pub fix_name: String,
+    /// `planned` or `not-needed`.
+    pub outcome: String,
+    pub idempotent: Option<bool>,
+}
+
+/// Why a saved plan cannot be used. The first three are bad input (exit 2),
+/// the rest refusals (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFileError {
+    /// The file cannot be read.
+    #[error(
+        "cannot read the plan {path}: {source}; name the file `run --dry-run --save-plan` wrote"
+    )]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a saved plan (bad JSON, missing or unknown fields, too large).
+    #[error("{path} is not a saved plan ({why}); make one with `run --dry-run --save-plan {path}`")]
+    Corrupt { path: PathBuf, why: String },
+    /// A plan of another format version.
+    #[error(
+        "{path} is a plan of format {found}, this defops-wasm reads format {FORMAT}; make the plan again with this version"
+    )]
+    Version { path: PathBuf, found: String },
+    /// The digest does not match the content: edited after it was saved.
+    #[error(
+        "refused: the plan {path} was changed after it was saved (its digest {claimed}… does not match its content, {actual}…); make and review a new plan"
+    )]
+    Tampered {
+        path: PathBuf,
+        claimed: String,
+        actual: String,
+    },
+    /// Made for something else than this run.
+    #[error(
+        "refused: the plan {path} was made for {what}; make and review a plan for this run with `--dry-run --save-plan`"
+    )]
+    OtherRun { path: PathBuf, what: String },
+}
+
+impl PlanFileError {
+    pub fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            PlanFileError::Read { .. }
+            | PlanFileError::Corrupt { .. }
+            | PlanFileError::Version { .. } => Exit::Usage,
+            PlanFileError::Tampered { .. } | PlanFileError::OtherRun { .. } => Exit::Refused,
+        }
+    }
+}
+
+impl PlanFile {
+    /// A plan file for `plan`, made by the dry-run `made`.
+    pub fn new(plan: CanonicalPlan, made: Made) -> Result<PlanFile, String> {
+        Ok(PlanFile {
+            kind: KIND.into(),
+            format: FORMAT,
+            digest: plan.digest()?,
+            plan,
+            made,
+        })
+    }
+
+    /// Reads and checks a saved plan: its kind, its format, and that its
+    /// digest is that of its content.
+    pub fn read(path: &Path) -> Result<PlanFile, PlanFileError> {
+        use std::io::Read;
+        let read = |source| PlanFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read)?;
+        if !file.metadata().map_err(read)?.is_file() {
+            return Err(PlanFileError::Corrupt {
+                path: path.to_path_buf(),
+                why: "not a regular file".into(),
+            });
+        }
+        let mut text = String::new();
+        file.take(MAX_PLAN_FILE + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| PlanFileError::Corrupt {
+                path: path.to_path_buf(),
+                why: e.to_string(),
+            })?;
+        if text.len() as u64 > MAX_PLAN_FILE {
+            return Err(PlanFileError::Corrupt {
+                path: path.to_path_buf(),
+                why: format!("larger than {} MiB", MAX_PLAN_FILE >> 20),
+            });
+        }
+        let value: Value = serde_json::from_str(&text).map_err(|e| PlanFileError::Corrupt {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        PlanFile::from_value(value, path)
+    }
+
+    /// Checks a saved plan given as JSON (`path` names it in errors).
+    pub fn from_value(value: Value, path: &Path) -> Result<PlanFile, PlanFileError> {
+        let corrupt = |why: String| PlanFileError::Corrupt {
+            path: path.to_path_buf(),
+            why,
+        };
+        if value["kind"] != json!(KIND) {
+            return Err(corrupt(format!("no \"kind\": \"{KIND}\"")));
+        }
+        let version = |v: &Value| (v != &json!(FORMAT)).then(|| v.to_string());
+        if let Some(found) = version(&value["format"]).or_else(|| version(&value["plan"]["format"]))
+        {
+            return Err(PlanFileError::Version {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        let file: PlanFile = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        let actual = file.plan.digest().map_err(corrupt)?;
+        if actual != file.digest {
+            return Err(PlanFileError::Tampered {
+                path: path.to_path_buf(),
+                claimed: file.digest.chars().take(16).collect(),
+                actual: actual[..16].to_string(),
+            });
+        }
+        Ok(file)
+    }
+
+    /// Refuses a plan made with another algorithm, for another fix, other
+    /// grants, other params or another host than `now`.
+    pub fn check_made_for(
+        &self,
+        path: &Path,
+        alg: Alg,
+        now: &MadeFor,
+    ) -> Result<(), PlanFileError> {
+        let plan = &self.plan.made_for;
+        let what = if self.plan.hash_alg != alg.name() {
+            Some(format!(
+                "{} digests, and this run uses {} (the configuration's `fips`)",
+                self.plan.hash_alg,
+                alg.name()
+            ))
+        } else if plan.fix_digest != now.fix_digest {
+            Some(format!(
+                "another fix (digest {}…; this fix is {}…)",
+                short(&plan.fix_digest),
+                short(&now.fix_digest)
+            ))
+        } else if plan.grants != now.grants {
+            Some(format!(
+                "other grants ({}; this run grants {})",
+                grants_text(&plan.grants),
+                grants_text(&now.grants)
+            ))
+        } else if plan.params != now.params {
+            Some(format!(
+                "other params ({})",
+                params_difference(&plan.params, &now.params)
+            ))
+        } else if plan.host != now.host {
+            Some(format!(
+                "the host {:?}, and this is {:?}",
+                plan.host, now.host
+            ))
+        } else {
+            None
+        };
+        match what {
+            None => Ok(()),
+            Some(what) => Err(PlanFileError::OtherRun {
+                path: path.to_path_buf(),
+                what,
+            }),
+        }
+    }
+
+    /// The file's bytes: pretty JSON, for people to read.
+    pub fn to_text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
+fn short(d: &str) -> &str {
+    &d[..d.len().min(16)]
+}
+
+fn grants_text(grants: &[GrantFor]) -> String {
+    if grants.is_empty() {
+        return "nothing".into();
+    }
+    grants
+        .iter()
+        .map(|g| format!("{} {}", g.access, visible(&g.path)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn params_difference(plan: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> String {
+    let names: std::collections::BTreeSet<&String> = plan.keys().chain(now.keys()).collect();
+    names
+        .into_iter()
+        .filter(|n| plan.get(*n) != now.get(*n))
+        .map(|n| {
+            let show = |v: Option<&String>| v.map_or("not given".to_string(), |v| format!("{v:?}"));
+            format!(
+                "{n}: the plan has {}, this run {}",
+                show(plan.get(n)),
+                show(now.get(n))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a plan cannot be saved there.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// Inside (or around) a grant: the fix could rewrite its own review.
+    #[error(
+        "--save-plan {path}: it is inside the granted directory {grant}, where a fix could change its own plan; save it elsewhere"
+    )]
+    InsideGrant { path: PathBuf, grant: String },
+    /// The directory does not exist or the file cannot be written.
+    #[error("--save-plan {path}: {source}; choose a file in an existing directory")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a plan would be saved, checked before the fix runs: its directory
+/// exists and lies outside every grant.
+pub fn check_save_path(path: &Path, grants: &Grants) -> Result<PathBuf, SaveError> {
+    let io = |source| SaveError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let absolute = std::path::absolute(path).map_err(io)?;
+    let name = absolute.file_name().ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file name",
+        ))
+    })?;
+    let dir = absolute.parent().unwrap_or(Path::new("/"));
+    let target = std::fs::canonicalize(dir).map_err(io)?.join(name);
+    if let Some(g) = grants.overlaps(&target) {
+        return Err(SaveError::InsideGrant {
+            path: path.to_path_buf(),
+            grant: g.path.to_string(),
+        });
+    }
+    Ok(target)
+}
+
+/// Writes `file` to `target` (from [`check_save_path`]) atomically: a
+/// temporary file in the same directory, synced, renamed over it.
+pub fn save(target: &Path, file: &PlanFile) -> Result<(), SaveError> {
+    let io = |source| SaveError::Io {
+        path: target.to_path_buf(),
+        source,
+    };
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        target.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(file.to_text().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, target)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzzing::Rng;
+    use crate::grants::VPath;
+    use crate::plan::Op;
+    use std::sync::Arc;
+
+    fn made_for() -> MadeFor {
+        MadeFor::new(
+            &"ab".repeat(32),
+            &[json!({"path": "/srv/app", "access": "read-write"})],
+            &BTreeMap::from([("key".to_string(), "max_conn".to_string())]),
+            "web-1",
+        )
+    }
+
+    fn path(rng: &mut Rng) -> VPath {
+        VPath::parse(&format!(
+            "/srv/app/{}",
+            ["a", "b", "c", "d/e"][rng.below(4)]
+        ))
+        .unwrap()
+    }
+
+    fn state(rng: &mut Rng) -> State {
+        match rng.below(4) {
+            0 => State::Absent,
+            1 => State::file(
+                format!("v{}", rng.below(3)).as_bytes(),
+                0o600 + rng.below(2) as u32 * 0o44,
+                1000,
+                1000 + rng.below(2) as u32,
+            ),
+            2 => State::Dir {
+                mode: 0o755,
+                uid: 0,
+                gid: rng.below(2) as u32,
+            },
+            _ => State::Symlink {
+                target: ["x", "../y"][rng.below(2)].into(),
+                uid: 0,
+                gid: 0,
+            },
+        }
+    }
+
+    fn effect(rng: &mut Rng) -> Effect {
+        let p = path(rng);
+        let op = match rng.below(8) {
+            0 => Op::Write {
+                path: p,
+                content: Arc::new(format!("w{}", rng.below(3)).into_bytes()),
+                mode: 0o644,
+                uid: 1000,
+                gid: 1000,
+                mtime: None,
+            },
+            1 => Op::CreateDir {
+                path: p,
+                mode: 0o755,
+            },
+            2 => Op::RemoveFile { path: p },
+            3 => Op::RemoveDir { path: p },
+            4 => Op::Rename {
+                from: p,
+                to: path(rng),
+            },
+            5 => Op::SetMode {
+                path: p,
+                mode: 0o600,
+            },
+            6 => Op::SetOwner {
+                path: p,
+                uid: 1,
+                gid: 2,
+            },
+            _ => Op::Symlink {
+                target: "t".into(),
+                link: p,
+            },
+        };
+        let before_to = matches!(op, Op::Rename { .. }).then(|| state(rng));
+        Effect {
+            op,
+            before: state(rng),
+            before_to,
+            before_content: None,
+            before_to_content: None,
+            before_identity: None,
+        }
+    }
+
+    fn plan(effects: Vec<Effect>) -> Plan {
+        Plan {
+            effects,
+            unchanged: 0,
+        }
+    }
+
+    fn canon(p: &Plan) -> CanonicalPlan {
+        canonical(p, made_for(), Alg::Blake3, 1000, 1000)
+    }
+
+    /// Over random plans and one random change each: the digest changes
+    /// exactly when the canonical form does, and then the differences name
+    /// something; the same plan always has the same digest.
+    #[test]
+    fn a_digest_changes_exactly_when_the_plan_does_and_the_difference_says_where() {
+        let mut rng = Rng::new(0x5eed_b1d);
+        let mut changed = 0;
+        for _ in 0..3000 {
+            let effects: Vec<Effect> = (0..1 + rng.below(6)).map(|_| effect(&mut rng)).collect();
+            let a = canon(&plan(effects.clone()));
+            assert_eq!(a.digest(), canon(&plan(effects.clone())).digest());
+            let mut other = effects.clone();
+            let i = rng.below(other.len());
+            match rng.below(4) {
+                0 => other[i].before = state(&mut rng),
+                1 => other[i] = effect(&mut rng),
+                2 => {
+                    other.remove(i);
+                }
+                _ => other.insert(i, effect(&mut rng)),
+            }
+            let b = canon(&plan(other));
+            let diffs = differences(&a, &b);
+            if a == b {
+                assert_eq!(a.digest(), b.digest());
+                assert!(diffs.is_empty(), "{diffs:?}");
+            } else {
+                changed += 1;
+                assert_ne!(a.digest(), b.digest());
+                assert!(!diffs.is_empty(), "{a:?}\n{b:?}");
+            }
+        }
+        assert!(changed > 2000, "the generator changed only {changed} plans");
+    }
+
+    #[test]
+    fn what_a_plan_was_made_for_is_part_of_its_digest() {
+        let p = canon(&plan(vec![]));
+        let mut q = p.clone();
+        q.made_for.host = "web-2".into();
+        assert_ne!(p.digest(), q.digest());
+        let mut q = p.clone();
+        q.made_for.params.insert("value".into(), "1".into());
+        assert_ne!(p.digest(), q.digest());
+    }
+
+    #[test]
+    fn a_saved_plan_reads_back_and_an_edit_is_caught() {
+        let mut rng = Rng::new(7);
+        let p = canon(&plan((0..4).map(|_| effect(&mut rng)).collect()));
+        let made = Made {
+            dry_run: "r".into(),
+            time: "t".into(),
+            fix: "f".into(),
+            fix_name: "n".into(),
+            outcome: "planned".into(),
+            idempotent: Some(true),
+        };
+        let file = PlanFile::new(p, made).unwrap();
+        let v: Value = serde_json::from_str(&file.to_text()).unwrap();
+        let back = PlanFile::from_value(v.clone(), Path::new("p.json")).unwrap();
+        assert_eq!(back.plan, file.plan);
+        let mut edited = v.clone();
+        edited["plan"]["effects"][0]["path"] = json!("/etc/shadow");
+        assert!(matches!(
+            PlanFile::from_value(edited, Path::new("p.json")),
+            Err(PlanFileError::Tampered { .. })
+        ));
+        let mut newer = v;
+        newer["format"] = json!(2);
+        assert!(matches!(
+            PlanFile::from_value(newer, Path::new("p.json")),
+            Err(PlanFileError::Version { .. })
+        ));
+    }
+}
