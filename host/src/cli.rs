@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a fix: `check`, then `apply` against an overlay; show the plan
     /// (--dry-run) or commit it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Undo a run's changes, newest first, refusing if anything drifted.
     Rollback(RollbackArgs),
     /// List, show and verify the journals of past runs.
