@@ -24,9 +24,10 @@ use crate::policy::RunLock;
 use crate::sandbox::{GuestEnd, Limiter, Limits, OutputBudget, Sandbox};
 use crate::world::RunState;
 
-mod reviewed;
+mod dry_run_first;
 
-use reviewed::Reviewed;
+pub use dry_run_first::quote;
+use dry_run_first::{Reviewed, dry_run_gate};
 
 /// What the operator asked for.
 pub struct RunRequest {
@@ -370,19 +371,9 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let flipped = state.flipped;
     let plan = state.overlay.into_plan();
 
-    // The plan's canonical form, when the fix finished planning (a flipped
-    // dry-run's plan is not one a real run would make).
-    let canonical = match (&end, &flipped) {
-        (GuestEnd::Applied { .. } | GuestEnd::NotNeeded(_), None) => {
-            let uid = rustix::process::geteuid().as_raw();
-            let gid = rustix::process::getegid().as_raw();
-            let c = crate::binding::canonical(&plan, made_for, crate::digest::current(), uid, gid);
-            c.digest().ok().map(|d| (c, d))
-        }
-        _ => None,
-    };
+    let canonical = dry_run_first::canonical_plan(&end, flipped.is_some(), &plan, made_for);
     let binding = (!req.dry_run).then(|| {
-        reviewed::bind(
+        dry_run_first::bind(
             reviewed.as_ref().map_err(String::as_str),
             canonical.as_ref().map(|(c, d)| (c, d.as_str())),
             !plan.effects.is_empty(),
@@ -583,20 +574,10 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
                 outcome: summary["outcome"].as_str().unwrap_or_default().to_string(),
                 idempotent: summary["idempotent"].as_bool(),
             };
-            crate::binding::PlanFile::new(c.clone(), made).ok()
+            dry_run_first::save_plan(c, made, save_target.as_deref(), &mut summary, &mut exit)
         }
         _ => None,
     };
-    if let (Some(file), Some(target)) = (&reviewed_plan, &save_target) {
-        match crate::binding::save(target, file) {
-            Ok(()) => summary["plan_saved"] = json!(target.display().to_string()),
-            Err(e) => {
-                summary["outcome"] = json!("error");
-                summary["error"] = json!(format!("the plan was not saved: {e}"));
-                exit = Exit::Usage;
-            }
-        }
-    }
     summary["exit_code"] = json!(exit.code());
     let mut outcome = json!({
         "type": "outcome",
@@ -745,109 +726,6 @@ fn window_gate(config: &Config, on_call: Option<&str>) -> Result<serde_json::Val
                     .unwrap_or_default()
             ),
         )),
-    }
-}
-
-/// Dry-run before real: a successful dry-run of the same fix digest,
-/// grants and params on this host, recent enough, or a saved plan
-/// (`--plan`); the record for the journal header, and the plan the run is
-/// held to (or why there is none).
-fn dry_run_gate(
-    req: &RunRequest,
-    config: &Config,
-    state: &std::path::Path,
-    key: &str,
-    fix_name: &str,
-    digest: &str,
-    saved: Option<Reviewed>,
-) -> Result<(serde_json::Value, Result<Reviewed, String>), Stop> {
-    let rule = config.dry_run_first;
-    if let Some(saved) = saved {
-        // A saved plan is a reviewed dry-run, and a stricter one: the run
-        // must make exactly that plan.
-        let made = &saved.file.made;
-        let record = json!({"required": rule.required, "plan_file": req.plan.as_ref().map(|p| p.display().to_string()), "dry_run": made.dry_run, "time": made.time});
-        return Ok((record, Ok(saved)));
-    }
-    if let Some(reason) = &req.no_dry_run_first {
-        return Ok((
-            json!({"override": {"reason": reason}}),
-            Err("--no-dry-run-first: the run follows no dry-run".into()),
-        ));
-    }
-    let max_age = rule.max_age.as_secs() as i64;
-    let age_text = crate::sandbox::humantime(rule.max_age);
-    let last = crate::policy::last_dry_run(state, key);
-    let recent = last.as_ref().filter(|d| now_secs() - d.time <= max_age);
-    if let Some(d) = recent {
-        let record =
-            json!({"required": rule.required, "dry_run": d.run_id, "time": rfc3339(d.time)});
-        let found = Reviewed::from_dry_run(d, &dry_run_command(req))?;
-        return Ok((record, Ok(found)));
-    }
-    if !rule.required {
-        return Ok((
-            json!({"required": false}),
-            Err(format!(
-                "dry-run first is off and there is no dry-run of these grants and params on this host in the last {age_text} to compare with"
-            )),
-        ));
-    }
-    let why = match last {
-        Some(d) => format!(
-            "the last dry-run of {fix_name} with these grants and params ({}, {}) is older than {age_text}",
-            d.run_id,
-            rfc3339(d.time)
-        ),
-        None => format!(
-            "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
-            &digest[..digest.len().min(16)]
-        ),
-    };
-    Err(Stop::new(
-        Exit::Refused,
-        format!("refused: {why}; run it first: {}", dry_run_command(req)),
-    ))
-}
-
-/// The command line of a dry-run with the same fix, grants and params.
-fn dry_run_command(req: &RunRequest) -> String {
-    let mut words = vec![
-        "defops-wasm".to_string(),
-        "run".into(),
-        quote(&req.fix.display().to_string()),
-    ];
-    for (path, access) in &req.grants {
-        let flag = match access {
-            Access::ReadWrite => "--allow",
-            Access::ReadOnly => "--allow-ro",
-        };
-        words.push(format!("{flag} {}", quote(&path.display().to_string())));
-    }
-    for glob in &req.logs {
-        words.push(format!("--allow-log {}", quote(glob)));
-    }
-    for (k, v) in &req.params {
-        words.push(format!("--param {}", quote(&format!("{k}={v}"))));
-    }
-    if req.state_dir_given {
-        words.push(format!(
-            "--state-dir {}",
-            quote(&req.state_dir.display().to_string())
-        ));
-    }
-    words.push("--dry-run".into());
-    words.join(" ")
-}
-
-/// `s` quoted for a POSIX shell when it needs to be.
-pub fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,@+%".contains(&b));
-    match plain {
-        true => s.to_string(),
-        false => format!("'{}'", s.replace('\'', "'\\''")),
     }
 }
 

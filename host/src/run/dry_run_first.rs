@@ -1,15 +1,20 @@
-//! The plan a real run is held to: the one its dry-run showed, or the one
-//! saved with `--save-plan` and named with `--plan`. The comparison and its
-//! record for the journal header (`policy.plan`).
+//! Dry-run before real, and the plan the dry-run showed binds the real run:
+//! the gate, the plan a real run is held to (the one its dry-run showed, or
+//! the one saved with `--save-plan` and named with `--plan`), the
+//! comparison and its record for the journal header (`policy.plan`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::Stop;
+use super::{RunRequest, Stop, now_secs, rfc3339};
 use crate::binding::{CanonicalPlan, Difference, PlanFile};
+use crate::config::Config;
 use crate::exit::Exit;
+use crate::grants::Access;
+use crate::plan::Plan;
 use crate::policy::DryRun;
+use crate::sandbox::GuestEnd;
 
 /// Where the reviewed plan comes from.
 pub enum Source {
@@ -177,4 +182,149 @@ pub fn bind(
         ),
     });
     binding
+}
+
+/// Dry-run before real: a successful dry-run of the same fix digest,
+/// grants and params on this host, recent enough, or a saved plan
+/// (`--plan`); the record for the journal header, and the plan the run is
+/// held to (or why there is none).
+pub(super) fn dry_run_gate(
+    req: &RunRequest,
+    config: &Config,
+    state: &std::path::Path,
+    key: &str,
+    fix_name: &str,
+    digest: &str,
+    saved: Option<Reviewed>,
+) -> Result<(serde_json::Value, Result<Reviewed, String>), Stop> {
+    let rule = config.dry_run_first;
+    if let Some(saved) = saved {
+        // A saved plan is a reviewed dry-run, and a stricter one: the run
+        // must make exactly that plan.
+        let made = &saved.file.made;
+        let record = json!({"required": rule.required, "plan_file": req.plan.as_ref().map(|p| p.display().to_string()), "dry_run": made.dry_run, "time": made.time});
+        return Ok((record, Ok(saved)));
+    }
+    if let Some(reason) = &req.no_dry_run_first {
+        return Ok((
+            json!({"override": {"reason": reason}}),
+            Err("--no-dry-run-first: the run follows no dry-run".into()),
+        ));
+    }
+    let max_age = rule.max_age.as_secs() as i64;
+    let age_text = crate::sandbox::humantime(rule.max_age);
+    let last = crate::policy::last_dry_run(state, key);
+    let recent = last.as_ref().filter(|d| now_secs() - d.time <= max_age);
+    if let Some(d) = recent {
+        let record =
+            json!({"required": rule.required, "dry_run": d.run_id, "time": rfc3339(d.time)});
+        let found = Reviewed::from_dry_run(d, &dry_run_command(req))?;
+        return Ok((record, Ok(found)));
+    }
+    if !rule.required {
+        return Ok((
+            json!({"required": false}),
+            Err(format!(
+                "dry-run first is off and there is no dry-run of these grants and params on this host in the last {age_text} to compare with"
+            )),
+        ));
+    }
+    let why = match last {
+        Some(d) => format!(
+            "the last dry-run of {fix_name} with these grants and params ({}, {}) is older than {age_text}",
+            d.run_id,
+            rfc3339(d.time)
+        ),
+        None => format!(
+            "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
+            &digest[..digest.len().min(16)]
+        ),
+    };
+    Err(Stop::new(
+        Exit::Refused,
+        format!("refused: {why}; run it first: {}", dry_run_command(req)),
+    ))
+}
+
+/// The command line of a dry-run with the same fix, grants and params.
+fn dry_run_command(req: &RunRequest) -> String {
+    let mut words = vec![
+        "defops-wasm".to_string(),
+        "run".into(),
+        quote(&req.fix.display().to_string()),
+    ];
+    for (path, access) in &req.grants {
+        let flag = match access {
+            Access::ReadWrite => "--allow",
+            Access::ReadOnly => "--allow-ro",
+        };
+        words.push(format!("{flag} {}", quote(&path.display().to_string())));
+    }
+    for glob in &req.logs {
+        words.push(format!("--allow-log {}", quote(glob)));
+    }
+    for (k, v) in &req.params {
+        words.push(format!("--param {}", quote(&format!("{k}={v}"))));
+    }
+    if req.state_dir_given {
+        words.push(format!(
+            "--state-dir {}",
+            quote(&req.state_dir.display().to_string())
+        ));
+    }
+    words.push("--dry-run".into());
+    words.join(" ")
+}
+
+/// `s` quoted for a POSIX shell when it needs to be.
+pub fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,@+%".contains(&b));
+    match plain {
+        true => s.to_string(),
+        false => format!("'{}'", s.replace('\'', "'\\''")),
+    }
+}
+
+/// The canonical form of the run's plan and its digest, when the fix
+/// finished planning (a flipped dry-run's plan is not one a real run would
+/// make).
+pub(super) fn canonical_plan(
+    end: &GuestEnd,
+    flipped: bool,
+    plan: &Plan,
+    made_for: crate::binding::MadeFor,
+) -> Option<(CanonicalPlan, String)> {
+    if flipped || !matches!(end, GuestEnd::Applied { .. } | GuestEnd::NotNeeded(_)) {
+        return None;
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    let c = crate::binding::canonical(plan, made_for, crate::digest::current(), uid, gid);
+    c.digest().ok().map(|d| (c, d))
+}
+
+/// A successful dry-run's plan as a saved plan, written to `target` when
+/// `--save-plan` asked for it (a failure to save fails the dry-run).
+pub(super) fn save_plan(
+    plan: &CanonicalPlan,
+    made: crate::binding::Made,
+    target: Option<&Path>,
+    summary: &mut Value,
+    exit: &mut Exit,
+) -> Option<PlanFile> {
+    let file = PlanFile::new(plan.clone(), made).ok()?;
+    if let Some(target) = target {
+        match crate::binding::save(target, &file) {
+            Ok(()) => summary["plan_saved"] = json!(target.display().to_string()),
+            Err(e) => {
+                summary["outcome"] = json!("error");
+                summary["error"] = json!(format!("the plan was not saved: {e}"));
+                *exit = Exit::Usage;
+                return None;
+            }
+        }
+    }
+    Some(file)
 }
