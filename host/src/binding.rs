@@ -246,7 +246,7 @@ impl fmt::Display for PlannedEffect {
         match (&self.to, &self.after) {
             (Some(to), _) => write!(f, " -> {}", visible(to)),
             (None, StateForm::Absent) => Ok(()),
-            (None, after) => write!(f, " (now {after})"),
+            (None, after) => write!(f, ", leaving {after}"),
         }
     }
 }
@@ -307,11 +307,14 @@ pub enum Difference {
     OnlyNew(PlannedEffect),
     /// The same change, expecting something else before it.
     BeforeChanged {
-        effect: PlannedEffect,
+        effect: Box<PlannedEffect>,
         reviewed: StateForm,
         now: StateForm,
         /// `path` or `to`: which of the effect's paths.
         at: String,
+        /// The after-state the reviewed effect would have left, when the
+        /// changed before-state changes that too.
+        reviewed_after: Option<StateForm>,
     },
 }
 
@@ -327,14 +330,21 @@ impl Difference {
                 reviewed,
                 now,
                 at,
-            } => json!({
-                "change": "before-changed",
-                "effect": effect(e),
-                "at": at,
-                "what": reviewed.difference(now),
-                "reviewed": reviewed,
-                "now": now,
-            }),
+                reviewed_after,
+            } => {
+                let mut v = json!({
+                    "change": "before-changed",
+                    "effect": effect(e),
+                    "at": at,
+                    "what": reviewed.difference(now),
+                    "reviewed": reviewed,
+                    "now": now,
+                });
+                if let Some(a) = reviewed_after {
+                    v["reviewed_after"] = json!(a);
+                }
+                v
+            }
         };
         v["type"] = json!("plan-difference");
         v["path"] = json!(self.path());
@@ -362,22 +372,30 @@ impl fmt::Display for Difference {
                 effect,
                 reviewed,
                 now,
+                reviewed_after,
                 ..
-            } => write!(
-                f,
-                "~ changed before-state:     {} {}: {} (reviewed: {reviewed}; now: {now})",
-                effect.op,
-                visible(self.path()),
-                reviewed.difference(now)
-            ),
+            } => {
+                write!(
+                    f,
+                    "~ changed before-state:     {} {}: {} (reviewed: {reviewed}; now: {now})",
+                    effect.op,
+                    visible(self.path()),
+                    reviewed.difference(now)
+                )?;
+                match reviewed_after {
+                    Some(_) => write!(f, "; it would now leave {}", effect.after),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
 
 /// How `new` differs from `reviewed`, effect by effect, in plan order:
-/// empty when their effects are the same. Effects are matched on what they
-/// do (op, paths, after-states) in order; a matched pair that expects
-/// another before-state is one `BeforeChanged` line.
+/// empty when their effects are the same. Effects are aligned on what they
+/// do (op, paths, after-states); an effect with the same op and paths that
+/// expects another before-state is one `BeforeChanged` line, whatever it
+/// would leave.
 pub fn differences(reviewed: &CanonicalPlan, new: &CanonicalPlan) -> Vec<Difference> {
     let old: Vec<_> = reviewed.effects.iter().map(PlannedEffect::action).collect();
     let now: Vec<_> = new.effects.iter().map(PlannedEffect::action).collect();
@@ -395,30 +413,64 @@ pub fn differences(reviewed: &CanonicalPlan, new: &CanonicalPlan) -> Vec<Differe
                 }
             }
             _ => {
-                out.extend(o.map(|i| Difference::OnlyReviewed(reviewed.effects[i].clone())));
-                out.extend(n.map(|i| Difference::OnlyNew(new.effects[i].clone())));
+                let old: Vec<&PlannedEffect> = o.map(|i| &reviewed.effects[i]).collect();
+                let now: Vec<&PlannedEffect> = n.map(|i| &new.effects[i]).collect();
+                changed_hunk(&old, &now, &mut out);
             }
         }
     }
     out
 }
 
+/// A stretch where the plans differ: an effect on the same path with the
+/// same op in both, expecting another before-state, is one line (the
+/// cause; its after-state may differ as a consequence); the rest are only
+/// in one plan.
+fn changed_hunk(old: &[&PlannedEffect], now: &[&PlannedEffect], out: &mut Vec<Difference>) {
+    let same = |a: &PlannedEffect, b: &PlannedEffect| {
+        (&a.op, &a.path, &a.to) == (&b.op, &b.path, &b.to)
+            && (a.before != b.before || a.before_to != b.before_to)
+    };
+    let mut paired = vec![None; old.len()];
+    let mut taken = vec![false; now.len()];
+    for (i, a) in old.iter().enumerate() {
+        if let Some(j) = (0..now.len()).find(|&j| !taken[j] && same(a, now[j])) {
+            (paired[i], taken[j]) = (Some(j), true);
+        }
+    }
+    for (i, a) in old.iter().enumerate() {
+        match paired[i] {
+            Some(j) => before_changes(a, now[j], out),
+            None => out.push(Difference::OnlyReviewed((*a).clone())),
+        }
+    }
+    out.extend(
+        now.iter()
+            .zip(&taken)
+            .filter(|(_, t)| !**t)
+            .map(|(b, _)| Difference::OnlyNew((*b).clone())),
+    );
+}
+
 fn before_changes(a: &PlannedEffect, b: &PlannedEffect, out: &mut Vec<Difference>) {
+    let reviewed_after = (a.after != b.after).then(|| a.after.clone());
     if a.before != b.before {
         out.push(Difference::BeforeChanged {
-            effect: b.clone(),
+            effect: Box::new(b.clone()),
             reviewed: a.before.clone(),
             now: b.before.clone(),
             at: "path".into(),
+            reviewed_after: reviewed_after.clone(),
         });
     }
     if a.before_to != b.before_to {
         let absent = StateForm::Absent;
         out.push(Difference::BeforeChanged {
-            effect: b.clone(),
+            effect: Box::new(b.clone()),
             reviewed: a.before_to.clone().unwrap_or(absent.clone()),
             now: b.before_to.clone().unwrap_or(absent),
             at: "to".into(),
+            reviewed_after: a.before.eq(&b.before).then_some(reviewed_after).flatten(),
         });
     }
 }
@@ -561,6 +613,43 @@ mod tests {
             }
         }
         assert!(changed > 2000, "the generator changed only {changed} plans");
+    }
+
+    #[test]
+    fn a_changed_before_state_is_one_line_even_when_it_changes_the_after_state() {
+        let p = VPath::parse("/srv/app/a").unwrap();
+        let write = |before: State| Effect {
+            op: Op::Write {
+                path: p.clone(),
+                content: Arc::new(b"max_conn = 50\n".to_vec()),
+                mode: before_mode(&before),
+                uid: 0,
+                gid: 0,
+                mtime: None,
+            },
+            before,
+            before_to: None,
+            before_content: None,
+            before_to_content: None,
+            before_identity: None,
+        };
+        fn before_mode(s: &State) -> u32 {
+            match s {
+                State::File { mode, .. } => *mode,
+                _ => 0o644,
+            }
+        }
+        let a = canon(&plan(vec![write(State::file(b"20", 0o644, 0, 0))]));
+        let b = canon(&plan(vec![write(State::file(b"30", 0o600, 0, 0))]));
+        let diffs = differences(&a, &b);
+        assert_eq!(diffs.len(), 1, "{diffs:?}");
+        let line = diffs[0].to_string();
+        assert!(
+            line.starts_with("~ changed before-state:     write /srv/app/a: content"),
+            "{line}"
+        );
+        assert!(line.contains("it would now leave file"), "{line}");
+        assert!(diffs[0].to_json()["reviewed_after"].is_object());
     }
 
     #[test]
