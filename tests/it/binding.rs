@@ -157,7 +157,29 @@ fn accept_new_plan_commits_the_new_plan_and_journals_who_and_why() {
     );
     assert_eq!(plan["accept_new_plan"]["used"], true);
     assert!(plan["accept_new_plan"]["by"]["uid"].is_u64(), "{plan}");
-    t.verify_and_roll_back(out.summary()["run_id"].as_str().unwrap());
+    // The retrospective and the journal say it too.
+    let id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let md = t.defops().args(&["report", &id]).output();
+    md.assert_code(0);
+    assert!(
+        md.stdout.contains("difference(s) from the plan of dry-run")
+            && md
+                .stdout
+                .contains("accepted with --accept-new-plan: INC-42"),
+        "{}",
+        md.stdout
+    );
+    let facts = t.defops().args(&["report", &id, "--json"]).output();
+    let facts = facts.summary_of("report");
+    assert_eq!(facts["plan_differences"][0]["path"], file.as_str());
+    assert_eq!(facts["plan"]["digest"], out.summary()["plan_digest"]);
+    let shown = t.defops().args(&["journal", "show", &id]).output();
+    assert!(
+        shown.stdout.contains("differs before-changed"),
+        "{}",
+        shown.stdout
+    );
+    t.verify_and_roll_back(&id);
     assert_eq!(t.read("grant/app.conf"), "max_conn = 30\n");
 }
 
