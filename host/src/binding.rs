@@ -213,12 +213,8 @@ pub struct PlannedEffect {
 impl PlannedEffect {
     fn new(e: &Effect, uid: u32, gid: u32) -> PlannedEffect {
         let (after, after_to) = e.planned_after(uid, gid);
-        let op = serde_json::to_value(&e.op)
-            .ok()
-            .and_then(|v| v["op"].as_str().map(str::to_string))
-            .unwrap_or_else(|| e.op.verb().to_string());
         PlannedEffect {
-            op,
+            op: e.op.name().to_string(),
             path: e.op.path().to_string(),
             to: e.op.second_path().map(|p| p.to_string()),
             before: StateForm::from(&e.before),
@@ -650,6 +646,15 @@ mod tests {
         );
         assert!(line.contains("it would now leave file"), "{line}");
         assert!(diffs[0].to_json()["reviewed_after"].is_object());
+    }
+
+    #[test]
+    fn op_names_are_the_json_names() {
+        let mut rng = Rng::new(3);
+        for _ in 0..200 {
+            let e = effect(&mut rng);
+            assert_eq!(serde_json::to_value(&e.op).unwrap()["op"], e.op.name());
+        }
     }
 
     #[test]

@@ -299,13 +299,12 @@ fn a_saved_plan_round_trips_and_a_real_run_makes_exactly_it() {
         .assert_code(3)
         .assert_stderr("differs from the saved plan");
     assert_difference(&again, "only-reviewed", &file);
-    // And no override.
-    t.set_max_conn(
-        &file,
-        "50",
-        &["--plan", &path, "--accept-new-plan", "--reason", "x"],
-    )
-    .assert_code(2);
+    // And no override, of the plan or of the rule it stands for.
+    for flag in ["--accept-new-plan", "--no-dry-run-first"] {
+        t.set_max_conn(&file, "50", &["--plan", &path, flag, "--reason", "x"])
+            .assert_code(2)
+            .assert_stderr("cannot be used with");
+    }
 }
 
 /// Rewrites a saved plan with `edit` and seals it again with a correct
