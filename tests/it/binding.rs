@@ -365,7 +365,12 @@ fn a_saved_plan_made_for_something_else_or_edited_is_refused_before_the_fix_runs
         out.assert_code(code).assert_stderr(needle);
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     }
-    // The real mismatches: other params, other grants, another binary.
+    // The real mismatches: another digest algorithm, other params, other
+    // grants, another binary.
+    let fips = t.config("fips.toml", "fips = true\n");
+    t.set_max_conn(&file, "50", &["--config", &fips, "--plan", &path])
+        .assert_code(3)
+        .assert_stderr("made for blake3 digests, and this run uses sha256");
     t.set_max_conn(&file, "60", &["--config", &strict, "--plan", &path])
         .assert_code(3)
         .assert_stderr("value: the plan has \"50\", this run \"60\"");
