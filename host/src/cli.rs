@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a fix: `check`, then `apply` against an overlay; show the plan
     /// (--dry-run) or commit it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Undo a run's changes, newest first, refusing if anything drifted.
     Rollback(RollbackArgs),
     /// List, show and verify the journals of past runs.
@@ -213,6 +213,7 @@ pub enum JournalCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("overrides").multiple(true).args(["no_dry_run_first", "accept_new_plan"])))]
 pub struct RunArgs {
     /// The fix: a WebAssembly component built for wasm32-wasip2.
     pub fix: PathBuf,
@@ -252,12 +253,34 @@ pub struct RunArgs {
     pub on_call: Option<String>,
 
     /// Run for real without a recent dry-run of the same; needs --reason.
-    #[arg(long, requires = "reason")]
+    #[arg(long, requires = "reason", conflicts_with = "plan")]
     pub no_dry_run_first: bool,
 
-    /// Why there was no dry-run first (recorded).
-    #[arg(long, value_name = "TEXT", requires = "no_dry_run_first")]
+    /// Commit this run's plan even though it differs from the plan the
+    /// dry-run showed (the difference is shown and journaled); needs
+    /// --reason.
+    #[arg(long, requires = "reason", conflicts_with_all = ["plan", "dry_run"])]
+    pub accept_new_plan: bool,
+
+    /// Why there was no dry-run first, or why a new plan is accepted
+    /// (recorded).
+    #[arg(long, value_name = "TEXT", requires = "overrides")]
     pub reason: Option<String>,
+
+    /// With --dry-run: save the plan to FILE (JSON, never inside a grant),
+    /// for review and for `run --plan FILE`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "dry_run",
+        conflicts_with = "flip_precondition"
+    )]
+    pub save_plan: Option<PathBuf>,
+
+    /// Commit only if this run makes exactly the plan saved in FILE (by
+    /// `--dry-run --save-plan`); refused otherwise, with the difference.
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub plan: Option<PathBuf>,
 
     /// Require a reviewer's signature (FIX.wasm.sig) from an allowed signer.
     #[arg(long)]
@@ -573,7 +596,10 @@ impl RunArgs {
             state_dir_given: common.state_dir.is_some(),
             config: common.config.clone(),
             on_call: self.on_call,
-            no_dry_run_first: self.reason,
+            no_dry_run_first: self.reason.clone().filter(|_| self.no_dry_run_first),
+            accept_new_plan: self.reason.filter(|_| self.accept_new_plan),
+            save_plan: self.save_plan,
+            plan: self.plan,
             require_approval: self.require_approval,
             allowed_signers: self.allowed_signers,
             signature: self.signature,

@@ -203,6 +203,8 @@ fn describe(r: &Value) -> String {
             }
         ),
         "done" => format!("done    #{}", r["n"]),
+        "plan" => format!("plan    {} ({} effects)", s("digest"), r["effects"]),
+        "plan-difference" => format!("differs {} {}", s("change"), s("path")),
         "drift" => format!("drift   {} ({})", s("path"), s("attribute")),
         "outcome" => format!(
             "outcome {} (changed {}, exit {})",

@@ -170,6 +170,14 @@ fn top_level(body: &[u8]) -> TopLevel<'_> {
     out
 }
 
+/// `v` as canonical JSON: compact, every object's keys sorted by their
+/// UTF-8 bytes (the form records are hashed in, and plans digested in).
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    canonical(v, &mut out);
+    out
+}
+
 /// Compact JSON with every object's keys sorted by their UTF-8 bytes.
 fn canonical(v: &Value, out: &mut String) {
     match v {

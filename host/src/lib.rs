@@ -11,6 +11,7 @@
 //! * [`logs`]: the log-read capability and the streaming scanner.
 //! * [`overlay`]: the fix's view: planned mutations over the real tree.
 //! * [`plan`]: effects and the states they expect.
+//! * [`binding`]: a plan's canonical form and digest; saved plans; the reviewed plan binds the real run.
 //! * [`commit`]: the one executor that applies a plan.
 //! * [`disk`]: the only code that touches files under a grant.
 //! * [`journal`]: the hash-chained record of every run, and the object store.
@@ -27,6 +28,7 @@
 //! ```
 
 pub mod approval;
+pub mod binding;
 pub mod cli;
 pub mod commit;
 pub mod config;

@@ -8,12 +8,17 @@
 //! * `message`: `level` (`debug|info|warn|error`), `text` — from the fix.
 //! * `output`: `text` — what the fix wrote to stdout/stderr.
 //! * `denied`: `call`, `path`, `reason` — a call the sandbox refused.
+//! * `plan-difference` (a real run whose plan differs from the reviewed
+//!   one): `change` (`only-reviewed|only-new|before-changed`), `path`,
+//!   `effect` (the canonical effect, see `binding`), and for a changed
+//!   before-state `at`, `what`, `reviewed`, `now`.
 //! * `effect`: `op` (`write|create-dir|remove-file|remove-dir|rename|set-mode|set-owner|symlink`),
 //!   its paths and arguments, `before` (the expected state), `diff` (text writes).
 //! * `summary` (always last): `run_id`, `outcome`
 //!   (`planned|applied|not-needed|failed|denied|crashed|limit|refused|error`),
 //!   `changed`, `unchanged`, `denied`, `exit_code`, `dry_run`, `digest`,
-//!   and when present `check` (`applies`, `reason`), `result`, `phase`, `error`.
+//!   and when present `check` (`applies`, `reason`), `result`, `phase`, `error`,
+//!   `plan_digest` (the plan's canonical digest), `plan_saved` (`--save-plan`).
 
 use std::io::Write;
 
@@ -190,6 +195,26 @@ impl Printer {
         emit(&format!("  denied {} {}", d.call, d.reason));
     }
 
+    /// How a real run's plan differs from the reviewed one: a heading, then
+    /// one line per difference (at most [`crate::binding::MAX_SHOWN`]).
+    pub fn plan_differences(&self, title: &str, diffs: &[crate::binding::Difference]) {
+        let shown = crate::binding::MAX_SHOWN;
+        let more = diffs.len().saturating_sub(shown);
+        if self.json {
+            for d in diffs.iter().take(shown) {
+                emit(&d.to_json().to_string());
+            }
+        } else {
+            emit(title);
+            for d in diffs.iter().take(shown) {
+                emit(&format!("  {d}"));
+            }
+        }
+        if more > 0 {
+            self.note(&format!("  ... and {more} more difference(s) not shown"));
+        }
+    }
+
     pub fn plan(&self, plan: &Plan, dry_run: bool) {
         if self.json {
             for e in &plan.effects {
@@ -267,6 +292,14 @@ impl Printer {
         }
         if let (Some(j), Some(h), true) = (v["journal"].as_str(), v["head"].as_str(), detail) {
             emit(&format!("journal: {j}\nhead:    {h}"));
+        }
+        if let (Some(d), true) = (v["plan_digest"].as_str(), detail) {
+            emit(&format!("plan:    {d}"));
+        }
+        if let Some(path) = v["plan_saved"].as_str() {
+            emit(&format!(
+                "plan saved to {path}; `run --plan {path}` commits exactly this plan"
+            ));
         }
         if let Some(err) = v["error"].as_str() {
             error_line(err);

@@ -175,6 +175,21 @@ impl Op {
         }
     }
 
+    /// The op's name in JSON: `write`, `create-dir`, `remove-file`,
+    /// `remove-dir`, `rename`, `set-mode`, `set-owner`, `symlink`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Write { .. } => "write",
+            Op::CreateDir { .. } => "create-dir",
+            Op::RemoveFile { .. } => "remove-file",
+            Op::RemoveDir { .. } => "remove-dir",
+            Op::Rename { .. } => "rename",
+            Op::SetMode { .. } => "set-mode",
+            Op::SetOwner { .. } => "set-owner",
+            Op::Symlink { .. } => "symlink",
+        }
+    }
+
     /// The short verb shown in plans.
     pub fn verb(&self) -> &'static str {
         match self {

@@ -339,25 +339,61 @@ pub fn dry_run_key(
     crate::digest::current().hex(key.to_string().as_bytes())[..32].to_string()
 }
 
-/// Notes a successful dry-run, so a real run of the same can follow.
-pub fn record_dry_run(state: &Path, key: &str, run_id: &str, time: i64) -> std::io::Result<()> {
+/// Notes a successful dry-run and the plan it showed, so a real run of the
+/// same can follow it and be held to that plan. One file, replaced
+/// atomically: `<state>/dry-runs/KEY.json` = `{"run_id", "time",
+/// "plan_digest", "plan"}` (`plan` a saved plan, as `--save-plan` writes).
+pub fn record_dry_run(
+    state: &Path,
+    key: &str,
+    run_id: &str,
+    time: i64,
+    plan: &crate::binding::PlanFile,
+) -> std::io::Result<()> {
     let dir = state.join("dry-runs");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)?;
     let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    std::fs::write(
-        &tmp,
-        serde_json::json!({"run_id": run_id, "time": time}).to_string(),
-    )?;
+    let record = serde_json::json!({
+        "run_id": run_id,
+        "time": time,
+        "plan_digest": plan.digest,
+        "plan": plan,
+    });
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(record.to_string().as_bytes())?;
+    f.sync_data()?;
     std::fs::rename(tmp, dir.join(format!("{key}.json")))
 }
 
-/// The last successful dry-run of `key`: its run id and when (seconds since
-/// the epoch).
-pub fn last_dry_run(state: &Path, key: &str) -> Option<(String, i64)> {
+/// A dry-run a real run can follow.
+#[derive(Debug)]
+pub struct DryRun {
+    pub run_id: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+    /// The digest it recorded for its plan (`None` before plans were
+    /// recorded).
+    pub plan_digest: Option<String>,
+    /// The plan it showed, as a saved plan (unchecked).
+    pub plan: Option<serde_json::Value>,
+}
+
+/// The last successful dry-run of `key`.
+pub fn last_dry_run(state: &Path, key: &str) -> Option<DryRun> {
     let text = std::fs::read_to_string(state.join("dry-runs").join(format!("{key}.json"))).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some((v["run_id"].as_str()?.to_string(), v["time"].as_i64()?))
+    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(DryRun {
+        run_id: v["run_id"].as_str()?.to_string(),
+        time: v["time"].as_i64()?,
+        plan_digest: v["plan_digest"].as_str().map(str::to_string),
+        plan: v.get_mut("plan").map(serde_json::Value::take),
+    })
 }

@@ -102,6 +102,8 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
         "logs": of("logs"),
         "output": of("output"),
         "drift": of("drift"),
+        "plan": of("plan").pop(),
+        "plan_differences": of("plan-difference"),
         "outcome": outcome,
         "rollbacks": rollbacks,
     }))
@@ -305,7 +307,11 @@ pub fn markdown(f: &Value) -> String {
                 (_, Value::String(id)) => format!("followed dry-run `{id}`"),
                 _ => "not required".to_string(),
             };
-            row(&mut m, "Guards", format!("{w}; dry-run first: {d}"));
+            row(
+                &mut m,
+                "Guards",
+                format!("{w}; dry-run first: {d}{}", plan_binding(&p["plan"])),
+            );
         }
         let rbs = f["rollbacks"].as_array().cloned().unwrap_or_default();
         row(
@@ -507,4 +513,33 @@ pub fn markdown(f: &Value) -> String {
         "\n## To discuss\n\n- What was the situation, and what did we know when we ran this?\n- What went well?\n- What was hard or surprising?\n- Action items (owner, date):\n"
     );
     m
+}
+
+/// What the run's plan was held to, for the Guards row (nothing when it
+/// was not compared).
+fn plan_binding(p: &Value) -> String {
+    if p["compared"] != json!(true) {
+        return String::new();
+    }
+    let r = &p["reviewed"];
+    let reviewed = match r["file"].as_str() {
+        Some(f) => format!("the saved plan `{f}`"),
+        None => format!(
+            "the plan of dry-run `{}`",
+            r["dry_run"].as_str().unwrap_or("?")
+        ),
+    };
+    if p["matches"] == json!(true) {
+        return format!("; plan: the same as {reviewed}");
+    }
+    let n = &p["differences"];
+    let how = match (&p["accept_new_plan"], p["nothing_to_commit"] == json!(true)) {
+        (Value::Object(a), _) => format!(
+            "accepted with --accept-new-plan: {}",
+            a["reason"].as_str().unwrap_or("")
+        ),
+        (_, true) => "nothing to commit".to_string(),
+        _ => "refused".to_string(),
+    };
+    format!("; plan: {n} difference(s) from {reviewed}, {how}")
 }

@@ -24,6 +24,11 @@ use crate::policy::RunLock;
 use crate::sandbox::{GuestEnd, Limiter, Limits, OutputBudget, Sandbox};
 use crate::world::RunState;
 
+mod dry_run_first;
+
+pub use dry_run_first::quote;
+use dry_run_first::{Reviewed, dry_run_gate};
+
 /// What the operator asked for.
 pub struct RunRequest {
     pub fix: PathBuf,
@@ -52,6 +57,13 @@ pub struct RunRequest {
     pub allowed_signers: Option<PathBuf>,
     /// `--signature FILE` (default: FIX.wasm.sig).
     pub signature: Option<PathBuf>,
+    /// `--save-plan FILE` (dry-runs): where to save the plan.
+    pub save_plan: Option<PathBuf>,
+    /// `--plan FILE` (real runs): the saved plan this run must make.
+    pub plan: Option<PathBuf>,
+    /// `--accept-new-plan --reason TEXT`: commit a plan that differs from
+    /// the dry-run's.
+    pub accept_new_plan: Option<String>,
 }
 
 /// Ends a run early with a message and an exit code.
@@ -185,6 +197,20 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;
+    // A saved plan is read and checked, and where one will be saved is
+    // checked, before the fix runs.
+    let save_target = req
+        .save_plan
+        .as_deref()
+        .map(|p| crate::binding::check_save_path(p, &grants))
+        .transpose()
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    let saved_plan = req
+        .plan
+        .as_ref()
+        .map(|p| crate::binding::PlanFile::read(p).map(|f| Reviewed::from_file(p.clone(), f)))
+        .transpose()
+        .map_err(|e| Stop::new(e.exit(), e))?;
     let grants = Arc::new(grants);
     let config = Config::load(req.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))?;
     crate::digest::choose(config.digest()).map_err(|e| Stop::new(Exit::Usage, e))?;
@@ -249,18 +275,28 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded; checking the guards");
     let dry_run_key =
         crate::policy::dry_run_key(&loaded.digest, &grants_json, &req.params, &hostname());
+    let made_for =
+        crate::binding::MadeFor::new(&loaded.digest, &grants_json, &req.params, &hostname());
+    if let (Some(saved), Some(path)) = (&saved_plan, &req.plan) {
+        saved
+            .file
+            .check_made_for(path, crate::digest::current(), &made_for)
+            .map_err(|e| Stop::new(e.exit(), e))?;
+    }
+    // The plan this run is held to, or why there is none.
+    let mut reviewed: Result<Reviewed, String> = Err(String::new());
     if !req.dry_run {
-        policy.insert(
-            "dry_run_first".into(),
-            dry_run_gate(
-                &req,
-                &config,
-                &state_dir,
-                &dry_run_key,
-                &fix_name,
-                &loaded.digest,
-            )?,
-        );
+        let (record, found) = dry_run_gate(
+            &req,
+            &config,
+            &state_dir,
+            &dry_run_key,
+            &fix_name,
+            &loaded.digest,
+            saved_plan,
+        )?;
+        policy.insert("dry_run_first".into(), record);
+        reviewed = found;
     }
     // A real run holds the lock from before the fix plans until the commit
     // is done, so two never interleave.
@@ -331,6 +367,22 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         out.denial(d);
     }
     let denied = state.denials.len();
+    let second_pass = state.second_pass;
+    let flipped = state.flipped;
+    let plan = state.overlay.into_plan();
+
+    let canonical = dry_run_first::canonical_plan(&end, flipped.is_some(), &plan, made_for);
+    let binding = (!req.dry_run).then(|| {
+        dry_run_first::bind(
+            reviewed.as_ref().map_err(String::as_str),
+            canonical.as_ref().map(|(c, d)| (c, d.as_str())),
+            !plan.effects.is_empty(),
+            req.accept_new_plan.as_deref(),
+        )
+    });
+    if let Some(b) = &binding {
+        policy.insert("plan".into(), b.record.clone());
+    }
 
     // The journal: what ran, what it said, what it planned or changed.
     let mut journal = Journal::create(&state_dir, &run_id).map_err(journal_error)?;
@@ -380,12 +432,22 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     if !fix_output.is_empty() {
         records.push(json!({"type": "output", "text": String::from_utf8_lossy(&fix_output)}));
     }
+    if let Some((c, digest)) = &canonical {
+        records.push(json!({"type": "plan", "digest": digest, "effects": c.effects.len()}));
+    }
+    if let Some(b) = binding.as_ref().filter(|b| !b.differences.is_empty()) {
+        out.plan_differences(&b.title, &b.differences);
+        records.extend(
+            b.differences
+                .iter()
+                .take(crate::binding::MAX_SHOWN)
+                .map(|d| d.to_json()),
+        );
+    }
     for r in records {
         journal.append(r).map_err(journal_error)?;
     }
-    let second_pass = state.second_pass;
-    let flipped = state.flipped;
-    let plan = state.overlay.into_plan();
+    let refusal = binding.as_ref().and_then(|b| b.refusal.clone());
 
     let mut summary = json!({
         "type": "summary",
@@ -401,11 +463,21 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         },
     });
 
+    if let Some((_, digest)) = &canonical {
+        summary["plan_digest"] = json!(digest);
+    }
     let exit = match end {
         GuestEnd::NotNeeded(why) => {
             summary["outcome"] = json!("not-needed");
             summary["check"] = json!({"applies": false, "reason": why});
-            Exit::Success
+            match &refusal {
+                None => Exit::Success,
+                Some(r) => {
+                    summary["outcome"] = json!("refused");
+                    summary["error"] = json!(r);
+                    Exit::Refused
+                }
+            }
         }
         GuestEnd::Failed { phase, message } => {
             let exit = if denied > 0 {
@@ -452,8 +524,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             let mut check_record = check_json;
             check_record["type"] = json!("check");
             journal.append(check_record).map_err(journal_error)?;
-            out.plan(&plan, req.dry_run);
-            if req.dry_run {
+            out.plan(&plan, req.dry_run || refusal.is_some());
+            if let Some(r) = &refusal {
+                summary["outcome"] = json!("refused");
+                summary["error"] = json!(r);
+                Exit::Refused
+            } else if req.dry_run {
                 journal_plan(&mut journal, &plan).map_err(journal_error)?;
                 let (idempotent, record) = idempotency(second_pass.as_ref());
                 out.idempotency(&record);
@@ -485,6 +561,23 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .append(json!({"type": "check", "applies": false, "reason": check["reason"]}))
             .map_err(journal_error)?;
     }
+    // A successful dry-run's plan: saved when asked, and recorded below for
+    // the real run that follows.
+    let mut exit = exit;
+    let reviewed_plan = match (&canonical, req.dry_run && exit == Exit::Success) {
+        (Some((c, _)), true) => {
+            let made = crate::binding::Made {
+                dry_run: run_id.clone(),
+                time: rfc3339(started_at),
+                fix: req.fix.display().to_string(),
+                fix_name: fix_name.clone(),
+                outcome: summary["outcome"].as_str().unwrap_or_default().to_string(),
+                idempotent: summary["idempotent"].as_bool(),
+            };
+            dry_run_first::save_plan(c, made, save_target.as_deref(), &mut summary, &mut exit)
+        }
+        _ => None,
+    };
     summary["exit_code"] = json!(exit.code());
     let mut outcome = json!({
         "type": "outcome",
@@ -504,9 +597,9 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     // A dry-run changed nothing: its record need not cost a sync.
     if !req.dry_run {
         journal.sync().map_err(journal_error)?;
-    } else if exit == Exit::Success && flipped.is_none() {
-        // What a real run of the same must follow.
-        crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at)
+    } else if let (Some(file), Exit::Success) = (&reviewed_plan, exit) {
+        // What a real run of the same must follow, and the plan it is held to.
+        crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at, file)
             .map_err(journal_error)?;
     }
     summary["head"] = json!(journal.head());
@@ -633,90 +726,6 @@ fn window_gate(config: &Config, on_call: Option<&str>) -> Result<serde_json::Val
                     .unwrap_or_default()
             ),
         )),
-    }
-}
-
-/// Dry-run before real: a successful dry-run of the same fix digest,
-/// grants and params on this host, recent enough; the record for the
-/// journal header.
-fn dry_run_gate(
-    req: &RunRequest,
-    config: &Config,
-    state: &std::path::Path,
-    key: &str,
-    fix_name: &str,
-    digest: &str,
-) -> Result<serde_json::Value, Stop> {
-    if let Some(reason) = &req.no_dry_run_first {
-        return Ok(json!({"override": {"reason": reason}}));
-    }
-    let rule = config.dry_run_first;
-    if !rule.required {
-        return Ok(json!({"required": false}));
-    }
-    let max_age = rule.max_age.as_secs() as i64;
-    let age_text = crate::sandbox::humantime(rule.max_age);
-    match crate::policy::last_dry_run(state, key) {
-        Some((run_id, at)) if now_secs() - at <= max_age => {
-            Ok(json!({"required": true, "dry_run": run_id, "time": rfc3339(at)}))
-        }
-        last => {
-            let why = match last {
-                Some((run_id, at)) => format!(
-                    "the last dry-run of {fix_name} with these grants and params ({run_id}, {}) is older than {age_text}",
-                    rfc3339(at)
-                ),
-                None => format!(
-                    "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
-                    &digest[..digest.len().min(16)]
-                ),
-            };
-            Err(Stop::new(
-                Exit::Refused,
-                format!("refused: {why}; run it first: {}", dry_run_command(req)),
-            ))
-        }
-    }
-}
-
-/// The command line of a dry-run with the same fix, grants and params.
-fn dry_run_command(req: &RunRequest) -> String {
-    let mut words = vec![
-        "defops-wasm".to_string(),
-        "run".into(),
-        quote(&req.fix.display().to_string()),
-    ];
-    for (path, access) in &req.grants {
-        let flag = match access {
-            Access::ReadWrite => "--allow",
-            Access::ReadOnly => "--allow-ro",
-        };
-        words.push(format!("{flag} {}", quote(&path.display().to_string())));
-    }
-    for glob in &req.logs {
-        words.push(format!("--allow-log {}", quote(glob)));
-    }
-    for (k, v) in &req.params {
-        words.push(format!("--param {}", quote(&format!("{k}={v}"))));
-    }
-    if req.state_dir_given {
-        words.push(format!(
-            "--state-dir {}",
-            quote(&req.state_dir.display().to_string())
-        ));
-    }
-    words.push("--dry-run".into());
-    words.join(" ")
-}
-
-/// `s` quoted for a POSIX shell when it needs to be.
-pub fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,@+%".contains(&b));
-    match plain {
-        true => s.to_string(),
-        false => format!("'{}'", s.replace('\'', "'\\''")),
     }
 }
 
