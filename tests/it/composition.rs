@@ -180,6 +180,10 @@ fn starting_tree(rng: &mut Rng) -> Tree {
         std::fs::create_dir_all(t.path(&format!("grant/{d}"))).unwrap();
     }
     t.symlink("a", "grant/l1");
+    // Links already there whose meaning a plan can change: one dangling
+    // until `n1` exists, one that climbs out once `c/z` is a symlink.
+    t.symlink("n1/../../outside/secret", "grant/p1");
+    t.symlink("c/z/../../f1", "grant/p2");
     let l2 = ["b/y", "a/x/deep", "c"][rng.below(3)];
     t.symlink(l2, "grant/l2");
     t
@@ -322,6 +326,16 @@ fn check_case(seed: u64, fixed: Option<&[&str]>, state: &Path) -> Result<Ended, 
     let before_ro = identity_snapshot(&ro);
     let before_out = identity_snapshot(&outside);
     let before_links = symlinks(&grant);
+    let inside = |dest: &Option<PathBuf>| {
+        let rw = std::fs::canonicalize(&grant).unwrap();
+        let ro = std::fs::canonicalize(&ro).unwrap();
+        dest.as_ref()
+            .is_none_or(|d| d.starts_with(&rw) && !d.starts_with(&ro))
+    };
+    let led_inside: BTreeMap<&PathBuf, bool> = before_links
+        .keys()
+        .map(|l| (l, inside(&kernel_destination(l))))
+        .collect();
 
     // The read-only grant is named directly or through a symlink above it:
     // either way the same directory is protected.
@@ -371,7 +385,17 @@ fn check_case(seed: u64, fixed: Option<&[&str]>, state: &Path) -> Result<Ended, 
     let rw = std::fs::canonicalize(&grant).unwrap();
     let ro_real = std::fs::canonicalize(&ro).unwrap();
     for (link, target) in symlinks(&grant) {
+        // A link the run did not touch may keep leading where it led, even
+        // outside; one that led inside (or nowhere) must still.
         if before_links.get(&link) == Some(&target) {
+            if led_inside[&link] && !inside(&kernel_destination(&link)) {
+                return fail(format!(
+                    "{} -> {} led inside before the run and now leads to {:?}",
+                    link.display(),
+                    target.display(),
+                    kernel_destination(&link)
+                ));
+            }
             continue;
         }
         if let Some(dest) = kernel_destination(&link) {
@@ -421,6 +445,11 @@ const FOUND: &[&[&str]] = &[
     &["mv @G/a/ro @G/n1"],
     // A link into the read-only grant.
     &["ln ro/f @G/a/w"],
+    // Links already in the tree, led out by what the plan builds on their
+    // way: a directory where a dangling walk was cut, a symlink where a
+    // walk passes.
+    &["mkdir @G/n1"],
+    &["rmdir @G/c/z", "ln ../.. @G/c/z"],
 ];
 
 #[test]

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 
 use super::{MAX_NAME, MAX_SYMLINKS, Node, Overlay};
 use crate::grants::{Access, VPath};
+use crate::plan::{Op, State};
 
 /// Entries walked in moved directories between two looks at `stop`.
 const STOP_EVERY: usize = 1024;
@@ -162,14 +163,62 @@ impl Overlay {
             }
         }
         let mut found: Vec<Escape> = links
-            .into_iter()
+            .iter()
             .filter_map(|(path, target)| {
-                let why = self.escape(&path, &target)?;
-                Some(Escape { path, why })
+                let why = self.escape(path, target)?;
+                Some(Escape {
+                    path: path.clone(),
+                    why,
+                })
             })
             .collect();
+        if self.changes_what_links_traverse() {
+            found.extend(self.links_led_astray(&links, &mut walked, stop)?);
+        }
         found.extend(self.read_only_by_identity(stop)?);
         Ok(found)
+    }
+
+    /// True when the plan changes what a path walk can pass through: it
+    /// creates or moves a symlink or a directory. (A file cannot be walked
+    /// through; a write, a chmod or a removal leaves every walk's way as it
+    /// was or cut short.)
+    fn changes_what_links_traverse(&self) -> bool {
+        self.plan.effects.iter().any(|e| match &e.op {
+            Op::Symlink { .. } | Op::CreateDir { .. } => true,
+            Op::Rename { .. } => matches!(e.before, State::Dir { .. } | State::Symlink { .. }),
+            _ => false,
+        })
+    }
+
+    /// The symlinks already in the read-write grants, not moved by the
+    /// plan, that led inside (or nowhere) before it and would lead outside
+    /// after it: a directory made where a dangling link's walk was cut, a
+    /// symlink put where its walk passes. Found by walking the read-write
+    /// grants in the final view, only for plans that change what a walk
+    /// can pass through.
+    fn links_led_astray(
+        &self,
+        moved: &BTreeMap<VPath, String>,
+        walked: &mut usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<Escape>, CheckError> {
+        let mut all = BTreeMap::new();
+        for g in self.grants.iter().filter(|g| g.access == Access::ReadWrite) {
+            self.symlinks_below(&g.path, &mut all, walked, stop)?;
+        }
+        let before = Overlay::new(self.grants.clone(), self.limits);
+        Ok(all
+            .into_iter()
+            .filter(|(path, _)| !moved.contains_key(path))
+            .filter_map(|(path, target)| {
+                let why = self.escape(&path, &target)?;
+                before.escape(&path, &target).is_none().then(|| Escape {
+                    why: format!("{why}, where before the plan it did not"),
+                    path,
+                })
+            })
+            .collect())
     }
 
     /// Changed paths whose directory, or a directory above it, is a
