@@ -247,6 +247,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .map(|g| json!({"path": g, "access": "log"})),
     );
     tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded; checking the guards");
+    let fix_sha256 = loaded.sha256();
     let dry_run_key =
         crate::policy::dry_run_key(&loaded.digest, &grants_json, &req.params, &hostname());
     if !req.dry_run {
@@ -258,7 +259,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
                 &state_dir,
                 &dry_run_key,
                 &fix_name,
-                &loaded.digest,
+                &crate::digest::fix_id_of(&fix_sha256),
             )?,
         );
     }
@@ -281,6 +282,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "type": "start",
         "run_id": run_id,
         "fix": req.fix.display().to_string(),
+        "fix_id": crate::digest::fix_id_of(&fix_sha256),
         "digest": loaded.digest,
         "hash_alg": crate::digest::current().name(),
         "size": loaded.size,
@@ -319,6 +321,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             abort: abort.clone(),
         },
         second_pass: None,
+        pass: 1,
+        second_from: None,
         flip_precondition: req.flip_precondition,
         flipped: None,
     };
@@ -326,9 +330,21 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     tracing::info!(?end, "the fix returned");
     let ran_in = started.elapsed() - loaded_in;
     let fix_output = output.take();
-    out.fix_output(&fix_output);
-    for d in &state.denials {
-        out.denial(d);
+    // What came from a dry-run's idempotency pass (the second `apply`) is
+    // marked as such, on the screen, in JSON and in the journal.
+    let from = state.second_from.unwrap_or(crate::world::PassStart {
+        denials: usize::MAX,
+        log_reads: usize::MAX,
+        output: usize::MAX,
+    });
+    let pass_of = |i: usize, start: usize| if i >= start { 2u8 } else { 1 };
+    let split = from.output.min(fix_output.len());
+    let outputs = [(&fix_output[..split], 1u8), (&fix_output[split..], 2)];
+    for (bytes, pass) in outputs {
+        out.fix_output(bytes, pass);
+    }
+    for (i, d) in state.denials.iter().enumerate() {
+        out.denial(d, pass_of(i, from.denials));
     }
     let denied = state.denials.len();
 
@@ -344,7 +360,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "fix": {
             "path": req.fix.display().to_string(),
             "name": fix_name,
-            "sha256": loaded.sha256(),
+            "sha256": fix_sha256,
             "manifest": manifest,
             "digest": loaded.digest,
             "size": loaded.size,
@@ -363,22 +379,24 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         state
             .messages
             .iter()
-            .map(|m| json!({"type": "message", "level": m.level, "text": m.text})),
+            .map(|m| json!({"type": "message", "level": m.level, "text": m.text, "pass": m.pass})),
     );
-    records.extend(
-        state
-            .denials
-            .iter()
-            .map(|d| json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason})),
-    );
-    for read in &state.log_reads {
-        out.log_read(read);
+    records.extend(state.denials.iter().enumerate().map(|(i, d)| {
+        json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason, "pass": pass_of(i, from.denials)})
+    }));
+    for (i, read) in state.log_reads.iter().enumerate() {
         let mut r = read.clone();
+        r["pass"] = json!(pass_of(i, from.log_reads));
+        out.log_read(&r);
         r["type"] = json!("logs");
         records.push(r);
     }
-    if !fix_output.is_empty() {
-        records.push(json!({"type": "output", "text": String::from_utf8_lossy(&fix_output)}));
+    for (bytes, pass) in outputs {
+        if !bytes.is_empty() {
+            records.push(
+                json!({"type": "output", "text": String::from_utf8_lossy(bytes), "pass": pass}),
+            );
+        }
     }
     for r in records {
         journal.append(r).map_err(journal_error)?;
@@ -391,6 +409,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "type": "summary",
         "run_id": run_id,
         "dry_run": req.dry_run,
+        "fix_id": crate::digest::fix_id_of(&fix_sha256),
         "digest": loaded.digest,
         "changed": 0,
         "unchanged": plan.unchanged,
@@ -645,7 +664,7 @@ fn dry_run_gate(
     state: &std::path::Path,
     key: &str,
     fix_name: &str,
-    digest: &str,
+    fix_id: &str,
 ) -> Result<serde_json::Value, Stop> {
     if let Some(reason) = &req.no_dry_run_first {
         return Ok(json!({"override": {"reason": reason}}));
@@ -663,12 +682,11 @@ fn dry_run_gate(
         last => {
             let why = match last {
                 Some((run_id, at)) => format!(
-                    "the last dry-run of {fix_name} with these grants and params ({run_id}, {}) is older than {age_text}",
+                    "the last dry-run of {fix_name} ({fix_id}) with these grants and params ({run_id}, {}) is older than {age_text}",
                     rfc3339(at)
                 ),
                 None => format!(
-                    "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
-                    &digest[..digest.len().min(16)]
+                    "no successful dry-run of {fix_name} ({fix_id}) with these grants and params on this host in the last {age_text}"
                 ),
             };
             Err(Stop::new(
@@ -756,6 +774,7 @@ fn check_manifest(
             format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
         )
     })?;
+    refuse_undeclared_params(&m, &req.params, &fix.to_string())?;
     let missing = m.missing_params(&req.params);
     if !missing.is_empty() {
         return Err(Stop::new(
@@ -797,6 +816,42 @@ fn check_manifest(
         )
     })?;
     Ok(Some(m))
+}
+
+/// A `--param` the manifest does not declare is a typo or a fix of another
+/// version: refused before the fix runs, so it never runs with a default
+/// instead.
+fn refuse_undeclared_params(
+    m: &Manifest,
+    params: &BTreeMap<String, String>,
+    fix: &str,
+) -> Result<(), Stop> {
+    let declared: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
+    let undeclared: Vec<&str> = params
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !declared.contains(k))
+        .collect();
+    if undeclared.is_empty() {
+        return Ok(());
+    }
+    Err(Stop::new(
+        Exit::Usage,
+        format!(
+            "{} {} does not declare {}; it declares {}. Check the spelling; see `defops-wasm inspect {fix}`",
+            m.name,
+            m.version,
+            undeclared
+                .iter()
+                .map(|k| format!("--param {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match declared.is_empty() {
+                true => "no params".to_string(),
+                false => declared.join(", "),
+            }
+        ),
+    ))
 }
 
 /// A reviewer's signature, when the request or the configuration requires
