@@ -710,3 +710,101 @@ fn inspect_old_new_exits_1_for_any_change_code_only_included() {
         manifest_changed.stdout
     );
 }
+
+/// Every public item of the guest SDK, by name, from its source: functions,
+/// types, traits, modules, macros, public fields and the variants of public
+/// enums (the generated bindings are hidden and not part of the API).
+fn sdk_items() -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("guest-sdk/src");
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let (mut macro_next, mut in_enum) = (false, false);
+        for line in text.lines() {
+            let l = line.trim_start();
+            if l.starts_with("#[macro_export]") {
+                macro_next = true;
+                continue;
+            }
+            if let Some(rest) = l.strip_prefix("macro_rules! ").filter(|_| macro_next) {
+                names.push(format!("{}!", ident(rest)));
+                macro_next = false;
+                continue;
+            }
+            if in_enum {
+                if line.starts_with('}') {
+                    in_enum = false;
+                } else if !l.starts_with("//") && !l.starts_with('#') && !ident(l).is_empty() {
+                    names.push(ident(l));
+                }
+                continue;
+            }
+            for kw in [
+                "pub fn ",
+                "pub struct ",
+                "pub enum ",
+                "pub trait ",
+                "pub type ",
+                "pub mod ",
+            ] {
+                if let Some(rest) = l.strip_prefix(kw)
+                    && ident(rest) != "bindings"
+                {
+                    names.push(ident(rest));
+                    in_enum = kw == "pub enum ";
+                }
+            }
+            if let Some(rest) = l.strip_prefix("pub ")
+                && let Some((field, _)) = rest.split_once(':')
+                && !field.is_empty()
+                && field.chars().all(|c| c.is_alphanumeric() || c == '_')
+            {
+                names.push(field.to_string());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn every_public_item_of_the_sdk_is_in_docs_sdk_md() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("docs/SDK.md"),
+    )
+    .unwrap();
+    let items = sdk_items();
+    assert!(items.len() > 40, "{items:?}");
+    let missing: Vec<&String> = items
+        .iter()
+        .filter(|n| {
+            !["`", "::", "fn "]
+                .iter()
+                .any(|before| doc.contains(&format!("{before}{n}")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/SDK.md does not describe {missing:?}"
+    );
+    let readme = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("README.md"),
+    )
+    .unwrap();
+    assert!(readme.contains("docs/SDK.md"));
+}
