@@ -186,11 +186,12 @@ fn toml_str(s: &str) -> String {
 fn hostile_manifest_fix(t: &Tree, g: &mut Gen) -> (String, String) {
     let description = g.hostile(true);
     let toml = format!(
-        "name = \"fsops\"\nversion = \"0.1.0\"\ndescription = {}\nread-write = [{}]\n\n\
+        "name = \"fsops\"\nversion = \"0.1.0\"\ndescription = {}\nread-write = [{}]\nlogs = [{}]\n\n\
          [[param]]\nname = \"ops\"\ndescription = {}\nrequired = true\n\n\
          [[param]]\nname = \"ignore_errors\"\ndescription = {}\ndefault = {}\n",
         toml_str(&description),
         toml_str(&t.p("grant")),
+        toml_str(&t.p("logs/*.log")),
         toml_str(&g.hostile(true)),
         toml_str(&g.hostile(false)),
         toml_str(&g.hostile(false)),
@@ -242,6 +243,14 @@ fn hostile_round(seed: u64) {
     let mut printed = b"out:".to_vec();
     printed.extend(g.hostile_bytes());
     let missing = name_of(&g.hostile(true));
+    // Log lines the fix reads (and shows in its messages), and a pattern
+    // of its own (shown with each log read).
+    let log_line = g.hostile(false);
+    t.write(
+        "logs/app.log",
+        &format!("{log_line}\n{}\n", g.hostile(false)),
+    );
+    let pattern = g.hostile(false);
     let ops = [
         format!("write {gr}/existing.txt {}", enc(content.as_bytes())),
         format!("write {gr}/{} x", enc(name.as_bytes())),
@@ -254,12 +263,24 @@ fn hostile_round(seed: u64) {
         format!("read {gr}/existing.txt"),
         format!("readlink {gr}/{}", enc(link.as_bytes())),
         format!("ls {gr}"),
+        format!("tail {} 20", t.p("logs/app.log")),
+        format!("grep {} {}", t.p("logs/*.log"), enc(pattern.as_bytes())),
         format!("rm {gr}/{}", enc(missing.as_bytes())),
         format!("chmod {gr}/existing.txt 600"),
     ]
     .join(";");
     let ops = format!("ops={ops}");
-    let base = ["run", fixw.as_str(), "--allow", gr.as_str(), "-p", &ops];
+    let logs = t.p("logs/*.log");
+    let base = [
+        "run",
+        fixw.as_str(),
+        "--allow",
+        gr.as_str(),
+        "--allow-log",
+        logs.as_str(),
+        "-p",
+        &ops,
+    ];
     let with = |extra: &[&'static str]| -> Vec<String> {
         base.iter()
             .copied()
@@ -292,6 +313,10 @@ fn hostile_round(seed: u64) {
         "{ctx}: {texts:?}"
     );
     assert!(texts.iter().any(|m| m.contains(&name)), "{ctx}");
+    assert!(
+        texts.iter().any(|m| m.contains(&log_line)),
+        "{ctx}: the log line read: {texts:?}"
+    );
     let diff = lines
         .iter()
         .find(|l| {
@@ -327,6 +352,13 @@ fn hostile_round(seed: u64) {
     // For people: nothing that steers a terminal, anywhere.
     let dry = with(&["-p", "ignore_errors=1", "--dry-run"]);
     assert_eq!(assert_clean_run("dry-run", &t, &strs(&dry)), 0, "{ctx}");
+    // The host's own diagnostics too (`-vv`: what the fix returned, ...).
+    let verbose = with(&["-p", "ignore_errors=1", "--dry-run", "-vv"]);
+    assert_eq!(
+        assert_clean_run("dry-run -vv", &t, &strs(&verbose)),
+        0,
+        "{ctx}"
+    );
     let real = with(&["-p", "ignore_errors=1"]);
     assert_eq!(assert_clean_run("real run", &t, &strs(&real)), 0, "{ctx}");
     assert_eq!(
@@ -334,7 +366,7 @@ fn hostile_round(seed: u64) {
         content.as_bytes(),
         "{ctx}: the file holds the exact bytes"
     );
-    let failing = with(&[]);
+    let failing = with(&["-vv"]);
     assert_eq!(
         assert_clean_run("failing run", &t, &strs(&failing)),
         1,
