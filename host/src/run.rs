@@ -826,12 +826,7 @@ fn refuse_undeclared_params(
     params: &BTreeMap<String, String>,
     fix: &str,
 ) -> Result<(), Stop> {
-    let declared: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
-    let undeclared: Vec<&str> = params
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !declared.contains(k))
-        .collect();
+    let undeclared = m.undeclared_params(params);
     if undeclared.is_empty() {
         return Ok(());
     }
@@ -846,9 +841,14 @@ fn refuse_undeclared_params(
                 .map(|k| format!("--param {k}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            match declared.is_empty() {
+            match m.params.is_empty() {
                 true => "no params".to_string(),
-                false => declared.join(", "),
+                false => m
+                    .params
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }
         ),
     ))
