@@ -236,7 +236,13 @@ fn hostile_round(seed: u64) {
     let t = Tree::new();
     let gr = t.p("grant");
     t.write("grant/existing.txt", "old line\nkept\n");
-    let (fixw, _) = hostile_manifest_fix(&t, &mut g);
+    let (fixw, description) = hostile_manifest_fix(&t, &mut g);
+    let inspected = t.defops().args(&["inspect", &fixw, "--json"]).output();
+    assert_eq!(
+        inspected.summary_of("inspect")["manifest"]["description"],
+        description.as_str(),
+        "seed {seed}: inspect --json keeps the manifest's text exactly"
+    );
     let content = format!("{}\nkept\n{}\n", g.hostile(false), g.hostile(true));
     let name = name_of(&g.hostile(true));
     let link = name_of(&g.hostile(true));
