@@ -469,7 +469,7 @@ impl Cli {
                     crate::monitor::check(&state, args.warn_age, args.last, &common.printer())
                 }
                 Err(e) => {
-                    println!("DEFOPS UNKNOWN - {}", e.message);
+                    println!("DEFOPS UNKNOWN - {}", crate::escape::line(&e.message));
                     Ok(Exit::Refused)
                 }
             },

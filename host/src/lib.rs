@@ -34,6 +34,7 @@ pub mod commit;
 pub mod config;
 pub mod digest;
 pub mod disk;
+pub mod escape;
 pub mod exit;
 pub mod fuzzing;
 pub mod grants;

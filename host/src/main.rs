@@ -40,7 +40,9 @@ fn main() {
                 };
                 println!(
                     "{}",
-                    json!({"type": "summary", "outcome": outcome, "error": stop.message, "exit_code": stop.exit.code()})
+                    defops_host::escape::json(
+                        &json!({"type": "summary", "outcome": outcome, "error": stop.message, "exit_code": stop.exit.code()})
+                    )
                 );
             }
             error_line(&stop.message);

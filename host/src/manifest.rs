@@ -295,6 +295,16 @@ impl Manifest {
             .map(|p| p.name.as_str())
             .collect()
     }
+
+    /// The names in `params` this manifest does not declare (a typo, or a
+    /// param of another version of the fix).
+    pub fn undeclared_params<'a>(&self, params: &'a BTreeMap<String, String>) -> Vec<&'a str> {
+        params
+            .keys()
+            .filter(|k| !self.params.iter().any(|p| &p.name == *k))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// `//` collapsed and no trailing slash (but `/`).
@@ -564,6 +574,12 @@ default = "max_conn"
         let r = m.resolve(&params);
         assert_eq!(r.read_write[0].1, Ok("/var/lib/app".to_string()));
         assert_eq!(m.missing_params(&BTreeMap::new()), vec!["file"]);
+        let typo = BTreeMap::from([
+            ("file".to_string(), "/x".to_string()),
+            ("kye".to_string(), "v".to_string()),
+        ]);
+        assert_eq!(m.undeclared_params(&typo), vec!["kye"]);
+        assert!(m.undeclared_params(&params).is_empty());
         let ok = check_grants(
             &m,
             &params,

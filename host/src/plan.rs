@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::escape;
 use crate::grants::VPath;
 
 /// The state of one path, enough to tell whether it changed: kind, content
@@ -101,7 +102,7 @@ impl fmt::Display for State {
             State::Dir { mode, uid, gid } => {
                 write!(f, "directory, mode {mode:04o}, owner {uid}:{gid}")
             }
-            State::Symlink { target, .. } => write!(f, "symlink to {target}"),
+            State::Symlink { target, .. } => write!(f, "symlink to {}", escape::line(target)),
             State::Other => f.write_str("special file"),
         }
     }
@@ -206,8 +207,11 @@ impl Op {
 }
 
 impl fmt::Display for Op {
+    /// The op alone (paths escaped for a terminal); an [`Effect`] shows
+    /// metadata changes as before → after.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = self.verb();
+        let p = |p: &VPath| escape::line(p.as_str()).into_owned();
         match self {
             Op::Write {
                 path,
@@ -217,16 +221,88 @@ impl fmt::Display for Op {
             } => {
                 write!(
                     f,
-                    "{verb:<7} {path} ({} bytes, mode {mode:04o})",
+                    "{verb:<7} {} ({} bytes, mode {mode:04o})",
+                    p(path),
                     content.len()
                 )
             }
-            Op::CreateDir { path, mode } => write!(f, "{verb:<7} {path} (mode {mode:04o})"),
-            Op::RemoveFile { path } | Op::RemoveDir { path } => write!(f, "{verb:<7} {path}"),
-            Op::Rename { from, to } => write!(f, "{verb:<7} {from} -> {to}"),
-            Op::SetMode { path, mode } => write!(f, "{verb:<7} {path} {mode:04o}"),
-            Op::SetOwner { path, uid, gid } => write!(f, "{verb:<7} {path} {uid}:{gid}"),
-            Op::Symlink { target, link } => write!(f, "{verb:<7} {link} -> {target}"),
+            Op::CreateDir { path, mode } => write!(f, "{verb:<7} {} (mode {mode:04o})", p(path)),
+            Op::RemoveFile { path } | Op::RemoveDir { path } => write!(f, "{verb:<7} {}", p(path)),
+            Op::Rename { from, to } => write!(f, "{verb:<7} {} -> {}", p(from), p(to)),
+            Op::SetMode { path, mode } => write!(f, "{verb:<7} {} {mode:04o}", p(path)),
+            Op::SetOwner { path, uid, gid } => write!(f, "{verb:<7} {} {uid}:{gid}", p(path)),
+            Op::Symlink { target, link } => {
+                write!(f, "{verb:<7} {} -> {}", p(link), escape::line(target))
+            }
+        }
+    }
+}
+
+impl State {
+    /// The permission bits, for a file or a directory.
+    pub fn mode(&self) -> Option<u32> {
+        match self {
+            State::File { mode, .. } | State::Dir { mode, .. } => Some(*mode),
+            _ => None,
+        }
+    }
+
+    /// The owner, for anything that has one.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        match self {
+            State::File { uid, gid, .. }
+            | State::Dir { uid, gid, .. }
+            | State::Symlink { uid, gid, .. } => Some((*uid, *gid)),
+            _ => None,
+        }
+    }
+}
+
+/// `0666 → 0640`, or `→ 0640` when the mode before is not known.
+fn mode_change(before: Option<u32>, after: u32) -> String {
+    match before {
+        Some(b) => format!("{b:04o} → {after:04o}"),
+        None => format!("→ {after:04o}"),
+    }
+}
+
+impl fmt::Display for Effect {
+    /// One line of a plan: the op, with metadata shown before → after
+    /// (`chmod /p 0666 → 0640`, `chown /p 0:0 → 1000:1000`); paths and
+    /// symlink targets escaped for a terminal.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = self.op.verb();
+        let p = |p: &VPath| escape::line(p.as_str()).into_owned();
+        match &self.op {
+            Op::SetMode { path, mode } => write!(
+                f,
+                "{verb:<7} {} {}",
+                p(path),
+                mode_change(self.before.mode(), *mode)
+            ),
+            Op::SetOwner { path, uid, gid } => {
+                let before = match self.before.owner() {
+                    Some((u, g)) => format!("{u}:{g} "),
+                    None => String::new(),
+                };
+                write!(f, "{verb:<7} {} {before}→ {uid}:{gid}", p(path))
+            }
+            Op::Write {
+                path,
+                content,
+                mode,
+                ..
+            } => match self.before.mode() {
+                Some(b) if b != *mode => write!(
+                    f,
+                    "{verb:<7} {} ({} bytes, mode {})",
+                    p(path),
+                    content.len(),
+                    mode_change(Some(b), *mode)
+                ),
+                _ => self.op.fmt(f),
+            },
+            _ => self.op.fmt(f),
         }
     }
 }
@@ -330,17 +406,20 @@ impl Effect {
         let old = as_text(old)?;
         let new = as_text(content)?;
         let diff = similar::TextDiff::from_lines(old, new);
+        // The names in the header on one line each, whatever the path
+        // holds (the `path` of the effect keeps it exactly).
+        let name = escape::line(path.as_str());
         let old_name = if matches!(self.before, State::Absent) {
             "/dev/null".to_string()
         } else {
-            path.to_string()
+            name.to_string()
         };
         let text = diff
             .unified_diff()
             .context_radius(3)
             .header(
                 &old_name,
-                &format!("{path} ({})", if planned { "planned" } else { "new" }),
+                &format!("{name} ({})", if planned { "planned" } else { "new" }),
             )
             .to_string();
         Some(text)

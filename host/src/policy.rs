@@ -224,11 +224,13 @@ pub fn describe_pause(p: &serde_json::Value) -> String {
         Some(f) => format!("the fix {f}"),
         None => "every fix".into(),
     };
-    format!(
+    // One line, whatever the record says.
+    crate::escape::line(&format!(
         "{what} paused by {who} at {}: {}",
         p["time"].as_str().unwrap_or("?"),
         p["reason"].as_str().unwrap_or("(no reason given)")
-    )
+    ))
+    .into_owned()
 }
 
 /// A pause record, or `None` when there is none. A record that exists but

@@ -108,11 +108,13 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
         }
     }
     let sig = signature_path(path);
+    let digests = digests(&bytes);
     Ok(json!({
         "type": "inspect",
         "path": path.display().to_string(),
+        "fix_id": digests["fix_id"],
         "size": bytes.len(),
-        "digests": digests(&bytes),
+        "digests": digests,
         "manifest": manifest,
         "manifest_error": manifest_error,
         "imports": groups,
@@ -122,10 +124,16 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
     }))
 }
 
-/// Both digests of a component: `{"blake3", "sha256"}`.
+/// A component's identity and both digests: `{"fix_id", "blake3",
+/// "sha256"}` (`fix_id` is `sha256:<hex>`, the form shown to people).
 pub fn digests(bytes: &[u8]) -> Value {
     use crate::digest::Alg;
-    json!({"blake3": Alg::Blake3.hex(bytes), "sha256": Alg::Sha256.hex(bytes)})
+    let sha256 = Alg::Sha256.hex(bytes);
+    json!({
+        "fix_id": crate::digest::fix_id_of(&sha256),
+        "blake3": Alg::Blake3.hex(bytes),
+        "sha256": sha256,
+    })
 }
 
 /// Writes `bytes` to `dest` by a temporary file renamed over it, so `dest`
@@ -168,10 +176,11 @@ fn sandbox() -> Result<Sandbox, Stop> {
 }
 
 fn print_report(r: &Value, out: &Printer) {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    // Every field on one line, escaped: a manifest's text is the fix
+    // author's.
+    let s = |v: &Value| crate::escape::line(v.as_str().unwrap_or("")).into_owned();
     out.note(&format!("{}  {} bytes", s(&r["path"]), r["size"]));
-    out.note(&format!("  blake3  {}", s(&r["digests"]["blake3"])));
-    out.note(&format!("  sha256  {}", s(&r["digests"]["sha256"])));
+    out.note(&format!("  {}", s(&r["fix_id"])));
     let m = &r["manifest"];
     if m.is_object() {
         out.note(&format!(
@@ -201,7 +210,7 @@ fn print_report(r: &Value, out: &Printer) {
         for p in m["params"].as_array().into_iter().flatten() {
             let how = match (&p["required"], &p["default"]) {
                 (Value::Bool(true), _) => "required".to_string(),
-                (_, Value::String(d)) => format!("default {d:?}"),
+                (_, Value::String(d)) => format!("default \"{}\"", crate::escape::line(d)),
                 _ => "optional".to_string(),
             };
             out.note(&format!(
@@ -210,8 +219,13 @@ fn print_report(r: &Value, out: &Printer) {
                 s(&p["description"])
             ));
         }
+        if m["params"].as_array().is_none_or(Vec::is_empty) {
+            out.note("  param       (none: a run with any --param is refused)");
+        }
     } else {
-        out.note("manifest  none");
+        out.note(
+            "manifest  none: any --param is passed on unchecked, and the grants are not checked",
+        );
     }
     out.note("imports");
     for (g, what) in GROUPS {
@@ -224,7 +238,7 @@ fn print_report(r: &Value, out: &Printer) {
         }
     }
     if let Some(sig) = r["signature"].as_str() {
-        out.note(&format!("signature {sig}"));
+        out.note(&format!("signature {}", crate::escape::line(sig)));
     }
     match r["consistent"] == json!(true) {
         true => out.note("verdict   the manifest and the imports agree"),
@@ -264,9 +278,10 @@ fn list_diff(old: &Value, new: &Value) -> (Vec<Value>, Vec<Value>) {
     )
 }
 
-/// `inspect OLD NEW`: what changed, for re-review. Exit 0 when the
-/// capabilities are the same, 1 when anything a reviewer must look at
-/// changed.
+/// `inspect OLD NEW`: what changed, for re-review. Exit 0 when the two are
+/// the same binary, 1 when anything changed: the manifest, the imports, or
+/// only the code (a reviewer looks at new code again; its signature no
+/// longer verifies).
 pub fn inspect_diff(
     old: &Path,
     new: &Path,
@@ -310,16 +325,9 @@ pub fn inspect_diff(
             "changes": changes,
         }));
     } else {
-        out.note(&format!(
-            "{} -> {}",
-            a["path"].as_str().unwrap_or(""),
-            b["path"].as_str().unwrap_or("")
-        ));
-        out.note(&format!(
-            "  sha256  {} -> {}",
-            a["digests"]["sha256"].as_str().unwrap_or(""),
-            b["digests"]["sha256"].as_str().unwrap_or("")
-        ));
+        let s = |v: &Value| crate::escape::line(v.as_str().unwrap_or("")).into_owned();
+        out.note(&format!("{} -> {}", s(&a["path"]), s(&b["path"])));
+        out.note(&format!("  {} -> {}", s(&a["fix_id"]), s(&b["fix_id"])));
         if changes.is_empty() {
             out.note(match same_code {
                 true => "the same binary",
@@ -328,14 +336,16 @@ pub fn inspect_diff(
         }
         for c in &changes {
             let what = c["what"].as_str().unwrap_or("");
+            let b = |v: &Value| crate::escape::line(&brief(v)).into_owned();
             if c.get("added").is_some() {
                 for v in c["added"].as_array().into_iter().flatten() {
-                    out.note(&format!("  + {what}: {}", brief(v)));
+                    out.note(&format!("  + {what}: {}", b(v)));
                 }
                 for v in c["removed"].as_array().into_iter().flatten() {
-                    out.note(&format!("  - {what}: {}", brief(v)));
+                    out.note(&format!("  - {what}: {}", b(v)));
                 }
             } else {
+                // JSON's quoting: every control escaped.
                 out.note(&format!("  ~ {what}: {} -> {}", c["old"], c["new"]));
             }
         }
@@ -343,7 +353,7 @@ pub fn inspect_diff(
             out.note("the new version's manifest and imports DISAGREE (see inspect)");
         }
     }
-    Ok(match changes.is_empty() {
+    Ok(match changes.is_empty() && same_code {
         true => Exit::Success,
         false => Exit::FixFailed,
     })
@@ -408,11 +418,11 @@ pub fn embed(
     match out.is_json() {
         true => out.raw(&r),
         false => out.note(&format!(
-            "embedded the manifest of {} {} into {} (sha256 {})",
+            "embedded the manifest of {} {} into {} ({})",
             m.name,
             m.version,
-            dest.display(),
-            r["sha256"].as_str().unwrap_or("")
+            crate::escape::line(&dest.display().to_string()),
+            r["fix_id"].as_str().unwrap_or("")
         )),
     }
     Ok(Exit::Success)
@@ -459,14 +469,16 @@ pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
         "type": "approve",
         "fix": fix.display().to_string(),
         "signature": sig.display().to_string(),
+        "fix_id": r["fix_id"],
         "sha256": r["digests"]["sha256"],
         "consistent": r["consistent"],
     });
     match out.is_json() {
         true => out.raw(&v),
         false => out.note(&format!(
-            "approved: {} (namespace {})",
-            sig.display(),
+            "approved: {} signs {} (namespace {})",
+            crate::escape::line(&sig.display().to_string()),
+            r["fix_id"].as_str().unwrap_or(""),
             crate::approval::NAMESPACE
         )),
     }

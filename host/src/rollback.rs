@@ -240,7 +240,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             })
             .collect();
         for l in &list {
-            out.note(&format!("drift: {l}"));
+            out.note(&format!("drift: {}", crate::escape::line(l)));
         }
         refusal = Some(Stop::new(
             Exit::Refused,

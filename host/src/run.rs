@@ -273,6 +273,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .map(|g| json!({"path": g, "access": "log"})),
     );
     tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded; checking the guards");
+    let fix_sha256 = loaded.sha256();
     let dry_run_key =
         crate::policy::dry_run_key(&loaded.digest, &grants_json, &req.params, &hostname());
     let made_for =
@@ -292,7 +293,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             &state_dir,
             &dry_run_key,
             &fix_name,
-            &loaded.digest,
+            &crate::digest::fix_id_of(&fix_sha256),
             saved_plan,
         )?;
         policy.insert("dry_run_first".into(), record);
@@ -317,6 +318,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "type": "start",
         "run_id": run_id,
         "fix": req.fix.display().to_string(),
+        "fix_id": crate::digest::fix_id_of(&fix_sha256),
         "digest": loaded.digest,
         "hash_alg": crate::digest::current().name(),
         "size": loaded.size,
@@ -355,6 +357,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             abort: abort.clone(),
         },
         second_pass: None,
+        pass: 1,
+        second_from: None,
         flip_precondition: req.flip_precondition,
         flipped: None,
     };
@@ -362,9 +366,21 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     tracing::info!(?end, "the fix returned");
     let ran_in = started.elapsed() - loaded_in;
     let fix_output = output.take();
-    out.fix_output(&fix_output);
-    for d in &state.denials {
-        out.denial(d);
+    // What came from a dry-run's idempotency pass (the second `apply`) is
+    // marked as such, on the screen, in JSON and in the journal.
+    let from = state.second_from.unwrap_or(crate::world::PassStart {
+        denials: usize::MAX,
+        log_reads: usize::MAX,
+        output: usize::MAX,
+    });
+    let pass_of = |i: usize, start: usize| if i >= start { 2u8 } else { 1 };
+    let split = from.output.min(fix_output.len());
+    let outputs = [(&fix_output[..split], 1u8), (&fix_output[split..], 2)];
+    for (bytes, pass) in outputs {
+        out.fix_output(bytes, pass);
+    }
+    for (i, d) in state.denials.iter().enumerate() {
+        out.denial(d, pass_of(i, from.denials));
     }
     let denied = state.denials.len();
     let second_pass = state.second_pass;
@@ -396,7 +412,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "fix": {
             "path": req.fix.display().to_string(),
             "name": fix_name,
-            "sha256": loaded.sha256(),
+            "sha256": fix_sha256,
             "manifest": manifest,
             "digest": loaded.digest,
             "size": loaded.size,
@@ -415,22 +431,24 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         state
             .messages
             .iter()
-            .map(|m| json!({"type": "message", "level": m.level, "text": m.text})),
+            .map(|m| json!({"type": "message", "level": m.level, "text": m.text, "pass": m.pass})),
     );
-    records.extend(
-        state
-            .denials
-            .iter()
-            .map(|d| json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason})),
-    );
-    for read in &state.log_reads {
-        out.log_read(read);
+    records.extend(state.denials.iter().enumerate().map(|(i, d)| {
+        json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason, "pass": pass_of(i, from.denials)})
+    }));
+    for (i, read) in state.log_reads.iter().enumerate() {
         let mut r = read.clone();
+        r["pass"] = json!(pass_of(i, from.log_reads));
+        out.log_read(&r);
         r["type"] = json!("logs");
         records.push(r);
     }
-    if !fix_output.is_empty() {
-        records.push(json!({"type": "output", "text": String::from_utf8_lossy(&fix_output)}));
+    for (bytes, pass) in outputs {
+        if !bytes.is_empty() {
+            records.push(
+                json!({"type": "output", "text": String::from_utf8_lossy(bytes), "pass": pass}),
+            );
+        }
     }
     if let Some((c, digest)) = &canonical {
         records.push(json!({"type": "plan", "digest": digest, "effects": c.effects.len()}));
@@ -453,6 +471,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "type": "summary",
         "run_id": run_id,
         "dry_run": req.dry_run,
+        "fix_id": crate::digest::fix_id_of(&fix_sha256),
         "digest": loaded.digest,
         "changed": 0,
         "unchanged": plan.unchanged,
@@ -766,6 +785,7 @@ fn check_manifest(
             format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
         )
     })?;
+    refuse_undeclared_params(&m, &req.params, &fix.to_string())?;
     let missing = m.missing_params(&req.params);
     if !missing.is_empty() {
         return Err(Stop::new(
@@ -808,6 +828,42 @@ fn check_manifest(
         )
     })?;
     Ok(Some(m))
+}
+
+/// A `--param` the manifest does not declare is a typo or a fix of another
+/// version: refused before the fix runs, so it never runs with a default
+/// instead.
+fn refuse_undeclared_params(
+    m: &Manifest,
+    params: &BTreeMap<String, String>,
+    fix: &str,
+) -> Result<(), Stop> {
+    let undeclared = m.undeclared_params(params);
+    if undeclared.is_empty() {
+        return Ok(());
+    }
+    Err(Stop::new(
+        Exit::Usage,
+        format!(
+            "{} {} does not declare {}; it declares {}. Check the spelling; see `defops-wasm inspect {fix}`",
+            m.name,
+            m.version,
+            undeclared
+                .iter()
+                .map(|k| format!("--param {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match m.params.is_empty() {
+                true => "no params".to_string(),
+                false => m
+                    .params
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        ),
+    ))
 }
 
 /// A reviewer's signature, when the request or the configuration requires

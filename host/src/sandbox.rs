@@ -195,6 +195,11 @@ impl OutputBudget {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).exceeded
     }
 
+    /// How many bytes of stdout and stderr are kept so far.
+    pub fn captured(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).bytes.len()
+    }
+
     /// What the fix wrote to stdout and stderr.
     pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).bytes)
@@ -645,6 +650,7 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
             if store.data().dry_run {
                 // The idempotency proof: apply again over the planned state;
                 // an idempotent fix plans nothing more.
+                store.data_mut().begin_idempotency_pass();
                 let mark = store.data_mut().overlay.begin_second_pass();
                 let second = match fix.call_apply(&mut *store).await {
                     Ok(Ok(_)) => None,

@@ -351,10 +351,10 @@ pub fn build(
     match out.is_json() {
         true => out.raw(&r),
         false => out.note(&format!(
-            "built {} ({} bytes, sha256 {}) in {:.1}s",
+            "built {} ({} bytes, {}) in {:.1}s",
             dest.display(),
             with.len(),
-            r["sha256"].as_str().unwrap_or(""),
+            r["fix_id"].as_str().unwrap_or(""),
             started.elapsed().as_secs_f64()
         )),
     }

@@ -32,6 +32,8 @@ pub use defops::fix::report::Level;
 pub struct Message {
     pub level: &'static str,
     pub text: String,
+    /// 1, or 2 during a dry-run's idempotency pass (the second `apply`).
+    pub pass: u8,
 }
 
 /// A call the sandbox refused.
@@ -67,13 +69,37 @@ pub struct RunState {
     pub until: crate::logs::Until,
     /// A dry-run's idempotency pass.
     pub second_pass: Option<crate::sandbox::SecondPass>,
+    /// Which `apply` runs: 1, or 2 in a dry-run's idempotency pass.
+    pub pass: u8,
+    /// Where the idempotency pass's denials, log reads and output begin.
+    pub second_from: Option<PassStart>,
     /// `--flip-precondition`: run `apply` even when `check` says not needed.
     pub flip_precondition: bool,
     /// What `check` said when it was flipped.
     pub flipped: Option<String>,
 }
 
+/// Where the records of a dry-run's idempotency pass begin: everything at
+/// or after these indexes came from the second `apply`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PassStart {
+    pub denials: usize,
+    pub log_reads: usize,
+    /// Bytes of stdout/stderr.
+    pub output: usize,
+}
+
 impl RunState {
+    /// Marks what follows as the idempotency pass's (pass 2).
+    pub fn begin_idempotency_pass(&mut self) {
+        self.pass = 2;
+        self.second_from = Some(PassStart {
+            denials: self.denials.len(),
+            log_reads: self.log_reads.len(),
+            output: self.output.captured(),
+        });
+    }
+
     /// `aborted` once a pause has landed: every later host call fails.
     fn not_aborted(&self) -> Result<(), FsError> {
         match self.until.abort.reason() {

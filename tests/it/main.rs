@@ -8,6 +8,7 @@ mod faults;
 mod fixes;
 mod guards;
 mod guests;
+mod honest;
 mod journal;
 mod logs;
 mod mutations;

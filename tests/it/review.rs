@@ -329,6 +329,13 @@ fn an_approved_fix_runs_and_the_signer_is_journaled() {
                     .output();
             out.assert_code(0);
             assert!(out.stdout.contains("approved"), "{}", out.stdout);
+            // The fix named as every command names it.
+            let id = format!(
+                "approved: {}.sig signs sha256:{}",
+                a.fix,
+                sha256sum(Path::new(&a.fix))
+            );
+            assert!(out.stdout.contains(&id), "{id} in {}", out.stdout);
         } else {
             ssh_sign(&key, "defops-wasm", &a.fix);
         }

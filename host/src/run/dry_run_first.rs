@@ -194,7 +194,7 @@ pub(super) fn dry_run_gate(
     state: &std::path::Path,
     key: &str,
     fix_name: &str,
-    digest: &str,
+    fix_id: &str,
     saved: Option<Reviewed>,
 ) -> Result<(serde_json::Value, Result<Reviewed, String>), Stop> {
     let rule = config.dry_run_first;
@@ -231,13 +231,12 @@ pub(super) fn dry_run_gate(
     }
     let why = match last {
         Some(d) => format!(
-            "the last dry-run of {fix_name} with these grants and params ({}, {}) is older than {age_text}",
+            "the last dry-run of {fix_name} ({fix_id}) with these grants and params ({}, {}) is older than {age_text}",
             d.run_id,
             rfc3339(d.time)
         ),
         None => format!(
-            "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
-            &digest[..digest.len().min(16)]
+            "no successful dry-run of {fix_name} ({fix_id}) with these grants and params on this host in the last {age_text}"
         ),
     };
     Err(Stop::new(
