@@ -49,6 +49,7 @@ pub mod periodic;
 pub mod plan;
 pub mod policy;
 pub mod progress;
+pub mod python;
 pub mod report;
 pub mod review;
 pub mod rollback;

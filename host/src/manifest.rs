@@ -509,17 +509,23 @@ fn sections(bytes: &[u8]) -> Option<Vec<Section>> {
 
 /// The manifest text embedded in `wasm`, if any.
 pub fn embedded(wasm: &[u8]) -> Option<Result<String, String>> {
+    custom_section(wasm, SECTION)
+        .map(|r| r.map_err(|_| "the embedded manifest is not UTF-8".to_string()))
+}
+
+/// The text of the last top-level custom section `name` of `wasm`, if any.
+pub fn custom_section(wasm: &[u8], name: &str) -> Option<Result<String, String>> {
     let secs = sections(wasm)?;
     let range = &secs
         .iter()
         .rev()
-        .find(|s| s.id == 0 && s.name.as_deref() == Some(SECTION))?
+        .find(|s| s.id == 0 && s.name.as_deref() == Some(name))?
         .range;
     let mut at = range.start + 1;
     let _size = read_leb(wasm, &mut at)?;
     let len = read_leb(wasm, &mut at)?;
     let data = wasm.get(at.checked_add(len)?..range.end)?;
-    Some(String::from_utf8(data.to_vec()).map_err(|_| "the embedded manifest is not UTF-8".into()))
+    Some(String::from_utf8(data.to_vec()).map_err(|_| format!("the {name} section is not UTF-8")))
 }
 
 /// `wasm` with `manifest` as its `defops-manifest` section (replacing any).

@@ -361,6 +361,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         second_from: None,
         flip_precondition: req.flip_precondition,
         flipped: None,
+        script: loaded.script.clone(),
     };
     let (state, end) = sandbox.execute(&loaded, state, &req.limits);
     tracing::info!(?end, "the fix returned");
@@ -416,6 +417,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             "manifest": manifest,
             "digest": loaded.digest,
             "size": loaded.size,
+            "language": if loaded.script.is_some() { "python" } else { "wasm" },
+            "runtime": loaded.runtime.as_ref().map(|r| json!({
+                "path": r.path.display().to_string(),
+                "digest": r.digest,
+                "sha256": r.sha256,
+            })),
         },
         "grants": grants_json,
         "params": req.params,
@@ -774,7 +781,7 @@ fn check_manifest(
     grants: &Grants,
 ) -> Result<Option<Manifest>, Stop> {
     let fix = req.fix.display();
-    let text = match crate::manifest::embedded(&loaded.bytes) {
+    let text = match loaded.manifest_text() {
         None => return Ok(None),
         Some(Err(e)) => return Err(Stop::new(Exit::Usage, format!("{fix}: {e}"))),
         Some(Ok(t)) => t,
@@ -782,7 +789,10 @@ fn check_manifest(
     let m = Manifest::parse(&text).map_err(|e| {
         Stop::new(
             Exit::Usage,
-            format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
+            match loaded.script {
+                Some(_) => format!("{fix}: the [tool.defops] metadata is invalid: {e}; fix the `# /// script` block"),
+                None => format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
+            },
         )
     })?;
     refuse_undeclared_params(&m, &req.params, &fix.to_string())?;

@@ -23,7 +23,7 @@ use wasmtime_wasi::filesystem::WasiFilesystem;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::random::WasiRandom;
 
-use crate::world::{Applicability, FixPre, RunState};
+use crate::world::{Applicability, PythonFixPre as FixPre, RunState};
 
 /// Interfaces a fix may import, by `namespace:package/interface` (any
 /// version). Everything else is refused before linking.
@@ -267,6 +267,34 @@ pub enum LoadError {
         .imports.join(", ")
     )]
     Imports { path: PathBuf, imports: Vec<String> },
+    /// A Python fix whose runtime is missing or of another release.
+    #[error("{0}")]
+    Runtime(String),
+    /// A Python fix that is not UTF-8 text.
+    #[error("{path} is not UTF-8 text; a Python fix is a UTF-8 source file")]
+    NotText { path: PathBuf },
+}
+
+/// What the Python runtime may import beyond a fix: its source, and the
+/// sockets its libc asks for (linked, always denied).
+const RUNTIME_IMPORTS: &[&str] = &[
+    "defops:fix/script",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+];
+
+/// The runtime that runs a Python fix.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub path: PathBuf,
+    /// Its digest (blake3, or SHA-256 in FIPS mode) and its SHA-256.
+    pub digest: String,
+    pub sha256: String,
 }
 
 /// A loaded component.
@@ -275,14 +303,27 @@ pub struct Loaded {
     pub digest: String,
     pub size: u64,
     pub cache_hit: bool,
-    /// The bytes compiled (what a signature is checked against).
+    /// The fix's bytes: the component compiled, or a Python fix's script
+    /// (what a signature is checked against).
     pub bytes: Vec<u8>,
+    /// A Python fix: its script, and the runtime that runs it.
+    pub script: Option<crate::world::Script>,
+    pub runtime: Option<Runtime>,
 }
 
 impl Loaded {
-    /// The SHA-256 of the component, hex.
+    /// The SHA-256 of the fix, hex.
     pub fn sha256(&self) -> String {
         crate::digest::Alg::Sha256.hex(&self.bytes)
+    }
+
+    /// The manifest the fix carries: a component's embedded section, or a
+    /// script's PEP 723 block.
+    pub fn manifest_text(&self) -> Option<Result<String, String>> {
+        match &self.script {
+            Some(s) => crate::python::manifest_text(&s.source),
+            None => crate::manifest::embedded(&self.bytes),
+        }
     }
 }
 
@@ -336,8 +377,24 @@ impl Sandbox {
             let fs = <RunState as wasmtime_wasi::filesystem::WasiFilesystemView>::filesystem;
             filesystem::types::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
             filesystem::preopens::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
+            // The Python runtime's libc imports sockets: they are linked to
+            // wasmtime's own, with the default context — no TCP, no UDP, no
+            // name lookup, every address refused — so a script gets an
+            // ordinary PermissionError. A fix component importing them is
+            // still refused before linking (`ALLOWED_IMPORTS`).
+            use wasmtime_wasi::p2::bindings::sockets;
+            use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
+            let so = <RunState as WasiSocketsView>::sockets;
+            sockets::tcp::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::udp::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::tcp_create_socket::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::udp_create_socket::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::instance_network::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::ip_name_lookup::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            let options = sockets::network::LinkOptions::default();
+            sockets::network::add_to_linker::<RunState, WasiSockets>(l, &options, so)?;
         }
-        crate::world::Fix::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(
+        crate::world::PythonFix::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(
             &mut linker,
             |s| s,
         )?;
@@ -346,8 +403,11 @@ impl Sandbox {
 
     /// Reads, checks, compiles (or loads from `cache_dir`) and links a fix.
     pub fn load(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
+        if crate::python::is_script(path) {
+            return self.load_script(path, cache_dir);
+        }
         let (bytes, digest, component, cache_hit) = self.compile(path, cache_dir)?;
-        self.check_imports(path, &component)?;
+        self.check_imports(path, &component, &[])?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -362,7 +422,76 @@ impl Sandbox {
             size: bytes.len() as u64,
             cache_hit,
             bytes,
+            script: None,
+            runtime: None,
         })
+    }
+
+    /// A Python fix: the script is read and hashed; the runtime is found,
+    /// checked, compiled once (or loaded from the cache) and linked.
+    fn load_script(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
+        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let source = String::from_utf8(bytes.clone()).map_err(|_| LoadError::NotText {
+            path: path.to_path_buf(),
+        })?;
+        let runtime = crate::python::locate_runtime().map_err(LoadError::Runtime)?;
+        let (rt_bytes, rt_digest, component, cache_hit) =
+            self.compile_announced(&runtime, cache_dir, "the Python runtime")?;
+        crate::python::check_runtime(&rt_bytes, &runtime).map_err(LoadError::Runtime)?;
+        self.check_imports(&runtime, &component, RUNTIME_IMPORTS)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(FixPre::new)
+            .map_err(|e| LoadError::Invalid {
+                path: runtime.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "fix.py".into());
+        Ok(Loaded {
+            pre,
+            digest: crate::digest::current().hex(&bytes),
+            size: bytes.len() as u64,
+            cache_hit,
+            script: Some(crate::world::Script { source, name }),
+            runtime: Some(Runtime {
+                sha256: crate::digest::Alg::Sha256.hex(&rt_bytes),
+                path: runtime,
+                digest: rt_digest,
+            }),
+            bytes,
+        })
+    }
+
+    /// [`Sandbox::compile`], saying on stderr that a large component is
+    /// being compiled when it is not in the cache yet (tens of seconds).
+    fn compile_announced(
+        &self,
+        path: &Path,
+        cache_dir: Option<&Path>,
+        what: &str,
+    ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
+        let progress = crate::progress::Progress::new(
+            "compiling (once; it is cached)",
+            0,
+            crate::progress::Unit::Items,
+        );
+        let started = std::time::Instant::now();
+        let compiled = self.compile(path, cache_dir)?;
+        drop(progress);
+        if !compiled.3 {
+            eprintln!(
+                "defops-wasm: compiled {what} in {:.1} s (cached for the next run)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(compiled)
     }
 
     /// The bytes of a component and every interface it imports, whether
@@ -425,14 +554,19 @@ impl Sandbox {
         Ok((bytes, digest, component, cache_hit))
     }
 
-    fn check_imports(&self, path: &Path, component: &Component) -> Result<(), LoadError> {
+    fn check_imports(
+        &self,
+        path: &Path,
+        component: &Component,
+        also: &[&str],
+    ) -> Result<(), LoadError> {
         let ty = component.component_type();
         let refused: Vec<String> = ty
             .imports(&self.engine)
             .map(|(name, _)| name)
             .filter(|name| {
                 let bare = name.split('@').next().unwrap_or(name);
-                !ALLOWED_IMPORTS.contains(&bare)
+                !ALLOWED_IMPORTS.contains(&bare) && !also.contains(&bare)
             })
             .map(String::from)
             .collect();

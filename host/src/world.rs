@@ -6,6 +6,7 @@ mod context;
 mod fs;
 mod logs;
 mod report;
+mod script;
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,9 @@ use crate::sandbox::{Limiter, OutputBudget};
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "defops:fix/fix",
+    // The superset world: a Rust fix imports what `fix` has; the Python
+    // runtime also imports `script`.
+    world: "defops:fix/python-fix",
     imports: { default: trappable },
     exports: { default: async },
     trappable_error_type: {
@@ -34,6 +37,13 @@ pub struct Message {
     pub text: String,
     /// 1, or 2 during a dry-run's idempotency pass (the second `apply`).
     pub pass: u8,
+}
+
+/// A Python fix's script, as the runtime gets it.
+#[derive(Clone, Debug)]
+pub struct Script {
+    pub source: String,
+    pub name: String,
 }
 
 /// A call the sandbox refused.
@@ -73,6 +83,8 @@ pub struct RunState {
     pub pass: u8,
     /// Where the idempotency pass's denials, log reads and output begin.
     pub second_from: Option<PassStart>,
+    /// A Python fix: its source and file name, handed to the runtime.
+    pub script: Option<Script>,
     /// `--flip-precondition`: run `apply` even when `check` says not needed.
     pub flip_precondition: bool,
     /// What `check` said when it was flipped.
