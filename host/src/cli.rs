@@ -58,8 +58,12 @@ pub enum Command {
     /// A monitoring plugin (Nagios/Icinga): one status line with perfdata;
     /// exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Check(CheckArgs),
-    /// Scaffold a fix crate that builds as is.
+    /// Scaffold a fix: a crate that builds as is, or (--lang python) one
+    /// NAME.py to run as it is.
     New(NewArgs),
+    /// Compile the Python runtime into the compile cache now (an install
+    /// step), so the first Python fix starts at once.
+    Warm,
     /// Build a fix for wasm32-wasip2 and embed its manifest: DIR/NAME.wasm.
     Build(BuildArgs),
     /// Shell completions for bash, zsh, fish, elvish or powershell.
@@ -87,6 +91,17 @@ pub struct NewArgs {
     /// else the one this binary was built with.
     #[arg(long, value_name = "PATH")]
     pub sdk: Option<PathBuf>,
+    /// The language: rust (a crate to build) or python (one NAME.py to run
+    /// as it is).
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+}
+
+/// The language of a new fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
 }
 
 #[derive(Debug, Args)]
@@ -430,7 +445,10 @@ impl Cli {
             }
             Command::Inspect(args) => {
                 let out = common.printer();
-                let state = common.state_dir.as_deref();
+                // The default state directory's compile cache too, when it
+                // is there: inspecting a Python fix compiles the runtime.
+                let default = common.state_dir().ok().filter(|p| p.is_dir());
+                let state = common.state_dir.as_deref().or(default.as_deref());
                 match &args.new {
                     None => crate::review::inspect(&args.fix, state, &out),
                     Some(new) => crate::review::inspect_diff(&args.fix, new, state, &out),
@@ -444,6 +462,10 @@ impl Cli {
             ),
             Command::Approve(args) => {
                 crate::review::approve(&args.fix, &args.key, &common.printer())
+            }
+            Command::Warm => crate::sandbox::warm(&common.state_dir()?, &common.printer()),
+            Command::New(args) if args.lang == Lang::Python => {
+                crate::scaffold::new_python(&args.name, args.dir.as_deref(), &common.printer())
             }
             Command::New(args) => crate::scaffold::new(
                 &args.name,

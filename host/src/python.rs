@@ -49,7 +49,7 @@ pub fn locate_runtime() -> Result<PathBuf, String> {
     candidates
         .iter()
         .find(|p| p.is_file())
-        .cloned()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .ok_or_else(|| {
             format!(
                 "no Python runtime (python.wasm) found; looked at {}; install defops-wasm's package, build it with scripts/build-python-runtime, or set {RUNTIME_ENV}",

@@ -12,8 +12,10 @@ use crate::output::Printer;
 use crate::run::Stop;
 use crate::sandbox::{ALLOWED_IMPORTS, Sandbox};
 
-/// The capability an import gives, for grouping.
-fn group(import: &str) -> &'static str {
+/// The capability an import gives, for grouping. The Python runtime's
+/// `script` and sockets imports are its own; a fix component's sockets
+/// are refused.
+fn group(import: &str, runtime: bool) -> &'static str {
     let bare = import.split('@').next().unwrap_or(import);
     match bare {
         "defops:fix/fs" => "files",
@@ -21,12 +23,14 @@ fn group(import: &str) -> &'static str {
         "defops:fix/context" => "context",
         "defops:fix/report" => "messages",
         "defops:fix/types" => "types",
+        "defops:fix/script" if runtime => "script",
+        b if runtime && b.starts_with("wasi:sockets/") => "sockets",
         _ if ALLOWED_IMPORTS.contains(&bare) => "std",
         _ => "refused",
     }
 }
 
-const GROUPS: [(&str, &str); 7] = [
+const GROUPS: [(&str, &str); 9] = [
     ("files", "the granted files (defops:fix/fs)"),
     ("logs", "the granted logs (defops:fix/logs)"),
     ("context", "params, the dry-run flag, the host name"),
@@ -34,7 +38,12 @@ const GROUPS: [(&str, &str); 7] = [
     ("types", "shared types"),
     (
         "std",
-        "what Rust's std needs: stdout/stderr, clocks, random, an empty file system",
+        "what a standard library needs: stdout/stderr, clocks, random, an empty file system",
+    ),
+    ("script", "the Python fix's source, handed to the runtime"),
+    (
+        "sockets",
+        "linked, always denied: no TCP, no UDP, no name lookup (the Python runtime's libc imports them)",
     ),
     (
         "refused",
@@ -44,22 +53,39 @@ const GROUPS: [(&str, &str); 7] = [
 
 /// Everything `inspect` says about one component.
 pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Value, Stop> {
-    let (bytes, imports) = sandbox.imports(path, cache).map_err(|e| {
-        let exit = Exit::Usage;
-        Stop::new(exit, e)
-    })?;
+    let script = crate::python::is_script(path);
+    let (bytes, imports, runtime) = match script {
+        true => sandbox
+            .script_imports(path, cache)
+            .map(|(b, i, r)| (b, i, Some(r))),
+        false => sandbox.imports(path, cache).map(|(b, i)| (b, i, None)),
+    }
+    .map_err(|e| Stop::new(Exit::Usage, e))?;
     let mut groups = serde_json::Map::new();
     for (g, _) in GROUPS {
         groups.insert(g.into(), json!([]));
     }
     for i in &imports {
-        if let Some(Value::Array(list)) = groups.get_mut(group(i)) {
+        if let Some(Value::Array(list)) = groups.get_mut(group(i, script)) {
             list.push(json!(i));
         }
     }
     let uses = |g: &str| groups[g].as_array().is_some_and(|l| !l.is_empty());
     let mut problems: Vec<String> = Vec::new();
-    let (manifest, manifest_error) = match manifest::embedded(&bytes) {
+    let text = match script {
+        true => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(crate::python::manifest_text),
+        false => manifest::embedded(&bytes),
+    };
+    let (manifest, manifest_error) = match text {
+        None if script => {
+            problems.push(format!(
+                "no manifest: {} has no `# /// script` block with a [tool.defops] table, so nothing declares what it may touch; see `defops-wasm new NAME --lang python`",
+                path.display()
+            ));
+            (None, None)
+        }
         None => {
             problems.push(format!(
                 "no embedded manifest: nothing declares what it may touch; embed one with `defops-wasm embed {} manifest.toml`",
@@ -92,7 +118,9 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
                 .unwrap_or_default()
         ));
     }
-    if let Some(m) = &manifest {
+    // The runtime imports every interface whatever the script uses: only
+    // a component's imports say what it can do.
+    if let Some(m) = manifest.as_ref().filter(|_| !script) {
         let paths = !m.read_write.is_empty() || !m.read_only.is_empty();
         if uses("logs") && m.logs.is_empty() {
             problems.push("imports the logs interface but declares no logs".into());
@@ -121,6 +149,12 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
         "consistent": problems.is_empty(),
         "problems": problems,
         "signature": sig.exists().then(|| sig.display().to_string()),
+        "language": if script { "python" } else { "wasm" },
+        "runtime": runtime.map(|r| json!({
+            "path": r.path.display().to_string(),
+            "blake3": r.blake3,
+            "sha256": r.sha256,
+        })),
     }))
 }
 
@@ -181,6 +215,13 @@ fn print_report(r: &Value, out: &Printer) {
     let s = |v: &Value| crate::escape::line(v.as_str().unwrap_or("")).into_owned();
     out.note(&format!("{}  {} bytes", s(&r["path"]), r["size"]));
     out.note(&format!("  {}", s(&r["fix_id"])));
+    if r["runtime"].is_object() {
+        out.note(&format!(
+            "  runtime   {} sha256:{}",
+            s(&r["runtime"]["path"]),
+            s(&r["runtime"]["sha256"])
+        ));
+    }
     let m = &r["manifest"];
     if m.is_object() {
         out.note(&format!(

@@ -288,6 +288,51 @@ const RUNTIME_IMPORTS: &[&str] = &[
     "wasi:sockets/ip-name-lookup",
 ];
 
+/// `warm`: compiles the Python runtime into the state directory's compile
+/// cache (or finds it there), so the first Python fix starts at once.
+pub fn warm(
+    state_dir: &Path,
+    out: &crate::output::Printer,
+) -> Result<crate::exit::Exit, crate::run::Stop> {
+    use crate::exit::Exit;
+    use crate::run::Stop;
+    let state = crate::state_dir::prepare(state_dir, &crate::grants::Grants::default())
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    let sandbox = Sandbox::new()
+        .map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
+    let runtime = crate::python::locate_runtime().map_err(|e| Stop::new(Exit::Usage, e))?;
+    let started = std::time::Instant::now();
+    let (bytes, _, _, hit) = sandbox
+        .compile_announced(&runtime, Some(&state.join("cache")), "the Python runtime")
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    crate::python::check_runtime(&bytes, &runtime).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let secs = started.elapsed().as_secs_f64();
+    match out.is_json() {
+        true => out.raw(&serde_json::json!({
+            "type": "warm",
+            "runtime": runtime.display().to_string(),
+            "cache": state.join("cache").display().to_string(),
+            "compiled": !hit,
+            "seconds": secs,
+        })),
+        false => out.note(&format!(
+            "the Python runtime {} is {} in {}",
+            runtime.display(),
+            if hit { "already compiled" } else { "compiled" },
+            state.join("cache").display()
+        )),
+    }
+    Ok(Exit::Success)
+}
+
+/// The Python runtime's path and both digests, for `inspect`.
+#[derive(Clone, Debug)]
+pub struct RuntimeDigests {
+    pub path: PathBuf,
+    pub blake3: String,
+    pub sha256: String,
+}
+
 /// The runtime that runs a Python fix.
 #[derive(Clone, Debug)]
 pub struct Runtime {
@@ -508,6 +553,28 @@ impl Sandbox {
             .map(|(name, _)| name.to_string())
             .collect();
         Ok((bytes, names))
+    }
+
+    /// A Python fix's script, the imports of the runtime that runs it, and
+    /// that runtime (for `inspect`).
+    pub fn script_imports(
+        &self,
+        path: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Vec<u8>, Vec<String>, RuntimeDigests), LoadError> {
+        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let runtime = crate::python::locate_runtime().map_err(LoadError::Runtime)?;
+        let (rt_bytes, names) = self.imports(&runtime, cache_dir)?;
+        crate::python::check_runtime(&rt_bytes, &runtime).map_err(LoadError::Runtime)?;
+        let digests = RuntimeDigests {
+            path: runtime,
+            blake3: crate::digest::Alg::Blake3.hex(&rt_bytes),
+            sha256: crate::digest::Alg::Sha256.hex(&rt_bytes),
+        };
+        Ok((bytes, names, digests))
     }
 
     /// Reads and compiles a component (or loads it from the cache).
