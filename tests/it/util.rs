@@ -42,6 +42,36 @@ pub fn guest(name: &str) -> PathBuf {
     p
 }
 
+/// A Python test guest from tests/python-guests/ (a script: nothing to
+/// build but the runtime, which `artifacts` builds).
+pub fn python_guest(name: &str) -> PathBuf {
+    artifacts();
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("tests/python-guests")
+        .join(format!("{name}.py"));
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+/// A compile cache holding the Python runtime, made once per test process
+/// (`defops-wasm warm`): compiling it takes tens of seconds.
+fn warm_python_cache() -> &'static Path {
+    static WARM: OnceLock<PathBuf> = OnceLock::new();
+    WARM.get_or_init(|| {
+        artifacts();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let status = Command::new(env!("CARGO_BIN_EXE_defops-wasm"))
+            .args(["warm", "--state-dir"])
+            .arg(&dir)
+            .status()
+            .expect("run defops-wasm warm");
+        assert!(status.success(), "defops-wasm warm failed");
+        dir.join("cache")
+    })
+}
+
 /// A run still going, and the rest of its stdout.
 pub type Running = (
     std::process::Child,
@@ -69,6 +99,22 @@ impl Tree {
         // own configuration.
         t.write("config.toml", "[dry-run-first]\nrequired = false\n");
         t
+    }
+
+    /// Gives this tree's state directory the compiled Python runtime (hard
+    /// links to the process's warm cache), so a Python fix starts at once.
+    pub fn warm_python(&self) -> &Tree {
+        let cache = self.path("state/cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for e in std::fs::read_dir(warm_python_cache()).unwrap() {
+            let e = e.unwrap();
+            let dest = cache.join(e.file_name());
+            if !dest.exists() {
+                std::fs::hard_link(e.path(), dest).unwrap();
+            }
+        }
+        self
     }
 
     /// Writes a configuration file `name` and returns its path.
