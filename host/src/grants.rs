@@ -88,6 +88,15 @@ pub enum GrantError {
 #[derive(Debug, Default)]
 pub struct Grants {
     grants: Vec<Grant>,
+    /// The symlinks the operator's spellings of the grants went through
+    /// (where they are, canonical): a plan may not change them, or the
+    /// same spelling would name another directory next time.
+    named_through: Vec<VPath>,
+    /// Mount points strictly inside a grant (bind mounts, other file
+    /// systems), from `/proc/self/mountinfo`: a change never crosses one,
+    /// so a directory mounted there under another name is never changed
+    /// through it.
+    mounts: Vec<VPath>,
 }
 
 impl Grants {
@@ -95,6 +104,7 @@ impl Grants {
     /// current directory; symlinks and `..` are resolved by the kernel.
     pub fn open(specs: &[(PathBuf, Access)]) -> Result<Grants, GrantError> {
         let mut grants: Vec<Grant> = Vec::new();
+        let mut named_through: Vec<VPath> = Vec::new();
         for (raw, access) in specs {
             let shown = raw.display().to_string();
             let invalid = |why: String| GrantError::Invalid {
@@ -122,7 +132,15 @@ impl Grants {
             .then(|| VPath::from_operator_path(&absolute).ok())
             .flatten()
             .filter(|a| *a != path);
-            if let Some(same) = grants.iter_mut().find(|g| g.path == path) {
+            named_through.extend(
+                symlinks_on_the_way(&absolute)
+                    .iter()
+                    .filter_map(|p| VPath::from_operator_path(p).ok()),
+            );
+            if let Some(same) = grants
+                .iter_mut()
+                .find(|g| g.path == path || (g.dev, g.ino) == (st.st_dev, st.st_ino))
+            {
                 if same.access != *access {
                     return Err(GrantError::Conflict {
                         path: path.to_string(),
@@ -140,7 +158,48 @@ impl Grants {
                 ino: st.st_ino,
             });
         }
-        Ok(Grants { grants })
+        let mounts = mount_points()
+            .into_iter()
+            .filter(|m| {
+                grants
+                    .iter()
+                    .any(|g| m.starts_with(&g.path) && *m != g.path)
+            })
+            .collect();
+        Ok(Grants {
+            grants,
+            named_through,
+            mounts,
+        })
+    }
+
+    /// The mount point strictly inside `path`'s grant that `path` is at or
+    /// below, if any: changes there would reach whatever is mounted.
+    pub fn mounted_at_or_above(&self, path: &VPath) -> Option<&VPath> {
+        let grant = self.find(path)?;
+        self.mounts
+            .iter()
+            .find(|m| **m != grant.path && m.starts_with(&grant.path) && path.starts_with(m))
+    }
+
+    /// A mount point at or below `path`, if any (renaming `path` would move
+    /// it).
+    pub fn mount_at_or_below(&self, path: &VPath) -> Option<&VPath> {
+        self.mounts.iter().find(|m| m.starts_with(path))
+    }
+
+    /// True when a read-write grant holds a mount point: a directory of it
+    /// may then be reachable under a second name at another depth.
+    pub fn has_mounts_inside(&self, grant: &Grant) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| m.starts_with(&grant.path) && *m != grant.path)
+    }
+
+    /// A symlink an operator's spelling of a grant went through that lies
+    /// at `path` or below it, if any.
+    pub fn names_a_grant(&self, path: &VPath) -> Option<&VPath> {
+        self.named_through.iter().find(|l| l.starts_with(path))
     }
 
     /// `path` with an operator's spelling of a grant (an alias) replaced by
@@ -218,6 +277,76 @@ impl Grants {
     pub fn is_grant_or_above(&self, path: &VPath) -> Option<&Grant> {
         self.grants.iter().find(|g| g.path.starts_with(path))
     }
+}
+
+/// Every mount point of this process's mount namespace (none when
+/// `/proc/self/mountinfo` cannot be read).
+fn mount_points() -> Vec<VPath> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(|m| VPath::parse(&unescape_octal(m)).ok())
+        .collect()
+}
+
+/// mountinfo's escapes: `\040` for a space, and so on.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The symlinks the kernel follows to resolve `path`, each where it lies
+/// (its directory resolved): at most 40, as the kernel.
+fn symlinks_on_the_way(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut cur = PathBuf::from("/");
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    while let Some(c) = todo.pop() {
+        match c.to_str() {
+            Some("/") => cur = PathBuf::from("/"),
+            Some("" | ".") => {}
+            Some("..") => {
+                cur.pop();
+            }
+            _ => {
+                let next = cur.join(&c);
+                match std::fs::read_link(&next) {
+                    Ok(target) if out.len() < 40 => {
+                        out.push(next);
+                        if target.is_absolute() {
+                            cur = PathBuf::from("/");
+                        }
+                        todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+                    }
+                    _ => cur = next,
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The path of the directory `dir` is open on, as the kernel knows it:

@@ -574,6 +574,20 @@ impl Overlay {
                 "the granted directory itself cannot be changed",
             ));
         }
+        if let Some(m) = self.grants.mounted_at_or_above(path) {
+            return Err(denied(
+                path,
+                format!(
+                    "{m} is a mount point inside the grant (a bind mount or another file system); grant it on its own"
+                ),
+            ));
+        }
+        if let Some(link) = self.grants.names_a_grant(path) {
+            return Err(denied(
+                path,
+                format!("a grant was named through the symlink {link}, which cannot be changed"),
+            ));
+        }
         Ok(())
     }
 
@@ -622,16 +636,29 @@ impl Overlay {
         }
     }
 
-    fn new_meta(&self, kind: Kind, mode: u32, size: u64) -> Meta {
+    /// The metadata of something new at `path`. In a set-group-ID
+    /// directory it gets the directory's group, and a new directory the
+    /// set-group-ID bit too, as the kernel gives them.
+    fn new_meta(&self, kind: Kind, mode: u32, size: u64, path: &VPath) -> Meta {
         let mtime = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        let setgid_parent = path
+            .parent()
+            .and_then(|p| self.lookup(&p).ok())
+            .and_then(|n| n.meta())
+            .filter(|m| m.kind == Kind::Dir && m.mode & 0o2000 != 0);
+        let (mode, gid) = match setgid_parent {
+            Some(p) if kind == Kind::Dir => (mode | 0o2000, p.gid),
+            Some(p) => (mode, p.gid),
+            None => (mode, self.gid),
+        };
         Meta {
             kind,
             size,
             mode,
             uid: self.uid,
-            gid: self.gid,
+            gid,
             mtime,
             nlink: 1,
         }
@@ -664,7 +691,11 @@ impl Overlay {
         self.require_parent_dir(&path, shown)?;
         let existing = self.lookup(&path)?;
         let (before, before_content, meta) = match &existing {
-            Node::Absent => (State::Absent, None, self.new_meta(Kind::File, 0o644, 0)),
+            Node::Absent => (
+                State::Absent,
+                None,
+                self.new_meta(Kind::File, 0o644, 0, &path),
+            ),
             Node::File { content: old, meta } => {
                 Self::not_hard_linked(shown, &existing)?;
                 let old = self.content(shown, old)?;
@@ -753,15 +784,14 @@ impl Overlay {
         if !matches!(self.lookup(&path)?, Node::Absent) {
             return Err(FsError::AlreadyExists(shown.to_string()));
         }
-        let mode = 0o755;
+        let meta = self.new_meta(Kind::Dir, 0o755, 0, &path);
         self.push(
             Op::CreateDir {
                 path: path.clone(),
-                mode,
+                mode: meta.mode,
             },
             State::Absent,
         );
-        let meta = self.new_meta(Kind::Dir, mode, 0);
         self.nodes.insert(path, Node::Dir { source: None, meta });
         Ok(())
     }
@@ -817,6 +847,12 @@ impl Overlay {
         // read-only one nested in a read-write one would then be written
         // through its new name.
         for (path, shown) in [(&from, shown_from), (&to, shown_to)] {
+            if let Some(m) = self.grants.mount_at_or_below(path) {
+                return Err(denied(
+                    shown,
+                    format!("contains the mount point {m}; it cannot be renamed"),
+                ));
+            }
             if let Some(g) = self.grants.is_grant_or_above(path) {
                 return Err(denied(
                     shown,
@@ -946,8 +982,21 @@ impl Overlay {
             },
             before,
         );
-        self.nodes
-            .insert(path, node.with_meta(Meta { uid, gid, ..meta }));
+        // The kernel drops set-user-ID (and set-group-ID of a group-
+        // executable file) when a regular file changes owner.
+        let mode = match meta.kind {
+            Kind::File => crate::plan::mode_after_chown(meta.mode),
+            _ => meta.mode,
+        };
+        self.nodes.insert(
+            path,
+            node.with_meta(Meta {
+                uid,
+                gid,
+                mode,
+                ..meta
+            }),
+        );
         Ok(())
     }
 
@@ -984,7 +1033,7 @@ impl Overlay {
             },
             State::Absent,
         );
-        let meta = self.new_meta(Kind::Symlink, 0o777, target.len() as u64);
+        let meta = self.new_meta(Kind::Symlink, 0o777, target.len() as u64, &link);
         self.nodes.insert(
             link,
             Node::Symlink {

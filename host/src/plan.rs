@@ -367,6 +367,9 @@ impl Effect {
             ),
             Op::SetOwner { uid: u, gid: g, .. } => (
                 keep(&|s| {
+                    if let State::File { mode, .. } = s {
+                        *mode = mode_after_chown(*mode);
+                    }
                     if let State::File { uid, gid, .. }
                     | State::Dir { uid, gid, .. }
                     | State::Symlink { uid, gid, .. } = s
@@ -424,6 +427,16 @@ impl Effect {
             .to_string();
         Some(text)
     }
+}
+
+/// A regular file's mode after its owner changes: the kernel drops
+/// set-user-ID, and set-group-ID when the file is group-executable.
+pub fn mode_after_chown(mode: u32) -> u32 {
+    let mut mode = mode & !0o4000;
+    if mode & 0o2010 == 0o2010 {
+        mode &= !0o2000;
+    }
+    mode
 }
 
 /// Files larger than this get no diff (shown, journaled or reported).

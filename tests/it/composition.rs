@@ -635,8 +635,122 @@ fn a_read_only_grant_reached_under_another_name_is_never_changed() {
             extra.extend_from_slice(mode);
             fsops(&t, ops, &extra)
                 .assert_code(3)
-                .assert_stderr("read-only grant under another name");
+                .assert_stderr("is a mount point inside the grant");
             assert_eq!(t.snapshot(""), before, "{ops:?} {mode:?}");
         }
     }
+}
+
+/// Mounts `src` on `dest` (a bind mount) for the life of the guard; `None`
+/// where mounting is not allowed (not root).
+struct Bind(String);
+
+impl Bind {
+    fn new(src: &str, dest: &str) -> Option<Bind> {
+        std::process::Command::new("mount")
+            .args(["--bind", src, dest])
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| Bind(dest.to_string()))
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The layout of a deploy (`current -> releases/7`), both granted: the
+/// symlink the operator named a grant through cannot be repointed, and a
+/// link through it is judged by where the kernel will take it.
+#[test]
+fn a_grant_named_through_a_symlink_in_a_grant_keeps_its_meaning() {
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("grant/releases/7")).unwrap();
+    t.symlink("releases/7", "grant/current");
+    let before = t.snapshot("");
+    let cur = t.p("grant/current");
+    for ops in [
+        &[
+            "ln . @/grant/self",
+            "rm @/grant/self/current",
+            "ln . @/grant/self/current",
+        ][..],
+        &["mv @/grant/releases @/grant/r2"],
+        &["ln @/grant/current/../../../../etc/passwd @/grant/evil"],
+    ] {
+        let out = fsops(&t, ops, &["--allow", &cur]);
+        out.assert_code(3);
+        assert_eq!(t.snapshot(""), before, "{ops:?}");
+    }
+}
+
+/// Bind mounts inside a read-write grant: a read-only directory, file or
+/// the grant itself reached through them is never changed, and a link made
+/// in such a grant is refused (it could lead elsewhere through the mount).
+#[test]
+fn bind_mounts_inside_a_grant_are_never_crossed_by_a_change() {
+    let t = Tree::new();
+    t.write("grant/ro/sub/f", "kept\n");
+    t.write("grant/bf", "");
+    std::fs::create_dir_all(t.path("grant/b")).unwrap();
+    std::fs::create_dir_all(t.path("grant/z")).unwrap();
+    let Some(_b) = Bind::new(&t.p("grant/ro/sub"), &t.p("grant/b")) else {
+        eprintln!("skipped: cannot bind-mount here (not root?)");
+        return;
+    };
+    let _f = Bind::new(&t.p("grant/ro/sub/f"), &t.p("grant/bf")).unwrap();
+    let _z = Bind::new(&t.p("grant"), &t.p("grant/z")).unwrap();
+    let ro = t.p("grant/ro");
+    let before = t.snapshot("grant/ro");
+    for ops in [
+        &["write @/grant/b/f pwned"][..],
+        &["mkdir @/grant/b/n"],
+        &["chmod @/grant/bf 600"],
+        &["mv @/grant/z/ro @/grant/z/ro2"],
+        &["mv @/grant/b @/grant/b2"],
+        &["mkdir @/grant/d", "ln ../ro @/grant/d/l"],
+    ] {
+        for mode in [&["--dry-run"][..], &[]] {
+            let mut extra = vec!["--allow-ro", ro.as_str()];
+            extra.extend_from_slice(mode);
+            fsops(&t, ops, &extra).assert_code(3);
+            assert_eq!(t.snapshot("grant/ro"), before, "{ops:?} {mode:?}");
+        }
+    }
+}
+
+/// What the kernel does on its own — drop set-user-ID on chown, give a
+/// set-group-ID directory's group to what is made in it — is in the plan,
+/// so the commit finds what the plan expects and applies every effect.
+#[test]
+fn the_plan_knows_what_the_kernel_does_on_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new();
+    t.write("grant/f", "run\n");
+    std::fs::create_dir(t.path("grant/d")).unwrap();
+    for ops in [
+        &[
+            "chmod @/grant/f 4755",
+            "chown @/grant/f 1 1",
+            "chmod @/grant/f 644",
+        ][..],
+        &[
+            "chown @/grant/d 0 1234",
+            "chmod @/grant/d 2775",
+            "mkdir @/grant/d/n",
+            "write @/grant/d/x y",
+            "chmod @/grant/d/n 700",
+        ],
+    ] {
+        fsops(&t, ops, &["--dry-run"]).assert_code(0);
+        let out = fsops(&t, ops, &[]);
+        out.assert_code(0);
+        assert_eq!(out.summary()["outcome"], "applied", "{ops:?}");
+    }
+    let m = |p: &str| std::fs::metadata(t.path(p)).unwrap();
+    assert_eq!(m("grant/f").permissions().mode() & 0o7777, 0o644);
+    assert_eq!((m("grant/d/n").gid(), m("grant/d/x").gid()), (1234, 1234));
+    assert_eq!(m("grant/d/n").permissions().mode() & 0o7777, 0o700);
 }

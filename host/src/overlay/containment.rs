@@ -27,6 +27,52 @@ use super::{MAX_NAME, MAX_SYMLINKS, Node, Overlay};
 use crate::grants::{Access, VPath};
 use crate::plan::{Op, State};
 
+/// Queues `target`'s components as written (an absolute one from `/`).
+fn queue_literal(cur: &mut VPath, todo: &mut Vec<String>, target: &str) {
+    if target.starts_with('/') {
+        *cur = VPath::root();
+    }
+    todo.extend(target.split('/').rev().map(String::from));
+}
+
+/// What the kernel finds at `path`, outside every grant (so no plan can
+/// change it): its metadata and, for a symlink, its target. `None` when it
+/// cannot be looked at.
+fn outside_node(path: &VPath) -> Option<Node> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(path.as_str()) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Node::Absent),
+        Err(_) => return None,
+    };
+    let m = super::Meta {
+        kind: crate::disk::Kind::Other,
+        size: meta.size(),
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: meta.mtime(),
+        nlink: meta.nlink(),
+    };
+    let ft = meta.file_type();
+    Some(if ft.is_symlink() {
+        Node::Symlink {
+            target: std::fs::read_link(path.as_str())
+                .ok()?
+                .to_str()?
+                .to_string(),
+            meta: m,
+        }
+    } else if ft.is_dir() {
+        Node::Dir {
+            source: None,
+            meta: m,
+        }
+    } else {
+        Node::Other { meta: m }
+    })
+}
+
 /// Entries walked in moved directories between two looks at `stop`.
 const STOP_EVERY: usize = 1024;
 
@@ -64,11 +110,17 @@ pub enum CheckError {
 }
 
 impl Overlay {
-    /// Where a symlink at `link` with `target` leads in the current view.
+    /// Where a symlink at `link` with `target` leads in the current view,
+    /// walked as the kernel would walk it. Inside a grant the view is the
+    /// plan's; outside every grant, where no plan can change anything, it is
+    /// the disk's (metadata only: what the kernel will find there). An
+    /// absolute target is taken as written: an operator's spelling of a
+    /// grant through a symlink is followed through that symlink, which a
+    /// plan may have changed.
     pub fn leads(&self, link: &VPath, target: &str) -> Leads {
         let mut cur = link.parent().unwrap_or_else(VPath::root);
         let mut todo: Vec<String> = Vec::new();
-        self.push_target(&mut cur, &mut todo, target);
+        queue_literal(&mut cur, &mut todo, target);
         let mut links = 0;
         while let Some(name) = todo.pop() {
             match name.as_str() {
@@ -82,27 +134,35 @@ impl Overlay {
             }
             cur = cur.join(&name);
             let last = todo.iter().all(|n| n.is_empty() || n == ".");
-            if self.grants.find(&cur).is_none() {
-                if self.grants.is_above_a_grant(&cur) {
-                    continue;
-                }
-                return Leads::Outside(cur);
-            }
-            match self.lookup(&cur) {
-                Ok(Node::Symlink { target, .. }) => {
+            let node = match self.grants.find(&cur) {
+                Some(_) => match self.lookup(&cur) {
+                    Ok(node) => node,
+                    // A path the host cannot look at counts as outside: it
+                    // is not known to stay in.
+                    Err(_) => return Leads::Outside(cur),
+                },
+                // Outside every grant the kernel's walk may only pass on
+                // its way down to a grant, or follow a symlink there (the
+                // plan cannot change either); anything else, there or not,
+                // is outside.
+                None => match outside_node(&cur) {
+                    Some(node @ Node::Symlink { .. }) => node,
+                    Some(node @ Node::Dir { .. }) if self.grants.is_above_a_grant(&cur) => node,
+                    _ => return Leads::Outside(cur),
+                },
+            };
+            match node {
+                Node::Symlink { target, .. } => {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Leads::Loop;
                     }
                     cur = cur.parent().unwrap_or_else(VPath::root);
-                    self.push_target(&mut cur, &mut todo, &target);
+                    queue_literal(&mut cur, &mut todo, &target);
                 }
-                Ok(Node::Dir { .. }) => {}
-                Ok(_) if last => {}
-                Ok(_) => return Leads::Dangling,
-                // A path the host cannot look at counts as outside: it is
-                // not known to stay in.
-                Err(_) => return Leads::Outside(cur),
+                Node::Dir { .. } => {}
+                _ if last => {}
+                _ => return Leads::Dangling,
             }
         }
         match self.grants.find(&cur) {
@@ -165,6 +225,20 @@ impl Overlay {
         let mut found: Vec<Escape> = links
             .iter()
             .filter_map(|(path, target)| {
+                // A mount inside the grant can show the link's directory
+                // under a second name at another depth, where its `..`
+                // means something else.
+                if let Some(g) = self.grants.find(path)
+                    && self.grants.has_mounts_inside(g)
+                {
+                    return Some(Escape {
+                        path: path.clone(),
+                        why: format!(
+                            "{path} -> {target}: the grant {} holds a mount point, through which a symlink in it can lead elsewhere; grant the mounted directory on its own",
+                            g.path
+                        ),
+                    });
+                }
                 let why = self.escape(path, target)?;
                 Some(Escape {
                     path: path.clone(),
@@ -191,11 +265,10 @@ impl Overlay {
         })
     }
 
-    /// The symlinks already in the read-write grants, not moved by the
-    /// plan, that led inside (or nowhere) before it and would lead outside
-    /// after it: a directory made where a dangling link's walk was cut, a
-    /// symlink put where its walk passes. Found by walking the read-write
-    /// grants in the final view, only for plans that change what a walk
+    /// The symlinks already in the grants, not moved by the plan, that led
+    /// inside (or nowhere) before it and would lead outside after it: a directory made where a dangling link's walk was cut, a
+    /// symlink put where its walk passes. Found by walking the grants in
+    /// the final view, only for plans that change what a walk
     /// can pass through.
     fn links_led_astray(
         &self,
@@ -204,7 +277,9 @@ impl Overlay {
         stop: &dyn Fn() -> bool,
     ) -> Result<Vec<Escape>, CheckError> {
         let mut all = BTreeMap::new();
-        for g in self.grants.iter().filter(|g| g.access == Access::ReadWrite) {
+        // Read-only grants too: a link there is not the plan's, but the
+        // plan may still build on its way.
+        for g in self.grants.iter() {
             self.symlinks_below(&g.path, &mut all, walked, stop)?;
         }
         let before = Overlay::new(self.grants.clone(), self.limits);
