@@ -37,6 +37,7 @@ from wit_world.imports import context, fs, logs, report, types
 __all__ = [
     "Aborted",
     "Applicability",
+    "DirEntry",
     "GrepMatch",
     "GrepResult",
     "Stat",
@@ -54,6 +55,7 @@ __all__ = [
     "is_dir",
     "is_file",
     "listdir",
+    "makedirs",
     "mkdir",
     "not_needed",
     "param",
@@ -64,6 +66,7 @@ __all__ = [
     "remove",
     "rename",
     "rmdir",
+    "scandir",
     "stat",
     "symlink",
     "tail",
@@ -121,7 +124,7 @@ def _raise(e: Err, path: str) -> None:
             raise IsADirectoryError(errno.EISDIR, text, path) from None
         if "not a directory" in text:
             raise NotADirectoryError(errno.ENOTDIR, text, path) from None
-        raise ValueError(text) from None
+        raise ValueError(text) from None  # noqa: TRY004 - invalid input, not a type
     if isinstance(v, types.Error_Aborted):
         raise Aborted(text) from None
     raise OSError(errno.EIO, text, path) from None
@@ -199,6 +202,38 @@ def listdir(path: str) -> list[str]:
     return [e.name for e in _call(fs.list_dir, path)]
 
 
+@dataclass(frozen=True)
+class DirEntry:
+    """One entry of :func:`scandir`; ``kind`` is the entry's own (a symlink
+    is ``"symlink"``, whatever it points to)."""
+
+    name: str
+    path: str
+    kind: str
+
+    def is_file(self) -> bool:
+        """True for a regular file (not a symlink to one)."""
+        return self.kind == "file"
+
+    def is_dir(self) -> bool:
+        """True for a directory (not a symlink to one)."""
+        return self.kind == "directory"
+
+    def is_symlink(self) -> bool:
+        """True for a symlink."""
+        return self.kind == "symlink"
+
+
+def scandir(path: str) -> list[DirEntry]:
+    """The entries of a directory, sorted by name, with their kinds (one
+    host call, like the Rust SDK's ``fs::read_dir``)."""
+    base = path.rstrip("/")
+    return [
+        DirEntry(e.name, f"{base}/{e.name}", _KINDS[e.kind])
+        for e in _call(fs.list_dir, path)
+    ]
+
+
 def readlink(path: str) -> str:
     """The target of a symlink."""
     return str(_call(fs.read_link, path))
@@ -207,6 +242,25 @@ def readlink(path: str) -> str:
 def mkdir(path: str) -> None:
     """Creates one directory (mode 0755); the parent must exist."""
     _call(fs.create_dir, path)
+
+
+def makedirs(path: str) -> None:
+    """Creates a directory and any missing parents (mode 0755), like
+    ``os.makedirs(path, exist_ok=True)`` and the Rust SDK's
+    ``fs::create_dir_all``: nothing to do when it is already a directory;
+    ``FileExistsError`` when it is something else."""
+    try:
+        if stat(path).kind == "directory":
+            return
+        raise FileExistsError(
+            errno.EEXIST, f"{path}: exists and is not a directory", path
+        )
+    except FileNotFoundError:
+        pass
+    parent = path.rpartition("/")[0]
+    if parent:
+        makedirs(parent)
+    mkdir(path)
 
 
 def remove(path: str) -> None:
@@ -304,7 +358,7 @@ class GrepResult:
     files: list[str]
 
 
-def grep(glob: str, pattern: str, max: int = 1000) -> GrepResult:  # noqa: A002
+def grep(glob: str, pattern: str, max: int = 1000) -> GrepResult:
     """Lines of the granted log files matching a regular expression."""
     try:
         r = logs.grep(glob, pattern, max)
