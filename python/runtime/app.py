@@ -133,7 +133,10 @@ def _load() -> dict[str, object]:
 
 
 def _failure(e: BaseException) -> str:
-    """The script's part of a traceback: its frames, then the error."""
+    """The script's part of a traceback: its frames, then the error; a
+    ``defops.Failure``'s message alone."""
+    if isinstance(e, defops.Failure):
+        return str(e)
     name = _name()
     frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == name]
     lines = traceback.format_list(frames)

@@ -38,6 +38,7 @@ __all__ = [
     "Aborted",
     "Applicability",
     "DirEntry",
+    "Failure",
     "GrepMatch",
     "GrepResult",
     "Stat",
@@ -78,6 +79,13 @@ __all__ = [
 
 class Aborted(Exception):
     """The run is being stopped (its deadline passed, or a pause landed)."""
+
+
+class Failure(Exception):
+    """The fix's own error, for the operator: reported as its message alone,
+    without a traceback (the Rust SDK's ``Failure``). Raise it for what the
+    operator can act on (a bad parameter, a file that is not as expected);
+    any other exception is reported with the script's traceback."""
 
 
 @dataclass(frozen=True)
