@@ -29,6 +29,9 @@ uncommented ``key = ...`` line or appends one. Not needed when every file
 already has that value.
 
 The Python twin of fixes/config-set (Rust): same params, messages and plan.
+
+What the operator can act on (a bad parameter, say) is raised as
+``defops.Failure``: reported as its message alone, as the Rust twin's is.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def required(name: str) -> str:
     """A parameter the fix cannot do without (the manifest requires it)."""
     value = defops.param(name)
     if value is None:
-        raise ValueError(f"missing parameter: pass --param {name}=VALUE")
+        raise defops.Failure(f"missing parameter: pass --param {name}=VALUE")
     return value
 
 
@@ -82,7 +85,7 @@ def expand(file: str) -> list[str]:
         if entry.is_file() and matches(pattern, entry.name)
     ]
     if not found:
-        raise FileNotFoundError(f"no file matches {file}")
+        raise defops.Failure(f"no file matches {file}")
     return found
 
 
@@ -113,11 +116,11 @@ def params() -> Params:
         files=expand(required("file")), key=required("key"), value=required("value")
     )
     if not p.key.strip(WHITESPACE) or any(ch in p.key for ch in "=\n#"):
-        raise ValueError(
+        raise defops.Failure(
             f"key {quoted(p.key)} must be a plain name (no '=', '#' or newline)"
         )
     if "\n" in p.value:
-        raise ValueError("value must be one line")
+        raise defops.Failure("value must be one line")
     return p
 
 

@@ -49,6 +49,9 @@ missing). Segments already moved are skipped, so it is idempotent.
 
 The Python twin of fixes/quarantine-on-log (Rust): same params, messages and
 plan.
+
+What the operator can act on (a bad parameter, say) is raised as
+``defops.Failure``: reported as its message alone, as the Rust twin's is.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def required(name: str) -> str:
     """A parameter the fix cannot do without (the manifest requires it)."""
     value = defops.param(name)
     if value is None:
-        raise ValueError(f"missing parameter: pass --param {name}=VALUE")
+        raise defops.Failure(f"missing parameter: pass --param {name}=VALUE")
     return value
 
 
@@ -102,7 +105,7 @@ def int_param(name: str, default: int) -> int:
         why = "number too large to fit in target type"
     else:
         return int(value)
-    raise ValueError(f"parameter {name}={quoted(value)}: {why}")
+    raise defops.Failure(f"parameter {name}={quoted(value)}: {why}")
 
 
 def quoted(text: str) -> str:
@@ -152,7 +155,7 @@ def plan() -> Plan:
             continue
         # A segment is a file name in data_dir, never a path.
         if segment in ("", ".", "..") or "/" in segment:
-            raise ValueError(
+            raise defops.Failure(
                 f"{m.file}:{m.line_number}: {quoted(segment)} is not a segment file name"
             )
         named.add(segment)

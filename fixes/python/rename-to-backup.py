@@ -17,6 +17,9 @@ Param: ``path``. Applies when ``path`` exists and ``path.backup`` does not.
 
 The Python twin of fixes/rename-to-backup (Rust): same params, messages and
 plan.
+
+What the operator can act on (a bad parameter, say) is raised as
+``defops.Failure``: reported as its message alone, as the Rust twin's is.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def present(path: str) -> bool:
 def paths() -> tuple[str, str]:
     path = defops.param("path")
     if path is None:
-        raise ValueError("missing parameter: pass --param path=VALUE")
+        raise defops.Failure("missing parameter: pass --param path=VALUE")
     return path, f"{path}.backup"
 
 

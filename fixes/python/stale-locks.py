@@ -22,6 +22,9 @@ regular files directly in ``dir`` are considered (not symlinks, not
 subdirectories).
 
 The Python twin of fixes/stale-locks (Rust): same params, messages and plan.
+
+What the operator can act on (a bad parameter, say) is raised as
+``defops.Failure``: reported as its message alone, as the Rust twin's is.
 """
 
 from __future__ import annotations
@@ -46,14 +49,14 @@ def int_param(name: str, default: int) -> int:
         why = "number too large to fit in target type"
     else:
         return int(value)
-    raise ValueError(f'parameter {name}="{value}": {why}')
+    raise defops.Failure(f'parameter {name}="{value}": {why}')
 
 
 def stale() -> tuple[str, int, list[str]]:
     """The directory, the age limit, and the lock files older than it."""
     directory = defops.param("dir")
     if directory is None:
-        raise ValueError("missing parameter: pass --param dir=VALUE")
+        raise defops.Failure("missing parameter: pass --param dir=VALUE")
     max_age = int_param("max_age_secs", 3600)
     now = int(time.time())
     found = []

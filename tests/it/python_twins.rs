@@ -364,11 +364,12 @@ fn config_set_twins_expand_a_glob_alike() {
         run(&t, &fix("config-set"), &args, &["--dry-run"]),
         run(&t, &python_fix("config-set"), &args, &["--dry-run"]),
     );
-    assert_eq!((r.code, p.code), (1, 1), "{r:?}\n{p:?}");
-    for out in [&r, &p] {
-        let err = out.summary()["error"].as_str().unwrap().to_string();
-        assert!(err.contains(&format!("no file matches {glob}")), "{err}");
-    }
+    assert_same_output("a glob that matches nothing", &r, &p);
+    assert_eq!(
+        p.summary()["error"],
+        format!("check failed: no file matches {glob}"),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -506,4 +507,62 @@ fn quarantine_on_log_twins_on_leader_and_follower() {
             assert_eq!(twin.real.summary()["outcome"], "applied");
         }
     }
+}
+
+#[test]
+fn bad_params_fail_both_twins_alike() {
+    let t = logs_tree();
+    t.write("grant/data/seg-a", "a");
+    for threshold in ["x", "-1", "", " 3", "1_0", "18446744073709551616"] {
+        let args = quarantine_args(&t, &[("threshold", threshold.into())]);
+        let (r, p) = (
+            run(&t, &fix("quarantine-on-log"), &args, &["--dry-run"]),
+            run(&t, &python_fix("quarantine-on-log"), &args, &["--dry-run"]),
+        );
+        assert_same_output(&format!("threshold={threshold:?}"), &r, &p);
+        assert_eq!(r.code, 1, "{threshold:?}: {r:?}");
+        let error = r.summary()["error"].as_str().unwrap().to_string();
+        assert!(
+            error.starts_with("check failed: parameter threshold="),
+            "{error}"
+        );
+    }
+    // Keys and values config-set will not write.
+    t.write("grant/app.conf", CONF);
+    for (key, value) in [
+        ("a=b", "1"),
+        ("#x", "1"),
+        (" \t", "1"),
+        ("a\nb", "1"),
+        ("k", "1\n2"),
+    ] {
+        let mut args = allow(&t, "grant");
+        args.extend(params(&[
+            ("file", t.p("grant/app.conf")),
+            ("key", key.into()),
+            ("value", value.into()),
+        ]));
+        let (r, p) = (
+            run(&t, &fix("config-set"), &args, &["--dry-run"]),
+            run(&t, &python_fix("config-set"), &args, &["--dry-run"]),
+        );
+        assert_same_output(&format!("key={key:?} value={value:?}"), &r, &p);
+        assert_eq!(r.code, 1, "{key:?}: {r:?}");
+    }
+    let mut args = allow(&t, "grant");
+    args.extend(params(&[
+        ("dir", t.p("grant")),
+        ("max_age_secs", "1h".into()),
+    ]));
+    let (r, p) = (
+        run(&t, &fix("stale-locks"), &args, &["--dry-run"]),
+        run(&t, &python_fix("stale-locks"), &args, &["--dry-run"]),
+    );
+    assert_same_output("max_age_secs=1h", &r, &p);
+    assert_eq!(r.code, 1, "{r:?}");
+
+    // A leading + is a number to both.
+    let args = quarantine_args(&t, &[("threshold", "+3".into())]);
+    let twin = assert_twins(&t, "quarantine-on-log", &args);
+    assert_eq!(twin.dry.summary()["outcome"], "planned");
 }
