@@ -128,7 +128,7 @@ def lines(text: str) -> list[str]:
     """The lines of ``text`` with their endings (``\\n``, kept), like Rust's
     ``split_inclusive('\\n')``. Only ``\\n`` ends a line: str.splitlines()
     would also split at ``\\r``, ``\\v``, ``\\x1c`` and others."""
-    return re.findall(r"[^\n]*\n|[^\n]+$", text)
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
 
 
 def find(text: str, key: str) -> tuple[int, str] | None:

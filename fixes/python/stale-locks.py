@@ -49,7 +49,29 @@ def int_param(name: str, default: int) -> int:
         why = "number too large to fit in target type"
     else:
         return int(value)
-    raise defops.Failure(f'parameter {name}="{value}": {why}')
+    raise defops.Failure(f"parameter {name}={quoted(value)}: {why}")
+
+
+def quoted(text: str) -> str:
+    """``text`` in double quotes, control characters escaped: how the Rust
+    twin's ``{:?}`` shows it."""
+    escapes = {
+        "\t": "\\t",
+        "\r": "\\r",
+        "\n": "\\n",
+        "\\": "\\\\",
+        '"': '\\"',
+        "\0": "\\0",
+    }
+    out = []
+    for ch in text:
+        if ch in escapes:
+            out.append(escapes[ch])
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{{{ord(ch):x}}}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def stale() -> tuple[str, int, list[str]]:

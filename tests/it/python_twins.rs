@@ -549,17 +549,20 @@ fn bad_params_fail_both_twins_alike() {
         assert_same_output(&format!("key={key:?} value={value:?}"), &r, &p);
         assert_eq!(r.code, 1, "{key:?}: {r:?}");
     }
-    let mut args = allow(&t, "grant");
-    args.extend(params(&[
-        ("dir", t.p("grant")),
-        ("max_age_secs", "1h".into()),
-    ]));
-    let (r, p) = (
-        run(&t, &fix("stale-locks"), &args, &["--dry-run"]),
-        run(&t, &python_fix("stale-locks"), &args, &["--dry-run"]),
-    );
-    assert_same_output("max_age_secs=1h", &r, &p);
-    assert_eq!(r.code, 1, "{r:?}");
+    // Quoted as Rust's {:?} quotes: escapes and control characters too.
+    for max_age in ["1h", "\"1\"\\\u{1}"] {
+        let mut args = allow(&t, "grant");
+        args.extend(params(&[
+            ("dir", t.p("grant")),
+            ("max_age_secs", max_age.into()),
+        ]));
+        let (r, p) = (
+            run(&t, &fix("stale-locks"), &args, &["--dry-run"]),
+            run(&t, &python_fix("stale-locks"), &args, &["--dry-run"]),
+        );
+        assert_same_output(&format!("max_age_secs={max_age:?}"), &r, &p);
+        assert_eq!(r.code, 1, "{r:?}");
+    }
 
     // A leading + is a number to both.
     let args = quarantine_args(&t, &[("threshold", "+3".into())]);
