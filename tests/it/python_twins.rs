@@ -569,3 +569,63 @@ fn bad_params_fail_both_twins_alike() {
     let twin = assert_twins(&t, "quarantine-on-log", &args);
     assert_eq!(twin.dry.summary()["outcome"], "planned");
 }
+
+/// Lines a generated config file is made of: settings, comments, lookalikes,
+/// odd spacing (Unicode spaces both twins trim, the separator `\x1c` both
+/// keep) and a stray `\r`.
+const CONFIG_LINES: &[&str] = &[
+    "max_conn = 20",
+    "max_conn = 50",
+    "  max_conn=1",
+    "\tmax_conn =  50 ",
+    "# max_conn = 3",
+    "  ; max_conn = 4",
+    "max_conn",
+    "max_conn_x = 1",
+    "timeout = 5",
+    "",
+    "   ",
+    "max_conn = a = b",
+    "\u{a0}max_conn = 7",
+    "\u{2003}max_conn\u{3000}= 8",
+    "\u{1c}max_conn = 9",
+    "max_conn = 20\r",
+    "max_conn =",
+];
+
+/// Generated config files, set with generated values: the twins plan the
+/// same diff, messages and verdicts for each. `DEFOPS_TWIN_CASES` sets how
+/// many (default 40); a failure names its seed.
+#[test]
+fn config_set_twins_agree_on_generated_files() {
+    let cases: u64 = std::env::var("DEFOPS_TWIN_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let t = Tree::new();
+    let file = t.p("grant/app.conf");
+    for seed in 0..cases {
+        let mut rng = crate::composition::Rng::new(seed);
+        let mut text = String::new();
+        for _ in 0..rng.below(6) {
+            text.push_str(rng.pick::<&str>(CONFIG_LINES));
+            text.push_str(rng.pick::<&str>(&["\n", "\n", "\r\n"]));
+        }
+        if rng.below(3) == 0 {
+            text.push_str(rng.pick::<&str>(CONFIG_LINES));
+        }
+        let value = *rng.pick(&["50", "20", "", "a b"]);
+        t.write("grant/app.conf", &text);
+        let args = config_set_args(&t, &file, value);
+        let (r, p) = (
+            run(&t, &fix("config-set"), &args, &["--dry-run"]),
+            run(&t, &python_fix("config-set"), &args, &["--dry-run"]),
+        );
+        assert_same_output(
+            &format!("seed {seed}: file {text:?}, value {value:?}"),
+            &r,
+            &p,
+        );
+        r.assert_code(0);
+    }
+}
