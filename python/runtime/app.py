@@ -122,18 +122,23 @@ def _load() -> dict[str, object]:
         # Tracebacks show the script's own lines.
         linecache.cache[name] = (len(source), None, source.splitlines(True), name)
         code = compile(source, name, "exec", dont_inherit=True)
-        namespace: dict[str, object] = {"__name__": "__fix__", "__file__": name}
-        exec(code, namespace)
-        _loaded = namespace
+        module = types.ModuleType("__fix__")
+        module.__file__ = name
+        # A module like any imported one: dataclasses, typing and pickle look
+        # a class's module up in sys.modules.
+        sys.modules[module.__name__] = module
+        exec(code, module.__dict__)  # noqa: S102 - running the fix is the point
+        _loaded = module.__dict__
     return _loaded
 
 
 def _failure(e: BaseException) -> str:
-    """The script's part of a traceback: its frames, then the error."""
+    """The script's part of a traceback: its frames, then the error; a
+    ``defops.Failure``'s message alone."""
+    if isinstance(e, defops.Failure):
+        return str(e)
     name = _name()
-    frames = [
-        f for f in traceback.extract_tb(e.__traceback__) if f.filename == name
-    ]
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == name]
     lines = traceback.format_list(frames)
     lines += traceback.format_exception_only(type(e), e)
     head = "Traceback (most recent call last):\n" if frames else ""

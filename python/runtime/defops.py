@@ -37,6 +37,8 @@ from wit_world.imports import context, fs, logs, report, types
 __all__ = [
     "Aborted",
     "Applicability",
+    "DirEntry",
+    "Failure",
     "GrepMatch",
     "GrepResult",
     "Stat",
@@ -54,6 +56,7 @@ __all__ = [
     "is_dir",
     "is_file",
     "listdir",
+    "makedirs",
     "mkdir",
     "not_needed",
     "param",
@@ -64,6 +67,7 @@ __all__ = [
     "remove",
     "rename",
     "rmdir",
+    "scandir",
     "stat",
     "symlink",
     "tail",
@@ -75,6 +79,13 @@ __all__ = [
 
 class Aborted(Exception):
     """The run is being stopped (its deadline passed, or a pause landed)."""
+
+
+class Failure(Exception):
+    """The fix's own error, for the operator: reported as its message alone,
+    without a traceback (the Rust SDK's ``Failure``). Raise it for what the
+    operator can act on (a bad parameter, a file that is not as expected);
+    any other exception is reported with the script's traceback."""
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,7 @@ def _raise(e: Err, path: str) -> None:
             raise IsADirectoryError(errno.EISDIR, text, path) from None
         if "not a directory" in text:
             raise NotADirectoryError(errno.ENOTDIR, text, path) from None
-        raise ValueError(text) from None
+        raise ValueError(text) from None  # noqa: TRY004 - invalid input, not a type
     if isinstance(v, types.Error_Aborted):
         raise Aborted(text) from None
     raise OSError(errno.EIO, text, path) from None
@@ -199,6 +210,38 @@ def listdir(path: str) -> list[str]:
     return [e.name for e in _call(fs.list_dir, path)]
 
 
+@dataclass(frozen=True)
+class DirEntry:
+    """One entry of :func:`scandir`; ``kind`` is the entry's own (a symlink
+    is ``"symlink"``, whatever it points to)."""
+
+    name: str
+    path: str
+    kind: str
+
+    def is_file(self) -> bool:
+        """True for a regular file (not a symlink to one)."""
+        return self.kind == "file"
+
+    def is_dir(self) -> bool:
+        """True for a directory (not a symlink to one)."""
+        return self.kind == "directory"
+
+    def is_symlink(self) -> bool:
+        """True for a symlink."""
+        return self.kind == "symlink"
+
+
+def scandir(path: str) -> list[DirEntry]:
+    """The entries of a directory, sorted by name, with their kinds (one
+    host call, like the Rust SDK's ``fs::read_dir``)."""
+    base = path.rstrip("/")
+    return [
+        DirEntry(e.name, f"{base}/{e.name}", _KINDS[e.kind])
+        for e in _call(fs.list_dir, path)
+    ]
+
+
 def readlink(path: str) -> str:
     """The target of a symlink."""
     return str(_call(fs.read_link, path))
@@ -207,6 +250,25 @@ def readlink(path: str) -> str:
 def mkdir(path: str) -> None:
     """Creates one directory (mode 0755); the parent must exist."""
     _call(fs.create_dir, path)
+
+
+def makedirs(path: str) -> None:
+    """Creates a directory and any missing parents (mode 0755), like
+    ``os.makedirs(path, exist_ok=True)`` and the Rust SDK's
+    ``fs::create_dir_all``: nothing to do when it is already a directory;
+    ``FileExistsError`` when it is something else."""
+    try:
+        if stat(path).kind == "directory":
+            return
+        raise FileExistsError(
+            errno.EEXIST, f"{path}: exists and is not a directory", path
+        )
+    except FileNotFoundError:
+        pass
+    parent = path.rpartition("/")[0]
+    if parent:
+        makedirs(parent)
+    mkdir(path)
 
 
 def remove(path: str) -> None:
@@ -304,7 +366,7 @@ class GrepResult:
     files: list[str]
 
 
-def grep(glob: str, pattern: str, max: int = 1000) -> GrepResult:  # noqa: A002
+def grep(glob: str, pattern: str, max: int = 1000) -> GrepResult:
     """Lines of the granted log files matching a regular expression."""
     try:
         r = logs.grep(glob, pattern, max)

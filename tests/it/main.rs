@@ -13,6 +13,7 @@ mod journal;
 mod logs;
 mod mutations;
 mod operator;
+mod python_twins;
 mod review;
 mod rollback;
 mod util;

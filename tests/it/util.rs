@@ -35,6 +35,23 @@ pub fn fix(name: &str) -> PathBuf {
     p
 }
 
+/// A Python example fix, fixes/python/NAME.py: a script, run as it is.
+pub fn python_fix(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let p = root.join("fixes/python").join(format!("{name}.py"));
+    assert!(p.is_file(), "{} missing", p.display());
+    p
+}
+
+/// The Python runtime, where the binary finds it: next to its target
+/// directory (target/<profile>/defops-wasm -> target/python/python.wasm),
+/// built by scripts/build-fixes.
+pub fn python_runtime() -> PathBuf {
+    let p = artifacts().join("python").join("python.wasm");
+    assert!(p.is_file(), "{} missing", p.display());
+    p
+}
+
 /// A test guest from tests/guests/.
 pub fn guest(name: &str) -> PathBuf {
     let p = artifacts().join("test-guests").join(format!("{name}.wasm"));
@@ -174,6 +191,8 @@ impl Tree {
         cmd.env("DEFOPS_STATE_DIR", self.path("state"));
         cmd.env("DEFOPS_CONFIG", self.path("config.toml"));
         cmd.env_remove("RUST_LOG");
+        // Python fixes run on the runtime the binary finds itself.
+        cmd.env_remove("DEFOPS_PYTHON_RUNTIME");
         Cmd { cmd }
     }
 
