@@ -6,9 +6,7 @@
 //! roll back to the tree they started from.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -36,61 +34,9 @@ const RUN_SPECIFIC: &[&str] = &[
     "timings_ms",
 ];
 
-/// The compile cache of a state directory that has run the Python runtime
-/// once: compiling it takes tens of seconds, so every test shares one
-/// compilation (kept between test runs; a rebuilt runtime has another
-/// digest, hence another cache file).
-fn compiled_runtime() -> &'static Path {
-    static CACHE: OnceLock<PathBuf> = OnceLock::new();
-    CACHE.get_or_init(|| {
-        let runtime = python_runtime();
-        let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-twins-state");
-        let t = Tree::new();
-        let script = python_fix("rename-to-backup");
-        let path = format!("path={}", t.p("grant/missing"));
-        t.defops()
-            .env("DEFOPS_STATE_DIR", state.to_str().unwrap())
-            .args(&["run", script.to_str().unwrap(), "--json", "--dry-run"])
-            .args(&["--allow", &t.p("grant"), "-p", &path])
-            .output()
-            .assert_code(0);
-        let cache = state.join("cache");
-        assert!(
-            cache.is_dir(),
-            "running {} left no compile cache in {}",
-            runtime.display(),
-            cache.display()
-        );
-        cache
-    })
-}
-
-/// Gives `t`'s state directory the shared compiled runtime: a hard link
-/// (or a copy) of each artifact, in a directory only this user can write,
-/// as the host requires of its cache.
-fn with_compiled_runtime(t: &Tree) {
-    let cache = t.path("state/cache");
-    if cache.exists() {
-        return;
-    }
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&cache)
-        .unwrap();
-    for entry in std::fs::read_dir(compiled_runtime()).unwrap() {
-        let from = entry.unwrap().path();
-        if from.extension().is_some_and(|e| e == "cwasm") {
-            let to = cache.join(from.file_name().unwrap());
-            if std::fs::hard_link(&from, &to).is_err() {
-                std::fs::copy(&from, &to).unwrap();
-            }
-        }
-    }
-}
-
 /// `defops-wasm run FIX --json ARGS EXTRA` in `t`.
 fn run(t: &Tree, fix: &Path, args: &[String], extra: &[&str]) -> Out {
-    with_compiled_runtime(t);
+    t.warm_python();
     t.defops()
         .args(&["run", fix.to_str().unwrap(), "--json"])
         .args(args)

@@ -72,16 +72,19 @@ pub fn python_guest(name: &str) -> PathBuf {
     p
 }
 
-/// A compile cache holding the Python runtime, made once per test process
-/// (`defops-wasm warm`): compiling it takes tens of seconds.
+/// A compile cache holding the Python runtime (`defops-wasm warm`):
+/// compiling it takes tens of seconds, so every test shares one, kept
+/// between test runs (a rebuilt runtime has another digest, hence another
+/// cache file).
 fn warm_python_cache() -> &'static Path {
     static WARM: OnceLock<PathBuf> = OnceLock::new();
     WARM.get_or_init(|| {
         artifacts();
-        let dir = tempfile::tempdir().unwrap().keep();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-warm");
         let status = Command::new(env!("CARGO_BIN_EXE_defops-wasm"))
             .args(["warm", "--state-dir"])
             .arg(&dir)
+            .env_remove("DEFOPS_PYTHON_RUNTIME")
             .status()
             .expect("run defops-wasm warm");
         assert!(status.success(), "defops-wasm warm failed");
@@ -125,10 +128,13 @@ impl Tree {
         std::fs::create_dir_all(&cache).unwrap();
         std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
         for e in std::fs::read_dir(warm_python_cache()).unwrap() {
-            let e = e.unwrap();
-            let dest = cache.join(e.file_name());
-            if !dest.exists() {
-                std::fs::hard_link(e.path(), dest).unwrap();
+            let from = e.unwrap().path();
+            let dest = cache.join(from.file_name().unwrap());
+            if from.extension().is_some_and(|x| x == "cwasm")
+                && !dest.exists()
+                && std::fs::hard_link(&from, &dest).is_err()
+            {
+                std::fs::copy(&from, &dest).unwrap();
             }
         }
         self
