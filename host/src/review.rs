@@ -374,7 +374,7 @@ pub fn embed(
     output: Option<&Path>,
     out: &Printer,
 ) -> Result<Exit, Stop> {
-    let text = std::fs::read_to_string(manifest_path).map_err(|e| {
+    let text = crate::regular_file::read_to_string(manifest_path).map_err(|e| {
         Stop::new(
             Exit::Usage,
             format!("cannot read {}: {e}", manifest_path.display()),
@@ -386,7 +386,7 @@ pub fn embed(
             format!("{}: {}; fix the manifest", manifest_path.display(), e),
         )
     })?;
-    let wasm = std::fs::read(fix)
+    let wasm = crate::regular_file::read(fix)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot read {}: {e}", fix.display())))?;
     if wasm.len() < 8 || wasm[..4] != *b"\0asm" || wasm[4..8] == [1, 0, 0, 0] {
         return Err(Stop::new(
@@ -428,7 +428,7 @@ pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
     }
     // Signed from stdin so that the new signature replaces an old one only
     // once it exists.
-    let input = std::fs::File::open(fix)
+    let input = crate::regular_file::open(fix)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot read {}: {e}", fix.display())))?;
     let output = std::process::Command::new("ssh-keygen")
         .args(["-q", "-Y", "sign", "-n", crate::approval::NAMESPACE, "-f"])

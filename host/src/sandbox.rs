@@ -382,7 +382,7 @@ impl Sandbox {
         path: &Path,
         cache_dir: Option<&Path>,
     ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
-        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = crate::regular_file::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `defops-wasm` binary, real compiled fixes and
 //! test guests, real files in temporary directories.
 
+mod edges;
 mod escapes;
 mod faults;
 mod fixes;
