@@ -15,6 +15,21 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use crate::grants::{Grant, VPath};
 use crate::plan::State;
 
+/// A name in a directory: UTF-8, or the bytes of one that is not.
+pub type Name = Result<String, Vec<u8>>;
+
+/// A name that is not UTF-8, shown with its other bytes as `\xNN`.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.extend(chunk.valid().chars().flat_map(char::escape_default));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// What kind of thing a path is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -81,8 +96,8 @@ impl Stat {
     }
 }
 
-/// A directory descriptor: the grant's own handle, or one opened on the way
-/// down from it.
+/// A directory descriptor: the grant's own handle (or one a [`DirCache`]
+/// holds), or one opened on the way down from it.
 pub enum DirFd<'g> {
     Grant(BorrowedFd<'g>),
     Opened(OwnedFd),
@@ -123,6 +138,70 @@ pub fn locate<'g>(grant: &'g Grant, path: &VPath) -> io::Result<Loc<'g>> {
         dir = DirFd::Opened(rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty())?);
     }
     Ok(Loc::At(dir, last.to_string()))
+}
+
+/// Every this many levels, a [`DirCache`] keeps a directory's descriptor.
+const KEEP_EVERY: usize = 32;
+
+/// The directories of one walk, kept open so that resolving a path one
+/// component at a time opens each directory once, not once for every
+/// component below it: the cost of a resolution grows with the path's
+/// length, not with its square. Going back up (`..`, a symlink's target)
+/// restarts from the nearest kept descriptor, at most [`KEEP_EVERY`] levels
+/// up. Every descriptor was opened by the same no-follow walk from the
+/// grant's handle as [`locate`]'s; a cache lives for one resolution.
+#[derive(Default)]
+pub struct DirCache {
+    grant: Option<VPath>,
+    /// The names from the grant down to the deepest kept descriptor.
+    names: Vec<String>,
+    /// (depth below the grant, descriptor): every `KEEP_EVERY`th level and
+    /// the deepest.
+    fds: Vec<(usize, OwnedFd)>,
+}
+
+impl DirCache {
+    /// Like [`locate`], reusing the directories this cache holds.
+    pub fn locate<'c>(&'c mut self, grant: &'c Grant, path: &VPath) -> io::Result<Loc<'c>> {
+        let root = grant.dir.as_fd();
+        let rel = path.relative_to(&grant.path);
+        if rel == "." {
+            return Ok(Loc::Root(root));
+        }
+        let mut names: Vec<&str> = rel.split('/').collect();
+        let last = names.pop().expect("a relative path has a component");
+        if self.grant.as_ref() != Some(&grant.path) {
+            *self = DirCache {
+                grant: Some(grant.path.clone()),
+                ..DirCache::default()
+            };
+        }
+        let common = self
+            .names
+            .iter()
+            .zip(&names)
+            .take_while(|(a, b)| a == *b)
+            .count();
+        while self.fds.last().is_some_and(|(d, _)| *d > common) {
+            self.fds.pop();
+        }
+        let from = self.fds.last().map_or(0, |(d, _)| *d);
+        self.names.truncate(from);
+        for (i, name) in names.iter().enumerate().skip(from) {
+            let parent = self.fds.last().map_or(root, |(_, fd)| fd.as_fd());
+            let next = rustix::fs::openat(parent, *name, DIR_FLAGS, Mode::empty())?;
+            if self.fds.last().is_some_and(|(d, _)| d % KEEP_EVERY != 0) {
+                self.fds.pop();
+            }
+            self.fds.push((i + 1, next));
+            self.names.push(name.to_string());
+        }
+        let dir = match self.fds.last() {
+            Some((_, fd)) if !names.is_empty() => fd.as_fd(),
+            _ => root,
+        };
+        Ok(Loc::At(DirFd::Grant(dir), last.to_string()))
+    }
 }
 
 impl Loc<'_> {
@@ -219,31 +298,39 @@ impl Loc<'_> {
         }
     }
 
-    /// The names in the directory here, with their kinds.
-    pub fn read_dir(&self) -> io::Result<Vec<(String, Kind)>> {
+    /// The names in the directory here, with their kinds. A name that is
+    /// not UTF-8 (which no WIT path can address) comes back as its bytes.
+    /// `check` is called every few thousand entries and stops the listing
+    /// with its error.
+    pub fn read_dir(
+        &self,
+        check: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<Vec<(Name, Kind)>> {
         let fd = self.open_dir()?;
         let mut out = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&fd)? {
+        for (n, entry) in rustix::fs::Dir::read_from(&fd)?.enumerate() {
+            if n % 4096 == 4095 {
+                check()?;
+            }
             let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
+            let raw = entry.file_name();
+            let bytes = raw.to_bytes();
+            if bytes == b"." || bytes == b".." {
                 continue;
             }
-            let Ok(name) = String::from_utf8(name.to_vec()) else {
-                continue; // not addressable through the WIT's string paths
-            };
             let kind = match entry.file_type() {
                 FileType::RegularFile => Kind::File,
                 FileType::Directory => Kind::Dir,
                 FileType::Symlink => Kind::Symlink,
                 FileType::Unknown => {
-                    match rustix::fs::statat(&fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    match rustix::fs::statat(&fd, raw, AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) => Stat::from_rustix(&st).kind,
                         Err(_) => continue,
                     }
                 }
                 _ => Kind::Other,
             };
+            let name = String::from_utf8(bytes.to_vec()).map_err(|e| e.into_bytes());
             out.push((name, kind));
         }
         Ok(out)

@@ -294,6 +294,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
     wasi.stdout(output.clone()).stderr(output.clone());
     let sink = out.message_sink();
+    // From here, as the sandbox's own timer: loading the fix does not count.
+    let until = crate::policy::Until::new(req.limits.deadline, abort.clone());
     let state = RunState {
         wasi: wasi.build(),
         table: wasmtime::component::ResourceTable::new(),
@@ -303,21 +305,19 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
                 max_read: req.limits.max_memory,
                 max_plan_bytes: req.limits.max_memory.saturating_mul(4),
             },
-        ),
+        )
+        .with_until(until.clone()),
         params: req.params.clone(),
         dry_run: req.dry_run,
         hostname: hostname(),
         messages: Vec::new(),
-        denials: Vec::new(),
+        denials: Default::default(),
         limiter: Limiter::new(req.limits.max_memory),
         output: output.clone(),
         on_message: sink,
         logs: Arc::new(logs),
         log_reads: Vec::new(),
-        until: crate::logs::Until {
-            deadline: started + req.limits.deadline,
-            abort: abort.clone(),
-        },
+        until,
         second_pass: None,
         flip_precondition: req.flip_precondition,
         flipped: None,
@@ -327,10 +327,11 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let ran_in = started.elapsed() - loaded_in;
     let fix_output = output.take();
     out.fix_output(&fix_output);
-    for d in &state.denials {
+    let denials = state.denials.records();
+    for d in &denials {
         out.denial(d);
     }
-    let denied = state.denials.len();
+    let denied = state.denials.total();
 
     // The journal: what ran, what it said, what it planned or changed.
     let mut journal = Journal::create(&state_dir, &run_id).map_err(journal_error)?;
@@ -366,8 +367,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .map(|m| json!({"type": "message", "level": m.level, "text": m.text})),
     );
     records.extend(
-        state
-            .denials
+        denials
             .iter()
             .map(|d| json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason})),
     );
@@ -819,7 +819,7 @@ fn check_approval(
                 "--require-approval needs --allowed-signers FILE (or allowed-signers in the [approval] section of the configuration)",
             )
         })?;
-    let signers_text = std::fs::read_to_string(&signers_path).map_err(|e| {
+    let signers_text = crate::regular_file::read_to_string(&signers_path).map_err(|e| {
         Stop::new(
             Exit::Usage,
             format!(
@@ -834,7 +834,7 @@ fn check_approval(
         .signature
         .clone()
         .unwrap_or_else(|| crate::review::signature_path(&req.fix));
-    let sig = match std::fs::read_to_string(&sig_path) {
+    let sig = match crate::regular_file::read_to_string(&sig_path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Stop::new(

@@ -103,18 +103,18 @@ pub fn human(d: Duration) -> String {
     let s = d.as_secs();
     match () {
         _ if d.subsec_millis() != 0 || s == 0 => format!("{}ms", d.as_millis()),
-        _ if s % 86_400 == 0 && s > 86_400 => format!("{}d", s / 86_400),
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ if s.is_multiple_of(86_400) && s > 86_400 => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
 }
 
 fn human_size(v: u64) -> String {
     match () {
-        _ if v % (1 << 30) == 0 => format!("{}GiB", v >> 30),
-        _ if v % (1 << 20) == 0 => format!("{}MiB", v >> 20),
-        _ if v % (1 << 10) == 0 => format!("{}KiB", v >> 10),
+        _ if v.is_multiple_of(1 << 30) => format!("{}GiB", v >> 30),
+        _ if v.is_multiple_of(1 << 20) => format!("{}MiB", v >> 20),
+        _ if v.is_multiple_of(1 << 10) => format!("{}KiB", v >> 10),
         _ => format!("{v} bytes"),
     }
 }

@@ -208,3 +208,312 @@ fn a_fifo_a_device_or_a_directory_given_as_a_file_is_refused_at_once() {
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
+
+fn fsops(t: &Tree, ops: &[String], extra: &[&str]) -> Out {
+    let ops = format!("ops={}", ops.join(";"));
+    let mut args = vec!["-p", ops.as_str(), "-p", "ignore_errors=1", "--dry-run"];
+    args.extend_from_slice(extra);
+    t.run(&guest("fsops"), &args)
+}
+
+/// A name that is not UTF-8 cannot reach a fix (WIT paths are strings):
+/// the fix may not list, empty or replace a directory holding one, so a
+/// dry-run never plans what the commit cannot do; the operator sees a
+/// denial naming the entry, escaped.
+#[test]
+fn a_directory_holding_a_name_that_is_not_utf8_is_denied_not_half_seen() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new();
+    let g = t.p("grant");
+    std::fs::create_dir_all(t.path("grant/looks-empty")).unwrap();
+    std::fs::create_dir_all(t.path("grant/other")).unwrap();
+    t.write("grant/listed/fine.txt", "x\n");
+    let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.conf");
+    std::fs::write(t.path("grant/looks-empty").join(bad), "hidden\n").unwrap();
+    std::fs::write(t.path("grant/listed").join(bad), "hidden\n").unwrap();
+    let before = t.snapshot("grant");
+    let out = fsops(
+        &t,
+        &[
+            format!("ls {g}/looks-empty"),
+            format!("rmdir {g}/looks-empty"),
+            format!("mv {g}/other {g}/looks-empty"),
+            format!("ls {g}/listed"),
+            format!("read {g}/listed/fine.txt"),
+        ],
+        &[],
+    );
+    out.assert_code(0);
+    let m = out.messages();
+    for i in 0..4 {
+        assert!(
+            m[i].contains("denied") && m[i].contains(r"caf\xe9.conf"),
+            "{i}: {m:?}"
+        );
+    }
+    assert!(m[4].contains("-> ok x"), "{m:?}");
+    // Nothing planned, so the commit has nothing it could not do.
+    assert!(out.of("effect").is_empty(), "{:?}", out.of("effect"));
+    // Denied in apply and again in the dry-run's idempotency pass.
+    let denied = out.of("denied");
+    assert_eq!(denied.len(), 8, "{denied:?}");
+    assert!(
+        denied
+            .iter()
+            .all(|d| d["reason"].as_str().unwrap().contains("not UTF-8")),
+        "{denied:?}"
+    );
+    // The same with a real run: refused the same way, the disk unchanged.
+    let real = t.run(
+        &guest("fsops"),
+        &["-p", &format!("ops=rmdir {g}/looks-empty")],
+    );
+    real.assert_code(3);
+    assert_eq!(t.snapshot("grant"), before);
+}
+
+/// A fix that loops over denied paths fills neither the journal nor the
+/// terminal: the first denials are kept, the rest counted in one record.
+#[test]
+fn denials_are_bounded_and_the_rest_counted() {
+    let t = Tree::new();
+    let ops: Vec<String> = (0..600)
+        .map(|i| format!("read {}/secret{i}", t.p("outside")))
+        .collect();
+    // A real run (a dry-run's idempotency pass would deny each twice).
+    let ops = format!("ops={}", ops.join(";"));
+    let out = t.run(&guest("fsops"), &["-p", &ops, "-p", "ignore_errors=1"]);
+    out.assert_code(0);
+    let denied = out.of("denied");
+    assert_eq!(denied.len(), 101, "100 kept and one summary");
+    let last = &denied[100];
+    assert_eq!(last["call"], "more");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("500 more denials not recorded"),
+        "{last}"
+    );
+    assert_eq!(out.summary()["denied"], 600);
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let show = t
+        .defops()
+        .args(&["journal", "show", &run_id, "--json"])
+        .output();
+    let journaled = show
+        .lines()
+        .into_iter()
+        .filter(|r| r["type"] == "denied")
+        .count();
+    assert_eq!(journaled, 101);
+}
+
+/// Logs that are symlinks (container logs: /var/log/containers/*.log ->
+/// /var/log/pods/...) are read when their target, resolved by the kernel's
+/// rules, is a granted log; named as denied when it is not; never skipped.
+#[test]
+fn symlinked_logs_are_read_within_the_grants_and_denied_outside() {
+    let t = Tree::new();
+    t.write("pods/app/0.log", "boot\nerror: disk full\n");
+    t.write("pods/db/0.log", "error: secret table\n");
+    t.write("containers/keep", "");
+    // Through a symlinked directory, and a relative link.
+    t.symlink(&t.p("pods"), "pods-link");
+    t.symlink("../pods-link/app/0.log", "containers/app.log");
+    let containers = format!("{}/*.log", t.p("containers"));
+    let app_pod = format!("{}/*.log", t.p("pods/app"));
+    let grep = |globs: &[&str]| {
+        let mut args = vec![];
+        for g in globs {
+            args.extend_from_slice(&["--allow-log", *g]);
+        }
+        let ops = format!("ops=grep {} error", containers);
+        args.extend_from_slice(&["-p", ops.as_str(), "-p", "ignore_errors=1"]);
+        t.run(&guest("fsops"), &args)
+    };
+    // Granted target: read.
+    let out = grep(&[&containers, &app_pod]);
+    out.assert_code(0);
+    let m = out.messages();
+    assert!(
+        m[0].contains("total=1") && m[0].contains("files=app.log"),
+        "{m:?}"
+    );
+    // The target's directory not granted: denied, naming the link and where it leads.
+    let out = grep(&[&containers]);
+    let m = out.messages();
+    assert!(
+        m[0].contains("denied") && m[0].contains("app.log") && m[0].contains("pods/app/0.log"),
+        "{m:?}"
+    );
+    assert_eq!(out.of("denied").len(), 1, "{:?}", out.of("denied"));
+    // A link to a file outside every grant, next to a good one: the glob
+    // is refused, not trimmed.
+    t.symlink(&t.p("pods/db/0.log"), "containers/db.log");
+    let out = grep(&[&containers, &app_pod]);
+    let m = out.messages();
+    assert!(m[0].contains("denied") && m[0].contains("db.log"), "{m:?}");
+    // A dangling link is named too.
+    std::fs::remove_file(t.path("containers/db.log")).unwrap();
+    t.symlink("gone/0.log", "containers/db.log");
+    let out = grep(&[&containers, &app_pod]);
+    let m = out.messages();
+    assert!(
+        m[0].contains("db.log") && m[0].contains("cannot be followed"),
+        "{m:?}"
+    );
+}
+
+/// Makes `depth` nested directories `d` under `base` (deeper than a path
+/// given to mkdir may be), relative to each other.
+fn deep_dirs(base: &Path, depth: usize) {
+    use rustix::fs::{Mode, OFlags};
+    let mut fd = rustix::fs::open(base, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+    for _ in 0..depth {
+        rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(&fd, "d", OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+            .unwrap();
+    }
+}
+
+/// A chain of 39 symlinks, each leading down `depth` directories, back up,
+/// and on to the next; the last into the deepest directory.
+fn link_chain(t: &Tree, depth: usize) -> String {
+    let down = vec!["d"; depth].join("/");
+    let up = vec![".."; depth].join("/");
+    for i in 0..39 {
+        let target = match i {
+            38 => down.clone(),
+            _ => format!("{down}/{up}/l{}", i + 1),
+        };
+        t.symlink(&target, &format!("grant/l{i}"));
+    }
+    t.p("grant/l0")
+}
+
+/// A host call whose work is large (a path as deep as PATH_MAX allows, a
+/// chain of symlinks near the kernel's limit through deep directories)
+/// stops at the run's deadline: the run ends with the deadline outcome
+/// instead of running on inside the host.
+#[test]
+fn the_deadline_stops_long_host_calls() {
+    let t = Tree::new();
+    deep_dirs(&t.path("grant"), 800);
+    let chain = link_chain(&t, 800);
+    let hostile = guest("hostile");
+    let path = format!("path={chain}");
+    let out = bounded(t.defops().args(&[
+        "run",
+        hostile.to_str().unwrap(),
+        "--allow",
+        &t.p("grant"),
+        "--dry-run",
+        "--json",
+        "--timeout",
+        "1s",
+        "-p",
+        "mode=stat-loop",
+        "-p",
+        &path,
+    ]));
+    out.assert_code(4);
+    assert!(
+        out.summary()["error"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{}",
+        out.stdout
+    );
+    // The deepest path a fix can give.
+    let deep = format!("path={}/{}", t.p("grant"), vec!["d"; 1900].join("/"));
+    deep_dirs(&t.path("grant/d").join(vec!["d"; 799].join("/")), 1200);
+    let out = bounded(t.defops().args(&[
+        "run",
+        hostile.to_str().unwrap(),
+        "--allow",
+        &t.p("grant"),
+        "--dry-run",
+        "--json",
+        "--timeout",
+        "1s",
+        "-p",
+        "mode=stat-loop",
+        "-p",
+        &deep,
+    ]));
+    out.assert_code(4);
+}
+
+/// The plan's diff of a large file whose every line changes is cut at its
+/// time limit and says so, instead of keeping the host busy.
+#[test]
+fn a_diff_of_every_line_is_cut_and_says_so() {
+    let t = Tree::new();
+    // Under the 1 MiB a diff is made for, before and after.
+    let text: String = (0..40_000).map(|i| format!("line {i}\n")).collect();
+    t.write("grant/big.txt", &text);
+    let before = t.snapshot("grant");
+    let hostile = guest("hostile");
+    let file = format!("file={}", t.p("grant/big.txt"));
+    let out = bounded(t.defops().args(&[
+        "run",
+        hostile.to_str().unwrap(),
+        "--allow",
+        &t.p("grant"),
+        "--dry-run",
+        "-p",
+        "mode=rewrite-every-line",
+        "-p",
+        &file,
+    ]));
+    out.assert_code(0);
+    let head = &out.stdout[..out.stdout.len().min(2000)];
+    assert!(out.stdout.contains("[diff cut after 2000 lines]"), "{head}");
+    assert!(out.stdout.contains("[diff cut at its time limit"), "{head}");
+    assert_eq!(t.snapshot("grant"), before);
+}
+
+/// A pause lands while the guest is inside long host calls: the run ends
+/// as paused (exit 5) instead of finishing the host's work first.
+#[test]
+fn a_pause_stops_a_guest_inside_long_host_calls() {
+    let t = Tree::new();
+    deep_dirs(&t.path("grant"), 800);
+    let chain = link_chain(&t, 800);
+    let hostile = guest("hostile");
+    let args = [
+        "run".to_string(),
+        hostile.to_str().unwrap().into(),
+        "--allow".into(),
+        t.p("grant"),
+        "--json".into(),
+        "--timeout".into(),
+        "10m".into(),
+        "-p".into(),
+        "mode=stat-loop".into(),
+        "-p".into(),
+        format!("path={chain}"),
+        "-p".into(),
+        "announce=1".into(),
+    ];
+    let (mut child, lines) = t.spawn_until(&args, "\"started\"");
+    std::thread::spawn(move || lines.for_each(drop));
+    t.defops()
+        .args(&["pause", "--reason", "stop the loop"])
+        .output()
+        .assert_code(0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the paused run kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(5));
+}
