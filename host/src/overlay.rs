@@ -535,9 +535,12 @@ impl Overlay {
                     .find(phys)
                     .ok_or_else(|| denied(path, "outside the grants"))?;
                 let bytes = disk::locate(grant, phys)
-                    .and_then(|loc| loc.read_file(self.limits.max_read))
+                    .and_then(|loc| loc.read_file(self.limits.max_read, &mut || self.until.check()))
                     .map(Arc::new)
-                    .map_err(|e| io_error(path, e))?;
+                    .map_err(|e| match self.until.stop() {
+                        Some(stop) => stop,
+                        None => io_error(path, e),
+                    })?;
                 let size = bytes.len() as u64;
                 if size <= CACHE_FILE_MAX && self.cache_bytes.get() + size <= CACHE_MAX {
                     self.cache_bytes.set(self.cache_bytes.get() + size);
