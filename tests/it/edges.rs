@@ -517,3 +517,19 @@ fn a_pause_stops_a_guest_inside_long_host_calls() {
     };
     assert_eq!(status.code(), Some(5));
 }
+
+/// Log reads are journaled like denials: bounded, the rest counted.
+#[test]
+fn log_reads_are_bounded_and_the_rest_counted() {
+    let t = Tree::new();
+    let ops: Vec<String> = (0..1100).map(|_| "count /x.log a".to_string()).collect();
+    let ops = format!("ops={}", ops.join(";"));
+    let out = t.run(&guest("fsops"), &["-p", &ops, "-p", "ignore_errors=1"]);
+    out.assert_code(0);
+    let reads = out.of("logs");
+    assert_eq!(reads.len(), 1000);
+    let last = &reads[999];
+    assert_eq!(last["call"], "more", "{last}");
+    assert_eq!(last["count"], 101, "{last}");
+    assert_eq!(out.of("denied").len(), 101);
+}
