@@ -421,6 +421,13 @@ pub fn embed(
 /// `approve FIX --key KEY`: `ssh-keygen -Y sign -f KEY -n defops-wasm FIX`,
 /// after showing what is being approved.
 pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
+    // ssh-keygen would wait on a FIFO given as the key: refuse it here.
+    crate::regular_file::open(key).map_err(|e| {
+        Stop::new(
+            Exit::Usage,
+            format!("cannot read the key {}: {e}", key.display()),
+        )
+    })?;
     let sb = sandbox()?;
     let r = report(fix, &sb, None)?;
     if !out.is_json() {

@@ -167,6 +167,11 @@ fn a_fifo_a_device_or_a_directory_given_as_a_file_is_refused_at_once() {
         ),
         (strings(&["embed", &fifo, &fifo_toml]), "FIFO", "fifo.toml"),
         (
+            strings(&["approve", real, "--key", &fifo_toml]),
+            "FIFO",
+            "fifo.toml",
+        ),
+        (
             strings(&["embed", &fifo, "/dev/null"]),
             "character device",
             "/dev/null",
