@@ -640,6 +640,11 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
                 let mark = store.data_mut().overlay.begin_second_pass();
                 let second = match fix.call_apply(&mut *store).await {
                     Ok(Ok(_)) => None,
+                    // The deadline ends the run wherever it passes, as the
+                    // timer would have.
+                    Err(e) if matches!(e.downcast_ref(), Some(LimitError::Deadline(_))) => {
+                        return classify(Phase::Apply, e);
+                    }
                     Ok(Err(message)) => Some(format!("the second apply failed: {message}")),
                     Err(e) => Some(format!("the second apply crashed: {}", e.root_cause())),
                 };
