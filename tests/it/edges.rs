@@ -538,3 +538,32 @@ fn log_reads_are_bounded_and_the_rest_counted() {
     assert_eq!(last["count"], 101, "{last}");
     assert_eq!(out.of("denied").len(), 101);
 }
+
+/// A pause that lands while the commit checks a plan stops it before
+/// anything is journaled as intended or changed.
+#[test]
+fn a_pause_while_the_commit_checks_the_plan_changes_nothing() {
+    let t = Tree::new();
+    for n in 0..3 {
+        t.write(&format!("grant/c{n}.conf"), "max_conn = 20\n");
+    }
+    let before = t.snapshot("grant");
+    let out = t
+        .set_max_conn_cmd(&t.p("grant/*.conf"), "50")
+        .env("DEFOPS_FAILPOINT", "pause-while-checking")
+        .output();
+    out.assert_code(5);
+    let s = out.summary();
+    assert_eq!(s["outcome"], "aborted");
+    assert_eq!(s["changed"], 0);
+    assert_eq!(t.snapshot("grant"), before);
+    let show = t
+        .defops()
+        .args(&["journal", "show", s["run_id"].as_str().unwrap(), "--json"])
+        .output();
+    assert!(
+        show.lines().iter().all(|r| r["type"] != "intent"),
+        "{}",
+        show.stdout
+    );
+}
