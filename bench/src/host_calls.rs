@@ -1,9 +1,10 @@
 //! Case 7: the deadline and the off-switch over host calls.
 //!
 //! - the time of one host call on an adversarial tree: `metadata` of a
-//!   path as deep as PATH_MAX allows, and of a chain of 39 symlinks, each
-//!   leading down 800 directories and back (as `run --dry-run` of the
-//!   `fsops` test guest, less the same run on a shallow path);
+//!   path as deep as PATH_MAX allows, of a chain of 39 symlinks each
+//!   leading down 800 directories and back, and of 39 absolute symlinks
+//!   each naming the next 1,900 directories down (as `run --dry-run` of
+//!   the `fsops` test guest, less the same run on a shallow path);
 //! - the time from `--timeout 1s` to exit, and from `pause` to exit, with
 //!   the guest inside such calls (the `hostile` guest's `stat-loop`).
 //!
@@ -48,6 +49,24 @@ fn link_chain(grant: &Path, depth: usize) -> String {
             _ => format!("{down}/{up}/l{}", i + 1),
         };
         std::os::unix::fs::symlink(target, grant.join(format!("l{i}"))).unwrap();
+    }
+    grant.join("l0").display().to_string()
+}
+
+/// 39 absolute links in the directory `depth` levels down, each naming the
+/// next by its full path (every hop walks down from `/` again).
+fn absolute_chain(grant: &Path, depth: usize) -> String {
+    let deep = format!("{}/{}", grant.display(), vec!["d"; depth].join("/"));
+    for i in 0..39 {
+        let link = match i {
+            0 => grant.join("l0").display().to_string(),
+            _ => format!("{deep}/l{i}"),
+        };
+        let target = match i {
+            38 => deep.clone(),
+            _ => format!("{deep}/l{}", i + 1),
+        };
+        std::os::unix::fs::symlink(target, link).unwrap();
     }
     grant.join("l0").display().to_string()
 }
@@ -114,7 +133,11 @@ pub fn run(env: &Env, reps: usize, line: &mut dyn FnMut(String)) {
     fs::create_dir_all(&grant).unwrap();
     deep_dirs(&grant, 2000);
     let chain = link_chain(&grant, 800);
-    let deepest = format!("{}/{}", grant.display(), vec!["d"; 2000].join("/"));
+    let grant2 = dir.join("grant2");
+    fs::create_dir_all(&grant2).unwrap();
+    deep_dirs(&grant2, 1900);
+    let absolute = absolute_chain(&grant2, 1900);
+    let deepest = format!("{}/{}", grant.display(), vec!["d"; 1950].join("/"));
     let shallow = format!("{}/d", grant.display());
     let times = |path: &str| -> Duration {
         median(
@@ -126,11 +149,24 @@ pub fn run(env: &Env, reps: usize, line: &mut dyn FnMut(String)) {
     // Warm: the component is compiled once, before anything is timed.
     stat_once(env, &state, &grant, &shallow);
     let base = times(&shallow);
-    for (name, path) in [
-        ("a path 2000 directories deep (4 KiB)", &deepest),
-        ("39 symlinks, each 800 directories down and back", &chain),
+    for (name, grant, path) in [
+        ("a path 1950 directories deep (~4 KiB)", &grant, &deepest),
+        (
+            "39 symlinks, each 800 directories down and back",
+            &grant,
+            &chain,
+        ),
+        (
+            "39 absolute symlinks, each 1900 directories down",
+            &grant2,
+            &absolute,
+        ),
     ] {
-        let t = times(path);
+        let t = median(
+            (0..reps)
+                .map(|_| stat_once(env, &state, grant, path))
+                .collect(),
+        );
         line(format!(
             "| one host call: metadata of {name} | {} | the same run on a shallow path: {} | {} for the call | within the deadline's slice: {} |",
             ms(t),

@@ -397,6 +397,25 @@ fn link_chain(t: &Tree, depth: usize) -> String {
     t.p("grant/l0")
 }
 
+/// A chain of 39 absolute symlinks in a directory `depth` levels deep,
+/// each naming the next by its full path: every hop walks down from `/`
+/// again. The last leads to the deep directory itself.
+fn absolute_chain(t: &Tree, depth: usize) -> String {
+    let deep = format!("{}/{}", t.p("grant"), vec!["d"; depth].join("/"));
+    for i in 0..39 {
+        let link = match i {
+            0 => t.p("grant/l0"),
+            _ => format!("{deep}/l{i}"),
+        };
+        let target = match i {
+            38 => deep.clone(),
+            _ => format!("{deep}/l{}", i + 1),
+        };
+        std::os::unix::fs::symlink(target, link).unwrap();
+    }
+    t.p("grant/l0")
+}
+
 /// A host call whose work is large (a path as deep as PATH_MAX allows, a
 /// chain of symlinks near the kernel's limit through deep directories)
 /// stops at the run's deadline: the run ends with the deadline outcome
@@ -447,6 +466,27 @@ fn the_deadline_stops_long_host_calls() {
         "mode=stat-loop",
         "-p",
         &deep,
+    ]));
+    out.assert_code(4);
+    // Absolute links, each walking 1,900 directories down from `/` again
+    // (minutes of work for a resolver that walks from the grant for every
+    // component).
+    let t = Tree::new();
+    deep_dirs(&t.path("grant"), 1900);
+    let path = format!("path={}", absolute_chain(&t, 1900));
+    let out = bounded(t.defops().args(&[
+        "run",
+        hostile.to_str().unwrap(),
+        "--allow",
+        &t.p("grant"),
+        "--dry-run",
+        "--json",
+        "--timeout",
+        "1s",
+        "-p",
+        "mode=stat-loop",
+        "-p",
+        &path,
     ]));
     out.assert_code(4);
 }
