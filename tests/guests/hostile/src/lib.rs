@@ -124,7 +124,7 @@ impl Fix for Hostile {
                 loop {
                     let _ = fs::metadata(&path);
                     n += 1;
-                    if n % 100 == 0 {
+                    if n.is_multiple_of(100) {
                         info(format!("{n} calls"));
                     }
                 }
