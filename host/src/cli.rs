@@ -118,9 +118,11 @@ pub struct BuildArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// A run without an outcome younger than this is taken as still
-    /// running; older, as cut off by a crash.
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
-    pub warn_age: Duration,
+    /// running; older, as cut off by a crash (at most 366d).
+    /// Parsed by the command, so that a bad value is UNKNOWN (3), not
+    /// CRITICAL.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub warn_age: String,
     /// How many recent runs to look at.
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub last: usize,
@@ -309,16 +311,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub signature: Option<PathBuf>,
 
-    /// Stop the fix after this long (e.g. 500ms, 60s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    /// Stop the fix after this long (e.g. 500ms, 60s, 5m; at most 24h).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// The most memory the fix may use (e.g. 64MiB, 1GiB).
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    /// The most memory the fix may use (e.g. 64MiB, 1GiB; at most 4GiB).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_memory)]
     pub max_memory: u64,
 
-    /// The most the fix may print (stdout, stderr and messages together).
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    /// The most the fix may print (stdout, stderr and messages together;
+    /// at most 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_output)]
     pub max_output: u64,
 }
 
@@ -364,51 +367,24 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
-/// `500ms`, `60s`, `5m`, `1h`, or plain seconds.
+/// An age (`max-age`, `--warn-age`): `15m`, `24h`, `7d`; at most a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 60s, 5m or 1h"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err("the duration must be more than zero".into());
-    }
-    Ok(d)
+    crate::units::duration(s, crate::units::MAX_AGE)
 }
 
-/// `1048576`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB`
-/// as powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 64MiB or 1GiB"))?;
-    let shift = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use KiB, MiB or GiB")),
-    };
-    let v = n
-        .checked_shl(shift)
-        .filter(|v| v >> shift == n)
-        .ok_or("the size is too large")?;
-    if v == 0 {
-        return Err("the size must be more than zero".into());
-    }
-    Ok(v)
+/// `--timeout`: `500ms`, `60s`, `5m`, `1h`; at most a day.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    crate::units::duration(s, crate::units::MAX_TIMEOUT)
+}
+
+/// `--max-memory`: at most 4GiB (all a wasm32 guest can address).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    crate::units::size(s, crate::units::MAX_MEMORY)
+}
+
+/// `--max-output`: at most 1GiB.
+pub fn parse_output(s: &str) -> Result<u64, String> {
+    crate::units::size(s, crate::units::MAX_OUTPUT)
 }
 
 impl Cli {
@@ -486,9 +462,13 @@ impl Cli {
                 Ok(Exit::Success)
             }
             Command::Man { dir } => man_pages(&dir, &common.printer()),
-            Command::Check(args) => match common.state_dir() {
-                Ok(state) => {
-                    crate::monitor::check(&state, args.warn_age, args.last, &common.printer())
+            Command::Check(args) => match common.state_dir().and_then(|state| {
+                let age = parse_duration(&args.warn_age)
+                    .map_err(|e| Stop::new(Exit::Refused, format!("--warn-age: {e}")))?;
+                Ok((state, age))
+            }) {
+                Ok((state, age)) => {
+                    crate::monitor::check(&state, age, args.last, &common.printer())
                 }
                 Err(e) => {
                     println!("DEFOPS UNKNOWN - {}", crate::escape::line(&e.message));
@@ -642,15 +622,12 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12XB").is_err());
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("99999999999999GiB").is_err());
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_memory("256MiB"), Ok(256 << 20));
+        assert!(parse_memory("5GiB").is_err());
+        assert!(parse_output("2GiB").is_err());
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("25h").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub struct Committed {
 /// (effect N applied, its done record not written), `after-done-N` or
 /// `after-sync`. The process then dies by SIGKILL at that point.
 /// `pause-before-N` instead acts as if a pause landed right before effect N,
-/// `enospc-at-N` as if the disk were full when effect N is applied.
+/// `pause-while-checking` as if one landed while the plan is checked (before
+/// anything is journaled), `enospc-at-N` as if the disk were full when effect
+/// N is applied.
 pub fn failpoint(name: &str) {
     if failpoint_is(name) {
         let _ =
@@ -210,6 +212,14 @@ pub fn commit(
     let mut times: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(plan.effects.len());
     let mut timed: HashSet<VPath> = HashSet::new();
     for effect in &plan.effects {
+        // Checking a large plan takes a while: a pause stops it here, before
+        // anything is journaled or changed.
+        let paused = abort.and_then(Abort::reason).or_else(|| {
+            failpoint_is("pause-while-checking").then(|| "paused by a fail point".to_string())
+        });
+        if let Some(reason) = paused {
+            return Err(CommitError::Aborted { reason, applied: 0 });
+        }
         for (path, expected) in expectations(effect) {
             let fresh = !touched.contains(path)
                 && !above_touched.contains(path)

@@ -506,7 +506,11 @@ impl VPath {
         if rest == "." {
             return to.clone();
         }
-        rest.split('/').fold(to.clone(), |p, n| p.join(n))
+        // One allocation: `rest` is made of valid names already.
+        match to.is_root() {
+            true => VPath(format!("/{rest}")),
+            false => VPath(format!("{}/{rest}", to.0)),
+        }
     }
 
     /// The components, in order.

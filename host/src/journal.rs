@@ -430,7 +430,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
         path: path.to_path_buf(),
         why: e.to_string(),
     };
-    let mut file = File::open(path).map_err(read_error)?;
+    let mut file = crate::regular_file::open(path).map_err(read_error)?;
     // Streamed through one reused buffer; each buffer's lines are hashed on
     // all cores, then chained in order.
     const BUF: usize = 4 << 20;

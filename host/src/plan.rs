@@ -4,6 +4,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -408,7 +410,6 @@ impl Effect {
         }
         let old = as_text(old)?;
         let new = as_text(content)?;
-        let diff = similar::TextDiff::from_lines(old, new);
         // The names in the header on one line each, whatever the path
         // holds (the `path` of the effect keeps it exactly).
         let name = escape::line(path.as_str());
@@ -417,15 +418,8 @@ impl Effect {
         } else {
             name.to_string()
         };
-        let text = diff
-            .unified_diff()
-            .context_radius(3)
-            .header(
-                &old_name,
-                &format!("{name} ({})", if planned { "planned" } else { "new" }),
-            )
-            .to_string();
-        Some(text)
+        let new_name = format!("{name} ({})", if planned { "planned" } else { "new" });
+        Some(bounded_diff(old, new, &old_name, &new_name))
     }
 }
 
@@ -441,6 +435,65 @@ pub fn mode_after_chown(mode: u32) -> u32 {
 
 /// Files larger than this get no diff (shown, journaled or reported).
 const MAX_DIFF_INPUT: usize = 1 << 20;
+/// The most lines one diff shows; the rest is cut, and the diff says so.
+pub const MAX_DIFF_LINES: usize = 2000;
+/// The longest one diff may take: the difference of two texts grows with
+/// the square of the changed lines, so a slower one is cut (the lines past
+/// the cut are shown as removed and added whole), and says so.
+pub const DIFF_TIME: Duration = Duration::from_millis(250);
+/// All the diffs of one process together take at most this long; after
+/// it, diffs are not computed (and each says so), so a plan of many large
+/// rewrites cannot keep the host busy.
+pub const DIFF_TIME_TOTAL: Duration = Duration::from_secs(2);
+
+/// Milliseconds spent on diffs by this process.
+static DIFF_SPENT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// A unified diff of `old` and `new`, at most [`MAX_DIFF_LINES`] lines and
+/// [`DIFF_TIME`] of work; a cut diff ends with a line saying why.
+fn bounded_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    let spent = Duration::from_millis(DIFF_SPENT_MS.load(Ordering::Relaxed));
+    let left = DIFF_TIME_TOTAL.saturating_sub(spent);
+    if left.is_zero() {
+        return format!(
+            "--- {old_name}\n+++ {new_name}\n[diff not computed: this run's diffs took their {} already]\n",
+            crate::units::human(DIFF_TIME_TOTAL)
+        );
+    }
+    let limit = DIFF_TIME.min(left);
+    let start = Instant::now();
+    let diff = similar::TextDiff::configure()
+        .algorithm(similar::Algorithm::Myers)
+        .timeout(limit)
+        .diff_lines(old, new);
+    let timed_out = start.elapsed() >= limit;
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string();
+    DIFF_SPENT_MS.fetch_add(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    cut(text, timed_out.then_some(limit))
+}
+
+/// Cuts `text` after [`MAX_DIFF_LINES`] lines; either cut is said plainly.
+fn cut(text: String, timed_out: Option<Duration>) -> String {
+    let mut out = match text.match_indices('\n').nth(MAX_DIFF_LINES - 1) {
+        Some((i, _)) => {
+            let mut t = text[..=i].to_string();
+            t.push_str(&format!("[diff cut after {MAX_DIFF_LINES} lines]\n"));
+            t
+        }
+        None => text,
+    };
+    if let Some(limit) = timed_out {
+        out.push_str(&format!(
+            "[diff cut at its time limit of {}: past the cut, lines are shown removed and added whole]\n",
+            crate::units::human(limit)
+        ));
+    }
+    out
+}
 
 fn as_text(bytes: &[u8]) -> Option<&str> {
     if bytes.contains(&0) {

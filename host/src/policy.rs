@@ -308,6 +308,57 @@ impl Abort {
     }
 }
 
+/// When the host's own work for a run must stop: the run's deadline
+/// (`--timeout`), or a pause. Every host call checks it on entry, and long
+/// work (path resolution, directory listings, log scans, diffs) checks it
+/// as it goes, so none runs on past either by more than a slice.
+#[derive(Clone)]
+pub struct Until {
+    pub deadline: std::time::Instant,
+    /// The `--timeout` the deadline was set from, for the message.
+    pub limit: Duration,
+    pub abort: Abort,
+}
+
+impl Until {
+    /// A deadline `limit` from now.
+    pub fn new(limit: Duration, abort: Abort) -> Until {
+        Until {
+            deadline: std::time::Instant::now() + limit,
+            limit,
+            abort,
+        }
+    }
+
+    /// Never: for work that has no deadline of its own (rollback, tests).
+    pub fn never() -> Until {
+        Until::new(crate::units::MAX_AGE, Abort::default())
+    }
+
+    /// The reason to stop now, if there is one: the pause first.
+    pub fn stop(&self) -> Option<crate::overlay::FsError> {
+        use crate::overlay::FsError;
+        if let Some(why) = self.abort.reason() {
+            return Some(FsError::Aborted(format!("the run was stopped: {why}")));
+        }
+        (std::time::Instant::now() >= self.deadline).then_some(FsError::Deadline(self.limit))
+    }
+
+    /// Like [`Until::stop`], as an `io::Error` for loops that read.
+    pub fn check(&self) -> std::io::Result<()> {
+        if std::time::Instant::now() >= self.deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "deadline",
+            ));
+        }
+        match self.abort.reason() {
+            Some(why) => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, why)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// How often a running fix looks for a pause.
 pub const PAUSE_POLL: Duration = Duration::from_millis(50);
 

@@ -425,7 +425,7 @@ pub fn embed(
     output: Option<&Path>,
     out: &Printer,
 ) -> Result<Exit, Stop> {
-    let text = std::fs::read_to_string(manifest_path).map_err(|e| {
+    let text = crate::regular_file::read_to_string(manifest_path).map_err(|e| {
         Stop::new(
             Exit::Usage,
             format!("cannot read {}: {e}", manifest_path.display()),
@@ -437,7 +437,7 @@ pub fn embed(
             format!("{}: {}; fix the manifest", manifest_path.display(), e),
         )
     })?;
-    let wasm = std::fs::read(fix)
+    let wasm = crate::regular_file::read(fix)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot read {}: {e}", fix.display())))?;
     if wasm.len() < 8 || wasm[..4] != *b"\0asm" || wasm[4..8] == [1, 0, 0, 0] {
         return Err(Stop::new(
@@ -472,6 +472,13 @@ pub fn embed(
 /// `approve FIX --key KEY`: `ssh-keygen -Y sign -f KEY -n defops-wasm FIX`,
 /// after showing what is being approved.
 pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
+    // ssh-keygen would wait on a FIFO given as the key: refuse it here.
+    crate::regular_file::open(key).map_err(|e| {
+        Stop::new(
+            Exit::Usage,
+            format!("cannot read the key {}: {e}", key.display()),
+        )
+    })?;
     let sb = sandbox()?;
     let r = report(fix, &sb, None)?;
     if !out.is_json() {
@@ -479,7 +486,7 @@ pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
     }
     // Signed from stdin so that the new signature replaces an old one only
     // once it exists.
-    let input = std::fs::File::open(fix)
+    let input = crate::regular_file::open(fix)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot read {}: {e}", fix.display())))?;
     let output = std::process::Command::new("ssh-keygen")
         .args(["-q", "-Y", "sign", "-n", crate::approval::NAMESPACE, "-f"])

@@ -332,6 +332,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
     wasi.stdout(output.clone()).stderr(output.clone());
     let sink = out.message_sink();
+    // From here, as the sandbox's own timer: loading the fix does not count.
+    let until = crate::policy::Until::new(req.limits.deadline, abort.clone());
     let state = RunState {
         wasi: wasi.build(),
         table: wasmtime::component::ResourceTable::new(),
@@ -341,21 +343,19 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
                 max_read: req.limits.max_memory,
                 max_plan_bytes: req.limits.max_memory.saturating_mul(4),
             },
-        ),
+        )
+        .with_until(until.clone()),
         params: req.params.clone(),
         dry_run: req.dry_run,
         hostname: hostname(),
         messages: Vec::new(),
-        denials: Vec::new(),
+        denials: Default::default(),
         limiter: Limiter::new(req.limits.max_memory),
         output: output.clone(),
         on_message: sink,
         logs: Arc::new(logs),
         log_reads: Vec::new(),
-        until: crate::logs::Until {
-            deadline: started + req.limits.deadline,
-            abort: abort.clone(),
-        },
+        until,
         second_pass: None,
         pass: 1,
         second_from: None,
@@ -380,10 +380,11 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     for (bytes, pass) in outputs {
         out.fix_output(bytes, pass);
     }
-    for (i, d) in state.denials.iter().enumerate() {
+    let denials = state.denials.records();
+    for (i, d) in denials.iter().enumerate() {
         out.denial(d, pass_of(i, from.denials));
     }
-    let denied = state.denials.len();
+    let denied = state.denials.total();
     let second_pass = state.second_pass;
     let flipped = state.flipped;
     let plan = state.overlay.into_plan();
@@ -440,7 +441,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .iter()
             .map(|m| json!({"type": "message", "level": m.level, "text": m.text, "pass": m.pass})),
     );
-    records.extend(state.denials.iter().enumerate().map(|(i, d)| {
+    records.extend(denials.iter().enumerate().map(|(i, d)| {
         json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason, "pass": pass_of(i, from.denials)})
     }));
     for (i, read) in state.log_reads.iter().enumerate() {
@@ -896,7 +897,7 @@ fn check_approval(
                 "--require-approval needs --allowed-signers FILE (or allowed-signers in the [approval] section of the configuration)",
             )
         })?;
-    let signers_text = std::fs::read_to_string(&signers_path).map_err(|e| {
+    let signers_text = crate::regular_file::read_to_string(&signers_path).map_err(|e| {
         Stop::new(
             Exit::Usage,
             format!(
@@ -911,7 +912,7 @@ fn check_approval(
         .signature
         .clone()
         .unwrap_or_else(|| crate::review::signature_path(&req.fix));
-    let sig = match std::fs::read_to_string(&sig_path) {
+    let sig = match crate::regular_file::read_to_string(&sig_path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Stop::new(

@@ -583,7 +583,7 @@ impl Sandbox {
         path: &Path,
         cache_dir: Option<&Path>,
     ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
-        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = crate::regular_file::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -855,6 +855,11 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
                 let mark = store.data_mut().overlay.begin_second_pass();
                 let second = match fix.call_apply(&mut *store).await {
                     Ok(Ok(_)) => None,
+                    // The deadline ends the run wherever it passes, as the
+                    // timer would have.
+                    Err(e) if matches!(e.downcast_ref(), Some(LimitError::Deadline(_))) => {
+                        return classify(Phase::Apply, e);
+                    }
                     Ok(Err(message)) => Some(format!("the second apply failed: {message}")),
                     Err(e) => Some(format!("the second apply crashed: {}", e.root_cause())),
                 };

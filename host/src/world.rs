@@ -54,6 +54,66 @@ pub struct Denial {
     pub reason: String,
 }
 
+/// At most this many denials are kept (shown and journaled) per run ...
+pub const MAX_DENIALS: usize = 100;
+/// ... and at most this many bytes of them.
+pub const MAX_DENIAL_BYTES: usize = 64 << 10;
+
+/// The denials of a run, bounded: a fix that loops over denied paths
+/// cannot fill the journal. Past the bounds, denials are counted, and one
+/// last record says how many were not recorded.
+#[derive(Debug, Default)]
+pub struct Denials {
+    kept: Vec<Denial>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Denials {
+    pub fn push(&mut self, d: Denial) {
+        let size = d.call.len() + d.path.len() + d.reason.len();
+        if self.kept.len() >= MAX_DENIALS || self.bytes + size > MAX_DENIAL_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += size;
+        self.kept.push(d);
+    }
+
+    /// The denials kept so far.
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// True when none was made.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+
+    /// Every denial, recorded or not.
+    pub fn total(&self) -> u64 {
+        self.kept.len() as u64 + self.dropped
+    }
+
+    /// The records to show and journal: the kept denials, then (when some
+    /// were dropped) one saying how many.
+    pub fn records(&self) -> Vec<Denial> {
+        let mut out = self.kept.clone();
+        if self.dropped > 0 {
+            out.push(Denial {
+                call: "more",
+                path: String::new(),
+                reason: format!(
+                    "{} more denials not recorded (a run records at most {MAX_DENIALS}, {} KiB)",
+                    self.dropped,
+                    MAX_DENIAL_BYTES >> 10
+                ),
+            });
+        }
+        out
+    }
+}
+
 /// Where messages go as they arrive (the operator's terminal or JSON).
 pub type MessageSink = Box<dyn FnMut(&Message) + Send>;
 
@@ -66,7 +126,7 @@ pub struct RunState {
     pub dry_run: bool,
     pub hostname: String,
     pub messages: Vec<Message>,
-    pub denials: Vec<Denial>,
+    pub denials: Denials,
     pub limiter: Limiter,
     pub output: OutputBudget,
     pub on_message: MessageSink,
@@ -112,10 +172,11 @@ impl RunState {
         });
     }
 
-    /// `aborted` once a pause has landed: every later host call fails.
+    /// `aborted` once a pause has landed: every later host call fails;
+    /// past the deadline, every host call ends the run.
     fn not_aborted(&self) -> Result<(), FsError> {
-        match self.until.abort.reason() {
-            Some(why) => Err(FsError::Aborted(format!("the run was stopped: {why}"))),
+        match self.until.stop() {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -123,8 +184,10 @@ impl RunState {
     /// Like [`RunState::not_aborted`], for calls that cannot return an
     /// error: the fix is stopped instead.
     fn trap_if_aborted(&self) -> wasmtime::Result<()> {
-        self.not_aborted()
-            .map_err(|e| wasmtime::Error::msg(e.to_string()))
+        self.not_aborted().map_err(|e| match e {
+            FsError::Deadline(d) => crate::sandbox::LimitError::Deadline(d).into(),
+            e => wasmtime::Error::msg(e.to_string()),
+        })
     }
 }
 
@@ -148,6 +211,7 @@ impl defops::fix::types::Host for RunState {
             FsError::Io(m) => E::Io(m),
             FsError::Aborted(m) => E::Aborted(m),
             FsError::PlanLimit(m) => return Err(crate::sandbox::LimitError::Plan(m).into()),
+            FsError::Deadline(d) => return Err(crate::sandbox::LimitError::Deadline(d).into()),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 mod binding;
 mod composition;
+mod edges;
 mod escapes;
 mod faults;
 mod fixes;

@@ -352,14 +352,17 @@ fn snap(path: &Path, rel: &str, out: &mut BTreeMap<String, String>) {
     if ft.is_dir() {
         let mut names: Vec<_> = std::fs::read_dir(path)
             .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .map(|e| e.unwrap().file_name())
             .collect();
         names.sort();
         for n in names {
+            // A name that is not UTF-8 is kept apart by its escaped bytes.
+            let shown = format!("{:?}", n);
+            let shown = n.to_str().map_or(shown, str::to_string);
             let child = if rel.is_empty() {
-                n.clone()
+                shown
             } else {
-                format!("{rel}/{n}")
+                format!("{rel}/{shown}")
             };
             snap(&path.join(&n), &child, out);
         }

@@ -171,19 +171,6 @@ impl Overlay {
         }
     }
 
-    /// Queues `target`'s components (an absolute one from `/`, spelled
-    /// through a grant's alias translated to its canonical path).
-    pub(super) fn push_target(&self, cur: &mut VPath, todo: &mut Vec<String>, target: &str) {
-        let target = match target.strip_prefix('/') {
-            Some(_) => {
-                *cur = VPath::root();
-                self.grants.canonical_target(target)
-            }
-            None => target.to_string(),
-        };
-        todo.extend(target.split('/').rev().map(String::from));
-    }
-
     /// Why a symlink at `link` to `target` may not stay in the final tree,
     /// if it may not.
     pub fn escape(&self, link: &VPath, target: &str) -> Option<String> {
@@ -374,7 +361,7 @@ impl Overlay {
                 || matches!(self.nodes.get(&a), Some(Node::Absent))
         });
         !moved
-            && matches!(self.disk_node(path),
+            && matches!(self.disk_node(path, &mut crate::disk::DirCache::default()),
                 Ok(Node::Symlink { target: t, .. }) if t == target)
     }
 

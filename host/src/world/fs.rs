@@ -75,7 +75,7 @@ impl RunState {
     /// out is a denial. The message to end the run with, if any.
     pub fn refuse_escapes(&mut self) -> Option<String> {
         let until = &self.until;
-        let escapes = match self.overlay.escapes(&|| until.expired()) {
+        let escapes = match self.overlay.escapes(&|| until.stop().is_some()) {
             Ok(e) => e,
             Err(e) => return Some(format!("the plan could not be checked: {e}")),
         };
