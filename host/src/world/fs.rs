@@ -77,7 +77,15 @@ impl RunState {
         let until = &self.until;
         let escapes = match self.overlay.escapes(&|| until.stop().is_some()) {
             Ok(e) => e,
-            Err(e) => return Some(format!("the plan could not be checked: {e}")),
+            // What cannot be checked is refused, like what fails the check.
+            Err(e) => {
+                self.denials.push(Denial {
+                    call: "plan",
+                    path: String::new(),
+                    reason: format!("the plan could not be checked: {e}"),
+                });
+                return Some(format!("the plan is refused: it could not be checked: {e}"));
+            }
         };
         let first = escapes.first()?.why.clone();
         let n = escapes.len();
