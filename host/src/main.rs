@@ -35,10 +35,22 @@ fn parse() -> Cli {
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         Err(e) => {
+            // clap's message, then the indented lines that complete it
+            // (the missing arguments), on one line; not the usage.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or_default();
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or_default();
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            error_line(&format!("{first} (see --help)"));
+            let rest: Vec<&str> = lines
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| l.starts_with("  "))
+                .map(str::trim)
+                .collect();
+            let line = match rest.is_empty() {
+                true => first.to_string(),
+                false => format!("{first} {}", rest.join(", ")),
+            };
+            error_line(&format!("{line} (see --help)"));
             std::process::exit(Exit::Usage.code());
         }
     }

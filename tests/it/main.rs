@@ -14,6 +14,7 @@ mod journal;
 mod logs;
 mod mutations;
 mod operator;
+mod python;
 mod python_twins;
 mod review;
 mod rollback;

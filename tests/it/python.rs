@@ -1,0 +1,262 @@
+//! Python fixes end to end: a script from `new --lang python`, inspected,
+//! dry-run, run, run again and rolled back; hostile scripts; manifests in
+//! the PEP 723 block; approvals over the script's bytes. (The example
+//! fixes' Python twins are in `python_twins.rs`, the escape table through
+//! Python in `escapes.rs`.)
+
+use std::process::Command;
+
+use crate::util::{Out, Tree};
+
+/// Runs the script `name` (written into the tree from `source`) with the
+/// grant read-write.
+fn script(t: &Tree, name: &str, source: &str, extra: &[&str]) -> Out {
+    t.write(name, source);
+    t.warm_python();
+    let path = t.path(name);
+    t.run(&path, extra)
+}
+
+#[test]
+fn a_new_python_fix_runs_end_to_end() {
+    let t = Tree::new();
+    t.warm_python();
+    t.write("grant/app.conf", "a = 1\n");
+    t.defops()
+        .args(&["new", "add-line", "--lang", "python", "--dir", &t.p("")])
+        .output()
+        .assert_code(0);
+    // Never overwritten.
+    t.defops()
+        .args(&["new", "add-line", "--lang", "python", "--dir", &t.p("")])
+        .output()
+        .assert_code(2)
+        .assert_stderr("exists");
+    let fix = t.path("add-line.py");
+    let inspect = t
+        .defops()
+        .args(&["inspect", fix.to_str().unwrap(), "--json"])
+        .output();
+    inspect.assert_code(0);
+    let r = &inspect.lines()[0];
+    assert_eq!(r["language"], "python");
+    assert_eq!(r["manifest"]["name"], "add-line");
+    assert!(
+        r["imports"]["sockets"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(
+        r["runtime"]["sha256"]
+            .as_str()
+            .is_some_and(|s| s.len() == 64)
+    );
+    let file = format!("file={}", t.p("grant/app.conf"));
+    let args = ["-p", file.as_str(), "-p", "line=b = 2"];
+    let before = t.snapshot("");
+    let dry = t.run(&fix, &[&args[..], &["--dry-run"]].concat());
+    dry.assert_code(0);
+    assert_eq!(dry.summary()["idempotent"], true);
+    assert_eq!(t.snapshot(""), before);
+    let real = t.run(&fix, &args);
+    real.assert_code(0);
+    assert_eq!(t.read("grant/app.conf"), "a = 1\nb = 2\n");
+    // The journal names the script and the runtime.
+    let run_id = real.summary()["run_id"].as_str().unwrap().to_string();
+    let show = t
+        .defops()
+        .args(&["journal", "show", &run_id, "--json"])
+        .output();
+    let header = show
+        .lines()
+        .into_iter()
+        .find(|l| l["type"] == "header")
+        .unwrap();
+    assert_eq!(header["fix"]["language"], "python");
+    assert!(header["fix"]["runtime"]["digest"].is_string());
+    let again = t.run(&fix, &args);
+    again.assert_code(0);
+    assert_eq!(again.summary()["outcome"], "not-needed");
+    t.verify_and_roll_back(&run_id);
+    assert_eq!(t.read("grant/app.conf"), "a = 1\n");
+}
+
+/// Each hostile script is stopped or refused with a clear message, and
+/// nothing is committed.
+#[test]
+fn hostile_scripts_are_stopped_and_change_nothing() {
+    const APPLIES: &str = "import defops\ndef check():\n    return defops.applies('x')\n";
+    let cases: &[(&str, &str, i32, &str)] = &[
+        (
+            "loop",
+            "def apply():\n    while True:\n        pass\n",
+            4,
+            "deadline",
+        ),
+        (
+            "recursion",
+            "def apply():\n    def f(n):\n        return f(n + 1)\n    f(0)\n",
+            1,
+            "RecursionError",
+        ),
+        (
+            "memory",
+            "def apply():\n    x = []\n    while True:\n        x.append(bytearray(1 << 24))\n",
+            4,
+            "memory",
+        ),
+        (
+            "output",
+            "def apply():\n    while True:\n        print('y' * 65536)\n",
+            4,
+            "output",
+        ),
+        (
+            "system",
+            "import os\ndef apply():\n    os.system('touch /tmp/pwned')\n",
+            1,
+            "system",
+        ),
+        (
+            "socket",
+            "import socket\ndef apply():\n    socket.socket().connect(('127.0.0.1', 22))\n",
+            1,
+            "No module named 'socket'",
+        ),
+        (
+            "passwd",
+            "def apply():\n    return open('/etc/passwd').read()\n",
+            1,
+            "Error",
+        ),
+        (
+            "ctypes",
+            "import ctypes\ndef apply():\n    pass\n",
+            1,
+            "a fix can import defops and",
+        ),
+        (
+            "raise-check",
+            "def check():\n    raise ValueError('bad precondition')\n",
+            1,
+            "fix.py\", line 5",
+        ),
+        (
+            "raise-apply",
+            "def apply():\n    defops.write_text(defops.param('f'), 'x')\n    raise KeyError('boom')\n",
+            1,
+            "KeyError: 'boom'",
+        ),
+        ("syntax", "def apply(:\n    pass\n", 1, "SyntaxError"),
+        (
+            "rebind",
+            "def apply():\n    import sys\n    defops.write_text = lambda *a: None\n    sys.modules['defops'].write_text(defops.param('f'), 'x')\n    from wit_world.imports import fs\n    fs.write('/etc/pwned', b'x')\n",
+            3,
+            "denied",
+        ),
+        ("no-apply", "", 1, "defines no apply() function"),
+    ];
+    let t = Tree::new();
+    t.write("grant/f", "kept\n");
+    let f = format!("f={}", t.p("grant/f"));
+    for (name, body, code, needle) in cases {
+        let before = t.snapshot("grant");
+        let out = script(
+            &t,
+            "fix.py",
+            &format!("{APPLIES}{body}"),
+            &["-p", &f, "--timeout", "3s", "--max-output", "1MiB"],
+        );
+        assert_eq!(out.code, *code, "{name}: {}\n{}", out.stderr, out.stdout);
+        assert!(
+            out.stderr.contains(needle) || out.stdout.contains(needle),
+            "{name}: {needle:?} not in {}\n{}",
+            out.stderr,
+            out.stdout
+        );
+        assert_eq!(t.snapshot("grant"), before, "{name} changed the grant");
+    }
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+}
+
+#[test]
+fn manifest_errors_in_the_metadata_block_name_the_script_s_line() {
+    let t = Tree::new();
+    let fix = "import defops\ndef check():\n    return defops.applies('x')\ndef apply():\n    return ''\n";
+    let block = |body: &str| format!("# /// script\n# [tool.defops]\n{body}# ///\n{fix}");
+    let cases = [
+        (
+            block(
+                "# name = \"x\"\n# version = \"0.1.0\"\n# description = \"d\"\n# colour = \"blue\"\n",
+            ),
+            "line 6",
+        ),
+        (block("# name = \"x\n"), "line 3"),
+        (
+            format!("{}# /// script\n# ///\n", block("# name = \"x\"\n")),
+            "line 10",
+        ),
+    ];
+    for (source, line) in cases {
+        let out = script(&t, "bad.py", &source, &["--dry-run"]);
+        out.assert_code(2).assert_stderr(line);
+    }
+    // No block: inspect says so (and the verdict is not OK).
+    t.write("plain.py", fix);
+    let out = t.defops().args(&["inspect", &t.p("plain.py")]).output();
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("no `# /// script` block"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn an_approved_script_runs_and_a_changed_one_is_refused() {
+    let t = Tree::new();
+    t.warm_python();
+    t.write("grant/f", "kept\n");
+    t.defops()
+        .args(&["new", "add-line", "--lang", "python", "--dir", &t.p("")])
+        .output()
+        .assert_code(0);
+    let key = t.p("alice");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice", "-f", &key])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let public = std::fs::read_to_string(format!("{key}.pub")).unwrap();
+    t.write(
+        "allowed_signers",
+        &format!("alice@example.com {}", public.trim()),
+    );
+    let fix = t.p("add-line.py");
+    t.defops()
+        .args(&["approve", &fix, "--key", &key])
+        .output()
+        .assert_code(0);
+    assert!(t.exists("add-line.py.sig"));
+    let file = format!("file={}", t.p("grant/f"));
+    let signers = t.p("allowed_signers");
+    let args = [
+        "-p",
+        file.as_str(),
+        "-p",
+        "line=x",
+        "--require-approval",
+        "--allowed-signers",
+        signers.as_str(),
+    ];
+    t.run(std::path::Path::new(&fix), &args).assert_code(0);
+    // One byte more: the signature no longer covers the script.
+    let mut source = t.read("add-line.py");
+    source.push(' ');
+    t.write("add-line.py", &source);
+    let before = t.snapshot("grant");
+    t.run(std::path::Path::new(&fix), &args).assert_code(3);
+    assert_eq!(t.snapshot("grant"), before);
+}
