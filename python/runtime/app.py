@@ -152,8 +152,13 @@ def _call(function: str) -> object:
         if not callable(f):
             raise Err(f"{_name()} defines no {function}() function")
         return f()
-    except Err:
-        raise
+    except Err as e:
+        # A message is the fix's error as it is; anything else raised as an
+        # Err (a host error from the raw bindings) is reported like any
+        # exception, never handed to the host as the wrong type.
+        if isinstance(e.value, str):
+            raise
+        raise Err(_failure(e)) from None
     except BaseException as e:  # noqa: BLE001 - every failure is the fix's
         raise Err(_failure(e)) from None
 
