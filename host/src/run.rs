@@ -462,7 +462,11 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         records.push(json!({"type": "plan", "digest": digest, "effects": c.effects.len()}));
     }
     if let Some(b) = binding.as_ref().filter(|b| !b.differences.is_empty()) {
-        out.plan_differences(&b.title, &b.differences);
+        // A run with nothing to write (the reviewed plan was applied
+        // already) journals the difference without alarming anyone.
+        if b.record["nothing_to_commit"] != json!(true) {
+            out.plan_differences(&b.title, &b.differences);
+        }
         records.extend(
             b.differences
                 .iter()
