@@ -22,8 +22,11 @@
 //! 7. host calls on adversarial trees: one call's time, and the time from
 //!    the deadline or a pause to exit with a guest inside such calls
 //!    (`host_calls.rs`; alone: `--only host-calls`).
+//! 8. a Python fix: its warm dry-run against its Rust twin and bash, its
+//!    first use (the runtime compiled), its peak RSS (`python.rs`).
 
 mod host_calls;
+mod python;
 
 use std::fs;
 use std::io::Write;
@@ -643,6 +646,9 @@ fn main() {
 
     // 7. Host calls on adversarial trees.
     host_calls::run(&env, reps, &mut line);
+
+    // 8. A Python fix.
+    python::run(&env, &root, reps, &mut line);
 
     let out_dir = target.join("bench");
     fs::create_dir_all(&out_dir).unwrap();
