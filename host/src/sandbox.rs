@@ -325,6 +325,22 @@ pub fn warm(
     Ok(Exit::Success)
 }
 
+/// The identity of the file at `path` (device, inode, size, mtime and
+/// ctime in nanoseconds), for naming what is cached about it.
+fn runtime_identity(path: &Path) -> Option<String> {
+    let m = fs::metadata(path).ok()?;
+    Some(format!(
+        "{}-{}-{}-{}.{}-{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
 /// The Python runtime's path and both digests, for `inspect`.
 #[derive(Clone, Debug)]
 pub struct RuntimeDigests {
@@ -475,7 +491,7 @@ impl Sandbox {
     /// A Python fix: the script is read and hashed; the runtime is found,
     /// checked, compiled once (or loaded from the cache) and linked.
     fn load_script(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
-        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = crate::regular_file::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -483,9 +499,7 @@ impl Sandbox {
             path: path.to_path_buf(),
         })?;
         let runtime = crate::python::locate_runtime().map_err(LoadError::Runtime)?;
-        let (rt_bytes, rt_digest, component, cache_hit) =
-            self.compile_announced(&runtime, cache_dir, "the Python runtime")?;
-        crate::python::check_runtime(&rt_bytes, &runtime).map_err(LoadError::Runtime)?;
+        let (runtime_digests, component, cache_hit) = self.load_runtime(&runtime, cache_dir)?;
         self.check_imports(&runtime, &component, RUNTIME_IMPORTS)?;
         let pre = self
             .linker
@@ -506,12 +520,84 @@ impl Sandbox {
             cache_hit,
             script: Some(crate::world::Script { source, name }),
             runtime: Some(Runtime {
-                sha256: crate::digest::Alg::Sha256.hex(&rt_bytes),
+                digest: match crate::digest::current() {
+                    crate::digest::Alg::Sha256 => runtime_digests.sha256.clone(),
+                    _ => runtime_digests.blake3.clone(),
+                },
+                sha256: runtime_digests.sha256,
                 path: runtime,
-                digest: rt_digest,
             }),
             bytes,
         })
+    }
+
+    /// The Python runtime, compiled (or from the cache) and checked. Its
+    /// digests are kept in the cache under the file's identity (device,
+    /// inode, size, mtime, ctime: what changes whenever the file does, and
+    /// ctime cannot be set), so a warm run neither reads nor hashes its
+    /// 20 MB again.
+    fn load_runtime(
+        &self,
+        runtime: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<(RuntimeDigests, Component, bool), LoadError> {
+        let memo = cache_dir
+            .zip(runtime_identity(runtime))
+            .map(|(dir, id)| dir.join(format!("runtime-{id}.json")));
+        if let Some(memo) = memo.as_deref()
+            && self.trusted(memo)
+            && let Some(d) = fs::read(memo)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            && let (Some(blake3), Some(sha256)) = (d["blake3"].as_str(), d["sha256"].as_str())
+        {
+            let digest = match crate::digest::current() {
+                crate::digest::Alg::Sha256 => sha256,
+                _ => blake3,
+            };
+            let artifact = memo.with_file_name(format!("{digest}-{}.cwasm", self.compat_key()));
+            if let Some(component) = self.load_cached(&artifact) {
+                let digests = RuntimeDigests {
+                    path: runtime.to_path_buf(),
+                    blake3: blake3.to_string(),
+                    sha256: sha256.to_string(),
+                };
+                return Ok((digests, component, true));
+            }
+        }
+        // The tag first: a runtime of another release is never compiled.
+        let head = fs::read(runtime).map_err(|source| LoadError::Read {
+            path: runtime.to_path_buf(),
+            source,
+        })?;
+        crate::python::check_runtime(&head, runtime).map_err(LoadError::Runtime)?;
+        drop(head);
+        let (bytes, _, component, hit) =
+            self.compile_announced(runtime, cache_dir, "the Python runtime")?;
+        crate::python::check_runtime(&bytes, runtime).map_err(LoadError::Runtime)?;
+        let digests = RuntimeDigests {
+            path: runtime.to_path_buf(),
+            blake3: crate::digest::Alg::Blake3.hex(&bytes),
+            sha256: crate::digest::Alg::Sha256.hex(&bytes),
+        };
+        if let Some(memo) = memo {
+            let text = serde_json::json!({"blake3": digests.blake3, "sha256": digests.sha256});
+            // A memo that cannot be written only costs speed.
+            let _ = store_cached(&memo, text.to_string().as_bytes());
+        }
+        Ok((digests, component, hit))
+    }
+
+    /// True for a cache file this user owns, in a directory only this
+    /// user can write (the compile cache's rule).
+    fn trusted(&self, path: &Path) -> bool {
+        let me = rustix::process::geteuid().as_raw();
+        let safe = |p: &Path| {
+            fs::symlink_metadata(p)
+                .map(|m| m.uid() == me && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
+                .unwrap_or(false)
+        };
+        safe(path) && path.parent().is_some_and(safe)
     }
 
     /// [`Sandbox::compile`], saying on stderr that a large component is
@@ -667,13 +753,7 @@ impl Sandbox {
     /// Loads a cached artifact, only if the cache directory and the file
     /// belong to us and nobody else can write them.
     fn load_cached(&self, path: &Path) -> Option<Component> {
-        let me = rustix::process::geteuid().as_raw();
-        let safe = |p: &Path| {
-            fs::symlink_metadata(p)
-                .map(|m| m.uid() == me && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
-                .unwrap_or(false)
-        };
-        if !safe(path) || !safe(path.parent()?) {
+        if !self.trusted(path) {
             return None;
         }
         // SAFETY: the artifact was written by this program (same engine

@@ -260,3 +260,35 @@ fn an_approved_script_runs_and_a_changed_one_is_refused() {
     t.run(std::path::Path::new(&fix), &args).assert_code(3);
     assert_eq!(t.snapshot("grant"), before);
 }
+
+/// The runtime: missing, or made for another release, is one line naming
+/// where it was looked for or what it is, exit 2, before anything runs.
+#[test]
+fn a_missing_or_foreign_runtime_is_named() {
+    let t = Tree::new();
+    t.write("fix.py", "import defops\n");
+    let fix = t.p("fix.py");
+    let missing = t
+        .defops()
+        .env("DEFOPS_PYTHON_RUNTIME", &t.p("nowhere/python.wasm"))
+        .args(&["run", &fix, "--allow", &t.p("grant"), "--dry-run"])
+        .output();
+    missing
+        .assert_code(2)
+        .assert_stderr(&format!("looked at {}", t.p("nowhere/python.wasm")));
+    // The same runtime, tagged for another release.
+    let mut bytes = std::fs::read(crate::util::python_runtime()).unwrap();
+    let tag = b"defops-python-runtime 1";
+    let at = bytes.len() - tag.len();
+    assert_eq!(&bytes[at..], tag);
+    *bytes.last_mut().unwrap() = b'9';
+    std::fs::write(t.path("other.wasm"), &bytes).unwrap();
+    let foreign = t
+        .defops()
+        .env("DEFOPS_PYTHON_RUNTIME", &t.p("other.wasm"))
+        .args(&["run", &fix, "--allow", &t.p("grant"), "--dry-run"])
+        .output();
+    foreign
+        .assert_code(2)
+        .assert_stderr("not the \"defops-python-runtime 1\"");
+}

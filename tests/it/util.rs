@@ -130,7 +130,9 @@ impl Tree {
         for e in std::fs::read_dir(warm_python_cache()).unwrap() {
             let from = e.unwrap().path();
             let dest = cache.join(from.file_name().unwrap());
-            if from.extension().is_some_and(|x| x == "cwasm")
+            if from
+                .extension()
+                .is_some_and(|x| x == "cwasm" || x == "json")
                 && !dest.exists()
                 && std::fs::hard_link(&from, &dest).is_err()
             {
