@@ -89,7 +89,13 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
     let run_id = h["run_id"].as_str().unwrap_or_default().to_string();
     let rollbacks = rollbacks_of(state, &run_id);
     let fix_id = h["fix"]["sha256"].as_str().map(crate::digest::fix_id_of);
+    // A Python fix's script, as it ran.
+    let script = h["fix"]["script_object"].as_str().and_then(|hash| {
+        let bytes = journal::Objects::open(state).ok()?.get(hash).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    });
     Ok(json!({
+        "script": script,
         "type": "report",
         "run_id": run_id,
         "fix_id": fix_id,
@@ -374,6 +380,13 @@ pub fn markdown(f: &Value) -> String {
                     let _ = writeln!(m, "- {label}: {}", list.join(", "));
                 }
             }
+        }
+        if let Some(script) = f["script"].as_str() {
+            let _ = writeln!(m, "\n## The script\n\n```python");
+            for line in script.trim_end().split('\n') {
+                let _ = writeln!(m, "{}", crate::escape::line(line));
+            }
+            let _ = writeln!(m, "```");
         }
         let _ = writeln!(m, "\n## Precondition\n");
         match f["check"].as_object() {

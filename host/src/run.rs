@@ -419,6 +419,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             "digest": loaded.digest,
             "size": loaded.size,
             "language": if loaded.script.is_some() { "python" } else { "wasm" },
+            // A script is kept whole (it is small), so the report shows
+            // exactly what ran.
+            "script_object": match &loaded.script {
+                Some(_) => Some(objects.put(&loaded.bytes).map_err(journal_error)?),
+                None => None,
+            },
             "runtime": loaded.runtime.as_ref().map(|r| json!({
                 "path": r.path.display().to_string(),
                 "digest": r.digest,

@@ -74,6 +74,14 @@ fn a_new_python_fix_runs_end_to_end() {
         .unwrap();
     assert_eq!(header["fix"]["language"], "python");
     assert!(header["fix"]["runtime"]["digest"].is_string());
+    // The retrospective shows the script that ran.
+    let report = t.defops().args(&["report", &run_id]).output();
+    report.assert_code(0);
+    assert!(
+        report.stdout.contains("## The script") && report.stdout.contains("def apply() -> str:"),
+        "{}",
+        report.stdout
+    );
     let again = t.run(&fix, &args);
     again.assert_code(0);
     assert_eq!(again.summary()["outcome"], "not-needed");
