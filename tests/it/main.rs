@@ -4,12 +4,14 @@
 mod escapes;
 mod faults;
 mod fixes;
+mod foreign_journals;
 mod guards;
 mod guests;
 mod journal;
 mod logs;
 mod mutations;
 mod operator;
+mod plangen;
 mod review;
 mod rollback;
 mod util;
