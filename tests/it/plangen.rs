@@ -649,6 +649,14 @@ impl Case {
         (present, absent)
     }
 
+    /// What the starting tree had at `p`.
+    fn started_with(&self, p: &str) -> Option<&Node> {
+        self.start
+            .iter()
+            .find(|(q, _, _)| q == p)
+            .map(|(_, n, _)| n)
+    }
+
     /// One line per call, for failure messages.
     pub fn describe(&self) -> String {
         let ops: Vec<String> = self.ops.iter().map(|o| o.line("G")).collect();
@@ -806,11 +814,22 @@ fn change_one_path(t: &Tree, case: &Case, rng: &mut Rng) -> (String, BTreeSet<St
     let g = t.path("grant");
     loop {
         match rng.below(4) {
+            // The application puts back a file: as it was before the run
+            // when there was one (the hardest case: its before-state).
             0 if !absent.is_empty() => {
                 let p = &absent[rng.below(absent.len())];
-                std::fs::write(g.join(p), "put back by the application\n").unwrap();
-                return ("recreated".into(), BTreeSet::from([p.clone()]));
+                match case.started_with(p) {
+                    Some(Node::File { content, mode }) => {
+                        std::fs::write(g.join(p), content).unwrap();
+                        std::fs::set_permissions(g.join(p), PermissionsExt::from_mode(*mode))
+                            .unwrap();
+                    }
+                    _ => std::fs::write(g.join(p), "put back by the application\n").unwrap(),
+                }
+                return (format!("recreated {p}"), BTreeSet::from([p.clone()]));
             }
+            // Someone changes a mode: back to the one before the run when
+            // it was different.
             1 if !present.is_empty() => {
                 let p = &present[rng.below(present.len())];
                 let path = g.join(p);
@@ -818,7 +837,11 @@ fn change_one_path(t: &Tree, case: &Case, rng: &mut Rng) -> (String, BTreeSet<St
                 if path.is_symlink() {
                     continue;
                 }
-                let new = if mode == 0o711 { 0o751 } else { 0o711 };
+                let new = match case.started_with(p) {
+                    Some(Node::File { mode: m, .. } | Node::Dir { mode: m }) if *m != mode => *m,
+                    _ if mode == 0o711 => 0o751,
+                    _ => 0o711,
+                };
                 std::fs::set_permissions(&path, PermissionsExt::from_mode(new)).unwrap();
                 return (format!("chmod {p}"), case.end.aliases(p));
             }
