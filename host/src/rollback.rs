@@ -70,8 +70,25 @@ pub struct RollbackRequest {
 struct Drift {
     path: String,
     attribute: &'static str,
-    expected: State,
+    /// `None`: a directory (a path below it needs one).
+    expected: Option<State>,
     found: State,
+}
+
+impl Drift {
+    fn expected_text(&self) -> String {
+        match &self.expected {
+            Some(s) => s.to_string(),
+            None => "a directory".into(),
+        }
+    }
+
+    fn expected_json(&self) -> Value {
+        match &self.expected {
+            Some(s) => json!(s),
+            None => json!({"kind": "dir"}),
+        }
+    }
 }
 
 fn state(v: &Value) -> Option<State> {
@@ -282,7 +299,14 @@ fn undo_newest_first(
             // Undoing older effects may be impossible once a newer one
             // drifted (a directory not empty): the drift is the news.
             Err(_) if !drifts.is_empty() => break,
-            Err(e) => return Err(e),
+            // A directory it needs is gone (removed since the run): named.
+            Err(e) => match missing_directory(intent, &overlay)? {
+                Some(d) => {
+                    drifts.push(d);
+                    break;
+                }
+                None => return Err(e),
+            },
         }
     }
     Ok(Planned {
@@ -298,7 +322,10 @@ fn drift_list(drifts: &[Drift]) -> Vec<String> {
         .map(|d| {
             format!(
                 "{} ({}: expected {}, found {})",
-                d.path, d.attribute, d.expected, d.found
+                d.path,
+                d.attribute,
+                d.expected_text(),
+                d.found
             )
         })
         .collect()
@@ -420,7 +447,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         .map_err(jerr)?;
     for d in &drifts {
         journal
-            .append(json!({"type": "drift", "path": d.path, "attribute": d.attribute, "expected": d.expected, "found": d.found}))
+            .append(json!({"type": "drift", "path": d.path, "attribute": d.attribute, "expected": d.expected_json(), "found": d.found}))
             .map_err(jerr)?;
     }
     if let Some(stop) = refusal {
@@ -583,7 +610,7 @@ fn undo(intent: &Value, how: &Undo, ov: &mut Overlay, objects: &Objects) -> Resu
                 d.push(Drift {
                     path: to.to_string(),
                     attribute,
-                    expected: after_to,
+                    expected: Some(after_to),
                     found: now_to,
                 });
             }
@@ -591,7 +618,7 @@ fn undo(intent: &Value, how: &Undo, ov: &mut Overlay, objects: &Objects) -> Resu
                 d.push(Drift {
                     path: from.to_string(),
                     attribute,
-                    expected: State::Absent,
+                    expected: Some(State::Absent),
                     found: now_from,
                 });
             }
@@ -612,7 +639,7 @@ fn undo(intent: &Value, how: &Undo, ov: &mut Overlay, objects: &Objects) -> Resu
         return Ok(Step::Drifted(vec![Drift {
             path: path.to_string(),
             attribute,
-            expected: after,
+            expected: Some(after),
             found: now,
         }]));
     }
@@ -641,6 +668,33 @@ fn undo(intent: &Value, how: &Undo, ov: &mut Overlay, objects: &Objects) -> Resu
     Ok(Step::Undone)
 }
 
+/// The first directory above one of the intent's paths that is not one
+/// now, as drift.
+fn missing_directory(intent: &Value, ov: &Overlay) -> Result<Option<Drift>, Stop> {
+    for (key, _) in in_force::paths_of(intent) {
+        let path = vpath(&intent[key])?;
+        let mut above: Vec<VPath> = std::iter::successors(path.parent(), |p| p.parent()).collect();
+        above.reverse();
+        for dir in above {
+            // Above the grants: not the overlay's to say.
+            let Ok(found) = ov.state(&dir) else { continue };
+            if !matches!(found, State::Dir { .. }) {
+                return Ok(Some(Drift {
+                    path: dir.to_string(),
+                    attribute: if found == State::Absent {
+                        "presence"
+                    } else {
+                        "type"
+                    },
+                    expected: None,
+                    found,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The entries of directory `path`, each named as drift: the run left it
 /// empty (its newer effects are undone on the overlay already).
 fn entries_drift(ov: &Overlay, path: &VPath) -> Result<Vec<Drift>, Stop> {
@@ -650,7 +704,7 @@ fn entries_drift(ov: &Overlay, path: &VPath) -> Result<Vec<Drift>, Stop> {
         out.push(Drift {
             path: p.to_string(),
             attribute: "presence",
-            expected: State::Absent,
+            expected: Some(State::Absent),
             found: ov.state(&p).map_err(fs_stop)?,
         });
     }

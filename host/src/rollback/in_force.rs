@@ -103,7 +103,7 @@ impl<'a> Effects<'a> {
                 drifts.push(Drift {
                     path: path.to_string(),
                     attribute,
-                    expected,
+                    expected: Some(expected),
                     found,
                 });
             }
