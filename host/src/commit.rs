@@ -437,3 +437,29 @@ fn apply<'a>(
     };
     done.map(|()| None).map_err(|e| (path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> VPath {
+        VPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn origins_follow_renames_back_and_new_things_have_none() {
+        let renames = vec![(p("/g/d"), p("/g/e")), (p("/g/e/x"), p("/g/e/y"))];
+        // Reached through both renames.
+        assert_eq!(origin(&p("/g/e/y/f"), &renames), Some(p("/g/d/x/f")));
+        assert_eq!(origin(&p("/g/e"), &renames), Some(p("/g/d")));
+        // Where a renamed directory used to be: made since.
+        assert_eq!(origin(&p("/g/d/f"), &renames), None);
+        assert_eq!(origin(&p("/g/e/x"), &renames), None);
+        // Untouched.
+        assert_eq!(origin(&p("/g/other"), &renames), Some(p("/g/other")));
+        // Renamed and renamed back.
+        let back = vec![(p("/g/d"), p("/g/e")), (p("/g/e"), p("/g/d"))];
+        assert_eq!(origin(&p("/g/d/f"), &back), Some(p("/g/d/f")));
+        assert_eq!(origin(&p("/g/e/f"), &back), None);
+    }
+}

@@ -749,13 +749,19 @@ fn assert_stopped(out: &Out, point: &str, case: &Case) {
 
 /// Runs `case` stopped at `point`, rolls it back, and checks the tree is
 /// exactly as before, and that a second rollback changes nothing.
-fn stop_and_roll_back(case: &Case, point: &str) {
+/// With `keep_done`, the journal then loses every record after its first
+/// `keep_done` `done` records, as a power loss may lose what was not
+/// synced.
+fn stop_and_roll_back(case: &Case, point: &str, keep_done: Option<usize>) {
     let t = Tree::new();
     case.build(&t);
     let before = Snapshot::of(&t);
     let out = case.run(&t, Some(point), &[]);
     assert_stopped(&out, point, case);
     let run = only_run(&t);
+    if let Some(keep) = keep_done {
+        lose_done_records(&t.path(&format!("state/runs/{run}/journal.jsonl")), keep);
+    }
     let back = rollback(&t, &run);
     assert_eq!(
         back.code,
@@ -780,6 +786,35 @@ fn stop_and_roll_back(case: &Case, point: &str) {
     );
 }
 
+/// Cuts a journal after its first `keep` `done` records (a prefix of a
+/// chain is a chain).
+fn lose_done_records(journal: &Path, keep: usize) {
+    let text = std::fs::read_to_string(journal).unwrap();
+    let mut out = String::new();
+    let mut done = 0;
+    for line in text.split_inclusive('\n') {
+        if line.contains("\"type\":\"done\"") {
+            done += 1;
+        }
+        if done > keep || line.contains("\"type\":\"outcome\"") {
+            break;
+        }
+        out.push_str(line);
+    }
+    std::fs::write(journal, out).unwrap();
+}
+
+/// The number of effects of `case`'s plan, from a dry-run.
+fn effects_of(case: &Case) -> u64 {
+    let probe = Tree::new();
+    case.build(&probe);
+    let dry = case.run(&probe, None, &["--dry-run"]);
+    assert_eq!(dry.code, 0, "dry-run: {dry:?}\n{}", case.describe());
+    let effects = dry.summary()["changed"].as_u64().unwrap();
+    assert!(effects > 0, "{}", case.describe());
+    effects
+}
+
 /// Every generated plan, stopped at every fail point of its commit, rolls
 /// back to exactly the tree it found; a second rollback changes nothing.
 #[test]
@@ -787,24 +822,42 @@ fn generated_plans_roll_back_from_every_fail_point() {
     let (mut plans, mut runs) = (0, 0);
     for seed in seeds(8) {
         let case = Case::generate(seed);
-        let probe = Tree::new();
-        case.build(&probe);
-        let dry = case.run(&probe, None, &["--dry-run"]);
-        assert_eq!(dry.code, 0, "dry-run: {dry:?}\n{}", case.describe());
-        let effects = dry.summary()["changed"].as_u64().unwrap();
-        assert!(effects > 0, "{}", case.describe());
-        let points = fail_points(effects);
+        let points = fail_points(effects_of(&case));
         // Two at a time: each is three processes, mostly waiting on disk.
         std::thread::scope(|s| {
             for half in points.chunks(points.len().div_ceil(2)) {
                 let case = &case;
-                s.spawn(move || half.iter().for_each(|p| stop_and_roll_back(case, p)));
+                s.spawn(move || half.iter().for_each(|p| stop_and_roll_back(case, p, None)));
             }
         });
         runs += points.len();
         plans += 1;
     }
     eprintln!("crash matrix: {plans} generated plans, {runs} plan x fail point runs rolled back");
+}
+
+/// A power loss keeps the intents (synced before the first change) but
+/// may lose the `done` records after them (synced at the end) while their
+/// effects are on the disk: rollback reads those from the disk, several
+/// in order.
+#[test]
+fn a_power_loss_that_lost_done_records_rolls_back_from_the_disk() {
+    let mut runs = 0;
+    for seed in seeds(4) {
+        let case = Case::generate(seed);
+        let effects = effects_of(&case) as usize;
+        let mut rng = Rng::new(seed ^ 0x9A55);
+        let mut cuts = vec![("after-sync".to_string(), 0)];
+        for _ in 0..3 {
+            let n = rng.below(effects);
+            cuts.push((format!("after-done-{n}"), rng.below(n + 1)));
+        }
+        for (point, keep) in cuts {
+            stop_and_roll_back(&case, &point, Some(keep));
+            runs += 1;
+        }
+    }
+    eprintln!("power loss: {runs} runs with lost done records rolled back");
 }
 
 /// A change by someone else after a complete run, to a path the run

@@ -126,3 +126,41 @@ pub fn differences(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grants::Access;
+
+    #[test]
+    fn differences_name_state_and_mtime_and_nothing_when_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(root.join("f"), "a").unwrap();
+        let grants = Grants::open(&[(root.clone(), Access::ReadWrite)]).unwrap();
+        let vp = |n: &str| VPath::parse(&format!("{}/{n}", root.display())).unwrap();
+        let meta = std::fs::symlink_metadata(root.join("f")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let f = State::file(b"a", meta.mode() & 0o7777, meta.uid(), meta.gid());
+        let mut before = BTreeMap::from([(vp("f"), f), (vp("gone"), State::Absent)]);
+        let mut times = Mtimes::from([(
+            vp("f").to_string(),
+            (meta.mtime(), meta.mtime_nsec() as u32),
+        )]);
+        assert!(differences(&grants, &before, &times).is_empty());
+
+        // Content, presence and mtime, each named.
+        std::fs::write(root.join("gone"), "x").unwrap();
+        times.insert(vp("f").to_string(), (1, 2));
+        before.insert(vp("f"), State::file(b"b", meta.mode() & 0o7777, 0, 0));
+        let found: Vec<String> = differences(&grants, &before, &times)
+            .iter()
+            .map(|d| format!("{} {}", d.path.rsplit('/').next().unwrap(), d.attribute))
+            .collect();
+        assert_eq!(found, ["f content", "gone presence"]);
+        before.remove(&vp("f"));
+        let found = differences(&grants, &before, &times);
+        assert_eq!(found.last().unwrap().attribute, "mtime");
+        assert!(found.last().unwrap().expected.starts_with("1.000000002"));
+    }
+}
