@@ -13,8 +13,10 @@
 //!    last `done` of a run cut off without an outcome (the crash window;
 //!    after a power loss several may be there) are decided from the disk,
 //!    in order ([`in_force`]). The one exception: once an earlier rollback
-//!    of the same run started changing the disk and did not finish, an
-//!    effect found in its before-state is taken as undone by it.
+//!    of the same run started changing the disk and did not finish (it
+//!    undid the newest first), the effects still in force are the most
+//!    that undo cleanly, one found in its before-state taken as undone by
+//!    it and one put back halfway finished.
 //! 2. Every effect in force is either restored or named as drift (path and
 //!    attribute, expected and found). With any drift nothing changes
 //!    without `--force` (exit 3), and the drift is journaled.
@@ -228,20 +230,24 @@ fn plan_inverse(
             drifts,
         )
     };
-    // After an unfinished rollback, every effect is looked at, and one in
-    // its before-state is skipped.
-    if earlier_started {
-        return undo_first(effects.intents.len(), Vec::new());
-    }
-    // The effects in force: all with a `done` record, then those of the
-    // crash window the disk shows applied: the most that undo cleanly.
-    let candidates = match effects.window_candidates(&overlay())? {
-        Ok(c) => c,
-        Err(drifts) => return undo_first(effects.done_count, drifts),
+    // After an unfinished rollback (which undid the newest effects first),
+    // the first j are still in force for some j, the j-th maybe halfway
+    // undone: the most that undo cleanly, an effect in its before-state
+    // skipped.
+    let candidates: Vec<usize> = if earlier_started {
+        (0..=effects.intents.len()).rev().collect()
+    } else {
+        // The effects in force: all with a `done` record, then those of
+        // the crash window the disk shows applied: the most that undo
+        // cleanly.
+        match effects.window_candidates(&overlay())? {
+            Ok(c) => c.into_iter().map(|j| effects.done_count + j).collect(),
+            Err(drifts) => return undo_first(effects.done_count, drifts),
+        }
     };
     let mut first = None;
-    for j in candidates {
-        match undo_first(effects.done_count + j, Vec::new()) {
+    for n in candidates {
+        match undo_first(n, Vec::new()) {
             Ok(attempt) if attempt.drifts.is_empty() => return Ok(attempt),
             other => {
                 first.get_or_insert(other);
@@ -601,8 +607,20 @@ fn undo(intent: &Value, how: &Undo, ov: &mut Overlay, objects: &Objects) -> Resu
             ov.state(&from).map_err(fs_stop)?,
             ov.state(&to).map_err(fs_stop)?,
         );
-        if how.may_be_undone && now_from == before && now_to == before_to {
-            return Ok(Step::Skipped);
+        if how.may_be_undone && now_from == before {
+            // Undone by the rollback that was cut off, maybe halfway: the
+            // source is back; what the rename replaced maybe not yet.
+            if now_to == before_to {
+                return Ok(Step::Skipped);
+            }
+            if now_to == State::Absent {
+                restore(ov, &to, &before_to, how.mtime_to, || content("object_to"))?;
+                return Ok(Step::Undone);
+            }
+            if only_meta_differs(&before_to, &now_to) {
+                restore_meta(ov, &to, &before_to)?;
+                return Ok(Step::Undone);
+            }
         }
         if !(force || now_to == after_to && now_from == State::Absent) {
             let mut d = Vec::new();
@@ -632,6 +650,12 @@ fn undo(intent: &Value, how: &Undo, ov: &mut Overlay, objects: &Objects) -> Resu
     let now = ov.state(&path).map_err(fs_stop)?;
     if how.may_be_undone && now == before {
         return Ok(Step::Skipped);
+    }
+    // Put back halfway by the rollback that was cut off: the entry is
+    // there, its mode or owner not yet.
+    if how.may_be_undone && now != after && only_meta_differs(&before, &now) {
+        restore_meta(ov, &path, &before)?;
+        return Ok(Step::Undone);
     }
 
     if now != after && !force {
@@ -666,6 +690,11 @@ fn undo(intent: &Value, how: &Undo, ov: &mut Overlay, objects: &Objects) -> Resu
         }
     }
     Ok(Step::Undone)
+}
+
+/// `found` is `expected` but for its mode or owner.
+fn only_meta_differs(expected: &State, found: &State) -> bool {
+    matches!(expected.difference(found), Some("mode" | "owner"))
 }
 
 /// The first directory above one of the intent's paths that is not one

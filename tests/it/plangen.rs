@@ -860,6 +860,65 @@ fn a_power_loss_that_lost_done_records_rolls_back_from_the_disk() {
     eprintln!("power loss: {runs} runs with lost done records rolled back");
 }
 
+/// A rollback cut off at any fail point of its own commit is finished by
+/// the next one: the tree is back, and a third changes nothing.
+#[test]
+fn a_rollback_cut_off_is_finished_by_the_next_one() {
+    let mut runs = 0;
+    for seed in seeds(3) {
+        let case = Case::generate(seed);
+        let probe = Tree::new();
+        case.build(&probe);
+        case.run(&probe, None, &[]).assert_code(0);
+        let dry = probe
+            .defops()
+            .args(&["rollback", &only_run(&probe), "--dry-run", "--json"])
+            .output();
+        dry.assert_code(0);
+        let inverse = dry.summary()["changed"].as_u64().unwrap();
+        let mut points = vec!["after-intents".to_string(), "after-sync".to_string()];
+        for n in 0..inverse {
+            points.push(format!("before-done-{n}"));
+            points.push(format!("after-done-{n}"));
+        }
+        for point in points {
+            let t = Tree::new();
+            case.build(&t);
+            let before = Snapshot::of(&t);
+            case.run(&t, None, &[]).assert_code(0);
+            let run = only_run(&t);
+            let cut = t
+                .defops()
+                .env("DEFOPS_FAILPOINT", &point)
+                .args(&["rollback", &run, "--json"])
+                .output();
+            assert_eq!(
+                cut.code, -1,
+                "{point}: the fail point did not fire: {cut:?}"
+            );
+            let back = rollback(&t, &run);
+            assert_eq!(
+                back.code,
+                0,
+                "{point}: the next rollback failed: {back:?}\n{}",
+                case.describe()
+            );
+            let after = Snapshot::of(&t);
+            assert!(
+                after == before,
+                "{point}: the tree is not back:\n{}{}",
+                before.diff(&after),
+                case.describe()
+            );
+            let again = rollback(&t, &run);
+            again.assert_code(0);
+            assert_eq!(again.summary()["outcome"], "nothing-to-undo");
+            runs += 1;
+        }
+    }
+    eprintln!("rollbacks cut off: {runs} finished by the next one");
+}
+
 /// A change by someone else after a complete run, to a path the run
 /// changed: recreated, chmod'ed, rewritten or removed.
 fn change_one_path(t: &Tree, case: &Case, rng: &mut Rng) -> (String, BTreeSet<String>) {
