@@ -15,3 +15,4 @@ mod plangen;
 mod review;
 mod rollback;
 mod util;
+mod way_back;
