@@ -19,6 +19,11 @@
 //!    `rg -c`, with peak memory.
 //! 5. `journal verify` of the case-2 journal, in MB/s.
 //! 6. peak RSS of a small fix run.
+//! 7. host calls on adversarial trees: one call's time, and the time from
+//!    the deadline or a pause to exit with a guest inside such calls
+//!    (`host_calls.rs`; alone: `--only host-calls`).
+
+mod host_calls;
 
 use std::fs;
 use std::io::Write;
@@ -29,6 +34,7 @@ use std::time::{Duration, Instant};
 struct Env {
     bin: PathBuf,
     fixes: PathBuf,
+    guests: PathBuf,
     work: PathBuf,
 }
 
@@ -223,6 +229,7 @@ fn main() {
             .map(PathBuf::from)
             .unwrap_or(target.join("release/defops-wasm")),
         fixes: target.join("fixes"),
+        guests: target.join("test-guests"),
         work: target.join("bench/work"),
     };
     let (reps, files) = if quick { (1, 500) } else { (3, 10_000) };
@@ -246,6 +253,10 @@ fn main() {
         reps
     ));
     line(String::new());
+    if args.iter().any(|a| a == "host-calls") {
+        host_calls::run(&env, reps, &mut line);
+        return;
+    }
 
     // 1. Start.
     let one = env.work.join("one");
@@ -629,6 +640,9 @@ fn main() {
         rss as f64 / 1024.0,
         if rss < 64 * 1024 { "met" } else { "MISSED" }
     ));
+
+    // 7. Host calls on adversarial trees.
+    host_calls::run(&env, reps, &mut line);
 
     let out_dir = target.join("bench");
     fs::create_dir_all(&out_dir).unwrap();

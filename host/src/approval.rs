@@ -169,9 +169,19 @@ pub fn parse_allowed_signers(text: &str) -> Result<Vec<Signer>, String> {
             key,
             line: n,
         };
+        let mut seen: Vec<String> = Vec::new();
         for opt in opts.map(options).unwrap_or_default() {
             let (k, v) = opt.split_once('=').unwrap_or((opt.as_str(), ""));
-            match k.to_ascii_lowercase().as_str() {
+            let k = k.to_ascii_lowercase();
+            // As ssh-keygen: an option given twice makes the line invalid
+            // (which of the two would count is not for us to guess).
+            if seen.contains(&k) {
+                return Err(fail(format!(
+                    "the option {k:?} is given twice; give it once (ssh-keygen rejects this line too)"
+                )));
+            }
+            seen.push(k.clone());
+            match k.as_str() {
                 "namespaces" => {
                     signer.namespaces = Some(v.split(',').map(str::to_string).collect())
                 }
@@ -289,5 +299,19 @@ mod tests {
         assert!(ca.contains("cert-authority"), "{ca}");
         let opt = parse_allowed_signers(&format!("a valid-after=\"tomorrow\" {KEY}")).unwrap_err();
         assert!(opt.contains("tomorrow"), "{opt}");
+    }
+
+    #[test]
+    fn a_repeated_option_is_refused_with_its_line() {
+        for opts in [
+            "namespaces=\"git\",namespaces=\"defops-wasm\"",
+            "valid-after=\"20200101\",valid-after=\"20300101\"",
+            "valid-before=\"20300101\",VALID-BEFORE=\"20200101\"",
+        ] {
+            let text = format!("# reviewers\nalice {KEY}\nbob {opts} {KEY}\n");
+            let e = parse_allowed_signers(&text).unwrap_err();
+            assert!(e.starts_with("line 3: "), "{opts}: {e}");
+            assert!(e.contains("given twice"), "{opts}: {e}");
+        }
     }
 }

@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a fix: `check`, then `apply` against an overlay; show the plan
     /// (--dry-run) or commit it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Undo a run's changes, newest first, refusing if anything drifted.
     Rollback(RollbackArgs),
     /// List, show and verify the journals of past runs.
@@ -58,8 +58,12 @@ pub enum Command {
     /// A monitoring plugin (Nagios/Icinga): one status line with perfdata;
     /// exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
     Check(CheckArgs),
-    /// Scaffold a fix crate that builds as is.
+    /// Scaffold a fix: a crate that builds as is, or (--lang python) one
+    /// NAME.py to run as it is.
     New(NewArgs),
+    /// Compile the Python runtime into the compile cache now (an install
+    /// step), so the first Python fix starts at once.
+    Warm,
     /// Build a fix for wasm32-wasip2 and embed its manifest: DIR/NAME.wasm.
     Build(BuildArgs),
     /// Shell completions for bash, zsh, fish, elvish or powershell.
@@ -87,6 +91,17 @@ pub struct NewArgs {
     /// else the one this binary was built with.
     #[arg(long, value_name = "PATH")]
     pub sdk: Option<PathBuf>,
+    /// The language: rust (a crate to build) or python (one NAME.py to run
+    /// as it is).
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+}
+
+/// The language of a new fix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
 }
 
 #[derive(Debug, Args)]
@@ -103,9 +118,11 @@ pub struct BuildArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// A run without an outcome younger than this is taken as still
-    /// running; older, as cut off by a crash.
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
-    pub warn_age: Duration,
+    /// running; older, as cut off by a crash (at most 366d).
+    /// Parsed by the command, so that a bad value is UNKNOWN (3), not
+    /// CRITICAL.
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub warn_age: String,
     /// How many recent runs to look at.
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub last: usize,
@@ -219,6 +236,7 @@ pub enum JournalCommand {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("overrides").multiple(true).args(["no_dry_run_first", "accept_new_plan"])))]
 pub struct RunArgs {
     /// The fix: a WebAssembly component built for wasm32-wasip2.
     pub fix: PathBuf,
@@ -258,12 +276,34 @@ pub struct RunArgs {
     pub on_call: Option<String>,
 
     /// Run for real without a recent dry-run of the same; needs --reason.
-    #[arg(long, requires = "reason")]
+    #[arg(long, requires = "reason", conflicts_with = "plan")]
     pub no_dry_run_first: bool,
 
-    /// Why there was no dry-run first (recorded).
-    #[arg(long, value_name = "TEXT", requires = "no_dry_run_first")]
+    /// Commit this run's plan even though it differs from the plan the
+    /// dry-run showed (the difference is shown and journaled); needs
+    /// --reason.
+    #[arg(long, requires = "reason", conflicts_with_all = ["plan", "dry_run"])]
+    pub accept_new_plan: bool,
+
+    /// Why there was no dry-run first, or why a new plan is accepted
+    /// (recorded).
+    #[arg(long, value_name = "TEXT", requires = "overrides")]
     pub reason: Option<String>,
+
+    /// With --dry-run: save the plan to FILE (JSON, never inside a grant),
+    /// for review and for `run --plan FILE`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "dry_run",
+        conflicts_with = "flip_precondition"
+    )]
+    pub save_plan: Option<PathBuf>,
+
+    /// Commit only if this run makes exactly the plan saved in FILE (by
+    /// `--dry-run --save-plan`); refused otherwise, with the difference.
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    pub plan: Option<PathBuf>,
 
     /// Require a reviewer's signature (FIX.wasm.sig) from an allowed signer.
     #[arg(long)]
@@ -277,16 +317,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub signature: Option<PathBuf>,
 
-    /// Stop the fix after this long (e.g. 500ms, 60s, 5m).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    /// Stop the fix after this long (e.g. 500ms, 60s, 5m; at most 24h).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// The most memory the fix may use (e.g. 64MiB, 1GiB).
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    /// The most memory the fix may use (e.g. 64MiB, 1GiB; at most 4GiB).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_memory)]
     pub max_memory: u64,
 
-    /// The most the fix may print (stdout, stderr and messages together).
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    /// The most the fix may print (stdout, stderr and messages together;
+    /// at most 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_output)]
     pub max_output: u64,
 }
 
@@ -332,51 +373,24 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     Ok((name.to_string(), value.to_string()))
 }
 
-/// `500ms`, `60s`, `5m`, `1h`, or plain seconds.
+/// An age (`max-age`, `--warn-age`): `15m`, `24h`, `7d`; at most a year.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 60s, 5m or 1h"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err("the duration must be more than zero".into());
-    }
-    Ok(d)
+    crate::units::duration(s, crate::units::MAX_AGE)
 }
 
-/// `1048576`, `64KiB`, `256MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB`
-/// as powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 64MiB or 1GiB"))?;
-    let shift = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use KiB, MiB or GiB")),
-    };
-    let v = n
-        .checked_shl(shift)
-        .filter(|v| v >> shift == n)
-        .ok_or("the size is too large")?;
-    if v == 0 {
-        return Err("the size must be more than zero".into());
-    }
-    Ok(v)
+/// `--timeout`: `500ms`, `60s`, `5m`, `1h`; at most a day.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    crate::units::duration(s, crate::units::MAX_TIMEOUT)
+}
+
+/// `--max-memory`: at most 4GiB (all a wasm32 guest can address).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    crate::units::size(s, crate::units::MAX_MEMORY)
+}
+
+/// `--max-output`: at most 1GiB.
+pub fn parse_output(s: &str) -> Result<u64, String> {
+    crate::units::size(s, crate::units::MAX_OUTPUT)
 }
 
 impl Cli {
@@ -414,7 +428,10 @@ impl Cli {
             }
             Command::Inspect(args) => {
                 let out = common.printer();
-                let state = common.state_dir.as_deref();
+                // The default state directory's compile cache too, when it
+                // is there: inspecting a Python fix compiles the runtime.
+                let default = common.state_dir().ok().filter(|p| p.is_dir());
+                let state = common.state_dir.as_deref().or(default.as_deref());
                 match &args.new {
                     None => crate::review::inspect(&args.fix, state, &out),
                     Some(new) => crate::review::inspect_diff(&args.fix, new, state, &out),
@@ -428,6 +445,10 @@ impl Cli {
             ),
             Command::Approve(args) => {
                 crate::review::approve(&args.fix, &args.key, &common.printer())
+            }
+            Command::Warm => crate::sandbox::warm(&common.state_dir()?, &common.printer()),
+            Command::New(args) if args.lang == Lang::Python => {
+                crate::scaffold::new_python(&args.name, args.dir.as_deref(), &common.printer())
             }
             Command::New(args) => crate::scaffold::new(
                 &args.name,
@@ -448,12 +469,16 @@ impl Cli {
                 Ok(Exit::Success)
             }
             Command::Man { dir } => man_pages(&dir, &common.printer()),
-            Command::Check(args) => match common.state_dir() {
-                Ok(state) => {
-                    crate::monitor::check(&state, args.warn_age, args.last, &common.printer())
+            Command::Check(args) => match common.state_dir().and_then(|state| {
+                let age = parse_duration(&args.warn_age)
+                    .map_err(|e| Stop::new(Exit::Refused, format!("--warn-age: {e}")))?;
+                Ok((state, age))
+            }) {
+                Ok((state, age)) => {
+                    crate::monitor::check(&state, age, args.last, &common.printer())
                 }
                 Err(e) => {
-                    println!("DEFOPS UNKNOWN - {}", e.message);
+                    println!("DEFOPS UNKNOWN - {}", crate::escape::line(&e.message));
                     Ok(Exit::Refused)
                 }
             },
@@ -580,7 +605,10 @@ impl RunArgs {
             state_dir_given: common.state_dir.is_some(),
             config: common.config.clone(),
             on_call: self.on_call,
-            no_dry_run_first: self.reason,
+            no_dry_run_first: self.reason.clone().filter(|_| self.no_dry_run_first),
+            accept_new_plan: self.reason.filter(|_| self.accept_new_plan),
+            save_plan: self.save_plan,
+            plan: self.plan,
             require_approval: self.require_approval,
             allowed_signers: self.allowed_signers,
             signature: self.signature,
@@ -601,15 +629,12 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("12XB").is_err());
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("99999999999999GiB").is_err());
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_memory("256MiB"), Ok(256 << 20));
+        assert!(parse_memory("5GiB").is_err());
+        assert!(parse_output("2GiB").is_err());
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("25h").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::io;
 use serde_json::{Value, json};
 
 use crate::disk::{self, Loc};
-use crate::grants::{Grants, VPath};
+use crate::grants::{Access, Grants, VPath};
 use crate::journal::{Journal, Objects};
 use crate::plan::{Effect, Op, Plan, State};
 use crate::policy::Abort;
@@ -85,7 +85,9 @@ pub struct Committed {
 /// (effect N applied, its done record not written), `after-done-N` or
 /// `after-sync`. The process then dies by SIGKILL at that point.
 /// `pause-before-N` instead acts as if a pause landed right before effect N,
-/// `enospc-at-N` as if the disk were full when effect N is applied.
+/// `pause-while-checking` as if one landed while the plan is checked (before
+/// anything is journaled), `enospc-at-N` as if the disk were full when effect
+/// N is applied.
 pub fn failpoint(name: &str) {
     if failpoint_is(name) {
         let _ =
@@ -120,6 +122,22 @@ pub fn origin(path: &VPath, renames: &[(VPath, VPath)]) -> Option<VPath> {
         }
     }
     Some(p)
+}
+
+/// Where a change to `path` is made: like [`locate`], refusing a read-only
+/// grant's directory (by identity) on the way, whatever its name.
+fn locate_for_change<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {
+    let grant = grants.find(path).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "outside the granted directories",
+        )
+    })?;
+    disk::locate_for_change(grant, path, &|dev, ino| {
+        grants
+            .by_identity(dev, ino)
+            .is_some_and(|g| g.access == Access::ReadOnly && g.path != grant.path)
+    })
 }
 
 /// The state of `path` now, and its metadata when it exists.
@@ -209,6 +227,14 @@ pub fn commit(
     let mut times: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(plan.effects.len());
     let mut timed: HashSet<VPath> = HashSet::new();
     for effect in &plan.effects {
+        // Checking a large plan takes a while: a pause stops it here, before
+        // anything is journaled or changed.
+        let paused = abort.and_then(Abort::reason).or_else(|| {
+            failpoint_is("pause-while-checking").then(|| "paused by a fail point".to_string())
+        });
+        if let Some(reason) = paused {
+            return Err(CommitError::Aborted { reason, applied: 0 });
+        }
         for (path, expected) in expectations(effect) {
             let fresh = !touched.contains(path)
                 && !above_touched.contains(path)
@@ -407,7 +433,7 @@ fn apply<'a>(
     tmp: &str,
 ) -> Result<Option<State>, (&'a VPath, io::Error)> {
     let path = effect.op.path();
-    let at = |p: &'a VPath| locate(grants, p).map_err(|e| (p, e));
+    let at = |p: &'a VPath| locate_for_change(grants, p).map_err(|e| (p, e));
     let loc = at(path)?;
     let done = match &effect.op {
         Op::Write {

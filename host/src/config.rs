@@ -153,15 +153,14 @@ impl Config {
             line: None,
             message,
         };
-        let meta = std::fs::metadata(&path).map_err(|e| fail(format!("cannot read it: {e}")))?;
-        if !meta.is_file() {
-            return Err(fail("not a regular file".into()));
-        }
-        if meta.len() > MAX_SIZE {
+        let file =
+            crate::regular_file::open(&path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_SIZE + 1), &mut text)
+            .map_err(|e| fail(format!("cannot read it: {e}")))?;
+        if text.len() as u64 > MAX_SIZE {
             return Err(fail(format!("larger than {MAX_SIZE} bytes")));
         }
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot read it: {e}")))?;
         let mut config = Config::parse(&text).map_err(|(line, message)| ConfigError {
             path: shown.clone(),
             line,

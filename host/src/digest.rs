@@ -77,6 +77,19 @@ impl Hasher {
     }
 }
 
+/// How a fix is named to a person, everywhere (build, embed, approve, run,
+/// inspect, status, report, refusals): `sha256:` and the SHA-256 of its
+/// bytes in hex. The same in FIPS mode and out of it, and what
+/// `sha256sum FIX.wasm` prints.
+pub fn fix_id(bytes: &[u8]) -> String {
+    fix_id_of(&Alg::Sha256.hex(bytes))
+}
+
+/// [`fix_id`] from a SHA-256 already in hex.
+pub fn fix_id_of(sha256_hex: &str) -> String {
+    format!("sha256:{sha256_hex}")
+}
+
 static CURRENT: OnceLock<Alg> = OnceLock::new();
 
 /// Chooses the process's algorithm, once, before anything is hashed.

@@ -15,6 +15,21 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use crate::grants::{Grant, VPath};
 use crate::plan::State;
 
+/// A name in a directory: UTF-8, or the bytes of one that is not.
+pub type Name = Result<String, Vec<u8>>;
+
+/// A name that is not UTF-8, shown with its other bytes as `\xNN`.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.extend(chunk.valid().chars().flat_map(char::escape_default));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// What kind of thing a path is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -81,8 +96,8 @@ impl Stat {
     }
 }
 
-/// A directory descriptor: the grant's own handle, or one opened on the way
-/// down from it.
+/// A directory descriptor: the grant's own handle (or one a [`DirCache`]
+/// holds), or one opened on the way down from it.
 pub enum DirFd<'g> {
     Grant(BorrowedFd<'g>),
     Opened(OwnedFd),
@@ -123,6 +138,120 @@ pub fn locate<'g>(grant: &'g Grant, path: &VPath) -> io::Result<Loc<'g>> {
         dir = DirFd::Opened(rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty())?);
     }
     Ok(Loc::At(dir, last.to_string()))
+}
+
+/// Like [`locate`], for a change: refuses when a directory on the way
+/// (the grant's own excepted) is `forbidden` by device and inode — a
+/// read-only grant reached under another name, as through a bind mount.
+pub fn locate_for_change<'g>(
+    grant: &'g Grant,
+    path: &VPath,
+    forbidden: &dyn Fn(u64, u64) -> bool,
+) -> io::Result<Loc<'g>> {
+    let rel = path.relative_to(&grant.path);
+    if rel == "." {
+        return Ok(Loc::Root(grant.dir.as_fd()));
+    }
+    let mut names: Vec<&str> = rel.split('/').collect();
+    let last = names.pop().expect("a relative path has a component");
+    let mut dir = DirFd::Grant(grant.dir.as_fd());
+    for name in names {
+        dir = DirFd::Opened(rustix::fs::openat(&dir, name, DIR_FLAGS, Mode::empty())?);
+        let st = rustix::fs::fstat(&dir)?;
+        #[allow(clippy::unnecessary_cast)]
+        if forbidden(st.st_dev as u64, st.st_ino as u64) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a directory on the way is a read-only grant under another name",
+            ));
+        }
+    }
+    let loc = Loc::At(dir, last.to_string());
+    if let Some(st) = loc.lstat()?
+        && st.kind == Kind::Dir
+        && forbidden(st.identity.dev, st.identity.ino)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "it is a read-only grant under another name",
+        ));
+    }
+    Ok(loc)
+}
+
+/// Every this many levels, a [`DirCache`] keeps a directory's descriptor.
+const KEEP_EVERY: usize = 32;
+
+/// The directories of one walk, kept open so that resolving a path one
+/// component at a time opens each directory once, not once for every
+/// component below it: the cost of a resolution grows with the path's
+/// length, not with its square. Going back up (`..`, a symlink's target)
+/// restarts from the nearest kept descriptor, at most [`KEEP_EVERY`] levels
+/// up. Every descriptor was opened by the same no-follow walk from the
+/// grant's handle as [`locate`]'s; a cache lives for one resolution.
+#[derive(Default)]
+pub struct DirCache {
+    grant: Option<VPath>,
+    /// The path below the grant (`""` for the grant itself) of the deepest
+    /// kept directory.
+    path: String,
+    /// (depth below the grant, length of its path in `path`, descriptor):
+    /// every `KEEP_EVERY`th level and the deepest.
+    fds: Vec<(usize, usize, OwnedFd)>,
+}
+
+impl DirCache {
+    /// Like [`locate`], reusing the directories this cache holds. Going
+    /// down from the last directory costs one `openat`, whatever the depth.
+    pub fn locate<'c>(&'c mut self, grant: &'c Grant, path: &VPath) -> io::Result<Loc<'c>> {
+        let root = grant.dir.as_fd();
+        let rel = path.relative_to(&grant.path);
+        if rel == "." {
+            return Ok(Loc::Root(root));
+        }
+        let (parent, last) = match rel.rfind('/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => ("", rel),
+        };
+        if self.grant.as_ref() != Some(&grant.path) {
+            *self = DirCache {
+                grant: Some(grant.path.clone()),
+                ..DirCache::default()
+            };
+        }
+        // Keep the directories on the way to `parent`.
+        let leads_to_parent = |len: usize| {
+            parent.len() >= len
+                && parent.as_bytes()[..len] == self.path.as_bytes()[..len]
+                && (parent.len() == len || parent.as_bytes()[len] == b'/')
+        };
+        let mut keep = self.fds.len();
+        while keep > 0 && !leads_to_parent(self.fds[keep - 1].1) {
+            keep -= 1;
+        }
+        self.fds.truncate(keep);
+        let (mut depth, len) = self.fds.last().map_or((0, 0), |(d, l, _)| (*d, *l));
+        self.path.truncate(len);
+        let rest = parent[len..].trim_start_matches('/');
+        for name in rest.split('/').filter(|n| !n.is_empty()) {
+            let from = self.fds.last().map_or(root, |(_, _, fd)| fd.as_fd());
+            let next = rustix::fs::openat(from, name, DIR_FLAGS, Mode::empty())?;
+            if self.fds.last().is_some_and(|(d, _, _)| d % KEEP_EVERY != 0) {
+                self.fds.pop();
+            }
+            if !self.path.is_empty() {
+                self.path.push('/');
+            }
+            self.path.push_str(name);
+            depth += 1;
+            self.fds.push((depth, self.path.len(), next));
+        }
+        let dir = match self.fds.last() {
+            Some((_, _, fd)) if !parent.is_empty() => fd.as_fd(),
+            _ => root,
+        };
+        Ok(Loc::At(DirFd::Grant(dir), last.to_string()))
+    }
 }
 
 impl Loc<'_> {
@@ -174,8 +303,14 @@ impl Loc<'_> {
         Ok((std::fs::File::from(fd), st))
     }
 
-    /// The whole content of the regular file here, at most `max` bytes.
-    pub fn read_file(&self, max: u64) -> io::Result<Vec<u8>> {
+    /// The whole content of the regular file here, at most `max` bytes,
+    /// read in pieces of 4 MiB with `check` called between them (its error
+    /// stops the read).
+    pub fn read_file(
+        &self,
+        max: u64,
+        check: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<Vec<u8>> {
         let (file, st) = self.open_file()?;
         if st.size > max {
             return Err(io::Error::new(
@@ -187,7 +322,15 @@ impl Loc<'_> {
             ));
         }
         let mut buf = Vec::with_capacity(st.size as usize);
-        file.take(max + 1).read_to_end(&mut buf)?;
+        let mut file = file.take(max + 1);
+        loop {
+            check()?;
+            let before = buf.len();
+            (&mut file).take(4 << 20).read_to_end(&mut buf)?;
+            if buf.len() == before {
+                break;
+            }
+        }
         if buf.len() as u64 > max {
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
@@ -219,31 +362,39 @@ impl Loc<'_> {
         }
     }
 
-    /// The names in the directory here, with their kinds.
-    pub fn read_dir(&self) -> io::Result<Vec<(String, Kind)>> {
+    /// The names in the directory here, with their kinds. A name that is
+    /// not UTF-8 (which no WIT path can address) comes back as its bytes.
+    /// `check` is called every few thousand entries and stops the listing
+    /// with its error.
+    pub fn read_dir(
+        &self,
+        check: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<Vec<(Name, Kind)>> {
         let fd = self.open_dir()?;
         let mut out = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&fd)? {
+        for (n, entry) in rustix::fs::Dir::read_from(&fd)?.enumerate() {
+            if n % 4096 == 4095 {
+                check()?;
+            }
             let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
+            let raw = entry.file_name();
+            let bytes = raw.to_bytes();
+            if bytes == b"." || bytes == b".." {
                 continue;
             }
-            let Ok(name) = String::from_utf8(name.to_vec()) else {
-                continue; // not addressable through the WIT's string paths
-            };
             let kind = match entry.file_type() {
                 FileType::RegularFile => Kind::File,
                 FileType::Directory => Kind::Dir,
                 FileType::Symlink => Kind::Symlink,
                 FileType::Unknown => {
-                    match rustix::fs::statat(&fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    match rustix::fs::statat(&fd, raw, AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) => Stat::from_rustix(&st).kind,
                         Err(_) => continue,
                     }
                 }
                 _ => Kind::Other,
             };
+            let name = String::from_utf8(bytes.to_vec()).map_err(|e| e.into_bytes());
             out.push((name, kind));
         }
         Ok(out)
@@ -461,4 +612,62 @@ pub fn hard_links(n: u64) -> io::Error {
         io::ErrorKind::PermissionDenied,
         format!("the file has {n} hard links; its other names may lie outside the grants"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grants::{Access, Grants};
+
+    /// A cache finds what a fresh walk finds, whatever order paths come in
+    /// (down, up, sideways, absent, through files), and keeps few
+    /// descriptors however deep the walk.
+    #[test]
+    fn a_cached_walk_finds_what_a_fresh_walk_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = dir.path().join("g");
+        let mut deep = g.clone();
+        for i in 0..100 {
+            deep = deep.join(if i % 7 == 3 { "x" } else { "d" });
+            std::fs::create_dir_all(&deep).unwrap();
+            std::fs::write(deep.join("f"), i.to_string()).unwrap();
+            std::fs::create_dir_all(deep.join("side")).unwrap();
+        }
+        let grants = Grants::open(&[(g.clone(), Access::ReadOnly)]).unwrap();
+        let grant = grants.iter().next().unwrap();
+        let mut seed = 7u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut cache = DirCache::default();
+        for _ in 0..5_000 {
+            let depth = next(102);
+            let mut p = grant.path.clone();
+            for i in 0..depth {
+                p = p.join(if i % 7 == 3 { "x" } else { "d" });
+            }
+            let p = match next(5) {
+                0 => p.join("f"),
+                1 => p.join("side"),
+                2 => p.join("absent"),
+                3 => p.join("f").join("d"),
+                _ => p,
+            };
+            let fresh = locate(grant, &p).and_then(|l| l.lstat());
+            let cached = cache.locate(grant, &p).and_then(|l| l.lstat());
+            match (fresh, cached) {
+                (Ok(a), Ok(b)) => assert_eq!(a.map(|s| s.identity), b.map(|s| s.identity), "{p}"),
+                (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "{p}"),
+                (a, b) => panic!("{p}: {a:?} vs {b:?}"),
+            }
+            assert!(
+                cache.fds.len() <= 100 / KEEP_EVERY + 1,
+                "{}",
+                cache.fds.len()
+            );
+        }
+    }
 }

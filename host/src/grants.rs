@@ -11,6 +11,14 @@
 //! [`Grants::open`] holds the one place that opens ambient paths: each granted
 //! directory is opened once, with `Dir::open_ambient_dir`, and everything else
 //! is relative to those handles.
+//!
+//! A grant is known by its **canonical** path: the one the kernel reached
+//! when the handle was opened (symlinks and `..` resolved), read back from
+//! the handle itself. Every check — overlap, nesting, the manifest, the
+//! plan's containment — uses that form, so a grant spelled through a symlink
+//! or with `..` names exactly the directory the sandbox enforces. A path the
+//! operator spelled differently (through a symlinked ancestor, `/var/run` for
+//! `/run`) stays usable by the fix as an alias of the canonical one.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -44,15 +52,18 @@ impl fmt::Display for Access {
 /// A granted directory.
 #[derive(Debug)]
 pub struct Grant {
-    /// The path as the operator gave it, made absolute and normalised.
+    /// The canonical path of the directory the handle is open on.
     pub path: VPath,
-    /// The same directory with symlinks resolved, to detect overlaps.
-    pub canonical: PathBuf,
+    /// The operator's spelling (absolute, without `..`), when it differs
+    /// from the canonical path: fix paths under it are translated.
+    pub alias: Option<VPath>,
     pub access: Access,
     /// The handle every access under this grant goes through.
     pub dir: Dir,
     /// The device (file system) it lives on.
     pub dev: u64,
+    /// Its inode: with `dev`, the directory's identity.
+    pub ino: u64,
 }
 
 /// Why a grant could not be opened.
@@ -77,59 +88,133 @@ pub enum GrantError {
 #[derive(Debug, Default)]
 pub struct Grants {
     grants: Vec<Grant>,
+    /// The symlinks the operator's spellings of the grants went through
+    /// (where they are, canonical): a plan may not change them, or the
+    /// same spelling would name another directory next time.
+    named_through: Vec<VPath>,
+    /// Mount points strictly inside a grant (bind mounts, other file
+    /// systems), from `/proc/self/mountinfo`: a change never crosses one,
+    /// so a directory mounted there under another name is never changed
+    /// through it.
+    mounts: Vec<VPath>,
 }
 
 impl Grants {
     /// Opens every granted directory. Relative paths are taken from the
-    /// current directory.
+    /// current directory; symlinks and `..` are resolved by the kernel.
     pub fn open(specs: &[(PathBuf, Access)]) -> Result<Grants, GrantError> {
         let mut grants: Vec<Grant> = Vec::new();
+        let mut named_through: Vec<VPath> = Vec::new();
         for (raw, access) in specs {
             let shown = raw.display().to_string();
-            let absolute = std::path::absolute(raw).map_err(|e| GrantError::Invalid {
-                path: shown.clone(),
-                why: e.to_string(),
-            })?;
-            let path = VPath::from_operator_path(&absolute).map_err(|why| GrantError::Invalid {
+            let invalid = |why: String| GrantError::Invalid {
                 path: shown.clone(),
                 why,
-            })?;
+            };
+            let absolute = std::path::absolute(raw).map_err(|e| invalid(e.to_string()))?;
+            if absolute.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(invalid("the path contains a NUL byte".into()));
+            }
+            let open_error = |source| GrantError::Open {
+                path: shown.clone(),
+                source,
+            };
             // The one ambient open: everything below goes through this handle.
-            let dir =
-                Dir::open_ambient_dir(path.as_str(), ambient_authority()).map_err(|source| {
-                    GrantError::Open {
-                        path: path.to_string(),
-                        source,
-                    }
-                })?;
-            let canonical =
-                std::fs::canonicalize(path.as_str()).map_err(|source| GrantError::Open {
-                    path: path.to_string(),
-                    source,
-                })?;
-            if let Some(same) = grants.iter().find(|g| g.path == path) {
+            let dir = Dir::open_ambient_dir(&absolute, ambient_authority()).map_err(open_error)?;
+            let st = rustix::fs::fstat(&dir).map_err(|e| open_error(e.into()))?;
+            let canonical = handle_path(&dir, &absolute, &st).map_err(open_error)?;
+            let path = VPath::from_operator_path(&canonical).map_err(invalid)?;
+            // The operator's spelling is an alias only when it has no `..`:
+            // `a/link/..` is not `a` to the kernel.
+            let alias = (!absolute
+                .components()
+                .any(|c| matches!(c, Component::ParentDir)))
+            .then(|| VPath::from_operator_path(&absolute).ok())
+            .flatten()
+            .filter(|a| *a != path);
+            named_through.extend(
+                symlinks_on_the_way(&absolute)
+                    .iter()
+                    .filter_map(|p| VPath::from_operator_path(p).ok()),
+            );
+            if let Some(same) = grants
+                .iter_mut()
+                .find(|g| g.path == path || (g.dev, g.ino) == (st.st_dev, st.st_ino))
+            {
                 if same.access != *access {
                     return Err(GrantError::Conflict {
                         path: path.to_string(),
                     });
                 }
+                same.alias = same.alias.take().or(alias);
                 continue;
             }
-            let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&canonical).map_err(
-                |source| GrantError::Open {
-                    path: path.to_string(),
-                    source,
-                },
-            )?);
             grants.push(Grant {
                 path,
-                canonical,
+                alias,
                 access: *access,
                 dir,
-                dev,
+                dev: st.st_dev,
+                ino: st.st_ino,
             });
         }
-        Ok(Grants { grants })
+        let mounts = mount_points()
+            .into_iter()
+            .filter(|m| {
+                grants
+                    .iter()
+                    .any(|g| m.starts_with(&g.path) && *m != g.path)
+            })
+            .collect();
+        Ok(Grants {
+            grants,
+            named_through,
+            mounts,
+        })
+    }
+
+    /// The mount point strictly inside `path`'s grant that `path` is at or
+    /// below, if any: changes there would reach whatever is mounted.
+    pub fn mounted_at_or_above(&self, path: &VPath) -> Option<&VPath> {
+        let grant = self.find(path)?;
+        self.mounts
+            .iter()
+            .find(|m| **m != grant.path && m.starts_with(&grant.path) && path.starts_with(m))
+    }
+
+    /// A mount point at or below `path`, if any (renaming `path` would move
+    /// it).
+    pub fn mount_at_or_below(&self, path: &VPath) -> Option<&VPath> {
+        self.mounts.iter().find(|m| m.starts_with(path))
+    }
+
+    /// True when a read-write grant holds a mount point: a directory of it
+    /// may then be reachable under a second name at another depth.
+    pub fn has_mounts_inside(&self, grant: &Grant) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| m.starts_with(&grant.path) && *m != grant.path)
+    }
+
+    /// A symlink an operator's spelling of a grant went through that lies
+    /// at `path` or below it, if any.
+    pub fn names_a_grant(&self, path: &VPath) -> Option<&VPath> {
+        self.named_through.iter().find(|l| l.starts_with(path))
+    }
+
+    /// `path` with an operator's spelling of a grant (an alias) replaced by
+    /// the grant's canonical path; unchanged otherwise.
+    pub fn canonical(&self, path: VPath) -> VPath {
+        let alias = self
+            .grants
+            .iter()
+            .filter_map(|g| Some((g.alias.as_ref()?, &g.path)))
+            .filter(|(a, _)| path.starts_with(a))
+            .max_by_key(|(a, _)| a.depth());
+        match alias {
+            Some((a, canonical)) => path.rebase(a, canonical),
+            None => path,
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Grant> {
@@ -156,13 +241,132 @@ impl Grants {
             .any(|g| g.path.starts_with(path) && g.path.depth() > path.depth())
     }
 
-    /// True when `dir` lies inside a granted directory or contains one
-    /// (after resolving symlinks). Used to keep the state directory apart.
-    pub fn overlaps(&self, dir: &Path) -> Option<&Grant> {
-        self.grants
-            .iter()
-            .find(|g| dir.starts_with(&g.canonical) || g.canonical.starts_with(dir))
+    /// An absolute symlink target (`/` and what follows) with an operator's
+    /// spelling of a grant replaced by the canonical path, as the kernel
+    /// would resolve it. Returned without the leading `/`.
+    pub fn canonical_target(&self, target: &str) -> String {
+        let rest = target.trim_start_matches('/');
+        for g in &self.grants {
+            let Some(alias) = &g.alias else { continue };
+            let a = &alias.as_str()[1..];
+            if let Some(tail) = rest.strip_prefix(a)
+                && (tail.is_empty() || tail.starts_with('/'))
+            {
+                return format!("{}{tail}", &g.path.as_str()[1..]);
+            }
+        }
+        rest.to_string()
     }
+
+    /// True when `dir` (canonical) lies inside a granted directory or
+    /// contains one. Used to keep the state directory apart.
+    pub fn overlaps(&self, dir: &Path) -> Option<&Grant> {
+        self.grants.iter().find(|g| {
+            let granted = Path::new(g.path.as_str());
+            dir.starts_with(granted) || granted.starts_with(dir)
+        })
+    }
+
+    /// The grant whose directory is `(dev, ino)`, if any: a grant known by
+    /// its identity, whatever name reaches it.
+    pub fn by_identity(&self, dev: u64, ino: u64) -> Option<&Grant> {
+        self.grants.iter().find(|g| (g.dev, g.ino) == (dev, ino))
+    }
+
+    /// True when `path` is a grant's directory or one of its ancestors.
+    pub fn is_grant_or_above(&self, path: &VPath) -> Option<&Grant> {
+        self.grants.iter().find(|g| g.path.starts_with(path))
+    }
+}
+
+/// Every mount point of this process's mount namespace (none when
+/// `/proc/self/mountinfo` cannot be read).
+fn mount_points() -> Vec<VPath> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(|m| VPath::parse(&unescape_octal(m)).ok())
+        .collect()
+}
+
+/// mountinfo's escapes: `\040` for a space, and so on.
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The symlinks the kernel follows to resolve `path`, each where it lies
+/// (its directory resolved): at most 40, as the kernel.
+fn symlinks_on_the_way(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut cur = PathBuf::from("/");
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    while let Some(c) = todo.pop() {
+        match c.to_str() {
+            Some("/") => cur = PathBuf::from("/"),
+            Some("" | ".") => {}
+            Some("..") => {
+                cur.pop();
+            }
+            _ => {
+                let next = cur.join(&c);
+                match std::fs::read_link(&next) {
+                    Ok(target) if out.len() < 40 => {
+                        out.push(next);
+                        if target.is_absolute() {
+                            cur = PathBuf::from("/");
+                        }
+                        todo.extend(target.components().rev().map(|c| c.as_os_str().to_owned()));
+                    }
+                    _ => cur = next,
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The path of the directory `dir` is open on, as the kernel knows it:
+/// read back from `/proc/self/fd`, or (without `/proc`) the canonical form
+/// of `asked` checked to be the same directory.
+fn handle_path(dir: &Dir, asked: &Path, st: &rustix::fs::Stat) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd_link = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let path = match std::fs::read_link(&fd_link) {
+        Ok(p) if p.is_absolute() => p,
+        _ => std::fs::canonicalize(asked)?,
+    };
+    let now = std::fs::metadata(&path)?;
+    if (now.dev(), now.ino()) != (st.st_dev, st.st_ino) {
+        return Err(std::io::Error::other(
+            "the directory changed while it was being opened; try again",
+        ));
+    }
+    Ok(path)
 }
 
 /// A validated absolute path: `/` followed by plain components, never `.`,
@@ -302,7 +506,11 @@ impl VPath {
         if rest == "." {
             return to.clone();
         }
-        rest.split('/').fold(to.clone(), |p, n| p.join(n))
+        // One allocation: `rest` is made of valid names already.
+        match to.is_root() {
+            true => VPath(format!("/{rest}")),
+            false => VPath(format!("{}/{rest}", to.0)),
+        }
     }
 
     /// The components, in order.

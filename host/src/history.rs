@@ -21,6 +21,7 @@ pub fn row(state: &Path, id: &str) -> Value {
                 "time": h["time"],
                 "kind": h["kind"],
                 "fix": h["fix"]["path"],
+                "fix_id": h["fix"]["sha256"].as_str().map(crate::digest::fix_id_of),
                 "name": h["fix"]["name"],
                 "rollback_of": h["rollback_of"],
                 "dry_run": h["dry_run"],
@@ -59,6 +60,7 @@ pub fn list(state: &Path, out: &Printer) -> Result<Exit, Stop> {
             } else {
                 row["fix"].as_str().unwrap_or("?").to_string()
             };
+            let what = crate::escape::line(&what);
             out.note(&format!(
                 "{}  {:<8} {:<16} {:>3} changed  {}{}",
                 id,
@@ -154,30 +156,43 @@ fn verdict_line(path: &Path, v: &Verdict) -> String {
     }
 }
 
+/// One record as one line; every field a fix (or a tampered journal)
+/// controls escaped.
 fn describe(r: &Value) -> String {
     let seq = r["seq"].as_u64().unwrap_or(0);
-    let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+    let s = |k: &str| crate::escape::line(r[k].as_str().unwrap_or("")).into_owned();
     let body = match r["type"].as_str().unwrap_or("") {
         "header" => format!(
-            "{} {} of {} at {} by {} on {}{}",
+            "{} {} of {} at {} by {} on {}{}{}",
             s("kind"),
             s("run_id"),
-            r["fix"]["path"]
-                .as_str()
-                .or(r["rollback_of"].as_str())
-                .unwrap_or("?"),
+            crate::escape::line(
+                r["fix"]["path"]
+                    .as_str()
+                    .or(r["rollback_of"].as_str())
+                    .unwrap_or("?")
+            ),
             s("time"),
-            r["user"]["name"].as_str().unwrap_or("?"),
+            crate::escape::line(r["user"]["name"].as_str().unwrap_or("?")),
             s("host"),
             if r["dry_run"] == json!(true) {
                 " (dry-run)"
             } else {
                 ""
-            }
+            },
+            // The fix as every command names it.
+            r["fix"]["sha256"]
+                .as_str()
+                .map(|h| format!(", {}", crate::digest::fix_id_of(&crate::escape::line(h))))
+                .unwrap_or_default()
         ),
-        "message" => format!("message {} {}", s("level"), s("text")),
-        "denied" => format!("denied  {} {}", s("call"), s("reason")),
-        "output" => format!("output  {} bytes", s("text").len()),
+        "message" => format!("message {} {}{}", s("level"), pass_mark(r), s("text")),
+        "denied" => format!("denied  {}{} {}", pass_mark(r), s("call"), s("reason")),
+        "output" => format!(
+            "output  {}{} bytes",
+            pass_mark(r),
+            r["text"].as_str().unwrap_or("").len()
+        ),
         "check" => format!(
             "check   {} — {}",
             if r["applies"] == json!(true) {
@@ -191,11 +206,13 @@ fn describe(r: &Value) -> String {
             "intent  #{} {} {}{}",
             r["n"],
             s("op"),
-            r["path"]
-                .as_str()
-                .or(r["from"].as_str())
-                .or(r["link"].as_str())
-                .unwrap_or(""),
+            crate::escape::line(
+                r["path"]
+                    .as_str()
+                    .or(r["from"].as_str())
+                    .or(r["link"].as_str())
+                    .unwrap_or("")
+            ),
             if r["planned"] == json!(true) {
                 " (planned)"
             } else {
@@ -203,6 +220,8 @@ fn describe(r: &Value) -> String {
             }
         ),
         "done" => format!("done    #{}", r["n"]),
+        "plan" => format!("plan    {} ({} effects)", s("digest"), r["effects"]),
+        "plan-difference" => format!("differs {} {}", s("change"), s("path")),
         "drift" => format!("drift   {} ({})", s("path"), s("attribute")),
         "outcome" => format!(
             "outcome {} (changed {}, exit {})",
@@ -210,7 +229,15 @@ fn describe(r: &Value) -> String {
             r["changed"],
             r["exit_code"]
         ),
-        other => other.to_string(),
+        other => crate::escape::line(other).into_owned(),
     };
     format!("{seq:>5}  {body}")
+}
+
+/// `[idempotency pass] ` for a record of a dry-run's second `apply`.
+fn pass_mark(r: &Value) -> &'static str {
+    match r["pass"].as_u64() {
+        Some(2) => crate::output::SECOND_PASS,
+        _ => "",
+    }
 }

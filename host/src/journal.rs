@@ -170,6 +170,14 @@ fn top_level(body: &[u8]) -> TopLevel<'_> {
     out
 }
 
+/// `v` as canonical JSON: compact, every object's keys sorted by their
+/// UTF-8 bytes (the form records are hashed in, and plans digested in).
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    canonical(v, &mut out);
+    out
+}
+
 /// Compact JSON with every object's keys sorted by their UTF-8 bytes.
 fn canonical(v: &Value, out: &mut String) {
     match v {
@@ -422,7 +430,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
         path: path.to_path_buf(),
         why: e.to_string(),
     };
-    let mut file = File::open(path).map_err(read_error)?;
+    let mut file = crate::regular_file::open(path).map_err(read_error)?;
     // Streamed through one reused buffer; each buffer's lines are hashed on
     // all cores, then chained in order.
     const BUF: usize = 4 << 20;

@@ -11,6 +11,7 @@
 //! * [`logs`]: the log-read capability and the streaming scanner.
 //! * [`overlay`]: the fix's view: planned mutations over the real tree.
 //! * [`plan`]: effects and the states they expect.
+//! * [`binding`]: a plan's canonical form and digest; saved plans; the reviewed plan binds the real run.
 //! * [`commit`]: the one executor that applies a plan.
 //! * [`disk`]: the only code that touches files under a grant.
 //! * [`journal`]: the hash-chained record of every run, and the object store.
@@ -27,11 +28,13 @@
 //! ```
 
 pub mod approval;
+pub mod binding;
 pub mod cli;
 pub mod commit;
 pub mod config;
 pub mod digest;
 pub mod disk;
+pub mod escape;
 pub mod exit;
 pub mod fuzzing;
 pub mod grants;
@@ -46,6 +49,8 @@ pub mod periodic;
 pub mod plan;
 pub mod policy;
 pub mod progress;
+pub mod python;
+pub mod regular_file;
 pub mod report;
 pub mod review;
 pub mod rollback;
@@ -54,5 +59,6 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod state_dir;
 pub mod status;
+pub mod units;
 pub mod window;
 pub mod world;

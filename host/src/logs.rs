@@ -10,34 +10,18 @@
 
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::time::Instant;
 
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::disk::{self, Kind};
-use crate::grants::{Access, GrantError, Grants, VPath};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::grants::{Access, Grant, GrantError, Grants, VPath};
 use crate::overlay::FsError;
-use crate::policy::Abort;
 use crate::progress::{Progress, Unit};
 
-/// When a scan must stop: the run's deadline, or a pause.
-#[derive(Clone)]
-pub struct Until {
-    pub deadline: Instant,
-    pub abort: Abort,
-}
-
-impl Until {
-    fn check(&self) -> io::Result<()> {
-        if Instant::now() > self.deadline {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline"));
-        }
-        match self.abort.reason() {
-            Some(why) => Err(io::Error::new(io::ErrorKind::Interrupted, why)),
-            None => Ok(()),
-        }
-    }
-}
+pub use crate::policy::Until;
 
 /// The buffer a scan reads into.
 const CHUNK: usize = 1 << 20;
@@ -108,7 +92,9 @@ impl LogGrants {
 
     /// The files a fix's glob names, oldest first. Each must match a
     /// granted glob too.
-    pub fn expand(&self, glob: &str) -> Result<Vec<VPath>, FsError> {
+    /// Each as (the name the glob matched, the granted file to read: itself,
+    /// or where its symlink leads).
+    pub fn expand(&self, glob: &str) -> Result<Vec<(VPath, VPath)>, FsError> {
         let denied = |why: String| FsError::Denied(format!("{glob}: {why}"));
         let (dir, pattern) = glob
             .rsplit_once('/')
@@ -136,12 +122,24 @@ impl LogGrants {
             )));
         };
         let entries = disk::locate(grant, &dir)
-            .and_then(|loc| loc.read_dir())
+            .and_then(|loc| loc.read_dir(&mut || Ok(())))
             .map_err(|e| FsError::Io(format!("{glob}: {e}")))?;
-        let wanted: Vec<(String, Kind)> = entries
-            .into_iter()
-            .filter(|(name, _)| wildcard(pattern, name))
-            .collect();
+        let mut wanted: Vec<(String, Kind)> = Vec::new();
+        for (name, kind) in entries {
+            match name {
+                Ok(name) if wildcard(pattern, &name) => wanted.push((name, kind)),
+                Ok(_) => {}
+                // Never skipped silently: a log the glob would name but no
+                // string can address.
+                Err(bytes) if wildcard(pattern, &String::from_utf8_lossy(&bytes)) => {
+                    return Err(denied(format!(
+                        "{dir}/{} is not UTF-8 and cannot be read by a fix",
+                        disk::escaped(&bytes)
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
         // A glob that reaches past the granted ones is refused, not trimmed.
         if let Some((name, _)) = wanted
             .iter()
@@ -159,14 +157,61 @@ impl LogGrants {
         if !pattern.contains(['*', '?']) && wanted.is_empty() {
             return Err(FsError::NotFound(format!("{dir}/{pattern}")));
         }
-        let mut files: Vec<String> = wanted
-            .into_iter()
-            .filter(|(_, kind)| *kind == Kind::File)
-            .map(|(name, _)| name)
-            .collect();
+        let mut files: Vec<(String, VPath)> = Vec::new();
+        for (name, kind) in wanted {
+            match kind {
+                Kind::File => files.push((name.clone(), dir.join(&name))),
+                Kind::Symlink => files.push((name.clone(), self.follow(grant, &dir, &name)?)),
+                _ => {}
+            }
+        }
         // Oldest first: app.log.3.gz, app.log.2.gz, app.log.1, app.log.
-        files.sort_by(|a, b| rotation(b).cmp(&rotation(a)).then_with(|| a.cmp(b)));
-        Ok(files.into_iter().map(|n| dir.join(&n)).collect())
+        files.sort_by(|(a, _), (b, _)| rotation(b).cmp(&rotation(a)).then_with(|| a.cmp(b)));
+        Ok(files
+            .into_iter()
+            .map(|(name, read)| (dir.join(&name), read))
+            .collect())
+    }
+
+    /// Where the symlinked log `dir/name` leads, resolved by the kernel's
+    /// rules (every component, every link on the way): a granted log (a
+    /// file matching an `--allow-log` glob, in that glob's directory,
+    /// compared by their real paths), or a denial naming both. Container
+    /// logs (`/var/log/containers/*.log` -> `/var/log/pods/...`) are such
+    /// links; their targets need a grant of their own.
+    fn follow(&self, grant: &Grant, dir: &VPath, name: &str) -> Result<VPath, FsError> {
+        let link = dir.join(name);
+        let denied = |why: String| FsError::Denied(format!("{link}: {why}"));
+        let target = rustix::fs::readlinkat(grant.dir.as_fd(), name, Vec::new())
+            .map_err(|e| FsError::Io(format!("{link}: {e}")))?;
+        let target = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
+        let real = std::fs::canonicalize(std::path::Path::new(grant.path.as_str()).join(&target))
+            .map_err(|e| {
+            denied(format!(
+                "a symlink to {}, which cannot be followed ({e})",
+                target.display()
+            ))
+        })?;
+        let found = real
+            .parent()
+            .zip(real.file_name().and_then(|n| n.to_str()))
+            .and_then(|(parent, file)| {
+                self.dirs
+                    .iter()
+                    .filter(|g| std::path::Path::new(g.path.as_str()) == parent)
+                    .find(|g| {
+                        self.patterns
+                            .iter()
+                            .any(|(d, p)| *d == g.path && wildcard(p, file))
+                    })
+                    .map(|g| g.path.join(file))
+            });
+        found.ok_or_else(|| {
+            denied(format!(
+                "a symlink to {}, which is not a granted log (grant it with --allow-log)",
+                real.display()
+            ))
+        })
     }
 
     /// Opens one log for reading (decompressing `.gz`).
@@ -297,8 +342,8 @@ impl LogGrants {
         until: &Until,
     ) -> Result<Scan, FsError> {
         let mut scan = Scan::default();
-        for path in self.expand(glob)? {
-            let reader = self.open_file(&path)?;
+        for (path, read) in self.expand(glob)? {
+            let reader = self.open_file(&read)?;
             let file = path.to_string();
             let want_lines = scan.found.len() < keep;
             let (total, bytes) = scan_lines(
@@ -330,7 +375,7 @@ impl LogGrants {
                     true
                 },
             )
-            .map_err(|e| scan_error(&path, e))?;
+            .map_err(|e| scan_error(&path, e, until))?;
             scan.total += total;
             scan.bytes += bytes;
             scan.files.push(file);
@@ -350,8 +395,8 @@ impl LogGrants {
         let mut last: std::collections::VecDeque<String> =
             std::collections::VecDeque::with_capacity(n.min(1024));
         let any = compile("").expect("the empty pattern compiles");
-        for path in self.expand(glob)? {
-            let reader = self.open_file(&path)?;
+        for (path, read) in self.expand(glob)? {
+            let reader = self.open_file(&read)?;
             let (_, bytes) = scan_lines(reader, &any, true, until, |_, _, line| {
                 if n > 0 {
                     if last.len() == n {
@@ -363,7 +408,7 @@ impl LogGrants {
                 }
                 true
             })
-            .map_err(|e| scan_error(&path, e))?;
+            .map_err(|e| scan_error(&path, e, until))?;
             scan.bytes += bytes;
             scan.files.push(path.to_string());
         }
@@ -371,13 +416,12 @@ impl LogGrants {
     }
 }
 
-fn scan_error(path: &VPath, e: io::Error) -> FsError {
-    if e.kind() == io::ErrorKind::TimedOut {
-        FsError::Aborted(format!("{path}: the run's deadline passed while scanning"))
-    } else if e.kind() == io::ErrorKind::Interrupted {
-        FsError::Aborted(format!("{path}: the run was stopped while scanning: {e}"))
-    } else {
-        FsError::Io(format!("{path}: {e}"))
+fn scan_error(path: &VPath, e: io::Error, until: &Until) -> FsError {
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => until
+            .stop()
+            .unwrap_or_else(|| FsError::Io(format!("{path}: {e}"))),
+        _ => FsError::Io(format!("{path}: {e}")),
     }
 }
 
@@ -467,10 +511,7 @@ mod tests {
         let _ = chunk_limit;
         let re = compile(pattern).unwrap();
         let mut found = Vec::new();
-        let far = Until {
-            deadline: Instant::now() + std::time::Duration::from_secs(60),
-            abort: Abort::default(),
-        };
+        let far = Until::new(std::time::Duration::from_secs(60), Default::default());
         let (n, _) = scan_lines(text, &re, true, &far, |l, o, line| {
             found.push((l, o, String::from_utf8_lossy(line).into_owned()));
             true

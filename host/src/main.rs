@@ -24,8 +24,28 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// Parses the command line; a bad flag is one line on stderr and exit 2,
+/// like every other error (`--help` and `--version` print as usual).
+fn parse() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            error_line(&format!("{first} (see --help)"));
+            std::process::exit(Exit::Usage.code());
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse();
     init_tracing(cli.common.verbose);
     defops_host::progress::enable(!cli.common.json && !cli.common.quiet);
     let json = cli.json();
@@ -40,7 +60,9 @@ fn main() {
                 };
                 println!(
                     "{}",
-                    json!({"type": "summary", "outcome": outcome, "error": stop.message, "exit_code": stop.exit.code()})
+                    defops_host::escape::json(
+                        &json!({"type": "summary", "outcome": outcome, "error": stop.message, "exit_code": stop.exit.code()})
+                    )
                 );
             }
             error_line(&stop.message);

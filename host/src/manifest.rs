@@ -295,6 +295,16 @@ impl Manifest {
             .map(|p| p.name.as_str())
             .collect()
     }
+
+    /// The names in `params` this manifest does not declare (a typo, or a
+    /// param of another version of the fix).
+    pub fn undeclared_params<'a>(&self, params: &'a BTreeMap<String, String>) -> Vec<&'a str> {
+        params
+            .keys()
+            .filter(|k| !self.params.iter().any(|p| &p.name == *k))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// `//` collapsed and no trailing slash (but `/`).
@@ -320,6 +330,37 @@ fn within(path: &str, base: &str) -> bool {
     let path = normalize(path);
     let base = normalize(base);
     base == "/" || path == base || path.starts_with(&format!("{base}/"))
+}
+
+/// `path` in the canonical form grants are compared in: its longest
+/// existing ancestor with symlinks resolved by the kernel, then the rest as
+/// written. A declared path that is spelled through a symlink names what
+/// the symlink leads to, as a grant of it would.
+fn canonical(path: &str) -> String {
+    let path = normalize(path);
+    let mut rest: Vec<&str> = Vec::new();
+    let mut head = path.as_str();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(head)
+            && let Some(c) = c.to_str()
+        {
+            let mut out = c.to_string();
+            for name in rest.iter().rev() {
+                if !out.ends_with('/') {
+                    out.push('/');
+                }
+                out.push_str(name);
+            }
+            return out;
+        }
+        match head.rfind('/') {
+            Some(0) | None => return path,
+            Some(i) => {
+                rest.push(&head[i + 1..]);
+                head = &head[..i];
+            }
+        }
+    }
 }
 
 /// Whether the text of `glob` (its wildcards taken literally) matches the
@@ -351,6 +392,10 @@ pub fn check_grants(
         list.iter().filter_map(|(_, p)| p.clone().ok()).collect()
     };
     let (rw, ro, lg) = (ok(&r.read_write), ok(&r.read_only), ok(&r.logs));
+    let (rw, ro): (Vec<String>, Vec<String>) = (
+        rw.iter().map(|p| canonical(p)).collect(),
+        ro.iter().map(|p| canonical(p)).collect(),
+    );
     let mut problems = Vec::new();
     let show = |l: &[String]| match l.is_empty() {
         true => "nothing".to_string(),
@@ -464,17 +509,23 @@ fn sections(bytes: &[u8]) -> Option<Vec<Section>> {
 
 /// The manifest text embedded in `wasm`, if any.
 pub fn embedded(wasm: &[u8]) -> Option<Result<String, String>> {
+    custom_section(wasm, SECTION)
+        .map(|r| r.map_err(|_| "the embedded manifest is not UTF-8".to_string()))
+}
+
+/// The text of the last top-level custom section `name` of `wasm`, if any.
+pub fn custom_section(wasm: &[u8], name: &str) -> Option<Result<String, String>> {
     let secs = sections(wasm)?;
     let range = &secs
         .iter()
         .rev()
-        .find(|s| s.id == 0 && s.name.as_deref() == Some(SECTION))?
+        .find(|s| s.id == 0 && s.name.as_deref() == Some(name))?
         .range;
     let mut at = range.start + 1;
     let _size = read_leb(wasm, &mut at)?;
     let len = read_leb(wasm, &mut at)?;
     let data = wasm.get(at.checked_add(len)?..range.end)?;
-    Some(String::from_utf8(data.to_vec()).map_err(|_| "the embedded manifest is not UTF-8".into()))
+    Some(String::from_utf8(data.to_vec()).map_err(|_| format!("the {name} section is not UTF-8")))
 }
 
 /// `wasm` with `manifest` as its `defops-manifest` section (replacing any).
@@ -529,6 +580,12 @@ default = "max_conn"
         let r = m.resolve(&params);
         assert_eq!(r.read_write[0].1, Ok("/var/lib/app".to_string()));
         assert_eq!(m.missing_params(&BTreeMap::new()), vec!["file"]);
+        let typo = BTreeMap::from([
+            ("file".to_string(), "/x".to_string()),
+            ("kye".to_string(), "v".to_string()),
+        ]);
+        assert_eq!(m.undeclared_params(&typo), vec!["kye"]);
+        assert!(m.undeclared_params(&params).is_empty());
         let ok = check_grants(
             &m,
             &params,

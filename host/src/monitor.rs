@@ -75,7 +75,7 @@ pub fn check(state: &Path, warn_age: Duration, last: usize, out: &Printer) -> Re
         println!(
             "DEFOPS {} - {}{}",
             level.name(),
-            summary.replace('|', "/"),
+            crate::escape::line(&summary.replace('|', "/")),
             if perfdata.is_empty() {
                 String::new()
             } else {
@@ -85,7 +85,7 @@ pub fn check(state: &Path, warn_age: Duration, last: usize, out: &Printer) -> Re
         // Long output: every problem on its own line.
         if problems.len() > 1 {
             for p in &problems {
-                println!("{}", p.replace('|', "/"));
+                println!("{}", crate::escape::line(&p.replace('|', "/")));
             }
         }
     }

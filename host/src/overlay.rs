@@ -19,6 +19,11 @@ use std::sync::Arc;
 use crate::disk::{self, Kind};
 use crate::grants::{Access, Grants, MAX_NAME, MAX_PATH, VPath};
 use crate::plan::{Effect, Op, Plan, State};
+use crate::policy::Until;
+
+mod containment;
+
+pub use containment::{CheckError, Escape, Leads};
 
 /// Files read from disk are kept (up to these sizes) so a fix that reads a
 /// file in `check`, again in `apply`, then writes it costs one read. An
@@ -49,10 +54,28 @@ pub enum FsError {
     /// The plan grew past its size limit: ends the run (a trap, not an error).
     #[error("plan limit: {0}")]
     PlanLimit(String),
+    /// The run's deadline (this `--timeout`) passed during a host call:
+    /// ends the run (a trap, not an error).
+    #[error("the run's deadline of {} passed", crate::units::human(*.0))]
+    Deadline(std::time::Duration),
 }
 
 fn denied(path: &VPath, why: impl std::fmt::Display) -> FsError {
     FsError::Denied(format!("{path}: {why}"))
+}
+
+/// A directory holding a name that is not UTF-8 cannot be listed, emptied
+/// or replaced by a fix: WIT paths are strings, so the fix could neither
+/// see nor address that entry, and a plan made without it would not be
+/// the plan the commit meets.
+fn not_utf8(dir: &VPath, name: &[u8]) -> FsError {
+    denied(
+        dir,
+        format!(
+            "holds the name \"{}\", which is not UTF-8 and cannot be addressed by a fix; rename it first",
+            disk::escaped(name)
+        ),
+    )
 }
 
 fn not_found(path: &VPath) -> FsError {
@@ -165,6 +188,49 @@ fn disk_identity(node: &Node) -> Option<disk::Identity> {
     }
 }
 
+/// Where one resolution is: each level from `/` down to the current path,
+/// with the index of the nearest level (itself included) the overlay holds
+/// a node for. Going down one name or up one level is constant work.
+struct Walk {
+    levels: Vec<(VPath, Option<usize>)>,
+}
+
+impl Walk {
+    fn new(overlay: &Overlay) -> Walk {
+        let root = VPath::root();
+        let overlaid = overlay.nodes.contains_key(&root).then_some(0);
+        Walk {
+            levels: vec![(root, overlaid)],
+        }
+    }
+
+    fn cur(&self) -> &VPath {
+        &self.levels[self.levels.len() - 1].0
+    }
+
+    /// The nearest overlaid level, the current one included.
+    fn overlaid(&self) -> Option<&VPath> {
+        let (_, at) = &self.levels[self.levels.len() - 1];
+        at.map(|i| &self.levels[i].0)
+    }
+
+    /// `..`: the root's parent is the root.
+    fn up(&mut self) {
+        if self.levels.len() > 1 {
+            self.levels.pop();
+        }
+    }
+
+    fn down(&mut self, overlay: &Overlay, name: &str) {
+        let path = self.cur().join(name);
+        let at = match overlay.nodes.contains_key(&path) {
+            true => Some(self.levels.len()),
+            false => self.levels[self.levels.len() - 1].1,
+        };
+        self.levels.push((path, at));
+    }
+}
+
 /// The exact metadata of a file put back by rollback.
 #[derive(Clone, Copy, Debug)]
 pub struct Exact {
@@ -203,6 +269,9 @@ pub struct Overlay {
     /// Effects before this index are never merged into (the first pass's,
     /// during the idempotency pass).
     merge_floor: usize,
+    /// The run's deadline and off-switch: long resolutions and listings
+    /// stop at either.
+    until: Until,
 }
 
 impl Overlay {
@@ -220,7 +289,19 @@ impl Overlay {
             read_cache: RefCell::new(HashMap::new()),
             cache_bytes: Cell::new(0),
             merge_floor: 0,
+            until: Until::never(),
         }
+    }
+
+    /// The grants this overlay is over.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    /// Stops long work at the run's deadline or a pause.
+    pub fn with_until(mut self, until: Until) -> Overlay {
+        self.until = until;
+        self
     }
 
     /// For rollback: allow re-creating symlinks that point outside the
@@ -273,15 +354,24 @@ impl Overlay {
     /// symlinks in every component but the last (and the last too when
     /// `follow_last`). Every step must stay inside a grant, or above one on
     /// the way down to it.
+    ///
+    /// Linear in the length of the path and of the symlink targets it
+    /// meets: the walk keeps, for each level, its path and where its nearest
+    /// overlaid ancestor is, and the directories it opened on disk
+    /// ([`disk::DirCache`]). It stops at the run's deadline or a pause.
     pub fn resolve(&self, path: &VPath, follow_last: bool) -> Result<VPath, FsError> {
         let mut todo: Vec<String> = path.names().rev().map(String::from).collect();
-        let mut cur = VPath::root();
+        let mut walk = Walk::new(self);
+        let mut cache = disk::DirCache::default();
         let mut links = 0;
         while let Some(name) = todo.pop() {
+            if let Some(stop) = self.until.stop() {
+                return Err(stop);
+            }
             match name.as_str() {
                 "" | "." => continue,
                 ".." => {
-                    cur = cur.parent().unwrap_or_else(VPath::root);
+                    walk.up();
                     continue;
                 }
                 n if n.len() > MAX_NAME => {
@@ -289,10 +379,17 @@ impl Overlay {
                 }
                 _ => {}
             }
-            cur = cur.join(&name);
+            walk.down(self, &name);
+            let cur = walk.cur();
+            if cur.as_str().len() > MAX_PATH {
+                return Err(invalid(
+                    path,
+                    format!("it resolves to a path longer than {MAX_PATH} bytes"),
+                ));
+            }
             let last = todo.is_empty();
-            if self.grants.find(&cur).is_none() {
-                if !last && self.grants.is_above_a_grant(&cur) {
+            if self.grants.find(cur).is_none() {
+                if !last && self.grants.is_above_a_grant(cur) {
                     continue;
                 }
                 return Err(denied(
@@ -303,33 +400,45 @@ impl Overlay {
             if last && !follow_last {
                 break;
             }
-            match self.lookup(&cur)? {
+            match self.lookup_in(&walk, &mut cache)? {
                 Node::Symlink { target, .. } => {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Err(FsError::Io(format!("{path}: too many levels of symlinks")));
                     }
-                    cur = if target.starts_with('/') {
-                        VPath::root()
-                    } else {
-                        cur.parent().unwrap_or_else(VPath::root)
-                    };
-                    todo.extend(target.split('/').rev().map(String::from));
+                    match target.starts_with('/') {
+                        // An operator's spelling of a grant is the grant.
+                        true => {
+                            walk = Walk::new(self);
+                            let rest = self.grants.canonical_target(&target);
+                            todo.extend(rest.split('/').rev().map(String::from));
+                        }
+                        false => {
+                            walk.up();
+                            todo.extend(target.split('/').rev().map(String::from));
+                        }
+                    }
                 }
                 Node::Dir { .. } => {}
                 Node::Absent if last => {}
                 Node::Absent => return Err(not_found(path)),
                 _ if last => {}
-                _ => return Err(FsError::Io(format!("{path}: {cur} is not a directory"))),
+                _ => {
+                    return Err(FsError::Io(format!(
+                        "{path}: {} is not a directory",
+                        walk.cur()
+                    )));
+                }
             }
         }
-        if self.grants.find(&cur).is_none() {
+        let cur = walk.cur();
+        if self.grants.find(cur).is_none() {
             return Err(denied(
                 path,
                 format!("{cur} is outside the granted directories"),
             ));
         }
-        Ok(cur)
+        Ok(cur.clone())
     }
 
     /// The node at canonical `path`: the overlay's, or the disk's under the
@@ -341,24 +450,47 @@ impl Overlay {
         let mut ancestor = path.parent();
         while let Some(a) = ancestor {
             if let Some(node) = self.nodes.get(&a) {
-                return match node {
-                    Node::Dir {
-                        source: Some(s), ..
-                    } => self.disk_node(&path.rebase(&a, s)),
-                    _ => Ok(Node::Absent),
-                };
+                return self.below(path, &a, node, &mut disk::DirCache::default());
             }
             ancestor = a.parent();
         }
-        self.disk_node(path)
+        self.disk_node(path, &mut disk::DirCache::default())
     }
 
-    fn disk_node(&self, phys: &VPath) -> Result<Node, FsError> {
+    /// [`Overlay::lookup`] of the walk's current path, with the nearest
+    /// overlaid ancestor the walk already knows.
+    fn lookup_in(&self, walk: &Walk, cache: &mut disk::DirCache) -> Result<Node, FsError> {
+        let cur = walk.cur();
+        match walk.overlaid() {
+            Some(a) if a == cur => Ok(self.nodes[cur].clone()),
+            Some(a) => self.below(cur, a, &self.nodes[a], cache),
+            None => self.disk_node(cur, cache),
+        }
+    }
+
+    /// The node at `path`, below the overlaid `ancestor` (and not itself
+    /// overlaid): on disk under a directory's source, else absent.
+    fn below(
+        &self,
+        path: &VPath,
+        ancestor: &VPath,
+        node: &Node,
+        cache: &mut disk::DirCache,
+    ) -> Result<Node, FsError> {
+        match node {
+            Node::Dir {
+                source: Some(s), ..
+            } => self.disk_node(&path.rebase(ancestor, s), cache),
+            _ => Ok(Node::Absent),
+        }
+    }
+
+    fn disk_node(&self, phys: &VPath, cache: &mut disk::DirCache) -> Result<Node, FsError> {
         let grant = self
             .grants
             .find(phys)
             .ok_or_else(|| denied(phys, "outside the granted directories"))?;
-        let stat = disk::locate(grant, phys).and_then(|loc| {
+        let stat = cache.locate(grant, phys).and_then(|loc| {
             let st = loc.lstat()?;
             let target = match st {
                 Some(s) if s.kind == Kind::Symlink => Some(loc.read_link()?),
@@ -419,9 +551,12 @@ impl Overlay {
                     .find(phys)
                     .ok_or_else(|| denied(path, "outside the grants"))?;
                 let bytes = disk::locate(grant, phys)
-                    .and_then(|loc| loc.read_file(self.limits.max_read))
+                    .and_then(|loc| loc.read_file(self.limits.max_read, &mut || self.until.check()))
                     .map(Arc::new)
-                    .map_err(|e| io_error(path, e))?;
+                    .map_err(|e| match self.until.stop() {
+                        Some(stop) => stop,
+                        None => io_error(path, e),
+                    })?;
                 let size = bytes.len() as u64;
                 if size <= CACHE_FILE_MAX && self.cache_bytes.get() + size <= CACHE_MAX {
                     self.cache_bytes.set(self.cache_bytes.get() + size);
@@ -514,9 +649,14 @@ impl Overlay {
                 .find(src)
                 .ok_or_else(|| denied(shown, "outside the grants"))?;
             let listed = disk::locate(grant, src)
-                .and_then(|loc| loc.read_dir())
-                .map_err(|e| io_error(shown, e))?;
-            entries.extend(listed);
+                .and_then(|loc| loc.read_dir(&mut || self.until.check()))
+                .map_err(|e| match self.until.stop() {
+                    Some(stop) => stop,
+                    None => io_error(shown, e),
+                })?;
+            for (name, kind) in listed {
+                entries.insert(name.map_err(|bytes| not_utf8(shown, &bytes))?, kind);
+            }
         }
         for (p, node) in self.descendants(real) {
             if p.parent().as_ref() != Some(real) {
@@ -569,6 +709,20 @@ impl Overlay {
                 "the granted directory itself cannot be changed",
             ));
         }
+        if let Some(m) = self.grants.mounted_at_or_above(path) {
+            return Err(denied(
+                path,
+                format!(
+                    "{m} is a mount point inside the grant (a bind mount or another file system); grant it on its own"
+                ),
+            ));
+        }
+        if let Some(link) = self.grants.names_a_grant(path) {
+            return Err(denied(
+                path,
+                format!("a grant was named through the symlink {link}, which cannot be changed"),
+            ));
+        }
         Ok(())
     }
 
@@ -617,16 +771,29 @@ impl Overlay {
         }
     }
 
-    fn new_meta(&self, kind: Kind, mode: u32, size: u64) -> Meta {
+    /// The metadata of something new at `path`. In a set-group-ID
+    /// directory it gets the directory's group, and a new directory the
+    /// set-group-ID bit too, as the kernel gives them.
+    fn new_meta(&self, kind: Kind, mode: u32, size: u64, path: &VPath) -> Meta {
         let mtime = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        let setgid_parent = path
+            .parent()
+            .and_then(|p| self.lookup(&p).ok())
+            .and_then(|n| n.meta())
+            .filter(|m| m.kind == Kind::Dir && m.mode & 0o2000 != 0);
+        let (mode, gid) = match setgid_parent {
+            Some(p) if kind == Kind::Dir => (mode | 0o2000, p.gid),
+            Some(p) => (mode, p.gid),
+            None => (mode, self.gid),
+        };
         Meta {
             kind,
             size,
             mode,
             uid: self.uid,
-            gid: self.gid,
+            gid,
             mtime,
             nlink: 1,
         }
@@ -659,7 +826,11 @@ impl Overlay {
         self.require_parent_dir(&path, shown)?;
         let existing = self.lookup(&path)?;
         let (before, before_content, meta) = match &existing {
-            Node::Absent => (State::Absent, None, self.new_meta(Kind::File, 0o644, 0)),
+            Node::Absent => (
+                State::Absent,
+                None,
+                self.new_meta(Kind::File, 0o644, 0, &path),
+            ),
             Node::File { content: old, meta } => {
                 Self::not_hard_linked(shown, &existing)?;
                 let old = self.content(shown, old)?;
@@ -748,15 +919,14 @@ impl Overlay {
         if !matches!(self.lookup(&path)?, Node::Absent) {
             return Err(FsError::AlreadyExists(shown.to_string()));
         }
-        let mode = 0o755;
+        let meta = self.new_meta(Kind::Dir, 0o755, 0, &path);
         self.push(
             Op::CreateDir {
                 path: path.clone(),
-                mode,
+                mode: meta.mode,
             },
             State::Absent,
         );
-        let meta = self.new_meta(Kind::Dir, mode, 0);
         self.nodes.insert(path, Node::Dir { source: None, meta });
         Ok(())
     }
@@ -808,6 +978,26 @@ impl Overlay {
         let to = self.resolve(shown_to, false)?;
         self.writable(&from)?;
         self.writable(&to)?;
+        // Renaming a directory above a grant would move the grant: the
+        // read-only one nested in a read-write one would then be written
+        // through its new name.
+        for (path, shown) in [(&from, shown_from), (&to, shown_to)] {
+            if let Some(m) = self.grants.mount_at_or_below(path) {
+                return Err(denied(
+                    shown,
+                    format!("contains the mount point {m}; it cannot be renamed"),
+                ));
+            }
+            if let Some(g) = self.grants.is_grant_or_above(path) {
+                return Err(denied(
+                    shown,
+                    format!(
+                        "contains the granted directory {}; a directory above a grant cannot be renamed",
+                        g.path
+                    ),
+                ));
+            }
+        }
         let src = self.lookup(&from)?;
         if matches!(src, Node::Absent) {
             return Err(not_found(shown_from));
@@ -927,14 +1117,29 @@ impl Overlay {
             },
             before,
         );
-        self.nodes
-            .insert(path, node.with_meta(Meta { uid, gid, ..meta }));
+        // The kernel drops set-user-ID (and set-group-ID of a group-
+        // executable file) when a regular file changes owner.
+        let mode = match meta.kind {
+            Kind::File => crate::plan::mode_after_chown(meta.mode),
+            _ => meta.mode,
+        };
+        self.nodes.insert(
+            path,
+            node.with_meta(Meta {
+                uid,
+                gid,
+                mode,
+                ..meta
+            }),
+        );
         Ok(())
     }
 
-    /// Creates a symlink at `link`. Its target must lie inside the grants
-    /// (read lexically from the link's directory): a fix cannot plant a
-    /// pointer for someone else to follow out of the sandbox.
+    /// Creates a symlink at `link`. It must lead (by the kernel's rules, in
+    /// the view so far) inside the read-write grants: a fix cannot plant a
+    /// pointer for someone else to follow out of the sandbox. The whole
+    /// plan is checked again once `apply` returns ([`Overlay::escapes`]):
+    /// a later rename can change where a link leads.
     pub fn symlink(&mut self, target: &str, shown: &VPath) -> Result<(), FsError> {
         if target.is_empty() || target.contains('\0') || target.len() > MAX_PATH {
             return Err(invalid(
@@ -948,26 +1153,13 @@ impl Overlay {
         if !matches!(self.lookup(&link)?, Node::Absent) {
             return Err(FsError::AlreadyExists(shown.to_string()));
         }
-        let mut points_to = if target.starts_with('/') {
-            VPath::root()
-        } else {
-            link.parent().unwrap_or_else(VPath::root)
-        };
-        for name in target.split('/') {
-            match name {
-                "" | "." => {}
-                ".." => points_to = points_to.parent().unwrap_or_else(VPath::root),
-                n if n.len() > MAX_NAME => {
-                    return Err(invalid(shown, "the symlink target has an over-long name"));
-                }
-                n => points_to = points_to.join(n),
-            }
+        if target.split('/').any(|n| n.len() > MAX_NAME) {
+            return Err(invalid(shown, "the symlink target has an over-long name"));
         }
-        if !self.restoring && self.grants.find(&points_to).is_none() {
-            return Err(denied(
-                shown,
-                format!("the symlink would point to {points_to}, outside the granted directories"),
-            ));
+        if !self.restoring
+            && let Some(why) = self.escape(&link, target)
+        {
+            return Err(denied(shown, why));
         }
         self.push(
             Op::Symlink {
@@ -976,7 +1168,7 @@ impl Overlay {
             },
             State::Absent,
         );
-        let meta = self.new_meta(Kind::Symlink, 0o777, target.len() as u64);
+        let meta = self.new_meta(Kind::Symlink, 0o777, target.len() as u64, &link);
         self.nodes.insert(
             link,
             Node::Symlink {

@@ -4,9 +4,12 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::escape;
 use crate::grants::VPath;
 
 /// The state of one path, enough to tell whether it changed: kind, content
@@ -101,7 +104,7 @@ impl fmt::Display for State {
             State::Dir { mode, uid, gid } => {
                 write!(f, "directory, mode {mode:04o}, owner {uid}:{gid}")
             }
-            State::Symlink { target, .. } => write!(f, "symlink to {target}"),
+            State::Symlink { target, .. } => write!(f, "symlink to {}", escape::line(target)),
             State::Other => f.write_str("special file"),
         }
     }
@@ -175,6 +178,21 @@ impl Op {
         }
     }
 
+    /// The op's name in JSON: `write`, `create-dir`, `remove-file`,
+    /// `remove-dir`, `rename`, `set-mode`, `set-owner`, `symlink`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Write { .. } => "write",
+            Op::CreateDir { .. } => "create-dir",
+            Op::RemoveFile { .. } => "remove-file",
+            Op::RemoveDir { .. } => "remove-dir",
+            Op::Rename { .. } => "rename",
+            Op::SetMode { .. } => "set-mode",
+            Op::SetOwner { .. } => "set-owner",
+            Op::Symlink { .. } => "symlink",
+        }
+    }
+
     /// The short verb shown in plans.
     pub fn verb(&self) -> &'static str {
         match self {
@@ -191,8 +209,11 @@ impl Op {
 }
 
 impl fmt::Display for Op {
+    /// The op alone (paths escaped for a terminal); an [`Effect`] shows
+    /// metadata changes as before → after.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let verb = self.verb();
+        let p = |p: &VPath| escape::line(p.as_str()).into_owned();
         match self {
             Op::Write {
                 path,
@@ -202,16 +223,88 @@ impl fmt::Display for Op {
             } => {
                 write!(
                     f,
-                    "{verb:<7} {path} ({} bytes, mode {mode:04o})",
+                    "{verb:<7} {} ({} bytes, mode {mode:04o})",
+                    p(path),
                     content.len()
                 )
             }
-            Op::CreateDir { path, mode } => write!(f, "{verb:<7} {path} (mode {mode:04o})"),
-            Op::RemoveFile { path } | Op::RemoveDir { path } => write!(f, "{verb:<7} {path}"),
-            Op::Rename { from, to } => write!(f, "{verb:<7} {from} -> {to}"),
-            Op::SetMode { path, mode } => write!(f, "{verb:<7} {path} {mode:04o}"),
-            Op::SetOwner { path, uid, gid } => write!(f, "{verb:<7} {path} {uid}:{gid}"),
-            Op::Symlink { target, link } => write!(f, "{verb:<7} {link} -> {target}"),
+            Op::CreateDir { path, mode } => write!(f, "{verb:<7} {} (mode {mode:04o})", p(path)),
+            Op::RemoveFile { path } | Op::RemoveDir { path } => write!(f, "{verb:<7} {}", p(path)),
+            Op::Rename { from, to } => write!(f, "{verb:<7} {} -> {}", p(from), p(to)),
+            Op::SetMode { path, mode } => write!(f, "{verb:<7} {} {mode:04o}", p(path)),
+            Op::SetOwner { path, uid, gid } => write!(f, "{verb:<7} {} {uid}:{gid}", p(path)),
+            Op::Symlink { target, link } => {
+                write!(f, "{verb:<7} {} -> {}", p(link), escape::line(target))
+            }
+        }
+    }
+}
+
+impl State {
+    /// The permission bits, for a file or a directory.
+    pub fn mode(&self) -> Option<u32> {
+        match self {
+            State::File { mode, .. } | State::Dir { mode, .. } => Some(*mode),
+            _ => None,
+        }
+    }
+
+    /// The owner, for anything that has one.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        match self {
+            State::File { uid, gid, .. }
+            | State::Dir { uid, gid, .. }
+            | State::Symlink { uid, gid, .. } => Some((*uid, *gid)),
+            _ => None,
+        }
+    }
+}
+
+/// `0666 → 0640`, or `→ 0640` when the mode before is not known.
+fn mode_change(before: Option<u32>, after: u32) -> String {
+    match before {
+        Some(b) => format!("{b:04o} → {after:04o}"),
+        None => format!("→ {after:04o}"),
+    }
+}
+
+impl fmt::Display for Effect {
+    /// One line of a plan: the op, with metadata shown before → after
+    /// (`chmod /p 0666 → 0640`, `chown /p 0:0 → 1000:1000`); paths and
+    /// symlink targets escaped for a terminal.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = self.op.verb();
+        let p = |p: &VPath| escape::line(p.as_str()).into_owned();
+        match &self.op {
+            Op::SetMode { path, mode } => write!(
+                f,
+                "{verb:<7} {} {}",
+                p(path),
+                mode_change(self.before.mode(), *mode)
+            ),
+            Op::SetOwner { path, uid, gid } => {
+                let before = match self.before.owner() {
+                    Some((u, g)) => format!("{u}:{g} "),
+                    None => String::new(),
+                };
+                write!(f, "{verb:<7} {} {before}→ {uid}:{gid}", p(path))
+            }
+            Op::Write {
+                path,
+                content,
+                mode,
+                ..
+            } => match self.before.mode() {
+                Some(b) if b != *mode => write!(
+                    f,
+                    "{verb:<7} {} ({} bytes, mode {})",
+                    p(path),
+                    content.len(),
+                    mode_change(Some(b), *mode)
+                ),
+                _ => self.op.fmt(f),
+            },
+            _ => self.op.fmt(f),
         }
     }
 }
@@ -276,6 +369,9 @@ impl Effect {
             ),
             Op::SetOwner { uid: u, gid: g, .. } => (
                 keep(&|s| {
+                    if let State::File { mode, .. } = s {
+                        *mode = mode_after_chown(*mode);
+                    }
                     if let State::File { uid, gid, .. }
                     | State::Dir { uid, gid, .. }
                     | State::Symlink { uid, gid, .. } = s
@@ -314,26 +410,90 @@ impl Effect {
         }
         let old = as_text(old)?;
         let new = as_text(content)?;
-        let diff = similar::TextDiff::from_lines(old, new);
+        // The names in the header on one line each, whatever the path
+        // holds (the `path` of the effect keeps it exactly).
+        let name = escape::line(path.as_str());
         let old_name = if matches!(self.before, State::Absent) {
             "/dev/null".to_string()
         } else {
-            path.to_string()
+            name.to_string()
         };
-        let text = diff
-            .unified_diff()
-            .context_radius(3)
-            .header(
-                &old_name,
-                &format!("{path} ({})", if planned { "planned" } else { "new" }),
-            )
-            .to_string();
-        Some(text)
+        let new_name = format!("{name} ({})", if planned { "planned" } else { "new" });
+        Some(bounded_diff(old, new, &old_name, &new_name))
     }
+}
+
+/// A regular file's mode after its owner changes: the kernel drops
+/// set-user-ID, and set-group-ID when the file is group-executable.
+pub fn mode_after_chown(mode: u32) -> u32 {
+    let mut mode = mode & !0o4000;
+    if mode & 0o2010 == 0o2010 {
+        mode &= !0o2000;
+    }
+    mode
 }
 
 /// Files larger than this get no diff (shown, journaled or reported).
 const MAX_DIFF_INPUT: usize = 1 << 20;
+/// The most lines one diff shows; the rest is cut, and the diff says so.
+pub const MAX_DIFF_LINES: usize = 2000;
+/// The longest one diff may take: the difference of two texts grows with
+/// the square of the changed lines, so a slower one is cut (the lines past
+/// the cut are shown as removed and added whole), and says so.
+pub const DIFF_TIME: Duration = Duration::from_millis(250);
+/// All the diffs of one process together take at most this long; after
+/// it, diffs are not computed (and each says so), so a plan of many large
+/// rewrites cannot keep the host busy.
+pub const DIFF_TIME_TOTAL: Duration = Duration::from_secs(2);
+
+/// Milliseconds spent on diffs by this process.
+static DIFF_SPENT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// A unified diff of `old` and `new`, at most [`MAX_DIFF_LINES`] lines and
+/// [`DIFF_TIME`] of work; a cut diff ends with a line saying why.
+fn bounded_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    let spent = Duration::from_millis(DIFF_SPENT_MS.load(Ordering::Relaxed));
+    let left = DIFF_TIME_TOTAL.saturating_sub(spent);
+    if left.is_zero() {
+        return format!(
+            "--- {old_name}\n+++ {new_name}\n[diff not computed: this run's diffs took their {} already]\n",
+            crate::units::human(DIFF_TIME_TOTAL)
+        );
+    }
+    let limit = DIFF_TIME.min(left);
+    let start = Instant::now();
+    let diff = similar::TextDiff::configure()
+        .algorithm(similar::Algorithm::Myers)
+        .timeout(limit)
+        .diff_lines(old, new);
+    let timed_out = start.elapsed() >= limit;
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string();
+    DIFF_SPENT_MS.fetch_add(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    cut(text, timed_out.then_some(limit))
+}
+
+/// Cuts `text` after [`MAX_DIFF_LINES`] lines; either cut is said plainly.
+fn cut(text: String, timed_out: Option<Duration>) -> String {
+    let mut out = match text.match_indices('\n').nth(MAX_DIFF_LINES - 1) {
+        Some((i, _)) => {
+            let mut t = text[..=i].to_string();
+            t.push_str(&format!("[diff cut after {MAX_DIFF_LINES} lines]\n"));
+            t
+        }
+        None => text,
+    };
+    if let Some(limit) = timed_out {
+        out.push_str(&format!(
+            "[diff cut at its time limit of {}: past the cut, lines are shown removed and added whole]\n",
+            crate::units::human(limit)
+        ));
+    }
+    out
+}
 
 fn as_text(bytes: &[u8]) -> Option<&str> {
     if bytes.contains(&0) {

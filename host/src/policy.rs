@@ -224,11 +224,13 @@ pub fn describe_pause(p: &serde_json::Value) -> String {
         Some(f) => format!("the fix {f}"),
         None => "every fix".into(),
     };
-    format!(
+    // One line, whatever the record says.
+    crate::escape::line(&format!(
         "{what} paused by {who} at {}: {}",
         p["time"].as_str().unwrap_or("?"),
         p["reason"].as_str().unwrap_or("(no reason given)")
-    )
+    ))
+    .into_owned()
 }
 
 /// A pause record, or `None` when there is none. A record that exists but
@@ -306,6 +308,57 @@ impl Abort {
     }
 }
 
+/// When the host's own work for a run must stop: the run's deadline
+/// (`--timeout`), or a pause. Every host call checks it on entry, and long
+/// work (path resolution, directory listings, log scans, diffs) checks it
+/// as it goes, so none runs on past either by more than a slice.
+#[derive(Clone)]
+pub struct Until {
+    pub deadline: std::time::Instant,
+    /// The `--timeout` the deadline was set from, for the message.
+    pub limit: Duration,
+    pub abort: Abort,
+}
+
+impl Until {
+    /// A deadline `limit` from now.
+    pub fn new(limit: Duration, abort: Abort) -> Until {
+        Until {
+            deadline: std::time::Instant::now() + limit,
+            limit,
+            abort,
+        }
+    }
+
+    /// Never: for work that has no deadline of its own (rollback, tests).
+    pub fn never() -> Until {
+        Until::new(crate::units::MAX_AGE, Abort::default())
+    }
+
+    /// The reason to stop now, if there is one: the pause first.
+    pub fn stop(&self) -> Option<crate::overlay::FsError> {
+        use crate::overlay::FsError;
+        if let Some(why) = self.abort.reason() {
+            return Some(FsError::Aborted(format!("the run was stopped: {why}")));
+        }
+        (std::time::Instant::now() >= self.deadline).then_some(FsError::Deadline(self.limit))
+    }
+
+    /// Like [`Until::stop`], as an `io::Error` for loops that read.
+    pub fn check(&self) -> std::io::Result<()> {
+        if std::time::Instant::now() >= self.deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "deadline",
+            ));
+        }
+        match self.abort.reason() {
+            Some(why) => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, why)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// How often a running fix looks for a pause.
 pub const PAUSE_POLL: Duration = Duration::from_millis(50);
 
@@ -339,25 +392,61 @@ pub fn dry_run_key(
     crate::digest::current().hex(key.to_string().as_bytes())[..32].to_string()
 }
 
-/// Notes a successful dry-run, so a real run of the same can follow.
-pub fn record_dry_run(state: &Path, key: &str, run_id: &str, time: i64) -> std::io::Result<()> {
+/// Notes a successful dry-run and the plan it showed, so a real run of the
+/// same can follow it and be held to that plan. One file, replaced
+/// atomically: `<state>/dry-runs/KEY.json` = `{"run_id", "time",
+/// "plan_digest", "plan"}` (`plan` a saved plan, as `--save-plan` writes).
+pub fn record_dry_run(
+    state: &Path,
+    key: &str,
+    run_id: &str,
+    time: i64,
+    plan: &crate::binding::PlanFile,
+) -> std::io::Result<()> {
     let dir = state.join("dry-runs");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)?;
     let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    std::fs::write(
-        &tmp,
-        serde_json::json!({"run_id": run_id, "time": time}).to_string(),
-    )?;
+    let record = serde_json::json!({
+        "run_id": run_id,
+        "time": time,
+        "plan_digest": plan.digest,
+        "plan": plan,
+    });
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(record.to_string().as_bytes())?;
+    f.sync_data()?;
     std::fs::rename(tmp, dir.join(format!("{key}.json")))
 }
 
-/// The last successful dry-run of `key`: its run id and when (seconds since
-/// the epoch).
-pub fn last_dry_run(state: &Path, key: &str) -> Option<(String, i64)> {
+/// A dry-run a real run can follow.
+#[derive(Debug)]
+pub struct DryRun {
+    pub run_id: String,
+    /// Seconds since the epoch.
+    pub time: i64,
+    /// The digest it recorded for its plan (`None` before plans were
+    /// recorded).
+    pub plan_digest: Option<String>,
+    /// The plan it showed, as a saved plan (unchecked).
+    pub plan: Option<serde_json::Value>,
+}
+
+/// The last successful dry-run of `key`.
+pub fn last_dry_run(state: &Path, key: &str) -> Option<DryRun> {
     let text = std::fs::read_to_string(state.join("dry-runs").join(format!("{key}.json"))).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some((v["run_id"].as_str()?.to_string(), v["time"].as_i64()?))
+    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(DryRun {
+        run_id: v["run_id"].as_str()?.to_string(),
+        time: v["time"].as_i64()?,
+        plan_digest: v["plan_digest"].as_str().map(str::to_string),
+        plan: v.get_mut("plan").map(serde_json::Value::take),
+    })
 }

@@ -88,9 +88,11 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
     let outcome = of("outcome").pop().unwrap_or(Value::Null);
     let run_id = h["run_id"].as_str().unwrap_or_default().to_string();
     let rollbacks = rollbacks_of(state, &run_id);
+    let fix_id = h["fix"]["sha256"].as_str().map(crate::digest::fix_id_of);
     Ok(json!({
         "type": "report",
         "run_id": run_id,
+        "fix_id": fix_id,
         "journal": path.display().to_string(),
         "verification": verdict,
         "header": h,
@@ -102,6 +104,8 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
         "logs": of("logs"),
         "output": of("output"),
         "drift": of("drift"),
+        "plan": of("plan").pop(),
+        "plan_differences": of("plan-difference"),
         "outcome": outcome,
         "rollbacks": rollbacks,
     }))
@@ -112,14 +116,18 @@ pub fn report(state: &Path, run: &str, format: Format, out: &Printer) -> Result<
     let f = facts(state, run)?;
     match format {
         Format::Json => out.raw(&f),
-        Format::Markdown => print!("{}", markdown(&f)),
+        // Each field is escaped where it is put in; the whole once more,
+        // keeping the draft's own line breaks.
+        Format::Markdown => print!("{}", crate::escape::block(&markdown(&f))),
     }
     Ok(Exit::Success)
 }
 
+/// A field on one line, every control escaped: what a fix controls cannot
+/// start a line (or a section) of its own.
 fn s(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => crate::escape::line(s).into_owned(),
         Value::Null => String::new(),
         other => other.to_string(),
     }
@@ -155,11 +163,24 @@ fn effect_line(e: &Value) -> String {
         "rename" => format!("rename `{}` → `{}`", s(&e["from"]), s(&e["to"])),
         "symlink" => format!("symlink `{}` → `{}`", s(&e["link"]), s(&e["target"])),
         "set-mode" => format!(
-            "chmod `{}` {:04o}",
+            "chmod `{}` {}{:04o}",
             s(&e["path"]),
+            e["before"]["mode"]
+                .as_u64()
+                .map(|m| format!("{m:04o} → "))
+                .unwrap_or_default(),
             e["mode"].as_u64().unwrap_or(0)
         ),
-        "set-owner" => format!("chown `{}` {}:{}", s(&e["path"]), e["uid"], e["gid"]),
+        "set-owner" => format!(
+            "chown `{}` {}{}:{}",
+            s(&e["path"]),
+            match (e["before"]["uid"].as_u64(), e["before"]["gid"].as_u64()) {
+                (Some(u), Some(g)) => format!("{u}:{g} → "),
+                _ => String::new(),
+            },
+            e["uid"],
+            e["gid"]
+        ),
         other => format!("{other} `{}`", s(&e["path"])),
     }
 }
@@ -266,12 +287,10 @@ pub fn markdown(f: &Value) -> String {
             &mut m,
             "Fix",
             format!(
-                "`{}`, {} bytes, {} `{}`, sha256 `{}`",
+                "`{}`, {} bytes, `{}`",
                 s(&h["fix"]["path"]),
                 s(&h["fix"]["size"]),
-                h["hash_alg"].as_str().unwrap_or("blake3"),
-                s(&h["fix"]["digest"]),
-                s(&h["fix"]["sha256"])
+                s(&f["fix_id"])
             ),
         );
         row(
@@ -305,7 +324,11 @@ pub fn markdown(f: &Value) -> String {
                 (_, Value::String(id)) => format!("followed dry-run `{id}`"),
                 _ => "not required".to_string(),
             };
-            row(&mut m, "Guards", format!("{w}; dry-run first: {d}"));
+            row(
+                &mut m,
+                "Guards",
+                format!("{w}; dry-run first: {d}{}", plan_binding(&p["plan"])),
+            );
         }
         let rbs = f["rollbacks"].as_array().cloned().unwrap_or_default();
         row(
@@ -334,7 +357,7 @@ pub fn markdown(f: &Value) -> String {
             let _ = writeln!(m, "(none)");
         }
         for (k, v) in params {
-            let _ = writeln!(m, "- `{k}` = `{}`", s(&v));
+            let _ = writeln!(m, "- `{}` = `{}`", crate::escape::line(&k), s(&v));
         }
         if man.is_object() {
             let _ = writeln!(m, "\n## What the manifest declares\n");
@@ -388,8 +411,9 @@ pub fn markdown(f: &Value) -> String {
         );
         if let Some(d) = e["diff"].as_str() {
             let _ = writeln!(m, "\n   ```diff");
-            for line in d.lines() {
-                let _ = writeln!(m, "   {line}");
+            for line in d.split_inclusive('\n') {
+                let line = line.strip_suffix('\n').unwrap_or(line);
+                let _ = writeln!(m, "   {}", crate::escape::line(line));
             }
             let _ = writeln!(m, "   ```\n");
         }
@@ -451,15 +475,25 @@ pub fn markdown(f: &Value) -> String {
         "Messages from the fix",
         &list("messages")
             .iter()
-            .map(|x| format!("{}: {}", s(&x["level"]), s(&x["text"])))
+            .map(|x| {
+                let pass = match x["pass"].as_u64() {
+                    Some(2) => crate::output::SECOND_PASS,
+                    _ => "",
+                };
+                format!("{}: {pass}{}", s(&x["level"]), s(&x["text"]))
+            })
             .collect::<Vec<_>>(),
     );
     for o in list("output") {
-        let _ = writeln!(
-            m,
-            "\n## Output of the fix\n\n```\n{}\n```",
-            s(&o["text"]).trim_end()
-        );
+        let title = match o["pass"].as_u64() {
+            Some(2) => "Output of the fix (idempotency pass)",
+            _ => "Output of the fix",
+        };
+        let _ = writeln!(m, "\n## {title}\n\n```");
+        for line in o["text"].as_str().unwrap_or("").trim_end().split('\n') {
+            let _ = writeln!(m, "{}", crate::escape::line(line));
+        }
+        let _ = writeln!(m, "```");
     }
     section(
         &mut m,
@@ -507,4 +541,33 @@ pub fn markdown(f: &Value) -> String {
         "\n## To discuss\n\n- What was the situation, and what did we know when we ran this?\n- What went well?\n- What was hard or surprising?\n- Action items (owner, date):\n"
     );
     m
+}
+
+/// What the run's plan was held to, for the Guards row (nothing when it
+/// was not compared).
+fn plan_binding(p: &Value) -> String {
+    if p["compared"] != json!(true) {
+        return String::new();
+    }
+    let r = &p["reviewed"];
+    let reviewed = match r["file"].as_str() {
+        Some(f) => format!("the saved plan `{f}`"),
+        None => format!(
+            "the plan of dry-run `{}`",
+            r["dry_run"].as_str().unwrap_or("?")
+        ),
+    };
+    if p["matches"] == json!(true) {
+        return format!("; plan: the same as {reviewed}");
+    }
+    let n = &p["differences"];
+    let how = match (&p["accept_new_plan"], p["nothing_to_commit"] == json!(true)) {
+        (Value::Object(a), _) => format!(
+            "accepted with --accept-new-plan: {}",
+            a["reason"].as_str().unwrap_or("")
+        ),
+        (_, true) => "nothing to commit".to_string(),
+        _ => "refused".to_string(),
+    };
+    format!("; plan: {n} difference(s) from {reviewed}, {how}")
 }

@@ -12,8 +12,10 @@ use crate::output::Printer;
 use crate::run::Stop;
 use crate::sandbox::{ALLOWED_IMPORTS, Sandbox};
 
-/// The capability an import gives, for grouping.
-fn group(import: &str) -> &'static str {
+/// The capability an import gives, for grouping. The Python runtime's
+/// `script` and sockets imports are its own; a fix component's sockets
+/// are refused.
+fn group(import: &str, runtime: bool) -> &'static str {
     let bare = import.split('@').next().unwrap_or(import);
     match bare {
         "defops:fix/fs" => "files",
@@ -21,12 +23,14 @@ fn group(import: &str) -> &'static str {
         "defops:fix/context" => "context",
         "defops:fix/report" => "messages",
         "defops:fix/types" => "types",
+        "defops:fix/script" if runtime => "script",
+        b if runtime && b.starts_with("wasi:sockets/") => "sockets",
         _ if ALLOWED_IMPORTS.contains(&bare) => "std",
         _ => "refused",
     }
 }
 
-const GROUPS: [(&str, &str); 7] = [
+const GROUPS: [(&str, &str); 9] = [
     ("files", "the granted files (defops:fix/fs)"),
     ("logs", "the granted logs (defops:fix/logs)"),
     ("context", "params, the dry-run flag, the host name"),
@@ -34,7 +38,12 @@ const GROUPS: [(&str, &str); 7] = [
     ("types", "shared types"),
     (
         "std",
-        "what Rust's std needs: stdout/stderr, clocks, random, an empty file system",
+        "what a standard library needs: stdout/stderr, clocks, random, an empty file system",
+    ),
+    ("script", "the Python fix's source, handed to the runtime"),
+    (
+        "sockets",
+        "linked, always denied: no TCP, no UDP, no name lookup (the Python runtime's libc imports them)",
     ),
     (
         "refused",
@@ -44,22 +53,39 @@ const GROUPS: [(&str, &str); 7] = [
 
 /// Everything `inspect` says about one component.
 pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Value, Stop> {
-    let (bytes, imports) = sandbox.imports(path, cache).map_err(|e| {
-        let exit = Exit::Usage;
-        Stop::new(exit, e)
-    })?;
+    let script = crate::python::is_script(path);
+    let (bytes, imports, runtime) = match script {
+        true => sandbox
+            .script_imports(path, cache)
+            .map(|(b, i, r)| (b, i, Some(r))),
+        false => sandbox.imports(path, cache).map(|(b, i)| (b, i, None)),
+    }
+    .map_err(|e| Stop::new(Exit::Usage, e))?;
     let mut groups = serde_json::Map::new();
     for (g, _) in GROUPS {
         groups.insert(g.into(), json!([]));
     }
     for i in &imports {
-        if let Some(Value::Array(list)) = groups.get_mut(group(i)) {
+        if let Some(Value::Array(list)) = groups.get_mut(group(i, script)) {
             list.push(json!(i));
         }
     }
     let uses = |g: &str| groups[g].as_array().is_some_and(|l| !l.is_empty());
     let mut problems: Vec<String> = Vec::new();
-    let (manifest, manifest_error) = match manifest::embedded(&bytes) {
+    let text = match script {
+        true => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(crate::python::manifest_text),
+        false => manifest::embedded(&bytes),
+    };
+    let (manifest, manifest_error) = match text {
+        None if script => {
+            problems.push(format!(
+                "no manifest: {} has no `# /// script` block with a [tool.defops] table, so nothing declares what it may touch; see `defops-wasm new NAME --lang python`",
+                path.display()
+            ));
+            (None, None)
+        }
         None => {
             problems.push(format!(
                 "no embedded manifest: nothing declares what it may touch; embed one with `defops-wasm embed {} manifest.toml`",
@@ -92,7 +118,9 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
                 .unwrap_or_default()
         ));
     }
-    if let Some(m) = &manifest {
+    // The runtime imports every interface whatever the script uses: only
+    // a component's imports say what it can do.
+    if let Some(m) = manifest.as_ref().filter(|_| !script) {
         let paths = !m.read_write.is_empty() || !m.read_only.is_empty();
         if uses("logs") && m.logs.is_empty() {
             problems.push("imports the logs interface but declares no logs".into());
@@ -108,24 +136,38 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
         }
     }
     let sig = signature_path(path);
+    let digests = digests(&bytes);
     Ok(json!({
         "type": "inspect",
         "path": path.display().to_string(),
+        "fix_id": digests["fix_id"],
         "size": bytes.len(),
-        "digests": digests(&bytes),
+        "digests": digests,
         "manifest": manifest,
         "manifest_error": manifest_error,
         "imports": groups,
         "consistent": problems.is_empty(),
         "problems": problems,
         "signature": sig.exists().then(|| sig.display().to_string()),
+        "language": if script { "python" } else { "wasm" },
+        "runtime": runtime.map(|r| json!({
+            "path": r.path.display().to_string(),
+            "blake3": r.blake3,
+            "sha256": r.sha256,
+        })),
     }))
 }
 
-/// Both digests of a component: `{"blake3", "sha256"}`.
+/// A component's identity and both digests: `{"fix_id", "blake3",
+/// "sha256"}` (`fix_id` is `sha256:<hex>`, the form shown to people).
 pub fn digests(bytes: &[u8]) -> Value {
     use crate::digest::Alg;
-    json!({"blake3": Alg::Blake3.hex(bytes), "sha256": Alg::Sha256.hex(bytes)})
+    let sha256 = Alg::Sha256.hex(bytes);
+    json!({
+        "fix_id": crate::digest::fix_id_of(&sha256),
+        "blake3": Alg::Blake3.hex(bytes),
+        "sha256": sha256,
+    })
 }
 
 /// Writes `bytes` to `dest` by a temporary file renamed over it, so `dest`
@@ -168,10 +210,18 @@ fn sandbox() -> Result<Sandbox, Stop> {
 }
 
 fn print_report(r: &Value, out: &Printer) {
-    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    // Every field on one line, escaped: a manifest's text is the fix
+    // author's.
+    let s = |v: &Value| crate::escape::line(v.as_str().unwrap_or("")).into_owned();
     out.note(&format!("{}  {} bytes", s(&r["path"]), r["size"]));
-    out.note(&format!("  blake3  {}", s(&r["digests"]["blake3"])));
-    out.note(&format!("  sha256  {}", s(&r["digests"]["sha256"])));
+    out.note(&format!("  {}", s(&r["fix_id"])));
+    if r["runtime"].is_object() {
+        out.note(&format!(
+            "  runtime   {} sha256:{}",
+            s(&r["runtime"]["path"]),
+            s(&r["runtime"]["sha256"])
+        ));
+    }
     let m = &r["manifest"];
     if m.is_object() {
         out.note(&format!(
@@ -201,7 +251,7 @@ fn print_report(r: &Value, out: &Printer) {
         for p in m["params"].as_array().into_iter().flatten() {
             let how = match (&p["required"], &p["default"]) {
                 (Value::Bool(true), _) => "required".to_string(),
-                (_, Value::String(d)) => format!("default {d:?}"),
+                (_, Value::String(d)) => format!("default \"{}\"", crate::escape::line(d)),
                 _ => "optional".to_string(),
             };
             out.note(&format!(
@@ -210,8 +260,13 @@ fn print_report(r: &Value, out: &Printer) {
                 s(&p["description"])
             ));
         }
+        if m["params"].as_array().is_none_or(Vec::is_empty) {
+            out.note("  param       (none: a run with any --param is refused)");
+        }
     } else {
-        out.note("manifest  none");
+        out.note(
+            "manifest  none: any --param is passed on unchecked, and the grants are not checked",
+        );
     }
     out.note("imports");
     for (g, what) in GROUPS {
@@ -224,7 +279,7 @@ fn print_report(r: &Value, out: &Printer) {
         }
     }
     if let Some(sig) = r["signature"].as_str() {
-        out.note(&format!("signature {sig}"));
+        out.note(&format!("signature {}", crate::escape::line(sig)));
     }
     match r["consistent"] == json!(true) {
         true => out.note("verdict   the manifest and the imports agree"),
@@ -264,9 +319,10 @@ fn list_diff(old: &Value, new: &Value) -> (Vec<Value>, Vec<Value>) {
     )
 }
 
-/// `inspect OLD NEW`: what changed, for re-review. Exit 0 when the
-/// capabilities are the same, 1 when anything a reviewer must look at
-/// changed.
+/// `inspect OLD NEW`: what changed, for re-review. Exit 0 when the two are
+/// the same binary, 1 when anything changed: the manifest, the imports, or
+/// only the code (a reviewer looks at new code again; its signature no
+/// longer verifies).
 pub fn inspect_diff(
     old: &Path,
     new: &Path,
@@ -310,16 +366,9 @@ pub fn inspect_diff(
             "changes": changes,
         }));
     } else {
-        out.note(&format!(
-            "{} -> {}",
-            a["path"].as_str().unwrap_or(""),
-            b["path"].as_str().unwrap_or("")
-        ));
-        out.note(&format!(
-            "  sha256  {} -> {}",
-            a["digests"]["sha256"].as_str().unwrap_or(""),
-            b["digests"]["sha256"].as_str().unwrap_or("")
-        ));
+        let s = |v: &Value| crate::escape::line(v.as_str().unwrap_or("")).into_owned();
+        out.note(&format!("{} -> {}", s(&a["path"]), s(&b["path"])));
+        out.note(&format!("  {} -> {}", s(&a["fix_id"]), s(&b["fix_id"])));
         if changes.is_empty() {
             out.note(match same_code {
                 true => "the same binary",
@@ -328,14 +377,16 @@ pub fn inspect_diff(
         }
         for c in &changes {
             let what = c["what"].as_str().unwrap_or("");
+            let b = |v: &Value| crate::escape::line(&brief(v)).into_owned();
             if c.get("added").is_some() {
                 for v in c["added"].as_array().into_iter().flatten() {
-                    out.note(&format!("  + {what}: {}", brief(v)));
+                    out.note(&format!("  + {what}: {}", b(v)));
                 }
                 for v in c["removed"].as_array().into_iter().flatten() {
-                    out.note(&format!("  - {what}: {}", brief(v)));
+                    out.note(&format!("  - {what}: {}", b(v)));
                 }
             } else {
+                // JSON's quoting: every control escaped.
                 out.note(&format!("  ~ {what}: {} -> {}", c["old"], c["new"]));
             }
         }
@@ -343,7 +394,7 @@ pub fn inspect_diff(
             out.note("the new version's manifest and imports DISAGREE (see inspect)");
         }
     }
-    Ok(match changes.is_empty() {
+    Ok(match changes.is_empty() && same_code {
         true => Exit::Success,
         false => Exit::FixFailed,
     })
@@ -374,7 +425,7 @@ pub fn embed(
     output: Option<&Path>,
     out: &Printer,
 ) -> Result<Exit, Stop> {
-    let text = std::fs::read_to_string(manifest_path).map_err(|e| {
+    let text = crate::regular_file::read_to_string(manifest_path).map_err(|e| {
         Stop::new(
             Exit::Usage,
             format!("cannot read {}: {e}", manifest_path.display()),
@@ -386,7 +437,7 @@ pub fn embed(
             format!("{}: {}; fix the manifest", manifest_path.display(), e),
         )
     })?;
-    let wasm = std::fs::read(fix)
+    let wasm = crate::regular_file::read(fix)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot read {}: {e}", fix.display())))?;
     if wasm.len() < 8 || wasm[..4] != *b"\0asm" || wasm[4..8] == [1, 0, 0, 0] {
         return Err(Stop::new(
@@ -408,11 +459,11 @@ pub fn embed(
     match out.is_json() {
         true => out.raw(&r),
         false => out.note(&format!(
-            "embedded the manifest of {} {} into {} (sha256 {})",
+            "embedded the manifest of {} {} into {} ({})",
             m.name,
             m.version,
-            dest.display(),
-            r["sha256"].as_str().unwrap_or("")
+            crate::escape::line(&dest.display().to_string()),
+            r["fix_id"].as_str().unwrap_or("")
         )),
     }
     Ok(Exit::Success)
@@ -421,6 +472,13 @@ pub fn embed(
 /// `approve FIX --key KEY`: `ssh-keygen -Y sign -f KEY -n defops-wasm FIX`,
 /// after showing what is being approved.
 pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
+    // ssh-keygen would wait on a FIFO given as the key: refuse it here.
+    crate::regular_file::open(key).map_err(|e| {
+        Stop::new(
+            Exit::Usage,
+            format!("cannot read the key {}: {e}", key.display()),
+        )
+    })?;
     let sb = sandbox()?;
     let r = report(fix, &sb, None)?;
     if !out.is_json() {
@@ -428,7 +486,7 @@ pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
     }
     // Signed from stdin so that the new signature replaces an old one only
     // once it exists.
-    let input = std::fs::File::open(fix)
+    let input = crate::regular_file::open(fix)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot read {}: {e}", fix.display())))?;
     let output = std::process::Command::new("ssh-keygen")
         .args(["-q", "-Y", "sign", "-n", crate::approval::NAMESPACE, "-f"])
@@ -459,14 +517,16 @@ pub fn approve(fix: &Path, key: &Path, out: &Printer) -> Result<Exit, Stop> {
         "type": "approve",
         "fix": fix.display().to_string(),
         "signature": sig.display().to_string(),
+        "fix_id": r["fix_id"],
         "sha256": r["digests"]["sha256"],
         "consistent": r["consistent"],
     });
     match out.is_json() {
         true => out.raw(&v),
         false => out.note(&format!(
-            "approved: {} (namespace {})",
-            sig.display(),
+            "approved: {} signs {} (namespace {})",
+            crate::escape::line(&sig.display().to_string()),
+            r["fix_id"].as_str().unwrap_or(""),
             crate::approval::NAMESPACE
         )),
     }

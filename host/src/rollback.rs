@@ -416,7 +416,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     if !drifts.is_empty() && !req.force {
         let list = drift_list(&drifts);
         for l in &list {
-            out.note(&format!("drift: {l}"));
+            out.note(&format!("drift: {}", crate::escape::line(l)));
         }
         refusal = Some(Stop::new(
             Exit::Refused,

@@ -24,6 +24,11 @@ use crate::policy::RunLock;
 use crate::sandbox::{GuestEnd, Limiter, Limits, OutputBudget, Sandbox};
 use crate::world::RunState;
 
+mod dry_run_first;
+
+pub use dry_run_first::quote;
+use dry_run_first::{Reviewed, dry_run_gate};
+
 /// What the operator asked for.
 pub struct RunRequest {
     pub fix: PathBuf,
@@ -52,6 +57,13 @@ pub struct RunRequest {
     pub allowed_signers: Option<PathBuf>,
     /// `--signature FILE` (default: FIX.wasm.sig).
     pub signature: Option<PathBuf>,
+    /// `--save-plan FILE` (dry-runs): where to save the plan.
+    pub save_plan: Option<PathBuf>,
+    /// `--plan FILE` (real runs): the saved plan this run must make.
+    pub plan: Option<PathBuf>,
+    /// `--accept-new-plan --reason TEXT`: commit a plan that differs from
+    /// the dry-run's.
+    pub accept_new_plan: Option<String>,
 }
 
 /// Ends a run early with a message and an exit code.
@@ -185,6 +197,20 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;
+    // A saved plan is read and checked, and where one will be saved is
+    // checked, before the fix runs.
+    let save_target = req
+        .save_plan
+        .as_deref()
+        .map(|p| crate::binding::check_save_path(p, &grants))
+        .transpose()
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    let saved_plan = req
+        .plan
+        .as_ref()
+        .map(|p| crate::binding::PlanFile::read(p).map(|f| Reviewed::from_file(p.clone(), f)))
+        .transpose()
+        .map_err(|e| Stop::new(e.exit(), e))?;
     let grants = Arc::new(grants);
     let config = Config::load(req.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))?;
     crate::digest::choose(config.digest()).map_err(|e| Stop::new(Exit::Usage, e))?;
@@ -219,7 +245,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let loaded_in = started.elapsed();
 
     // What the fix declares: the grants must lie within it.
-    let manifest = check_manifest(&req, &loaded)?;
+    let manifest = check_manifest(&req, &loaded, &grants)?;
     if let Some(m) = &manifest
         && !names.contains(&m.name)
     {
@@ -247,20 +273,31 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .map(|g| json!({"path": g, "access": "log"})),
     );
     tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded; checking the guards");
+    let fix_sha256 = loaded.sha256();
     let dry_run_key =
         crate::policy::dry_run_key(&loaded.digest, &grants_json, &req.params, &hostname());
+    let made_for =
+        crate::binding::MadeFor::new(&loaded.digest, &grants_json, &req.params, &hostname());
+    if let (Some(saved), Some(path)) = (&saved_plan, &req.plan) {
+        saved
+            .file
+            .check_made_for(path, crate::digest::current(), &made_for)
+            .map_err(|e| Stop::new(e.exit(), e))?;
+    }
+    // The plan this run is held to, or why there is none.
+    let mut reviewed: Result<Reviewed, String> = Err(String::new());
     if !req.dry_run {
-        policy.insert(
-            "dry_run_first".into(),
-            dry_run_gate(
-                &req,
-                &config,
-                &state_dir,
-                &dry_run_key,
-                &fix_name,
-                &loaded.digest,
-            )?,
-        );
+        let (record, found) = dry_run_gate(
+            &req,
+            &config,
+            &state_dir,
+            &dry_run_key,
+            &fix_name,
+            &crate::digest::fix_id_of(&fix_sha256),
+            saved_plan,
+        )?;
+        policy.insert("dry_run_first".into(), record);
+        reviewed = found;
     }
     // A real run holds the lock from before the fix plans until the commit
     // is done, so two never interleave.
@@ -281,6 +318,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "type": "start",
         "run_id": run_id,
         "fix": req.fix.display().to_string(),
+        "fix_id": crate::digest::fix_id_of(&fix_sha256),
         "digest": loaded.digest,
         "hash_alg": crate::digest::current().name(),
         "size": loaded.size,
@@ -294,6 +332,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     let mut wasi = wasmtime_wasi::WasiCtx::builder();
     wasi.stdout(output.clone()).stderr(output.clone());
     let sink = out.message_sink();
+    // From here, as the sandbox's own timer: loading the fix does not count.
+    let until = crate::policy::Until::new(req.limits.deadline, abort.clone());
     let state = RunState {
         wasi: wasi.build(),
         table: wasmtime::component::ResourceTable::new(),
@@ -303,34 +343,64 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
                 max_read: req.limits.max_memory,
                 max_plan_bytes: req.limits.max_memory.saturating_mul(4),
             },
-        ),
+        )
+        .with_until(until.clone()),
         params: req.params.clone(),
         dry_run: req.dry_run,
         hostname: hostname(),
         messages: Vec::new(),
-        denials: Vec::new(),
+        denials: Default::default(),
         limiter: Limiter::new(req.limits.max_memory),
         output: output.clone(),
         on_message: sink,
         logs: Arc::new(logs),
         log_reads: Vec::new(),
-        until: crate::logs::Until {
-            deadline: started + req.limits.deadline,
-            abort: abort.clone(),
-        },
+        until,
         second_pass: None,
+        pass: 1,
+        second_from: None,
         flip_precondition: req.flip_precondition,
         flipped: None,
+        script: loaded.script.clone(),
     };
     let (state, end) = sandbox.execute(&loaded, state, &req.limits);
     tracing::info!(?end, "the fix returned");
     let ran_in = started.elapsed() - loaded_in;
     let fix_output = output.take();
-    out.fix_output(&fix_output);
-    for d in &state.denials {
-        out.denial(d);
+    // What came from a dry-run's idempotency pass (the second `apply`) is
+    // marked as such, on the screen, in JSON and in the journal.
+    let from = state.second_from.unwrap_or(crate::world::PassStart {
+        denials: usize::MAX,
+        log_reads: usize::MAX,
+        output: usize::MAX,
+    });
+    let pass_of = |i: usize, start: usize| if i >= start { 2u8 } else { 1 };
+    let split = from.output.min(fix_output.len());
+    let outputs = [(&fix_output[..split], 1u8), (&fix_output[split..], 2)];
+    for (bytes, pass) in outputs {
+        out.fix_output(bytes, pass);
     }
-    let denied = state.denials.len();
+    let denials = state.denials.records();
+    for (i, d) in denials.iter().enumerate() {
+        out.denial(d, pass_of(i, from.denials));
+    }
+    let denied = state.denials.total();
+    let second_pass = state.second_pass;
+    let flipped = state.flipped;
+    let plan = state.overlay.into_plan();
+
+    let canonical = dry_run_first::canonical_plan(&end, flipped.is_some(), &plan, made_for);
+    let binding = (!req.dry_run).then(|| {
+        dry_run_first::bind(
+            reviewed.as_ref().map_err(String::as_str),
+            canonical.as_ref().map(|(c, d)| (c, d.as_str())),
+            !plan.effects.is_empty(),
+            req.accept_new_plan.as_deref(),
+        )
+    });
+    if let Some(b) = &binding {
+        policy.insert("plan".into(), b.record.clone());
+    }
 
     // The journal: what ran, what it said, what it planned or changed.
     let mut journal = Journal::create(&state_dir, &run_id).map_err(journal_error)?;
@@ -344,10 +414,16 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "fix": {
             "path": req.fix.display().to_string(),
             "name": fix_name,
-            "sha256": loaded.sha256(),
+            "sha256": fix_sha256,
             "manifest": manifest,
             "digest": loaded.digest,
             "size": loaded.size,
+            "language": if loaded.script.is_some() { "python" } else { "wasm" },
+            "runtime": loaded.runtime.as_ref().map(|r| json!({
+                "path": r.path.display().to_string(),
+                "digest": r.digest,
+                "sha256": r.sha256,
+            })),
         },
         "grants": grants_json,
         "params": req.params,
@@ -363,34 +439,47 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         state
             .messages
             .iter()
-            .map(|m| json!({"type": "message", "level": m.level, "text": m.text})),
+            .map(|m| json!({"type": "message", "level": m.level, "text": m.text, "pass": m.pass})),
     );
-    records.extend(
-        state
-            .denials
-            .iter()
-            .map(|d| json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason})),
-    );
-    for read in &state.log_reads {
-        out.log_read(read);
+    records.extend(denials.iter().enumerate().map(|(i, d)| {
+        json!({"type": "denied", "call": d.call, "path": d.path, "reason": d.reason, "pass": pass_of(i, from.denials)})
+    }));
+    for (i, read) in state.log_reads.iter().enumerate() {
         let mut r = read.clone();
+        r["pass"] = json!(pass_of(i, from.log_reads));
+        out.log_read(&r);
         r["type"] = json!("logs");
         records.push(r);
     }
-    if !fix_output.is_empty() {
-        records.push(json!({"type": "output", "text": String::from_utf8_lossy(&fix_output)}));
+    for (bytes, pass) in outputs {
+        if !bytes.is_empty() {
+            records.push(
+                json!({"type": "output", "text": String::from_utf8_lossy(bytes), "pass": pass}),
+            );
+        }
+    }
+    if let Some((c, digest)) = &canonical {
+        records.push(json!({"type": "plan", "digest": digest, "effects": c.effects.len()}));
+    }
+    if let Some(b) = binding.as_ref().filter(|b| !b.differences.is_empty()) {
+        out.plan_differences(&b.title, &b.differences);
+        records.extend(
+            b.differences
+                .iter()
+                .take(crate::binding::MAX_SHOWN)
+                .map(|d| d.to_json()),
+        );
     }
     for r in records {
         journal.append(r).map_err(journal_error)?;
     }
-    let second_pass = state.second_pass;
-    let flipped = state.flipped;
-    let plan = state.overlay.into_plan();
+    let refusal = binding.as_ref().and_then(|b| b.refusal.clone());
 
     let mut summary = json!({
         "type": "summary",
         "run_id": run_id,
         "dry_run": req.dry_run,
+        "fix_id": crate::digest::fix_id_of(&fix_sha256),
         "digest": loaded.digest,
         "changed": 0,
         "unchanged": plan.unchanged,
@@ -401,11 +490,21 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         },
     });
 
+    if let Some((_, digest)) = &canonical {
+        summary["plan_digest"] = json!(digest);
+    }
     let exit = match end {
         GuestEnd::NotNeeded(why) => {
             summary["outcome"] = json!("not-needed");
             summary["check"] = json!({"applies": false, "reason": why});
-            Exit::Success
+            match &refusal {
+                None => Exit::Success,
+                Some(r) => {
+                    summary["outcome"] = json!("refused");
+                    summary["error"] = json!(r);
+                    Exit::Refused
+                }
+            }
         }
         GuestEnd::Failed { phase, message } => {
             let exit = if denied > 0 {
@@ -452,8 +551,12 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             let mut check_record = check_json;
             check_record["type"] = json!("check");
             journal.append(check_record).map_err(journal_error)?;
-            out.plan(&plan, req.dry_run);
-            if req.dry_run {
+            out.plan(&plan, req.dry_run || refusal.is_some());
+            if let Some(r) = &refusal {
+                summary["outcome"] = json!("refused");
+                summary["error"] = json!(r);
+                Exit::Refused
+            } else if req.dry_run {
                 journal_plan(&mut journal, &plan).map_err(journal_error)?;
                 let (idempotent, record) = idempotency(second_pass.as_ref());
                 out.idempotency(&record);
@@ -485,6 +588,23 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
             .append(json!({"type": "check", "applies": false, "reason": check["reason"]}))
             .map_err(journal_error)?;
     }
+    // A successful dry-run's plan: saved when asked, and recorded below for
+    // the real run that follows.
+    let mut exit = exit;
+    let reviewed_plan = match (&canonical, req.dry_run && exit == Exit::Success) {
+        (Some((c, _)), true) => {
+            let made = crate::binding::Made {
+                dry_run: run_id.clone(),
+                time: rfc3339(started_at),
+                fix: req.fix.display().to_string(),
+                fix_name: fix_name.clone(),
+                outcome: summary["outcome"].as_str().unwrap_or_default().to_string(),
+                idempotent: summary["idempotent"].as_bool(),
+            };
+            dry_run_first::save_plan(c, made, save_target.as_deref(), &mut summary, &mut exit)
+        }
+        _ => None,
+    };
     summary["exit_code"] = json!(exit.code());
     let mut outcome = json!({
         "type": "outcome",
@@ -504,9 +624,9 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     // A dry-run changed nothing: its record need not cost a sync.
     if !req.dry_run {
         journal.sync().map_err(journal_error)?;
-    } else if exit == Exit::Success && flipped.is_none() {
-        // What a real run of the same must follow.
-        crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at)
+    } else if let (Some(file), Exit::Success) = (&reviewed_plan, exit) {
+        // What a real run of the same must follow, and the plan it is held to.
+        crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at, file)
             .map_err(journal_error)?;
     }
     summary["head"] = json!(journal.head());
@@ -636,90 +756,6 @@ fn window_gate(config: &Config, on_call: Option<&str>) -> Result<serde_json::Val
     }
 }
 
-/// Dry-run before real: a successful dry-run of the same fix digest,
-/// grants and params on this host, recent enough; the record for the
-/// journal header.
-fn dry_run_gate(
-    req: &RunRequest,
-    config: &Config,
-    state: &std::path::Path,
-    key: &str,
-    fix_name: &str,
-    digest: &str,
-) -> Result<serde_json::Value, Stop> {
-    if let Some(reason) = &req.no_dry_run_first {
-        return Ok(json!({"override": {"reason": reason}}));
-    }
-    let rule = config.dry_run_first;
-    if !rule.required {
-        return Ok(json!({"required": false}));
-    }
-    let max_age = rule.max_age.as_secs() as i64;
-    let age_text = crate::sandbox::humantime(rule.max_age);
-    match crate::policy::last_dry_run(state, key) {
-        Some((run_id, at)) if now_secs() - at <= max_age => {
-            Ok(json!({"required": true, "dry_run": run_id, "time": rfc3339(at)}))
-        }
-        last => {
-            let why = match last {
-                Some((run_id, at)) => format!(
-                    "the last dry-run of {fix_name} with these grants and params ({run_id}, {}) is older than {age_text}",
-                    rfc3339(at)
-                ),
-                None => format!(
-                    "no successful dry-run of {fix_name} (digest {}) with these grants and params on this host in the last {age_text}",
-                    &digest[..digest.len().min(16)]
-                ),
-            };
-            Err(Stop::new(
-                Exit::Refused,
-                format!("refused: {why}; run it first: {}", dry_run_command(req)),
-            ))
-        }
-    }
-}
-
-/// The command line of a dry-run with the same fix, grants and params.
-fn dry_run_command(req: &RunRequest) -> String {
-    let mut words = vec![
-        "defops-wasm".to_string(),
-        "run".into(),
-        quote(&req.fix.display().to_string()),
-    ];
-    for (path, access) in &req.grants {
-        let flag = match access {
-            Access::ReadWrite => "--allow",
-            Access::ReadOnly => "--allow-ro",
-        };
-        words.push(format!("{flag} {}", quote(&path.display().to_string())));
-    }
-    for glob in &req.logs {
-        words.push(format!("--allow-log {}", quote(glob)));
-    }
-    for (k, v) in &req.params {
-        words.push(format!("--param {}", quote(&format!("{k}={v}"))));
-    }
-    if req.state_dir_given {
-        words.push(format!(
-            "--state-dir {}",
-            quote(&req.state_dir.display().to_string())
-        ));
-    }
-    words.push("--dry-run".into());
-    words.join(" ")
-}
-
-/// `s` quoted for a POSIX shell when it needs to be.
-pub fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,@+%".contains(&b));
-    match plain {
-        true => s.to_string(),
-        false => format!("'{}'", s.replace('\'', "'\\''")),
-    }
-}
-
 /// Refuses a real run while a pause covers `names`.
 fn refuse_if_paused(state: &std::path::Path, names: &[String]) -> Result<(), Stop> {
     match crate::policy::paused_for(state, names) {
@@ -743,9 +779,10 @@ fn refuse_if_paused(state: &std::path::Path, names: &[String]) -> Result<(), Sto
 fn check_manifest(
     req: &RunRequest,
     loaded: &crate::sandbox::Loaded,
+    grants: &Grants,
 ) -> Result<Option<Manifest>, Stop> {
     let fix = req.fix.display();
-    let text = match crate::manifest::embedded(&loaded.bytes) {
+    let text = match loaded.manifest_text() {
         None => return Ok(None),
         Some(Err(e)) => return Err(Stop::new(Exit::Usage, format!("{fix}: {e}"))),
         Some(Ok(t)) => t,
@@ -753,9 +790,13 @@ fn check_manifest(
     let m = Manifest::parse(&text).map_err(|e| {
         Stop::new(
             Exit::Usage,
-            format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
+            match loaded.script {
+                Some(_) => format!("{fix}: the [tool.defops] metadata is invalid: {e}; fix the `# /// script` block"),
+                None => format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
+            },
         )
     })?;
+    refuse_undeclared_params(&m, &req.params, &fix.to_string())?;
     let missing = m.missing_params(&req.params);
     if !missing.is_empty() {
         return Err(Stop::new(
@@ -771,15 +812,16 @@ fn check_manifest(
             ),
         ));
     }
-    // The operator's grants as absolute paths, like the manifest's.
-    let absolute = |access: Access| -> Vec<PathBuf> {
-        req.grants
+    // The grants in the canonical form the sandbox enforces (symlinks and
+    // `..` resolved when they were opened), like the manifest's paths.
+    let canonical = |access: Access| -> Vec<PathBuf> {
+        grants
             .iter()
-            .filter(|(_, a)| *a == access)
-            .map(|(p, _)| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .filter(|g| g.access == access)
+            .map(|g| PathBuf::from(g.path.as_str()))
             .collect()
     };
-    let (rw, ro) = (absolute(Access::ReadWrite), absolute(Access::ReadOnly));
+    let (rw, ro) = (canonical(Access::ReadWrite), canonical(Access::ReadOnly));
     let logs: Vec<&str> = req.logs.iter().map(String::as_str).collect();
     let (rw, ro): (Vec<&std::path::Path>, Vec<&std::path::Path>) = (
         rw.iter().map(PathBuf::as_path).collect(),
@@ -797,6 +839,42 @@ fn check_manifest(
         )
     })?;
     Ok(Some(m))
+}
+
+/// A `--param` the manifest does not declare is a typo or a fix of another
+/// version: refused before the fix runs, so it never runs with a default
+/// instead.
+fn refuse_undeclared_params(
+    m: &Manifest,
+    params: &BTreeMap<String, String>,
+    fix: &str,
+) -> Result<(), Stop> {
+    let undeclared = m.undeclared_params(params);
+    if undeclared.is_empty() {
+        return Ok(());
+    }
+    Err(Stop::new(
+        Exit::Usage,
+        format!(
+            "{} {} does not declare {}; it declares {}. Check the spelling; see `defops-wasm inspect {fix}`",
+            m.name,
+            m.version,
+            undeclared
+                .iter()
+                .map(|k| format!("--param {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match m.params.is_empty() {
+                true => "no params".to_string(),
+                false => m
+                    .params
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        ),
+    ))
 }
 
 /// A reviewer's signature, when the request or the configuration requires
@@ -819,7 +897,7 @@ fn check_approval(
                 "--require-approval needs --allowed-signers FILE (or allowed-signers in the [approval] section of the configuration)",
             )
         })?;
-    let signers_text = std::fs::read_to_string(&signers_path).map_err(|e| {
+    let signers_text = crate::regular_file::read_to_string(&signers_path).map_err(|e| {
         Stop::new(
             Exit::Usage,
             format!(
@@ -834,7 +912,7 @@ fn check_approval(
         .signature
         .clone()
         .unwrap_or_else(|| crate::review::signature_path(&req.fix));
-    let sig = match std::fs::read_to_string(&sig_path) {
+    let sig = match crate::regular_file::read_to_string(&sig_path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Stop::new(

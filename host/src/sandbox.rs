@@ -23,7 +23,7 @@ use wasmtime_wasi::filesystem::WasiFilesystem;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::random::WasiRandom;
 
-use crate::world::{Applicability, FixPre, RunState};
+use crate::world::{Applicability, PythonFixPre as FixPre, RunState};
 
 /// Interfaces a fix may import, by `namespace:package/interface` (any
 /// version). Everything else is refused before linking.
@@ -195,6 +195,11 @@ impl OutputBudget {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).exceeded
     }
 
+    /// How many bytes of stdout and stderr are kept so far.
+    pub fn captured(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).bytes.len()
+    }
+
     /// What the fix wrote to stdout and stderr.
     pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).bytes)
@@ -262,6 +267,79 @@ pub enum LoadError {
         .imports.join(", ")
     )]
     Imports { path: PathBuf, imports: Vec<String> },
+    /// A Python fix whose runtime is missing or of another release.
+    #[error("{0}")]
+    Runtime(String),
+    /// A Python fix that is not UTF-8 text.
+    #[error("{path} is not UTF-8 text; a Python fix is a UTF-8 source file")]
+    NotText { path: PathBuf },
+}
+
+/// What the Python runtime may import beyond a fix: its source, and the
+/// sockets its libc asks for (linked, always denied).
+const RUNTIME_IMPORTS: &[&str] = &[
+    "defops:fix/script",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+];
+
+/// `warm`: compiles the Python runtime into the state directory's compile
+/// cache (or finds it there), so the first Python fix starts at once.
+pub fn warm(
+    state_dir: &Path,
+    out: &crate::output::Printer,
+) -> Result<crate::exit::Exit, crate::run::Stop> {
+    use crate::exit::Exit;
+    use crate::run::Stop;
+    let state = crate::state_dir::prepare(state_dir, &crate::grants::Grants::default())
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    let sandbox = Sandbox::new()
+        .map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
+    let runtime = crate::python::locate_runtime().map_err(|e| Stop::new(Exit::Usage, e))?;
+    let started = std::time::Instant::now();
+    let (bytes, _, _, hit) = sandbox
+        .compile_announced(&runtime, Some(&state.join("cache")), "the Python runtime")
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    crate::python::check_runtime(&bytes, &runtime).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let secs = started.elapsed().as_secs_f64();
+    match out.is_json() {
+        true => out.raw(&serde_json::json!({
+            "type": "warm",
+            "runtime": runtime.display().to_string(),
+            "cache": state.join("cache").display().to_string(),
+            "compiled": !hit,
+            "seconds": secs,
+        })),
+        false => out.note(&format!(
+            "the Python runtime {} is {} in {}",
+            runtime.display(),
+            if hit { "already compiled" } else { "compiled" },
+            state.join("cache").display()
+        )),
+    }
+    Ok(Exit::Success)
+}
+
+/// The Python runtime's path and both digests, for `inspect`.
+#[derive(Clone, Debug)]
+pub struct RuntimeDigests {
+    pub path: PathBuf,
+    pub blake3: String,
+    pub sha256: String,
+}
+
+/// The runtime that runs a Python fix.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub path: PathBuf,
+    /// Its digest (blake3, or SHA-256 in FIPS mode) and its SHA-256.
+    pub digest: String,
+    pub sha256: String,
 }
 
 /// A loaded component.
@@ -270,14 +348,27 @@ pub struct Loaded {
     pub digest: String,
     pub size: u64,
     pub cache_hit: bool,
-    /// The bytes compiled (what a signature is checked against).
+    /// The fix's bytes: the component compiled, or a Python fix's script
+    /// (what a signature is checked against).
     pub bytes: Vec<u8>,
+    /// A Python fix: its script, and the runtime that runs it.
+    pub script: Option<crate::world::Script>,
+    pub runtime: Option<Runtime>,
 }
 
 impl Loaded {
-    /// The SHA-256 of the component, hex.
+    /// The SHA-256 of the fix, hex.
     pub fn sha256(&self) -> String {
         crate::digest::Alg::Sha256.hex(&self.bytes)
+    }
+
+    /// The manifest the fix carries: a component's embedded section, or a
+    /// script's PEP 723 block.
+    pub fn manifest_text(&self) -> Option<Result<String, String>> {
+        match &self.script {
+            Some(s) => crate::python::manifest_text(&s.source),
+            None => crate::manifest::embedded(&self.bytes),
+        }
     }
 }
 
@@ -331,8 +422,24 @@ impl Sandbox {
             let fs = <RunState as wasmtime_wasi::filesystem::WasiFilesystemView>::filesystem;
             filesystem::types::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
             filesystem::preopens::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
+            // The Python runtime's libc imports sockets: they are linked to
+            // wasmtime's own, with the default context — no TCP, no UDP, no
+            // name lookup, every address refused — so a script gets an
+            // ordinary PermissionError. A fix component importing them is
+            // still refused before linking (`ALLOWED_IMPORTS`).
+            use wasmtime_wasi::p2::bindings::sockets;
+            use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
+            let so = <RunState as WasiSocketsView>::sockets;
+            sockets::tcp::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::udp::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::tcp_create_socket::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::udp_create_socket::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::instance_network::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            sockets::ip_name_lookup::add_to_linker::<RunState, WasiSockets>(l, so)?;
+            let options = sockets::network::LinkOptions::default();
+            sockets::network::add_to_linker::<RunState, WasiSockets>(l, &options, so)?;
         }
-        crate::world::Fix::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(
+        crate::world::PythonFix::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(
             &mut linker,
             |s| s,
         )?;
@@ -341,8 +448,11 @@ impl Sandbox {
 
     /// Reads, checks, compiles (or loads from `cache_dir`) and links a fix.
     pub fn load(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
+        if crate::python::is_script(path) {
+            return self.load_script(path, cache_dir);
+        }
         let (bytes, digest, component, cache_hit) = self.compile(path, cache_dir)?;
-        self.check_imports(path, &component)?;
+        self.check_imports(path, &component, &[])?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -357,7 +467,76 @@ impl Sandbox {
             size: bytes.len() as u64,
             cache_hit,
             bytes,
+            script: None,
+            runtime: None,
         })
+    }
+
+    /// A Python fix: the script is read and hashed; the runtime is found,
+    /// checked, compiled once (or loaded from the cache) and linked.
+    fn load_script(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
+        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let source = String::from_utf8(bytes.clone()).map_err(|_| LoadError::NotText {
+            path: path.to_path_buf(),
+        })?;
+        let runtime = crate::python::locate_runtime().map_err(LoadError::Runtime)?;
+        let (rt_bytes, rt_digest, component, cache_hit) =
+            self.compile_announced(&runtime, cache_dir, "the Python runtime")?;
+        crate::python::check_runtime(&rt_bytes, &runtime).map_err(LoadError::Runtime)?;
+        self.check_imports(&runtime, &component, RUNTIME_IMPORTS)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(FixPre::new)
+            .map_err(|e| LoadError::Invalid {
+                path: runtime.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "fix.py".into());
+        Ok(Loaded {
+            pre,
+            digest: crate::digest::current().hex(&bytes),
+            size: bytes.len() as u64,
+            cache_hit,
+            script: Some(crate::world::Script { source, name }),
+            runtime: Some(Runtime {
+                sha256: crate::digest::Alg::Sha256.hex(&rt_bytes),
+                path: runtime,
+                digest: rt_digest,
+            }),
+            bytes,
+        })
+    }
+
+    /// [`Sandbox::compile`], saying on stderr that a large component is
+    /// being compiled when it is not in the cache yet (tens of seconds).
+    fn compile_announced(
+        &self,
+        path: &Path,
+        cache_dir: Option<&Path>,
+        what: &str,
+    ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
+        let progress = crate::progress::Progress::new(
+            "compiling (once; it is cached)",
+            0,
+            crate::progress::Unit::Items,
+        );
+        let started = std::time::Instant::now();
+        let compiled = self.compile(path, cache_dir)?;
+        drop(progress);
+        if !compiled.3 {
+            eprintln!(
+                "defops-wasm: compiled {what} in {:.1} s (cached for the next run)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(compiled)
     }
 
     /// The bytes of a component and every interface it imports, whether
@@ -376,13 +555,35 @@ impl Sandbox {
         Ok((bytes, names))
     }
 
+    /// A Python fix's script, the imports of the runtime that runs it, and
+    /// that runtime (for `inspect`).
+    pub fn script_imports(
+        &self,
+        path: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Vec<u8>, Vec<String>, RuntimeDigests), LoadError> {
+        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let runtime = crate::python::locate_runtime().map_err(LoadError::Runtime)?;
+        let (rt_bytes, names) = self.imports(&runtime, cache_dir)?;
+        crate::python::check_runtime(&rt_bytes, &runtime).map_err(LoadError::Runtime)?;
+        let digests = RuntimeDigests {
+            path: runtime,
+            blake3: crate::digest::Alg::Blake3.hex(&rt_bytes),
+            sha256: crate::digest::Alg::Sha256.hex(&rt_bytes),
+        };
+        Ok((bytes, names, digests))
+    }
+
     /// Reads and compiles a component (or loads it from the cache).
     fn compile(
         &self,
         path: &Path,
         cache_dir: Option<&Path>,
     ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
-        let bytes = fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = crate::regular_file::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -420,14 +621,19 @@ impl Sandbox {
         Ok((bytes, digest, component, cache_hit))
     }
 
-    fn check_imports(&self, path: &Path, component: &Component) -> Result<(), LoadError> {
+    fn check_imports(
+        &self,
+        path: &Path,
+        component: &Component,
+        also: &[&str],
+    ) -> Result<(), LoadError> {
         let ty = component.component_type();
         let refused: Vec<String> = ty
             .imports(&self.engine)
             .map(|(name, _)| name)
             .filter(|name| {
                 let bare = name.split('@').next().unwrap_or(name);
-                !ALLOWED_IMPORTS.contains(&bare)
+                !ALLOWED_IMPORTS.contains(&bare) && !also.contains(&bare)
             })
             .map(String::from)
             .collect();
@@ -634,12 +840,26 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
     store.data_mut().overlay.set_read_only(None);
     match fix.call_apply(&mut *store).await {
         Ok(Ok(result)) => {
+            // Containment is a property of the whole plan, checked before
+            // anything else looks at it (the idempotency pass included).
+            if let Some(message) = store.data_mut().refuse_escapes() {
+                return GuestEnd::Failed {
+                    phase: Phase::Apply,
+                    message,
+                };
+            }
             if store.data().dry_run {
                 // The idempotency proof: apply again over the planned state;
                 // an idempotent fix plans nothing more.
+                store.data_mut().begin_idempotency_pass();
                 let mark = store.data_mut().overlay.begin_second_pass();
                 let second = match fix.call_apply(&mut *store).await {
                     Ok(Ok(_)) => None,
+                    // The deadline ends the run wherever it passes, as the
+                    // timer would have.
+                    Err(e) if matches!(e.downcast_ref(), Some(LimitError::Deadline(_))) => {
+                        return classify(Phase::Apply, e);
+                    }
                     Ok(Err(message)) => Some(format!("the second apply failed: {message}")),
                     Err(e) => Some(format!("the second apply crashed: {}", e.root_cause())),
                 };

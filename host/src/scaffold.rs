@@ -159,6 +159,54 @@ required = true
     )
 }
 
+/// The example a new Python fix starts from (`NAME` is replaced).
+const NEW_PY: &str = include_str!("scaffold/new_fix.py");
+
+/// `new NAME --lang python [--dir DIR]`: one file, `DIR/NAME.py`, with
+/// its manifest in the PEP 723 block; nothing to build.
+pub fn new_python(name: &str, dir: Option<&Path>, out: &Printer) -> Result<Exit, Stop> {
+    if !valid_name(name) {
+        return Err(Stop::new(
+            Exit::Usage,
+            format!(
+                "{name:?} is not a fix name: lowercase letters, digits, '-' and '_', starting with a letter"
+            ),
+        ));
+    }
+    let dir = dir.unwrap_or(Path::new("."));
+    let path = dir.join(format!("{name}.py"));
+    let io =
+        |e: std::io::Error| Stop::new(Exit::Usage, format!("cannot write {}: {e}", path.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    // create_new: an existing file is never overwritten.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Stop::new(
+                Exit::Usage,
+                format!("{} exists; choose another name or --dir", path.display()),
+            ),
+            _ => io(e),
+        })?;
+    std::io::Write::write_all(&mut file, NEW_PY.replace("NAME", name).as_bytes()).map_err(io)?;
+    if out.is_json() {
+        out.raw(&json!({"type": "new", "name": name, "path": path.display().to_string(), "lang": "python"}));
+    } else {
+        out.note(&format!(
+            "created the fix {}
+next:
+  defops-wasm inspect {}
+  defops-wasm run {} --allow DIR -p file=DIR/FILE -p line=TEXT --dry-run",
+            path.display(),
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(Exit::Success)
+}
+
 /// `new NAME [--dir DIR] [--sdk PATH]`.
 pub fn new(
     name: &str,
@@ -351,10 +399,10 @@ pub fn build(
     match out.is_json() {
         true => out.raw(&r),
         false => out.note(&format!(
-            "built {} ({} bytes, sha256 {}) in {:.1}s",
+            "built {} ({} bytes, {}) in {:.1}s",
             dest.display(),
             with.len(),
-            r["sha256"].as_str().unwrap_or(""),
+            r["fix_id"].as_str().unwrap_or(""),
             started.elapsed().as_secs_f64()
         )),
     }

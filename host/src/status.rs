@@ -157,8 +157,8 @@ pub fn status(state: &Path, config: &Config, last: usize, out: &Printer) -> Resu
         let brief = |r: &Option<Value>| match r {
             Some(r) => format!(
                 "{} {}{}",
-                r["run_id"].as_str().unwrap_or("?"),
-                r["outcome"].as_str().unwrap_or("?"),
+                crate::escape::line(r["run_id"].as_str().unwrap_or("?")),
+                crate::escape::line(r["outcome"].as_str().unwrap_or("?")),
                 if r["intact"] == json!(true) {
                     ""
                 } else {
@@ -168,10 +168,19 @@ pub fn status(state: &Path, config: &Config, last: usize, out: &Printer) -> Resu
             None => "-".into(),
         };
         out.note(&format!(
-            "{name:<20} real: {:<40} dry-run: {}",
+            "{:<20} real: {:<40} dry-run: {}",
+            crate::escape::line(name),
             brief(real),
             brief(dry)
         ));
+        // The fix the newest of the two ran, as every command names it.
+        let newest = [real, dry]
+            .into_iter()
+            .flatten()
+            .max_by(|a, b| a["run_id"].as_str().cmp(&b["run_id"].as_str()));
+        if let Some(id) = newest.and_then(|r| r["fix_id"].as_str()) {
+            out.note(&format!("{:<20} {id}", ""));
+        }
     }
     Ok(Exit::Success)
 }

@@ -26,8 +26,14 @@ fn all(t: &Tree) -> BTreeMap<String, String> {
     t.snapshot("")
 }
 
-/// Runs one op line with the grant read-write and `ro/` read-only.
+/// Runs one op line with the grant read-write and `ro/` read-only, through
+/// the Rust fsops guest.
 fn op(t: &Tree, line: &str, extra: &[&str]) -> Out {
+    op_with(&guest("fsops"), t, line, extra)
+}
+
+/// [`op`] through `fix` (the Rust guest or its Python twin).
+fn op_with(fix: &std::path::Path, t: &Tree, line: &str, extra: &[&str]) -> Out {
     let ro = t.p("ro");
     let ops = format!("ops={line}");
     let mut args = vec![
@@ -39,13 +45,18 @@ fn op(t: &Tree, line: &str, extra: &[&str]) -> Out {
         "ignore_errors=1",
     ];
     args.extend_from_slice(extra);
-    t.run(&guest("fsops"), &args)
+    t.run(fix, &args)
 }
 
 #[track_caller]
 fn assert_denied(t: &Tree, line: &str, extra: &[&str]) {
+    assert_denied_with(&guest("fsops"), t, line, extra)
+}
+
+#[track_caller]
+fn assert_denied_with(fix: &std::path::Path, t: &Tree, line: &str, extra: &[&str]) {
     let before = all(t);
-    let out = op(t, line, extra);
+    let out = op_with(fix, t, line, extra);
     let messages = out.messages();
     assert!(
         messages.iter().any(|m| m.contains("-> denied:")),
@@ -82,7 +93,18 @@ const CALLS: &[&str] = &[
 
 #[test]
 fn path_tricks_are_denied_through_every_call() {
+    path_tricks_through(&guest("fsops"), &hostile_tree());
+}
+
+/// The same table through the Python runtime's `defops` module.
+#[test]
+fn path_tricks_are_denied_through_every_python_call() {
     let t = hostile_tree();
+    t.warm_python();
+    path_tricks_through(&crate::util::python_guest("fsops"), &t);
+}
+
+fn path_tricks_through(fix: &std::path::Path, t: &Tree) {
     let g = t.p("grant");
     let o = t.p("outside");
     let long_name = format!("{g}/{}", "a".repeat(300));
@@ -119,7 +141,7 @@ fn path_tricks_are_denied_through_every_call() {
             {
                 continue;
             }
-            assert_denied(&t, &line, &[]);
+            assert_denied_with(fix, t, &line, &[]);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::util::{Tree, fix, guest};
 
-const CONF: &str = "# app settings\nmax_conn = 20\n  timeout = 5\n; max_conn = 99\n";
+pub const CONF: &str = "# app settings\nmax_conn = 20\n  timeout = 5\n; max_conn = 99\n";
 
 #[test]
 fn config_set_dry_run_real_run_then_nothing() {
@@ -178,7 +178,7 @@ fn rename_to_backup_never_overwrites_a_backup() {
     assert_eq!(t.read("grant/x.backup"), "old");
 }
 
-fn age(t: &Tree, rel: &str, secs: u64) {
+pub fn age(t: &Tree, rel: &str, secs: u64) {
     let f = std::fs::File::options()
         .write(true)
         .open(t.path(rel))

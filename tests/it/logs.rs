@@ -13,7 +13,7 @@ fn gzip(t: &Tree, rel: &str, text: &[u8]) {
 }
 
 /// Rotated logs: db.log.2.gz (oldest), db.log.1, db.log (newest).
-fn logs_tree() -> Tree {
+pub fn logs_tree() -> Tree {
     let t = Tree::new();
     std::fs::create_dir_all(t.path("logs")).unwrap();
     gzip(

@@ -1,17 +1,22 @@
 //! End-to-end tests: the real `defops-wasm` binary, real compiled fixes and
 //! test guests, real files in temporary directories.
 
+mod binding;
+mod composition;
+mod edges;
 mod escapes;
 mod faults;
 mod fixes;
 mod foreign_journals;
 mod guards;
 mod guests;
+mod honest;
 mod journal;
 mod logs;
 mod mutations;
 mod operator;
 mod plangen;
+mod python_twins;
 mod review;
 mod rollback;
 mod util;

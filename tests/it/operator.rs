@@ -70,6 +70,12 @@ fn a_new_fix_builds_outside_the_repository_and_dry_runs() {
         inspect.summary_of("inspect")["manifest"]["name"],
         "add-line"
     );
+    // build and inspect name the fix the same way.
+    assert_eq!(inspect.summary_of("inspect")["fix_id"], b["fix_id"]);
+    assert_eq!(
+        b["fix_id"],
+        format!("sha256:{}", b["sha256"].as_str().unwrap())
+    );
 
     t.write("grant/app.conf", "a = 1\n");
     let file = format!("file={}", t.p("grant/app.conf"));

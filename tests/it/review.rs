@@ -329,6 +329,13 @@ fn an_approved_fix_runs_and_the_signer_is_journaled() {
                     .output();
             out.assert_code(0);
             assert!(out.stdout.contains("approved"), "{}", out.stdout);
+            // The fix named as every command names it.
+            let id = format!(
+                "approved: {}.sig signs sha256:{}",
+                a.fix,
+                sha256sum(Path::new(&a.fix))
+            );
+            assert!(out.stdout.contains(&id), "{id} in {}", out.stdout);
         } else {
             ssh_sign(&key, "defops-wasm", &a.fix);
         }
@@ -505,4 +512,38 @@ fn fips_mode_uses_sha256_for_every_digest_and_the_chain() {
     // And the default stays blake3.
     let plain = t.set_max_conn(&t.p("grant/app.conf"), "2", &["--dry-run"]);
     assert_eq!(plain.summary_of("start")["hash_alg"], "blake3");
+}
+
+/// ssh-keygen refuses an allowed_signers line that repeats an option (it
+/// cannot know which one counts); so does the runner, naming the line, and
+/// the run changes nothing.
+#[test]
+fn a_signer_line_with_a_repeated_option_is_refused_as_ssh_keygen_does() {
+    for options in [
+        "namespaces=\"git\",namespaces=\"defops-wasm\" ",
+        "valid-after=\"20200101Z\",valid-after=\"20100101Z\" ",
+        "valid-before=\"20990101Z\",valid-before=\"20980101Z\" ",
+    ] {
+        let (a, key) = approved_setup("ed25519", options);
+        ssh_sign(&key, "defops-wasm", &a.fix);
+        let sig = format!("{}.sig", a.fix);
+        assert!(
+            !ssh_verify(&a.signers, "alice@example.com", &sig, &a.fix),
+            "{options}: ssh-keygen accepted the line"
+        );
+        let before = a.t.snapshot("grant");
+        a.run(&[])
+            .assert_code(2)
+            .assert_stderr("line 2")
+            .assert_stderr("given twice");
+        assert_eq!(a.t.snapshot("grant"), before, "{options}");
+        // The same line with the option once verifies for both.
+        let once = options.split(',').next().unwrap().to_string() + " ";
+        let (b, key) = approved_setup("ed25519", once.trim_start());
+        ssh_sign(&key, "defops-wasm", &b.fix);
+        let sig = format!("{}.sig", b.fix);
+        let keygen = ssh_verify(&b.signers, "alice@example.com", &sig, &b.fix);
+        let ours = b.run(&[]).code == 0;
+        assert_eq!(keygen, ours, "{once}: ssh-keygen and the runner disagree");
+    }
 }

@@ -35,11 +35,61 @@ pub fn fix(name: &str) -> PathBuf {
     p
 }
 
+/// A Python example fix, fixes/python/NAME.py: a script, run as it is.
+pub fn python_fix(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let p = root.join("fixes/python").join(format!("{name}.py"));
+    assert!(p.is_file(), "{} missing", p.display());
+    p
+}
+
+/// The Python runtime, where the binary finds it: next to its target
+/// directory (target/<profile>/defops-wasm -> target/python/python.wasm),
+/// built by scripts/build-fixes.
+pub fn python_runtime() -> PathBuf {
+    let p = artifacts().join("python").join("python.wasm");
+    assert!(p.is_file(), "{} missing", p.display());
+    p
+}
+
 /// A test guest from tests/guests/.
 pub fn guest(name: &str) -> PathBuf {
     let p = artifacts().join("test-guests").join(format!("{name}.wasm"));
     assert!(p.exists(), "{} missing", p.display());
     p
+}
+
+/// A Python test guest from tests/python-guests/ (a script: nothing to
+/// build but the runtime, which `artifacts` builds).
+pub fn python_guest(name: &str) -> PathBuf {
+    artifacts();
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("tests/python-guests")
+        .join(format!("{name}.py"));
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+/// A compile cache holding the Python runtime (`defops-wasm warm`):
+/// compiling it takes tens of seconds, so every test shares one, kept
+/// between test runs (a rebuilt runtime has another digest, hence another
+/// cache file).
+fn warm_python_cache() -> &'static Path {
+    static WARM: OnceLock<PathBuf> = OnceLock::new();
+    WARM.get_or_init(|| {
+        artifacts();
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-warm");
+        let status = Command::new(env!("CARGO_BIN_EXE_defops-wasm"))
+            .args(["warm", "--state-dir"])
+            .arg(&dir)
+            .env_remove("DEFOPS_PYTHON_RUNTIME")
+            .status()
+            .expect("run defops-wasm warm");
+        assert!(status.success(), "defops-wasm warm failed");
+        dir.join("cache")
+    })
 }
 
 /// A run still going, and the rest of its stdout.
@@ -69,6 +119,25 @@ impl Tree {
         // own configuration.
         t.write("config.toml", "[dry-run-first]\nrequired = false\n");
         t
+    }
+
+    /// Gives this tree's state directory the compiled Python runtime (hard
+    /// links to the process's warm cache), so a Python fix starts at once.
+    pub fn warm_python(&self) -> &Tree {
+        let cache = self.path("state/cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for e in std::fs::read_dir(warm_python_cache()).unwrap() {
+            let from = e.unwrap().path();
+            let dest = cache.join(from.file_name().unwrap());
+            if from.extension().is_some_and(|x| x == "cwasm")
+                && !dest.exists()
+                && std::fs::hard_link(&from, &dest).is_err()
+            {
+                std::fs::copy(&from, &dest).unwrap();
+            }
+        }
+        self
     }
 
     /// Writes a configuration file `name` and returns its path.
@@ -128,6 +197,8 @@ impl Tree {
         cmd.env("DEFOPS_STATE_DIR", self.path("state"));
         cmd.env("DEFOPS_CONFIG", self.path("config.toml"));
         cmd.env_remove("RUST_LOG");
+        // Python fixes run on the runtime the binary finds itself.
+        cmd.env_remove("DEFOPS_PYTHON_RUNTIME");
         Cmd { cmd }
     }
 
@@ -281,14 +352,17 @@ fn snap(path: &Path, rel: &str, out: &mut BTreeMap<String, String>) {
     if ft.is_dir() {
         let mut names: Vec<_> = std::fs::read_dir(path)
             .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .map(|e| e.unwrap().file_name())
             .collect();
         names.sort();
         for n in names {
+            // A name that is not UTF-8 is kept apart by its escaped bytes.
+            let shown = format!("{:?}", n);
+            let shown = n.to_str().map_or(shown, str::to_string);
             let child = if rel.is_empty() {
-                n.clone()
+                shown
             } else {
-                format!("{rel}/{n}")
+                format!("{rel}/{shown}")
             };
             snap(&path.join(&n), &child, out);
         }

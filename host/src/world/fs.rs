@@ -39,7 +39,10 @@ impl RunState {
         self.not_aborted()?;
         let result = VPath::parse(raw)
             .map_err(|why| FsError::Denied(format!("{raw:?}: {why}")))
-            .and_then(|path| f(self, &path));
+            .and_then(|path| {
+                let path = self.overlay.grants().canonical(path);
+                f(self, &path)
+            });
         if let Err(FsError::Denied(reason)) = &result {
             self.denials.push(Denial {
                 call,
@@ -61,8 +64,45 @@ impl RunState {
         let b = b.to_string();
         self.call(call, a, move |s, a| {
             let b = VPath::parse(&b).map_err(|why| FsError::Denied(format!("{b:?}: {why}")))?;
+            let b = s.overlay.grants().canonical(b);
             f(s, a, &b)
         })
+    }
+}
+
+impl RunState {
+    /// Checks the whole plan's containment; each symlink that would lead
+    /// out is a denial. The message to end the run with, if any.
+    pub fn refuse_escapes(&mut self) -> Option<String> {
+        let until = &self.until;
+        let escapes = match self.overlay.escapes(&|| until.stop().is_some()) {
+            Ok(e) => e,
+            // What cannot be checked is refused, like what fails the check.
+            Err(e) => {
+                self.denials.push(Denial {
+                    call: "plan",
+                    path: String::new(),
+                    reason: format!("the plan could not be checked: {e}"),
+                });
+                return Some(format!("the plan is refused: it could not be checked: {e}"));
+            }
+        };
+        let first = escapes.first()?.why.clone();
+        let n = escapes.len();
+        for e in escapes {
+            self.denials.push(Denial {
+                call: "plan",
+                path: e.path.to_string(),
+                reason: format!("denied: {}", e.why),
+            });
+        }
+        Some(format!(
+            "the plan is refused: {first}{}; nothing was changed",
+            match n {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            }
+        ))
     }
 }
 

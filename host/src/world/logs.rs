@@ -9,6 +9,10 @@ use super::{Denial, RunState};
 use crate::logs::{self, MAX_MATCHES, MAX_TAIL, Scan};
 use crate::overlay::FsError;
 
+/// The most log reads a run records (the last record then counts the
+/// rest).
+const MAX_LOG_READS: usize = 1000;
+
 impl RunState {
     fn note_read(
         &mut self,
@@ -33,7 +37,24 @@ impl RunState {
                 reason: reason.clone(),
             });
         }
-        self.log_reads.push(record);
+        // Bounded like the denials: past the bound, the last record
+        // counts the reads not recorded.
+        if self.log_reads.len() + 1 < MAX_LOG_READS {
+            self.log_reads.push(record);
+            return;
+        }
+        let dropped = match self.log_reads.last() {
+            Some(last) if last["call"] == "more" => last["count"].as_u64().unwrap_or(0),
+            _ => 0,
+        } + 1;
+        let summary = json!({
+            "call": "more", "glob": "", "count": dropped,
+            "error": format!("{dropped} more log reads not recorded (a run records at most {})", MAX_LOG_READS - 1),
+        });
+        match self.log_reads.last_mut() {
+            Some(last) if last["call"] == "more" => *last = summary,
+            _ => self.log_reads.push(summary),
+        }
     }
 }
 

@@ -13,7 +13,11 @@ impl Host for RunState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        let message = Message { level, text };
+        let message = Message {
+            level,
+            text,
+            pass: self.pass,
+        };
         (self.on_message)(&message);
         self.messages.push(message);
         Ok(())

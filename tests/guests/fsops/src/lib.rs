@@ -6,8 +6,10 @@
 //! rm P, rmdir P, mv A B, chmod P OCTAL, chown P UID GID, ln TARGET LINK,
 //! grep GLOB PATTERN [MAX], count GLOB PATTERN, tail GLOB N, print TEXT
 //! (to stdout).
-//! Arguments understand `\0`, `\n`, `\t`, `\s` (space) and `\\`; other
-//! backslashes are kept (for regular expressions).
+//! Arguments understand `\0`, `\n`, `\t`, `\s` (space), `\\`, `\u{HEX}`
+//! (a character) and `\xHH` (a raw byte: `write` and `print` take bytes,
+//! so they can write what is not UTF-8); other backslashes are kept (for
+//! regular expressions).
 //! Params: `phase=check` runs the ops in check instead of apply;
 //! `ignore_errors=1` succeeds even when ops fail.
 
@@ -15,35 +17,73 @@ use defops_guest::{Check, Fix, Result, fs, info, logs, param};
 
 struct FsOps;
 
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
+fn push(out: &mut Vec<u8>, c: char) {
+    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+}
+
+/// `\u{HEX}`'s character, after the `u`.
+fn braced(chars: &mut std::iter::Peekable<std::str::Chars>) -> Option<char> {
+    let rest: String = chars.clone().collect();
+    let hex = rest.strip_prefix('{')?.split_once('}')?.0;
+    let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+    for _ in 0..hex.len() + 2 {
+        chars.next();
+    }
+    Some(c)
+}
+
+/// `\xHH`'s byte, after the `x`.
+fn hex_byte(chars: &mut std::iter::Peekable<std::str::Chars>) -> Option<u8> {
+    let hex: String = chars.clone().take(2).collect();
+    let b = u8::from_str_radix(&hex, 16)
+        .ok()
+        .filter(|_| hex.len() == 2)?;
+    chars.next();
+    chars.next();
+    Some(b)
+}
+
+fn unescape_bytes(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         if c != '\\' {
-            out.push(c);
+            push(&mut out, c);
             continue;
         }
         match chars.next() {
-            Some('0') => out.push('\0'),
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('s') => out.push(' '),
-            Some('\\') => out.push('\\'),
+            Some('0') => out.push(0),
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('s') => out.push(b' '),
+            Some('\\') => out.push(b'\\'),
+            Some('u') if braced(&mut chars.clone()).is_some() => {
+                push(&mut out, braced(&mut chars).unwrap_or_default())
+            }
+            Some('x') if hex_byte(&mut chars.clone()).is_some() => {
+                out.push(hex_byte(&mut chars).unwrap_or_default())
+            }
             // Anything else (a regex's \S, \d, ...) is kept as written.
             Some(other) => {
-                out.push('\\');
-                out.push(other);
+                out.push(b'\\');
+                push(&mut out, other);
             }
-            None => out.push('\\'),
+            None => out.push(b'\\'),
         }
     }
     out
 }
 
+fn unescape(s: &str) -> String {
+    String::from_utf8_lossy(&unescape_bytes(s)).into_owned()
+}
+
 fn one(line: &str) -> std::result::Result<String, String> {
     let mut words = line.split_whitespace();
     let op = words.next().unwrap_or_default();
-    let args: Vec<String> = words.map(unescape).collect();
+    let raw: Vec<&str> = words.collect();
+    let bytes = |i: usize| raw.get(i).map(|w| unescape_bytes(w)).unwrap_or_default();
+    let args: Vec<String> = raw.iter().map(|w| unescape(w)).collect();
     let arg = |i: usize| {
         args.get(i)
             .cloned()
@@ -62,7 +102,7 @@ fn one(line: &str) -> std::result::Result<String, String> {
             .map(|v| v.into_iter().map(|d| d.name).collect::<Vec<_>>().join(","))
             .map_err(e),
         "readlink" => fs::read_link(arg(0)?).map_err(e),
-        "write" => fs::write(arg(0)?, args.get(1).cloned().unwrap_or_default())
+        "write" => fs::write(arg(0)?, bytes(1))
             .map(|()| String::new())
             .map_err(e),
         "mkdir" => fs::create_dir(arg(0)?).map(|()| String::new()).map_err(e),
@@ -127,7 +167,11 @@ fn one(line: &str) -> std::result::Result<String, String> {
             logs::tail(&arg(0)?, n).map(|l| l.join("|")).map_err(e)
         }
         "print" => {
-            println!("{}", args.join(" "));
+            use std::io::Write;
+            let line: Vec<u8> = (0..raw.len()).map(bytes).collect::<Vec<_>>().join(&b' ');
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&line);
+            let _ = out.write_all(b"\n");
             Ok(String::new())
         }
         other => Err(format!("unknown op {other:?}")),

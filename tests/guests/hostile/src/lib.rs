@@ -1,6 +1,7 @@
 //! Test guest that misbehaves on purpose, chosen by the `mode` parameter:
 //! `loop`, `check-loop`, `check-panic`, `sleep`, `membomb`, `alloc4g`, `chatty`, `panic`, `exit`,
-//! `recurse`, `stdfs`, `many-calls`, `write-then-wait`, `append`, `fail-after-write`.
+//! `recurse`, `stdfs`, `many-calls`, `write-then-wait`, `append`, `fail-after-write`,
+//! `stat-loop` (metadata of `path`, forever), `rewrite-every-line` (of `file`).
 //! `before=FILE` plans a write to FILE first; `announce=1` reports
 //! "started" when `apply` begins.
 
@@ -114,6 +115,27 @@ impl Fix for Hostile {
                 text.push_str("one more line\n");
                 fs::write(&file, text)?;
                 return Ok("appended".into());
+            }
+            "stat-loop" => {
+                // Host calls that each take the host a while (a deep path,
+                // chains of symlinks), until the run is stopped.
+                let path = require_param("path")?;
+                let mut n = 0u64;
+                loop {
+                    let _ = fs::metadata(&path);
+                    n += 1;
+                    if n.is_multiple_of(100) {
+                        info(format!("{n} calls"));
+                    }
+                }
+            }
+            "rewrite-every-line" => {
+                // A write whose diff changes every line of a large file.
+                let file = require_param("file")?;
+                let text = fs::read_to_string(&file)?;
+                let new: String = text.lines().map(|l| format!("{l} changed\n")).collect();
+                fs::write(&file, new)?;
+                return Ok("rewritten".into());
             }
             "fail-after-write" => {
                 fs::write(require_param("file")?, "half-done\n")?;

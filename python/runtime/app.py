@@ -1,0 +1,177 @@
+"""The Python runtime of defops-wasm: runs a fix's source as a fix.
+
+The host hands over the script (``script.source``/``script.name``); this
+module compiles it under its own file name, runs it once per instance, and
+calls its ``check()`` and ``apply()``. Whatever the script raises comes back
+to the host as the fix's error, with a traceback that names the script's
+file and line.
+
+Only the modules imported here exist at run time (the component is a
+snapshot taken after this module ran): ``STDLIB`` is the list a fix may
+import, with ``defops``. An import of anything else fails with a message
+that names the list.
+"""
+
+from __future__ import annotations
+
+# The standard library a fix gets. Keep this list, STDLIB below and the
+# README's list the same.
+import abc
+import argparse
+import base64
+import binascii
+import bisect
+import calendar
+import collections
+import configparser
+import contextlib
+import copy
+import csv
+import dataclasses
+import datetime
+import decimal
+import difflib
+import enum
+import errno
+import fnmatch
+import fractions
+import functools
+import gzip
+import hashlib
+import heapq
+import html
+import io
+import ipaddress
+import itertools
+import json
+import linecache
+import logging
+import math
+import operator
+import os
+import posixpath
+import pprint
+import random
+import re
+import shlex
+import stat
+import statistics
+import string
+import struct
+import sys
+import textwrap
+import time
+import tomllib
+import traceback
+import types
+import typing
+import urllib.parse
+import uuid
+import zlib
+from importlib.machinery import ModuleSpec
+
+import defops
+from componentize_py_types import Err
+from wit_world import WitWorld as _World
+from wit_world.imports import script
+from wit_world.imports import types as wit
+
+STDLIB = sorted(
+    m.__name__
+    for m in (
+        abc, argparse, base64, binascii, bisect, calendar, collections,
+        configparser, contextlib, copy, csv, dataclasses, datetime, decimal,
+        difflib, enum, errno, fnmatch, fractions, functools, gzip, hashlib,
+        heapq, html, io, ipaddress, itertools, json, logging, math, operator,
+        os, posixpath, pprint, random, re, shlex, stat, statistics, string,
+        struct, sys, textwrap, time, tomllib, types, typing, urllib.parse,
+        uuid, zlib,
+    )
+)  # fmt: skip
+
+
+class _NotInRuntime:
+    """Last on ``sys.meta_path``: an import nothing else found names the
+    modules a fix can have."""
+
+    @staticmethod
+    def find_spec(
+        name: str, path: object = None, target: object = None
+    ) -> ModuleSpec | None:
+        raise ModuleNotFoundError(
+            f"No module named {name!r} in the defops-wasm Python runtime; "
+            f"a fix can import defops and: {', '.join(STDLIB)}",
+            name=name,
+        )
+
+
+sys.meta_path.append(_NotInRuntime())  # type: ignore[arg-type]
+
+_loaded: dict[str, object] | None = None
+
+
+def _name() -> str:
+    return str(script.name())
+
+
+def _load() -> dict[str, object]:
+    """Compiles and runs the script once; its namespace."""
+    global _loaded
+    if _loaded is None:
+        name, source = _name(), str(script.source())
+        # Tracebacks show the script's own lines.
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        code = compile(source, name, "exec", dont_inherit=True)
+        module = types.ModuleType("__fix__")
+        module.__file__ = name
+        # A module like any imported one: dataclasses, typing and pickle look
+        # a class's module up in sys.modules.
+        sys.modules[module.__name__] = module
+        exec(code, module.__dict__)  # noqa: S102 - running the fix is the point
+        _loaded = module.__dict__
+    return _loaded
+
+
+def _failure(e: BaseException) -> str:
+    """The script's part of a traceback: its frames, then the error; a
+    ``defops.Failure``'s message alone."""
+    if isinstance(e, defops.Failure):
+        return str(e)
+    name = _name()
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == name]
+    lines = traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(e), e)
+    head = "Traceback (most recent call last):\n" if frames else ""
+    return (head + "".join(lines)).rstrip()
+
+
+def _call(function: str) -> object:
+    try:
+        namespace = _load()
+        f = namespace.get(function)
+        if not callable(f):
+            raise Err(f"{_name()} defines no {function}() function")
+        return f()
+    except Err:
+        raise
+    except BaseException as e:  # noqa: BLE001 - every failure is the fix's
+        raise Err(_failure(e)) from None
+
+
+class WitWorld(_World):
+    """The exports the host calls."""
+
+    def check(self) -> wit.Applicability:
+        r = _call("check")
+        if isinstance(r, defops.Applicability):
+            if r.applies:
+                return wit.Applicability_Applies(r.why)
+            return wit.Applicability_NotNeeded(r.why)
+        raise Err(
+            f"{_name()}: check() must return defops.applies(why) or "
+            f"defops.not_needed(why), not {r!r}"
+        )
+
+    def apply(self) -> str:
+        r = _call("apply")
+        return "" if r is None else str(r)
