@@ -201,6 +201,12 @@ pub struct RollbackArgs {
     /// lost).
     #[arg(long)]
     pub force: bool,
+
+    /// The head hash printed at the end of the run (as a ticket or a fleet
+    /// ledger keeps it). Required for a journal from outside the state
+    /// directory; the journal must end there.
+    #[arg(long, value_name = "HASH")]
+    pub expect_head: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -398,6 +404,7 @@ impl Cli {
                     run: args.run,
                     dry_run: args.dry_run,
                     force: args.force,
+                    expect_head: args.expect_head,
                     state_dir: common.state_dir()?,
                 };
                 crate::rollback::rollback(req, &common.printer())

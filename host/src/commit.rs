@@ -109,6 +109,21 @@ fn locate<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {
     disk::locate(grant, path)
 }
 
+/// The name `path` had before the plan's first effect, given the renames
+/// the plan made before naming it (oldest first); `None` when what it names
+/// did not exist then: it sits where a renamed directory used to be.
+pub fn origin(path: &VPath, renames: &[(VPath, VPath)]) -> Option<VPath> {
+    let mut p = path.clone();
+    for (from, to) in renames.iter().rev() {
+        if p.starts_with(to) {
+            p = p.rebase(to, from);
+        } else if p.starts_with(from) {
+            return None;
+        }
+    }
+    Some(p)
+}
+
 /// Where a change to `path` is made: like [`locate`], refusing a read-only
 /// grant's directory (by identity) on the way, whatever its name.
 fn locate_for_change<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {
@@ -126,7 +141,7 @@ fn locate_for_change<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>
 }
 
 /// The state of `path` now, and its metadata when it exists.
-fn observe(grants: &Grants, path: &VPath) -> io::Result<(State, Option<disk::Stat>)> {
+pub(crate) fn observe(grants: &Grants, path: &VPath) -> io::Result<(State, Option<disk::Stat>)> {
     match locate(grants, path) {
         Ok(loc) => {
             let st = loc.lstat()?;
@@ -208,7 +223,7 @@ pub fn commit(
     // right before the change, the content is too.
     let mut verified: HashMap<&VPath, disk::Identity> = HashMap::new();
     let mut above_touched: HashSet<VPath> = HashSet::new();
-    let mut renames: Vec<(&VPath, &VPath)> = Vec::new();
+    let mut renames: Vec<(VPath, VPath)> = Vec::new();
     let mut times: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(plan.effects.len());
     let mut timed: HashSet<VPath> = HashSet::new();
     for effect in &plan.effects {
@@ -244,13 +259,10 @@ pub fn commit(
         let mut t = serde_json::Map::new();
         for path in effect.paths() {
             for p in std::iter::once(path.clone()).chain(path.parent()) {
-                let origin = renames.iter().rev().fold(p, |p, (from, to)| {
-                    if p.starts_with(to) {
-                        p.rebase(to, from)
-                    } else {
-                        p
-                    }
-                });
+                // Something the plan made itself has no time before it.
+                let Some(origin) = origin(&p, &renames) else {
+                    continue;
+                };
                 if grants.find(&origin).is_some()
                     && timed.insert(origin.clone())
                     && let Some((s, ns)) = mtime_of(grants, &origin)
@@ -265,7 +277,7 @@ pub fn commit(
             above_touched.extend(std::iter::successors(path.parent(), |p| p.parent()));
         }
         if let Op::Rename { from, to } = &effect.op {
-            renames.push((from, to));
+            renames.push((from.clone(), to.clone()));
         }
     }
 
@@ -450,4 +462,30 @@ fn apply<'a>(
         }
     };
     done.map(|()| None).map_err(|e| (path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> VPath {
+        VPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn origins_follow_renames_back_and_new_things_have_none() {
+        let renames = vec![(p("/g/d"), p("/g/e")), (p("/g/e/x"), p("/g/e/y"))];
+        // Reached through both renames.
+        assert_eq!(origin(&p("/g/e/y/f"), &renames), Some(p("/g/d/x/f")));
+        assert_eq!(origin(&p("/g/e"), &renames), Some(p("/g/d")));
+        // Where a renamed directory used to be: made since.
+        assert_eq!(origin(&p("/g/d/f"), &renames), None);
+        assert_eq!(origin(&p("/g/e/x"), &renames), None);
+        // Untouched.
+        assert_eq!(origin(&p("/g/other"), &renames), Some(p("/g/other")));
+        // Renamed and renamed back.
+        let back = vec![(p("/g/d"), p("/g/e")), (p("/g/e"), p("/g/d"))];
+        assert_eq!(origin(&p("/g/d/f"), &back), Some(p("/g/d/f")));
+        assert_eq!(origin(&p("/g/e/f"), &back), None);
+    }
 }

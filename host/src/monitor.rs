@@ -4,7 +4,8 @@
 //!
 //! - CRITICAL: a journal fails verification; or the last real run of a fix
 //!   failed or was aborted after changing something (or was cut off by a
-//!   crash) and has not been rolled back.
+//!   crash) and has not been rolled back; or a rollback ended without the
+//!   tree back (`not-restored`, `error`) and none succeeded since.
 //! - WARNING: paused; the last real run of a fix failed without changing
 //!   anything; a rollback refused because of drift and none succeeded
 //!   since.
@@ -137,9 +138,11 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
             );
         }
     }
-    // Successful rollbacks, and drifted ones, by the run they undo.
+    // Successful rollbacks, drifted ones and ones that left the tree not
+    // as it was, by the run they undo.
     let mut undone: BTreeMap<String, String> = BTreeMap::new();
     let mut drifted: BTreeMap<String, String> = BTreeMap::new();
+    let mut not_back: BTreeMap<String, (String, String)> = BTreeMap::new();
     for r in rows
         .iter()
         .filter(|r| r["kind"] == "rollback" && r["dry_run"] != json!(true))
@@ -149,10 +152,14 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
         match r["outcome"].as_str() {
             Some("rolled-back" | "nothing-to-undo") => {
                 drifted.remove(&of);
+                not_back.remove(&of);
                 undone.insert(of, id);
             }
             Some("refused") => {
                 drifted.insert(of, id);
+            }
+            Some(other @ ("not-restored" | "error")) => {
+                not_back.insert(of, (id, other.to_string()));
             }
             _ => {}
         }
@@ -207,6 +214,15 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
             Level::Warning,
             format!(
                 "the rollback {id} of run {of} refused because of drift; see `defops-wasm report {id}`"
+            ),
+            &mut level,
+        );
+    }
+    for (of, (id, outcome)) in &not_back {
+        raise(
+            Level::Critical,
+            format!(
+                "the rollback {id} of run {of} ended {outcome}: the tree is not as it was; see `defops-wasm report {id}`"
             ),
             &mut level,
         );

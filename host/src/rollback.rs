@@ -1,17 +1,45 @@
 //! `defops-wasm rollback RUN`: undo a run's effects, newest first.
 //!
-//! The journal is verified first. Then the inverse of every effect is
-//! planned on an overlay of the run's grants, exactly as a fix would plan:
-//! an effect whose path is in its recorded after-state is undone, one whose
-//! path is back in its before-state is skipped (never applied, or undone
-//! already), and anything else is drift. Drift is reported, path and
-//! attribute, before anything changes, and refuses the rollback unless
-//! `--force`. The inverse plan is committed by the same executor as a run,
-//! journaled as a run of its own, and the recorded modification times are
-//! restored last.
+//! The journal is verified and trusted first (see [`trusted_journal`]).
+//! Then the inverse of every effect in force is planned on an overlay of
+//! the run's grants, exactly as a fix would plan, and committed by the same
+//! executor as a run, journaled as a run of its own; the recorded
+//! modification times are restored last, and the tree is looked at again.
+//!
+//! # Invariants
+//!
+//! 1. An effect whose journal has a `done` record was applied: it is in
+//!    force, never guessed away from the disk. Only the effects after the
+//!    last `done` of a run cut off without an outcome (the crash window;
+//!    after a power loss several may be there) are decided from the disk,
+//!    in order ([`in_force`]). The one exception: once an earlier rollback
+//!    of the same run started changing the disk and did not finish (it
+//!    undid the newest first), the effects still in force are the most
+//!    that undo cleanly, one found in its before-state taken as undone by
+//!    it and one put back halfway finished.
+//! 2. Every effect in force is either restored or named as drift (path and
+//!    attribute, expected and found). With any drift nothing changes
+//!    without `--force` (exit 3), and the drift is journaled.
+//! 3. `rolled-back` (and `nothing-to-undo`) with exit 0 is said only when
+//!    the tree is back: after the commit every path the run touched is
+//!    observed again, by its name before the run, and compared with its
+//!    recorded before-state and modification time ([`tree_back`]); a
+//!    difference is outcome `not-restored`, exit 2, naming the paths.
+//! 4. Modification times are recorded and restored under the names paths
+//!    had before the run, so paths reached through renames get theirs back
+//!    too (a renamed directory, its parent, the files beneath it).
+//! 5. A journal outside the state directory, or one not written by this
+//!    user alone, is acted on only with `--expect-head` matching its head;
+//!    its header is used only after that ([`trusted_journal`]).
+//! 6. Once a rollback of a run brought the tree back, rolling it back
+//!    again changes nothing.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod in_force;
+mod inverse;
+mod tree_back;
+mod trusted_journal;
+
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -19,28 +47,52 @@ use serde_json::{Value, json};
 use crate::commit;
 use crate::exit::Exit;
 use crate::grants::{Access, Grants, VPath};
-use crate::journal::{self, Journal, Loaded, Objects, Verdict};
+use crate::journal::{self, Journal, Objects, Verdict};
 use crate::output::Printer;
-use crate::overlay::{Exact, FsError, Overlay, OverlayLimits};
+use crate::overlay::{FsError, Overlay, OverlayLimits};
 use crate::plan::State;
 use crate::policy::RunLock;
 use crate::run::{Stop, hostname, new_run_id, now_secs, rfc3339, user};
+
+use in_force::Effects;
+use inverse::{Step, Undo, missing_directory, undo};
+use tree_back::Mtimes;
 
 /// What the operator asked for.
 pub struct RollbackRequest {
     pub run: String,
     pub dry_run: bool,
     pub force: bool,
+    /// The run's head as recorded elsewhere: required for a journal from
+    /// outside the state directory.
+    pub expect_head: Option<String>,
     pub state_dir: PathBuf,
 }
 
-/// One path whose state is neither what the run left nor what it found.
+/// One path whose state is not what the run left.
 #[derive(Debug)]
 struct Drift {
     path: String,
     attribute: &'static str,
-    expected: State,
+    /// `None`: a directory (a path below it needs one).
+    expected: Option<State>,
     found: State,
+}
+
+impl Drift {
+    fn expected_text(&self) -> String {
+        match &self.expected {
+            Some(s) => s.to_string(),
+            None => "a directory".into(),
+        }
+    }
+
+    fn expected_json(&self) -> Value {
+        match &self.expected {
+            Some(s) => json!(s),
+            None => json!({"kind": "dir"}),
+        }
+    }
 }
 
 fn state(v: &Value) -> Option<State> {
@@ -57,49 +109,57 @@ fn vpath(v: &Value) -> Result<VPath, Stop> {
     })
 }
 
-/// Loads and verifies the journal of `run`.
-pub fn load_verified(state_dir: &std::path::Path, run: &str) -> Result<Loaded, Stop> {
-    let path = journal::locate(state_dir, run).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let loaded = journal::load(&path, None).map_err(|e| Stop::new(Exit::Usage, e))?;
-    if let Verdict::Bad { seq, why } = &loaded.verdict {
-        return Err(Stop::new(
-            Exit::Refused,
-            journal::JournalError::Tampered {
-                path: path.clone(),
-                seq: *seq,
-                why: why.clone(),
-            },
-        ));
-    }
-    Ok(loaded)
+/// What earlier rollbacks of the same run did.
+#[derive(Default)]
+struct Earlier {
+    /// The last one brought the tree back: its run id.
+    complete: Option<String>,
+    /// One started changing the disk since, and did not finish.
+    started: bool,
 }
 
-pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
-    let started = std::time::Instant::now();
-    let started_at = now_secs();
-    let state_dir = crate::state_dir::prepare(&req.state_dir, &Grants::default())
-        .map_err(|e| Stop::new(Exit::Usage, e))?;
-    let loaded = load_verified(&state_dir, &req.run)?;
-    let header = loaded.header().clone();
-    // The run's own algorithm: its states and before-images are named by it.
-    let alg = crate::journal::header_alg(&PathBuf::from(&req.run), &header)
-        .map_err(|e| Stop::new(Exit::Refused, e))?;
-    crate::digest::choose(alg).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let original = header["run_id"].as_str().unwrap_or_default().to_string();
-    if header["kind"] != "run" {
-        return Err(Stop::new(
-            Exit::Usage,
-            format!("{original} is a rollback itself; to redo the change, run the fix again"),
-        ));
+/// The earlier real rollbacks of `original` in the state directory, oldest
+/// first.
+fn earlier_rollbacks(state_dir: &Path, original: &str) -> Earlier {
+    let mut earlier = Earlier::default();
+    for id in journal::list(state_dir).unwrap_or_default() {
+        let path = state_dir.join("runs").join(&id).join("journal.jsonl");
+        // The header alone says whether it is one: most journals are not.
+        let is_one = first_line(&path).is_some_and(|h| {
+            h["kind"] == "rollback" && h["rollback_of"] == original && h["dry_run"] != json!(true)
+        });
+        let loaded = is_one.then(|| journal::load(&path, None).ok()).flatten();
+        let Some(loaded) = loaded.filter(|l| !matches!(l.verdict, Verdict::Bad { .. })) else {
+            continue;
+        };
+        let outcome = loaded.of("outcome").last().map(|o| o["outcome"].clone());
+        match outcome.as_ref().and_then(Value::as_str) {
+            Some("rolled-back" | "nothing-to-undo") => {
+                earlier.complete = Some(id);
+                earlier.started = false;
+            }
+            _ if loaded.of("intent").next().is_some() => {
+                earlier.complete = None;
+                earlier.started = true;
+            }
+            _ => {}
+        }
     }
-    if header["dry_run"] == json!(true) {
-        return Err(Stop::new(
-            Exit::Usage,
-            format!(
-                "{original} was a dry-run: it changed nothing, so there is nothing to roll back"
-            ),
-        ));
-    }
+    earlier
+}
+
+/// The first record of a journal, parsed (not verified).
+fn first_line(path: &Path) -> Option<Value> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(std::fs::File::open(path).ok()?)
+        .read_line(&mut line)
+        .ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+/// The run's grants, opened again from its header.
+fn grants_of(header: &Value) -> Result<Grants, Stop> {
     let specs: Vec<(PathBuf, Access)> = header["grants"]
         .as_array()
         .into_iter()
@@ -117,8 +177,183 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             )
         })
         .collect();
-    let grants = Grants::open(&specs)
-        .map_err(|e| Stop::new(Exit::Usage, format!("the run's grant: {e}")))?;
+    Grants::open(&specs).map_err(|e| Stop::new(Exit::Usage, format!("the run's grant: {e}")))
+}
+
+/// Refuses a journal that is not a real run's.
+fn check_kind(header: &Value, original: &str) -> Result<(), Stop> {
+    if header["kind"] != "run" {
+        return Err(Stop::new(
+            Exit::Usage,
+            format!("{original} is a rollback itself; to redo the change, run the fix again"),
+        ));
+    }
+    if header["dry_run"] == json!(true) {
+        return Err(Stop::new(
+            Exit::Usage,
+            format!(
+                "{original} was a dry-run: it changed nothing, so there is nothing to roll back"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The inverse plan, and the drift found while making it.
+struct Planned {
+    overlay: Overlay,
+    drifts: Vec<Drift>,
+    undone: usize,
+}
+
+/// Plans the inverse of every effect in force, newest first, on a fresh
+/// overlay from `overlay`.
+fn plan_inverse(
+    effects: &Effects<'_>,
+    overlay: &dyn Fn() -> Overlay,
+    objects: &Objects,
+    mtimes: &Mtimes,
+    earlier_started: bool,
+    force: bool,
+) -> Result<Planned, Stop> {
+    let origins = in_force::origins(&effects.intents)?;
+    let undo_first = |n: usize, drifts: Vec<Drift>| {
+        undo_newest_first(
+            &effects.intents[..n],
+            &origins,
+            UndoAll {
+                effects,
+                objects,
+                mtimes,
+                may_be_undone: earlier_started,
+                force,
+            },
+            overlay(),
+            drifts,
+        )
+    };
+    // After an unfinished rollback (which undid the newest effects first),
+    // the first j are still in force for some j, the j-th maybe halfway
+    // undone: the most that undo cleanly, an effect in its before-state
+    // skipped.
+    let candidates: Vec<usize> = if earlier_started {
+        (0..=effects.intents.len()).rev().collect()
+    } else {
+        // The effects in force: all with a `done` record, then those of
+        // the crash window the disk shows applied: the most that undo
+        // cleanly.
+        match effects.window_candidates(&overlay())? {
+            Ok(c) => c.into_iter().map(|j| effects.done_count + j).collect(),
+            Err(drifts) => return undo_first(effects.done_count, drifts),
+        }
+    };
+    let mut first = None;
+    for n in candidates {
+        match undo_first(n, Vec::new()) {
+            Ok(attempt) if attempt.drifts.is_empty() => return Ok(attempt),
+            other => {
+                first.get_or_insert(other);
+            }
+        }
+    }
+    first.expect("at least one candidate")
+}
+
+/// What undoing needs besides the overlay.
+#[derive(Clone, Copy)]
+struct UndoAll<'a> {
+    effects: &'a Effects<'a>,
+    objects: &'a Objects,
+    mtimes: &'a Mtimes,
+    may_be_undone: bool,
+    force: bool,
+}
+
+/// Plans the inverse of `intents` (the first of the run's), newest first.
+fn undo_newest_first(
+    intents: &[&Value],
+    origins: &[Vec<Option<VPath>>],
+    with: UndoAll<'_>,
+    mut overlay: Overlay,
+    mut drifts: Vec<Drift>,
+) -> Result<Planned, Stop> {
+    let mut undone = 0;
+    for (intent, names) in intents.iter().zip(origins).rev() {
+        let time = |k: usize| {
+            names
+                .get(k)
+                .cloned()
+                .flatten()
+                .and_then(|p| with.mtimes.get(p.as_str()).copied())
+        };
+        let how = Undo {
+            after: with.effects.after(intent, "after"),
+            after_to: with.effects.after(intent, "after_to"),
+            mtime: time(0),
+            mtime_to: time(1),
+            may_be_undone: with.may_be_undone,
+            force: with.force,
+        };
+        match undo(intent, &how, &mut overlay, with.objects) {
+            Ok(Step::Undone) => undone += 1,
+            Ok(Step::Skipped) => {}
+            Ok(Step::Drifted(d)) => {
+                for d in d {
+                    if !drifts.iter().any(|x: &Drift| x.path == d.path) {
+                        drifts.push(d);
+                    }
+                }
+            }
+            // Undoing older effects may be impossible once a newer one
+            // drifted (a directory not empty): the drift is the news.
+            Err(_) if !drifts.is_empty() => break,
+            // A directory it needs is gone (removed since the run): named.
+            Err(e) => match missing_directory(intent, &overlay)? {
+                Some(d) => {
+                    drifts.push(d);
+                    break;
+                }
+                None => return Err(e),
+            },
+        }
+    }
+    Ok(Planned {
+        overlay,
+        drifts,
+        undone,
+    })
+}
+
+fn drift_list(drifts: &[Drift]) -> Vec<String> {
+    drifts
+        .iter()
+        .map(|d| {
+            format!(
+                "{} ({}: expected {}, found {})",
+                d.path,
+                d.attribute,
+                d.expected_text(),
+                d.found
+            )
+        })
+        .collect()
+}
+
+pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
+    let started = std::time::Instant::now();
+    let started_at = now_secs();
+    let state_dir = crate::state_dir::prepare(&req.state_dir, &Grants::default())
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    let (loaded, trusted) =
+        trusted_journal::load(&state_dir, &req.run, req.expect_head.as_deref())?;
+    let header = loaded.header().clone();
+    // The run's own algorithm: its states and before-images are named by it.
+    let alg = crate::journal::header_alg(&PathBuf::from(&req.run), &header)
+        .map_err(|e| Stop::new(Exit::Refused, e))?;
+    crate::digest::choose(alg).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let original = header["run_id"].as_str().unwrap_or_default().to_string();
+    check_kind(&header, &original)?;
+    let grants = grants_of(&header)?;
     let state_dir =
         crate::state_dir::prepare(&state_dir, &grants).map_err(|e| Stop::new(Exit::Usage, e))?;
     let grants = Arc::new(grants);
@@ -132,6 +367,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
                 .map_err(|e| Stop::new(Exit::Refused, e))?,
         ),
     };
+    let earlier = earlier_rollbacks(&state_dir, &original);
 
     out.start(&json!({
         "type": "start",
@@ -141,104 +377,44 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         "grants": header["grants"],
     }));
 
-    // Plan the inverse on an overlay, newest effect first.
-    let mut overlay = Overlay::new(
-        grants.clone(),
-        OverlayLimits {
-            max_read: 1 << 30,
-            max_plan_bytes: u64::MAX,
+    let effects = Effects::read(&loaded);
+    let mtimes = tree_back::recorded_mtimes(&effects.intents);
+    let overlay = || {
+        let mut ov = Overlay::new(
+            grants.clone(),
+            OverlayLimits {
+                max_read: 1 << 30,
+                max_plan_bytes: u64::MAX,
+            },
+        );
+        ov.set_restoring();
+        ov
+    };
+    let Planned {
+        overlay,
+        drifts,
+        undone,
+    } = match &earlier.complete {
+        // Already back: nothing is in force any more.
+        Some(_) => Planned {
+            overlay: overlay(),
+            drifts: Vec::new(),
+            undone: 0,
         },
-    );
-    overlay.set_restoring();
-    let done: BTreeMap<u64, &Value> = loaded
-        .of("done")
-        .filter_map(|r| Some((r["n"].as_u64()?, r)))
-        .collect();
-    let intents: Vec<&Value> = loaded
-        .of("intent")
-        .filter(|r| r["planned"] != json!(true))
-        .collect();
-    let mut drifts = Vec::new();
-    let mut undone = 0;
-    // The effects were applied in order, and rollbacks undo them newest
-    // first, so without drift the tree is "the first j effects applied" for
-    // one j: the largest j whose last applied effect shows its after-state
-    // and whose next effect still shows its before-state.
-    let mut intents = intents;
-    let mtimes = recorded_mtimes(&intents);
-    intents.sort_by_key(|i| i["n"].as_u64());
-    let after_of = |i: &Value, key: &str| {
-        let n = i["n"].as_u64().unwrap_or(u64::MAX);
-        done.get(&n)
-            .and_then(|d| state(&d[key]))
-            .or_else(|| state(&i[key]))
-    };
-    let shows = |i: &Value, which: Which| -> Result<bool, Stop> {
-        let (main, to) = match which {
-            Which::Before => (state(&i["before"]), state(&i["before_to"])),
-            Which::After => (after_of(i, "after"), after_of(i, "after_to")),
-        };
-        if i["op"] == "rename" {
-            let from_now = overlay.state(&vpath(&i["from"])?).map_err(fs_stop)?;
-            let to_now = overlay.state(&vpath(&i["to"])?).map_err(fs_stop)?;
-            let from_expected = if which == Which::After {
-                Some(State::Absent)
-            } else {
-                main
-            };
-            return Ok(Some(from_now) == from_expected && Some(to_now) == to);
-        }
-        let path = vpath(&i[if i["op"] == "symlink" { "link" } else { "path" }])?;
-        Ok(Some(overlay.state(&path).map_err(fs_stop)?) == main)
-    };
-    let mut applied = intents.len();
-    for j in (0..=intents.len()).rev() {
-        let last_applied = j == 0 || shows(intents[j - 1], Which::After)?;
-        let next_pending = j == intents.len() || shows(intents[j], Which::Before)?;
-        if last_applied && next_pending {
-            applied = j;
-            break;
-        }
-    }
-    for intent in intents[..applied].iter().rev() {
-        let pick = |key: &str| after_of(intent, key);
-        match undo(
-            intent,
-            pick("after"),
-            pick("after_to"),
-            &mut overlay,
+        None => plan_inverse(
+            &effects,
+            &overlay,
             &objects,
             &mtimes,
+            earlier.started,
             req.force,
-        ) {
-            Ok(Step::Undone) => undone += 1,
-            Ok(Step::Skipped) => {}
-            Ok(Step::Drifted(d)) => {
-                for d in d {
-                    if !drifts.iter().any(|x: &Drift| x.path == d.path) {
-                        drifts.push(d);
-                    }
-                }
-            }
-            // Undoing older effects may be impossible once a newer one
-            // drifted (a directory not empty): the drift is the news.
-            Err(_) if !drifts.is_empty() => break,
-            Err(e) => return Err(e),
-        }
-    }
+        )?,
+    };
     // Refused for drift: journaled all the same (header, drift, outcome),
     // so monitoring and the report see the attempt.
     let mut refusal = None;
     if !drifts.is_empty() && !req.force {
-        let list: Vec<String> = drifts
-            .iter()
-            .map(|d| {
-                format!(
-                    "{} ({}: expected {}, found {})",
-                    d.path, d.attribute, d.expected, d.found
-                )
-            })
-            .collect();
+        let list = drift_list(&drifts);
         for l in &list {
             out.note(&format!("drift: {}", crate::escape::line(l)));
         }
@@ -266,6 +442,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             "run_id": run_id,
             "rollback_of": original,
             "original_head": match &loaded.verdict { Verdict::Intact { head, .. } | Verdict::TornTail { head, .. } => json!(head), Verdict::Bad { .. } => Value::Null },
+            "head_anchored": trusted == trusted_journal::Trusted::Anchored,
             "time": rfc3339(started_at),
             "grants": header["grants"],
             "dry_run": req.dry_run,
@@ -278,7 +455,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         .map_err(jerr)?;
     for d in &drifts {
         journal
-            .append(json!({"type": "drift", "path": d.path, "attribute": d.attribute, "expected": d.expected, "found": d.found}))
+            .append(json!({"type": "drift", "path": d.path, "attribute": d.attribute, "expected": d.expected_json(), "found": d.found}))
             .map_err(jerr)?;
     }
     if let Some(stop) = refusal {
@@ -304,47 +481,64 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         "changed": plan.effects.len(),
         "unchanged": plan.unchanged,
     });
+    if let Some(id) = &earlier.complete {
+        summary["rolled_back_by"] = json!(id);
+    }
     // A run killed between writing a temporary file and renaming it over
     // its target leaves that file behind: it goes, as part of the undo.
-    let orphans = match req.dry_run {
+    let orphans = match req.dry_run || earlier.complete.is_some() {
         true => 0,
-        false => remove_orphans(&grants, &original, &intents),
+        false => remove_orphans(&grants, &original, &effects.intents),
     };
     if orphans > 0 {
         summary["temporary_files_removed"] = json!(orphans);
     }
-    let exit = if plan.effects.is_empty() {
-        if orphans > 0 {
-            restore_mtimes(&grants, &non_file_mtimes(&mtimes, &intents));
+    let committed = match req.dry_run || plan.effects.is_empty() {
+        true => Ok(()),
+        false => commit::commit(&grants, &plan, &run_id, &mut journal, None, None).map(|_| ()),
+    };
+    let exit = match committed {
+        Ok(()) if req.dry_run && !plan.effects.is_empty() => {
+            summary["outcome"] = json!("planned");
+            Exit::Success
         }
-        summary["outcome"] = json!("nothing-to-undo");
-        Exit::Success
-    } else if req.dry_run {
-        summary["outcome"] = json!("planned");
-        Exit::Success
-    } else {
-        match commit::commit(&grants, &plan, &run_id, &mut journal, None, None) {
-            Ok(_) => {
-                restore_mtimes(&grants, &non_file_mtimes(&mtimes, &intents));
-                summary["outcome"] = json!("rolled-back");
-                Exit::Success
-            }
-            Err(e) => {
-                summary["outcome"] = json!(if matches!(e, commit::CommitError::Drift { .. }) {
-                    "refused"
-                } else {
-                    "error"
-                });
-                summary["changed"] = json!(e.applied());
-                summary["error"] = json!(format!(
-                    "rollback stopped: {e}; run `defops-wasm rollback {original}` again once the cause is fixed"
-                ));
-                if matches!(e, commit::CommitError::Drift { .. }) {
-                    Exit::Refused
-                } else {
-                    Exit::Usage
+        Ok(()) => {
+            // Restored and looked at again, unless a rollback before this
+            // one brought the tree back (then nothing is touched).
+            let not_back = match earlier.complete.is_some() || req.dry_run {
+                true => Vec::new(),
+                false => {
+                    tree_back::restore_mtimes(&grants, &mtimes);
+                    let origins = in_force::origins(&effects.intents)?;
+                    let before = tree_back::before_run(&effects.intents, &origins);
+                    tree_back::differences(&grants, &before, &mtimes)
                 }
+            };
+            if not_back.is_empty() {
+                summary["outcome"] = json!(match plan.effects.is_empty() {
+                    true => "nothing-to-undo",
+                    false => "rolled-back",
+                });
+                Exit::Success
+            } else {
+                let list: Vec<String> = not_back.iter().map(|d| d.to_string()).collect();
+                summary["outcome"] = json!("not-restored");
+                summary["error"] = json!(format!(
+                    "the tree is not as it was before {original}: {} path(s) differ: {}; look at them, then restore them by hand or run `defops-wasm rollback {original} --force`",
+                    list.len(),
+                    list.join("; ")
+                ));
+                Exit::Usage
             }
+        }
+        Err(e) => {
+            let drift = matches!(e, commit::CommitError::Drift { .. });
+            summary["outcome"] = json!(if drift { "refused" } else { "error" });
+            summary["changed"] = json!(e.applied());
+            summary["error"] = json!(format!(
+                "rollback stopped: {e}; run `defops-wasm rollback {original}` again once the cause is fixed"
+            ));
+            if drift { Exit::Refused } else { Exit::Usage }
         }
     };
     summary["exit_code"] = json!(exit.code());
@@ -371,187 +565,8 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     Ok(exit)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Which {
-    Before,
-    After,
-}
-
-enum Step {
-    Undone,
-    Skipped,
-    Drifted(Vec<Drift>),
-}
-
 fn fs_stop(e: FsError) -> Stop {
     Stop::new(Exit::Refused, format!("cannot plan the rollback: {e}"))
-}
-
-/// Plans the inverse of one intent on the overlay.
-fn undo(
-    intent: &Value,
-    after: Option<State>,
-    after_to: Option<State>,
-    ov: &mut Overlay,
-    objects: &Objects,
-    mtimes: &Mtimes,
-    force: bool,
-) -> Result<Step, Stop> {
-    let op = intent["op"].as_str().unwrap_or_default();
-    let before = state(&intent["before"]).unwrap_or(State::Absent);
-    let after = after.unwrap_or(State::Absent);
-    let content = |key: &str| -> Result<Vec<u8>, Stop> {
-        let hash = intent[key].as_str().unwrap_or_default();
-        objects.get(hash).map_err(|e| Stop::new(Exit::Usage, e))
-    };
-    if op == "rename" {
-        let (from, to) = (vpath(&intent["from"])?, vpath(&intent["to"])?);
-        let before_to = state(&intent["before_to"]).unwrap_or(State::Absent);
-        let after_to = after_to.unwrap_or_else(|| before.clone());
-        let (now_from, now_to) = (
-            ov.state(&from).map_err(fs_stop)?,
-            ov.state(&to).map_err(fs_stop)?,
-        );
-        if now_from == before && now_to == before_to {
-            return Ok(Step::Skipped);
-        }
-        if !(force || now_to == after_to && now_from == State::Absent) {
-            let mut d = Vec::new();
-            if let Some(attribute) = after_to.difference(&now_to) {
-                d.push(Drift {
-                    path: to.to_string(),
-                    attribute,
-                    expected: after_to,
-                    found: now_to,
-                });
-            }
-            if let Some(attribute) = State::Absent.difference(&now_from) {
-                d.push(Drift {
-                    path: from.to_string(),
-                    attribute,
-                    expected: State::Absent,
-                    found: now_from,
-                });
-            }
-            return Ok(Step::Drifted(d));
-        }
-        ov.rename(&to, &from).map_err(fs_stop)?;
-        restore(ov, &to, &before_to, mtimes, || content("object_to"))?;
-        return Ok(Step::Undone);
-    }
-    let path = vpath(&intent[if op == "symlink" { "link" } else { "path" }])?;
-    let now = ov.state(&path).map_err(fs_stop)?;
-    if now == before {
-        return Ok(Step::Skipped);
-    }
-
-    if now != after && !force {
-        let attribute = after.difference(&now).unwrap_or("state");
-        return Ok(Step::Drifted(vec![Drift {
-            path: path.to_string(),
-            attribute,
-            expected: after,
-            found: now,
-        }]));
-    }
-    match op {
-        "set-mode" | "set-owner" => restore_meta(ov, &path, &before)?,
-        _ => {
-            // Remove what the run created or left, then put back what was there.
-            match now {
-                State::Absent => {}
-                State::Dir { .. } if matches!(before, State::Dir { .. }) => {}
-                State::Dir { .. } => ov.remove_dir(&path).map_err(fs_stop)?,
-                State::File { .. } if matches!(before, State::File { .. }) => {}
-                _ => ov.remove_file(&path).map_err(fs_stop)?,
-            }
-            restore(ov, &path, &before, mtimes, || content("object"))?;
-        }
-    }
-    Ok(Step::Undone)
-}
-
-/// Puts `before` back at `path` (absent there now, or a file to overwrite).
-fn restore(
-    ov: &mut Overlay,
-    path: &VPath,
-    before: &State,
-    mtimes: &Mtimes,
-    content: impl FnOnce() -> Result<Vec<u8>, Stop>,
-) -> Result<(), Stop> {
-    match before {
-        State::Absent | State::Other => return Ok(()),
-        State::File { mode, uid, gid, .. } => {
-            let exact = Exact {
-                mode: *mode,
-                uid: *uid,
-                gid: *gid,
-                mtime: mtimes.get(path.as_str()).copied(),
-            };
-            return ov.restore_file(path, content()?, exact).map_err(fs_stop);
-        }
-        State::Dir { .. } => ov.create_dir(path).map_err(fs_stop)?,
-        State::Symlink { target, .. } => ov.symlink(target, path).map_err(fs_stop)?,
-    }
-    restore_meta(ov, path, before)
-}
-
-fn restore_meta(ov: &mut Overlay, path: &VPath, before: &State) -> Result<(), Stop> {
-    match before {
-        State::File { mode, uid, gid, .. } | State::Dir { mode, uid, gid } => {
-            ov.set_mode(path, *mode).map_err(fs_stop)?;
-            ov.set_owner(path, *uid, *gid).map_err(fs_stop)
-        }
-        State::Symlink { uid, gid, .. } => ov.set_owner(path, *uid, *gid).map_err(fs_stop),
-        State::Absent | State::Other => Ok(()),
-    }
-}
-
-/// Original modification times by path, as the run recorded them before
-/// its first change.
-type Mtimes = BTreeMap<String, (i64, u32)>;
-
-/// The earliest recorded mtime of each path.
-fn recorded_mtimes(intents: &[&Value]) -> Mtimes {
-    let mut times = Mtimes::new();
-    for intent in intents {
-        for (path, t) in intent["mtimes"].as_object().into_iter().flatten() {
-            if let (Some(s), Some(ns)) = (t[0].as_i64(), t[1].as_u64()) {
-                times.entry(path.clone()).or_insert((s, ns as u32));
-            }
-        }
-    }
-    times
-}
-
-/// The recorded times of everything but files (which get theirs back as
-/// they are rewritten): directories whose entries changed, and symlinks.
-fn non_file_mtimes(times: &Mtimes, intents: &[&Value]) -> Mtimes {
-    let files: std::collections::HashSet<&str> = intents
-        .iter()
-        .filter(|i| i["before"]["kind"] == "file" && i["op"] != "rename")
-        .filter_map(|i| i["path"].as_str())
-        .collect();
-    times
-        .iter()
-        .filter(|(p, _)| !files.contains(p.as_str()))
-        .map(|(p, t)| (p.clone(), *t))
-        .collect()
-}
-
-/// Sets back the recorded modification times of directories and symlinks
-/// (files restored by the rollback got theirs as they were written).
-fn restore_mtimes(grants: &Grants, times: &Mtimes) {
-    for (path, (s, ns)) in times {
-        let Ok(p) = VPath::parse(path) else { continue };
-        if let Some(g) = grants.find(&p)
-            && let Ok(loc) = crate::disk::locate(g, &p)
-            && let Ok(Some(st)) = loc.lstat()
-            && st.kind != crate::disk::Kind::File
-        {
-            let _ = loc.set_mtime(*s, *ns);
-        }
-    }
 }
 
 /// Removes the temporary files (`.defops-tmp-RUN-N`, next to each write's

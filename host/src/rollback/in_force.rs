@@ -1,0 +1,171 @@
+//! Which effects of a run are in force, from its journal first.
+//!
+//! An effect with a `done` record was applied: it is in force, whatever
+//! the disk shows now. A run that wrote its `outcome` stopped where its
+//! `done` records stop. Only a run cut off without an outcome leaves a
+//! window: the effects after its last `done` record (one after a kill,
+//! several after a power loss, since `done` records are synced at the end).
+//! They were applied in order, so the disk shows "the first j of them
+//! applied" for one j, and that j is the only thing read from the disk.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{Drift, Stop, fs_stop, state, vpath};
+use crate::grants::VPath;
+use crate::journal::Loaded;
+use crate::overlay::Overlay;
+use crate::plan::State;
+
+/// A run's effects as its journal tells them.
+pub struct Effects<'a> {
+    /// Every intent of the real run, by `n`.
+    pub intents: Vec<&'a Value>,
+    done: BTreeMap<u64, &'a Value>,
+    /// How many intents (from the first) have a `done` record.
+    pub done_count: usize,
+    /// The run wrote its outcome: nothing after the last `done` was applied.
+    pub finished: bool,
+}
+
+impl<'a> Effects<'a> {
+    pub fn read(loaded: &'a Loaded) -> Effects<'a> {
+        let done: BTreeMap<u64, &Value> = loaded
+            .of("done")
+            .filter_map(|r| Some((r["n"].as_u64()?, r)))
+            .collect();
+        let mut intents: Vec<&Value> = loaded
+            .of("intent")
+            .filter(|r| r["planned"] != json!(true))
+            .collect();
+        intents.sort_by_key(|i| i["n"].as_u64());
+        // Effects are applied in order: a `done` for n means all before it.
+        let done_count = match done.keys().next_back() {
+            Some(last) => intents
+                .iter()
+                .take_while(|i| i["n"].as_u64().is_some_and(|n| n <= *last))
+                .count(),
+            None => 0,
+        };
+        Effects {
+            intents,
+            done,
+            done_count,
+            finished: loaded.of("outcome").next().is_some(),
+        }
+    }
+
+    /// The effects after the last `done` record that may have been applied.
+    pub fn window(&self) -> &[&'a Value] {
+        match self.finished {
+            true => &[],
+            false => &self.intents[self.done_count..],
+        }
+    }
+
+    /// The state effect `i` left at `key` (`after`, `after_to`): as
+    /// observed in its `done` record, else as planned.
+    pub fn after(&self, i: &Value, key: &str) -> Option<State> {
+        let n = i["n"].as_u64().unwrap_or(u64::MAX);
+        self.done
+            .get(&n)
+            .and_then(|d| state(&d[key]))
+            .or_else(|| state(&i[key]))
+    }
+
+    /// How many of the window's effects the disk may show applied, most
+    /// first: every j where the last of the first j shows its after-state
+    /// and the next its before-state. (A directory's state says nothing of
+    /// its entries, so more than one j can pass; undoing tells them apart.)
+    /// None: the paths of the window's first effect changed since, named
+    /// as drift.
+    pub fn window_candidates(&self, ov: &Overlay) -> Result<Result<Vec<usize>, Vec<Drift>>, Stop> {
+        let window = self.window();
+        let mut out = Vec::new();
+        for j in (0..=window.len()).rev() {
+            let last_applied = j == 0 || self.shows(ov, window[j - 1], Which::After)?;
+            let next_pending = j == window.len() || self.shows(ov, window[j], Which::Before)?;
+            if last_applied && next_pending {
+                out.push(j);
+            }
+        }
+        if !out.is_empty() {
+            return Ok(Ok(out));
+        }
+        let first = window[0];
+        let mut drifts = Vec::new();
+        for (key, expected) in paths_of(first) {
+            let path = vpath(&first[key])?;
+            let expected = state(&first[expected]).unwrap_or(State::Absent);
+            let found = ov.state(&path).map_err(fs_stop)?;
+            if let Some(attribute) = expected.difference(&found) {
+                drifts.push(Drift {
+                    path: path.to_string(),
+                    attribute,
+                    expected: Some(expected),
+                    found,
+                });
+            }
+        }
+        Ok(Err(drifts))
+    }
+
+    fn shows(&self, ov: &Overlay, i: &Value, which: Which) -> Result<bool, Stop> {
+        let (main, to) = match which {
+            Which::Before => (state(&i["before"]), state(&i["before_to"])),
+            Which::After => (self.after(i, "after"), self.after(i, "after_to")),
+        };
+        let now = |p: &Value| -> Result<State, Stop> { ov.state(&vpath(p)?).map_err(fs_stop) };
+        if i["op"] == "rename" {
+            let from_expected = match which {
+                Which::After => Some(State::Absent),
+                Which::Before => main,
+            };
+            return Ok(Some(now(&i["from"])?) == from_expected && Some(now(&i["to"])?) == to);
+        }
+        Ok(Some(now(&i[main_key(i)])?) == main)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Before,
+    After,
+}
+
+/// The field naming the path an intent is about.
+pub fn main_key(i: &Value) -> &'static str {
+    match i["op"].as_str() {
+        Some("symlink") => "link",
+        Some("rename") => "from",
+        _ => "path",
+    }
+}
+
+/// The path fields of an intent with the field of their before-state.
+pub fn paths_of(i: &Value) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![(main_key(i), "before")];
+    if i["op"] == "rename" {
+        v.push(("to", "before_to"));
+    }
+    v
+}
+
+/// The names, before the run, of each intent's paths (`None`: made by the
+/// run itself), in the order of [`paths_of`].
+pub fn origins(intents: &[&Value]) -> Result<Vec<Vec<Option<VPath>>>, Stop> {
+    let mut renames: Vec<(VPath, VPath)> = Vec::new();
+    let mut out = Vec::with_capacity(intents.len());
+    for i in intents {
+        let mut these = Vec::new();
+        for (key, _) in paths_of(i) {
+            these.push(crate::commit::origin(&vpath(&i[key])?, &renames));
+        }
+        if i["op"] == "rename" {
+            renames.push((vpath(&i["from"])?, vpath(&i["to"])?));
+        }
+        out.push(these);
+    }
+    Ok(out)
+}

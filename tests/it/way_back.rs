@@ -1,0 +1,274 @@
+//! The way back, over generated plans (`plangen.rs`): stopped at every
+//! fail point of its commit, cut by a power loss, rolled back halfway, or
+//! followed by a change of the host, a run rolls back to exactly the tree
+//! it found, or the rollback refuses naming what changed and changes
+//! nothing.
+
+use std::path::Path;
+
+use defops_host::fuzzing::Rng;
+
+use crate::plangen::{Case, Snapshot, change_one_path, seeds};
+use crate::util::{Out, Tree};
+
+/// Every fail point of a commit of `effects` effects.
+fn fail_points(effects: u64) -> Vec<String> {
+    let mut points = vec!["after-objects".to_string(), "after-intents".to_string()];
+    for n in 0..effects {
+        for p in ["before-done", "after-done", "enospc-at", "pause-before"] {
+            points.push(format!("{p}-{n}"));
+        }
+    }
+    points.push("after-sync".to_string());
+    points
+}
+
+/// The one run in `t`'s state directory.
+fn only_run(t: &Tree) -> String {
+    let runs: Vec<String> = std::fs::read_dir(t.path("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+fn rollback(t: &Tree, run: &str) -> Out {
+    t.defops().args(&["rollback", run, "--json"]).output()
+}
+
+/// The fail point stopped the run the way it says.
+#[track_caller]
+fn assert_stopped(out: &Out, point: &str, case: &Case) {
+    let how = if point.starts_with("enospc") {
+        out.code == 2
+            && out.summary()["error"]
+                .as_str()
+                .unwrap()
+                .contains("No space")
+    } else if point.starts_with("pause") {
+        out.code == 5 && out.summary()["outcome"] == "aborted"
+    } else {
+        // Killed: no exit code.
+        out.code == -1
+    };
+    assert!(
+        how,
+        "{point}: the fail point did not fire: {out:?}\n{}",
+        case.describe()
+    );
+}
+
+/// Runs `case` stopped at `point`, rolls it back, and checks the tree is
+/// exactly as before, and that a second rollback changes nothing.
+/// With `keep_done`, the journal then loses every record after its first
+/// `keep_done` `done` records, as a power loss may lose what was not
+/// synced.
+fn stop_and_roll_back(case: &Case, point: &str, keep_done: Option<usize>) {
+    let t = Tree::new();
+    case.build(&t);
+    let before = Snapshot::of(&t);
+    let out = case.run(&t, Some(point), &[]);
+    assert_stopped(&out, point, case);
+    let run = only_run(&t);
+    if let Some(keep) = keep_done {
+        lose_done_records(&t.path(&format!("state/runs/{run}/journal.jsonl")), keep);
+    }
+    let back = rollback(&t, &run);
+    assert_eq!(
+        back.code,
+        0,
+        "{point}: rollback failed: {back:?}\n{}",
+        case.describe()
+    );
+    let after = Snapshot::of(&t);
+    assert!(
+        after == before,
+        "{point}: the tree is not back:\n{}{}",
+        before.diff(&after),
+        case.describe()
+    );
+    let again = rollback(&t, &run);
+    again.assert_code(0);
+    assert_eq!(again.summary()["outcome"], "nothing-to-undo");
+    assert_eq!(again.summary()["changed"], 0);
+    assert!(
+        Snapshot::of(&t) == before,
+        "{point}: a second rollback changed the tree"
+    );
+}
+
+/// Cuts a journal after its first `keep` `done` records (a prefix of a
+/// chain is a chain).
+fn lose_done_records(journal: &Path, keep: usize) {
+    let text = std::fs::read_to_string(journal).unwrap();
+    let mut out = String::new();
+    let mut done = 0;
+    for line in text.split_inclusive('\n') {
+        if line.contains("\"type\":\"done\"") {
+            done += 1;
+        }
+        if done > keep || line.contains("\"type\":\"outcome\"") {
+            break;
+        }
+        out.push_str(line);
+    }
+    std::fs::write(journal, out).unwrap();
+}
+
+/// The number of effects of `case`'s plan, from a dry-run.
+fn effects_of(case: &Case) -> u64 {
+    let probe = Tree::new();
+    case.build(&probe);
+    let dry = case.run(&probe, None, &["--dry-run"]);
+    assert_eq!(dry.code, 0, "dry-run: {dry:?}\n{}", case.describe());
+    let effects = dry.summary()["changed"].as_u64().unwrap();
+    assert!(effects > 0, "{}", case.describe());
+    effects
+}
+
+/// Every generated plan, stopped at every fail point of its commit, rolls
+/// back to exactly the tree it found; a second rollback changes nothing.
+#[test]
+fn generated_plans_roll_back_from_every_fail_point() {
+    let (mut plans, mut runs) = (0, 0);
+    for seed in seeds(8) {
+        let case = Case::generate(seed);
+        let points = fail_points(effects_of(&case));
+        // Two at a time: each is three processes, mostly waiting on disk.
+        std::thread::scope(|s| {
+            for half in points.chunks(points.len().div_ceil(2)) {
+                let case = &case;
+                s.spawn(move || half.iter().for_each(|p| stop_and_roll_back(case, p, None)));
+            }
+        });
+        runs += points.len();
+        plans += 1;
+    }
+    eprintln!("crash matrix: {plans} generated plans, {runs} plan x fail point runs rolled back");
+}
+
+/// A power loss keeps the intents (synced before the first change) but
+/// may lose the `done` records after them (synced at the end) while their
+/// effects are on the disk: rollback reads those from the disk, several
+/// in order.
+#[test]
+fn a_power_loss_that_lost_done_records_rolls_back_from_the_disk() {
+    let mut runs = 0;
+    for seed in seeds(4) {
+        let case = Case::generate(seed);
+        let effects = effects_of(&case) as usize;
+        let mut rng = Rng::new(seed ^ 0x9A55);
+        let mut cuts = vec![("after-sync".to_string(), 0)];
+        for _ in 0..3 {
+            let n = rng.below(effects);
+            cuts.push((format!("after-done-{n}"), rng.below(n + 1)));
+        }
+        for (point, keep) in cuts {
+            stop_and_roll_back(&case, &point, Some(keep));
+            runs += 1;
+        }
+    }
+    eprintln!("power loss: {runs} runs with lost done records rolled back");
+}
+
+/// A rollback cut off at any fail point of its own commit is finished by
+/// the next one: the tree is back, and a third changes nothing.
+#[test]
+fn a_rollback_cut_off_is_finished_by_the_next_one() {
+    let mut runs = 0;
+    for seed in seeds(3) {
+        let case = Case::generate(seed);
+        let probe = Tree::new();
+        case.build(&probe);
+        case.run(&probe, None, &[]).assert_code(0);
+        let dry = probe
+            .defops()
+            .args(&["rollback", &only_run(&probe), "--dry-run", "--json"])
+            .output();
+        dry.assert_code(0);
+        let inverse = dry.summary()["changed"].as_u64().unwrap();
+        let mut points = vec!["after-intents".to_string(), "after-sync".to_string()];
+        for n in 0..inverse {
+            points.push(format!("before-done-{n}"));
+            points.push(format!("after-done-{n}"));
+        }
+        for point in points {
+            let t = Tree::new();
+            case.build(&t);
+            let before = Snapshot::of(&t);
+            case.run(&t, None, &[]).assert_code(0);
+            let run = only_run(&t);
+            let cut = t
+                .defops()
+                .env("DEFOPS_FAILPOINT", &point)
+                .args(&["rollback", &run, "--json"])
+                .output();
+            assert_eq!(
+                cut.code, -1,
+                "{point}: the fail point did not fire: {cut:?}"
+            );
+            let back = rollback(&t, &run);
+            assert_eq!(
+                back.code,
+                0,
+                "{point}: the next rollback failed: {back:?}\n{}",
+                case.describe()
+            );
+            let after = Snapshot::of(&t);
+            assert!(
+                after == before,
+                "{point}: the tree is not back:\n{}{}",
+                before.diff(&after),
+                case.describe()
+            );
+            let again = rollback(&t, &run);
+            again.assert_code(0);
+            assert_eq!(again.summary()["outcome"], "nothing-to-undo");
+            runs += 1;
+        }
+    }
+    eprintln!("rollbacks cut off: {runs} finished by the next one");
+}
+
+/// A host changed after a complete run makes rollback refuse, name the
+/// path and change nothing; `check` is then not OK.
+#[test]
+fn a_host_changed_after_a_complete_run_is_drift_never_undone() {
+    let mut cases = 0;
+    for seed in seeds(24) {
+        let case = Case::generate(seed);
+        let t = Tree::new();
+        case.build(&t);
+        case.run(&t, None, &[]).assert_code(0);
+        let run = only_run(&t);
+        let mut rng = Rng::new(seed ^ 0xD1F7);
+        let (what, names) = change_one_path(&t, &case, &mut rng);
+        let changed = Snapshot::of(&t);
+        let back = rollback(&t, &run);
+        let said = format!("{}{}", back.stdout, back.stderr);
+        assert_eq!(
+            back.code,
+            3,
+            "{what}: rollback did not refuse: {back:?}\n{}",
+            case.describe()
+        );
+        let g = t.p("grant");
+        assert!(
+            names.iter().any(|n| said.contains(&format!("{g}/{n} ("))),
+            "{what}: the refusal names none of {names:?}: {said}\n{}",
+            case.describe()
+        );
+        let after = Snapshot::of(&t);
+        assert!(
+            after == changed,
+            "{what}: a refused rollback changed the disk:\n{}",
+            changed.diff(&after)
+        );
+        let check = t.defops().args(&["check"]).output();
+        assert_ne!(check.code, 0, "{what}: check said OK: {}", check.stdout);
+        assert!(!check.stdout.contains("DEFOPS OK"), "{}", check.stdout);
+        cases += 1;
+    }
+    eprintln!("host changed after the run: {cases} generated plans refused");
+}
