@@ -9,6 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
@@ -469,6 +470,7 @@ impl Loc<'_> {
             let mut file = std::fs::File::from(fd);
             file.write_all(content)?;
             set_owner_fd(&file, uid, gid)?;
+            copy_xattrs(dir, name, &file)?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
             if let Some((secs, nsec)) = mtime {
                 rustix::fs::futimens(&file, &times(secs, nsec))?;
@@ -584,6 +586,40 @@ fn times(secs: i64, nsec: u32) -> rustix::fs::Timestamps {
             tv_nsec: nsec.into(),
         },
     }
+}
+
+/// Gives `to` the extended attributes of the file `name` in `dir` (when
+/// there is one): its POSIX ACL above all, so an atomic replace never
+/// widens who may read the file, and its labels. Not file capabilities:
+/// the kernel drops those when a file's content changes, and so does this.
+/// A file whose attributes cannot be copied is not replaced.
+fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Result<()> {
+    let from = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = vec![0u8; 64 << 10];
+    let n = match rustix::fs::flistxattr(&from, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut value = vec![0u8; 64 << 10];
+    for attr in names[..n].split(|b| *b == 0).filter(|a| !a.is_empty()) {
+        if attr == b"security.capability" {
+            continue;
+        }
+        let attr = std::ffi::OsStr::from_bytes(attr);
+        let len = rustix::fs::fgetxattr(&from, attr, &mut value[..])?;
+        rustix::fs::fsetxattr(to, attr, &value[..len], rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
 }
 
 fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {

@@ -188,6 +188,11 @@ impl Grants {
         self.mounts.iter().find(|m| m.starts_with(path))
     }
 
+    /// The mount points inside the grants.
+    pub fn mounts(&self) -> impl Iterator<Item = &VPath> {
+        self.mounts.iter()
+    }
+
     /// True when a read-write grant holds a mount point: a directory of it
     /// may then be reachable under a second name at another depth.
     pub fn has_mounts_inside(&self, grant: &Grant) -> bool {

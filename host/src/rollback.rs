@@ -410,10 +410,31 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             req.force,
         )?,
     };
+    // What the rollback puts back must not lead out either: a link it
+    // restores, or a directory it moves back with a link made in it since,
+    // can lead outside the grants now that the tree has changed around it.
+    let escapes = overlay.escapes(&|| false).map_err(|e| {
+        Stop::new(
+            Exit::Refused,
+            format!("cannot check the rollback's plan: {e}"),
+        )
+    })?;
     // Refused for drift: journaled all the same (header, drift, outcome),
     // so monitoring and the report see the attempt.
     let mut refusal = None;
-    if !drifts.is_empty() && !req.force {
+    if !escapes.is_empty() && !req.force {
+        let list: Vec<String> = escapes.iter().map(|e| e.why.clone()).collect();
+        for l in &list {
+            out.note(&format!("would lead out: {}", crate::escape::line(l)));
+        }
+        refusal = Some(Stop::new(
+            Exit::Refused,
+            format!(
+                "refusing to roll back {original}: what it puts back would lead outside the grants: {}; nothing was changed (--force restores it anyway)",
+                list.join("; ")
+            ),
+        ));
+    } else if !drifts.is_empty() && !req.force {
         let list = drift_list(&drifts);
         for l in &list {
             out.note(&format!("drift: {}", crate::escape::line(l)));

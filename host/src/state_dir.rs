@@ -71,5 +71,39 @@ pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
     if let Some(e) = inside(&canonical) {
         return Err(e);
     }
+    if let Some(g) = overlaps_by_identity(&canonical, grants) {
+        return Err(StateDirError::InsideGrant {
+            path: absolute,
+            grant: g,
+        });
+    }
     Ok(canonical)
+}
+
+/// The grant the state directory overlaps by identity, whatever the names
+/// (a bind mount shows the same directories under other paths): one of
+/// its directories, or one of a grant's, is the other's directory; or a
+/// mount point inside a grant shows it.
+fn overlaps_by_identity(state: &Path, grants: &Grants) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let chain = |p: &Path| -> Vec<(u64, u64)> { p.ancestors().filter_map(id).collect() };
+    let state_id = id(state)?;
+    let state_chain = chain(state);
+    for g in grants.iter() {
+        let granted = Path::new(g.path.as_str());
+        // The state directory inside the grant, or the grant inside it.
+        if state_chain.contains(&(g.dev, g.ino)) || chain(granted).contains(&state_id) {
+            return Some(g.path.to_string());
+        }
+    }
+    // A mount inside a grant that shows the state directory or an
+    // ancestor of it: a fix could read its records through it.
+    grants.mounts().find_map(|m| {
+        let m_id = id(Path::new(m.as_str()))?;
+        state_chain
+            .contains(&m_id)
+            .then(|| grants.find(m).map(|g| g.path.to_string()))
+            .flatten()
+    })
 }

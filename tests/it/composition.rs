@@ -754,3 +754,118 @@ fn the_plan_knows_what_the_kernel_does_on_its_own() {
     assert_eq!((m("grant/d/n").gid(), m("grant/d/x").gid()), (1234, 1234));
     assert_eq!(m("grant/d/n").permissions().mode() & 0o7777, 0o700);
 }
+
+/// The state directory reached through a bind mount of a grant's parent,
+/// or shown by a mount inside a grant, is the grant's (or readable from
+/// it): refused before anything runs, as a state directory inside a grant
+/// is — a fix could otherwise rewrite the compile cache or read the
+/// before-images of other runs.
+#[test]
+fn a_state_directory_a_grant_reaches_by_identity_is_refused() {
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("srv/G/st")).unwrap();
+    std::fs::create_dir_all(t.path("alias")).unwrap();
+    let Some(_alias) = Bind::new(&t.p("srv"), &t.p("alias")) else {
+        eprintln!("skipped: cannot bind-mount here (not root?)");
+        return;
+    };
+    let run = |state: &str, grant: &str| {
+        t.defops()
+            .env("DEFOPS_STATE_DIR", state)
+            .args(&[
+                "run",
+                guest("fsops").to_str().unwrap(),
+                "--allow",
+                grant,
+                "--dry-run",
+            ])
+            .output()
+    };
+    run(&t.p("alias/G/st"), &t.p("srv/G"))
+        .assert_code(2)
+        .assert_stderr("overlaps the granted directory");
+    std::fs::create_dir_all(t.path("grant/st")).unwrap();
+    let _shown = Bind::new(&t.p("state"), &t.p("grant/st")).unwrap();
+    run(&t.p("state"), &t.p("grant"))
+        .assert_code(2)
+        .assert_stderr("overlaps the granted directory");
+}
+
+/// A replaced file keeps its POSIX ACL and extended attributes: an atomic
+/// replace never widens who may read it.
+#[test]
+fn a_write_keeps_the_file_s_acl_and_extended_attributes() {
+    let t = Tree::new();
+    t.write("grant/f", "secret\n");
+    let f = t.p("grant/f");
+    let acl = std::process::Command::new("setfacl")
+        .args(["-m", "u:1000:rw,g::-,m::rw", &f])
+        .status()
+        .is_ok_and(|s| s.success());
+    let tag = std::process::Command::new("setfattr")
+        .args(["-n", "user.tag", "-v", "kept", &f])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !acl && !tag {
+        eprintln!("skipped: no setfacl/setfattr or no xattr support here");
+        return;
+    }
+    let attrs = || {
+        let out = std::process::Command::new("getfattr")
+            .args(["-d", "-m", "-", "--absolute-names", &f])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = attrs();
+    let out = fsops(&t, &["write @/grant/f changed"], &[]);
+    out.assert_code(0);
+    assert_eq!(t.read("grant/f"), "changed");
+    assert_eq!(attrs(), before, "the write dropped attributes");
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    t.verify_and_roll_back(&run_id);
+    assert_eq!(attrs(), before, "the rollback dropped attributes");
+}
+
+/// Rollback after a run whose plan moved a directory, or removed a link,
+/// when a later run made what it puts back lead outside: refused (exit 3,
+/// nothing changed) unless --force. And a set-user-ID file's owner change
+/// is undone with its mode intact.
+#[test]
+fn what_a_rollback_puts_back_is_held_to_the_same_rules() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("grant/a/b")).unwrap();
+    std::fs::create_dir_all(t.path("grant/d")).unwrap();
+    t.symlink("n/../../outside/secret", "grant/p");
+    let first = fsops(&t, &["mv @/grant/d @/grant/a/b/d", "rm @/grant/p"], &[]);
+    first.assert_code(0);
+    // Later: dangling at its depth, so allowed; and `n` made.
+    fsops(
+        &t,
+        &["ln ../../outside/secret @/grant/a/b/d/l", "mkdir @/grant/n"],
+        &[],
+    )
+    .assert_code(0);
+    let before = t.snapshot("");
+    let id = first.summary()["run_id"].as_str().unwrap().to_string();
+    t.defops()
+        .args(&["rollback", &id])
+        .output()
+        .assert_code(3)
+        .assert_stderr("would lead outside the grants");
+    assert_eq!(t.snapshot(""), before);
+
+    t.write("grant/tool", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        t.path("grant/tool"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let chown = fsops(&t, &["chown @/grant/tool 1000 1000"], &[]);
+    chown.assert_code(0);
+    let id = chown.summary()["run_id"].as_str().unwrap().to_string();
+    t.verify_and_roll_back(&id);
+    let m = std::fs::metadata(t.path("grant/tool")).unwrap();
+    assert_eq!((m.permissions().mode() & 0o7777, m.uid()), (0o4755, 0));
+}

@@ -217,9 +217,11 @@ fn restore(
 
 fn restore_meta(ov: &mut Overlay, path: &VPath, before: &State) -> Result<(), Stop> {
     match before {
+        // The owner first: the kernel drops set-user-ID (and set-group-ID)
+        // when a file changes owner, so the mode goes back after it.
         State::File { mode, uid, gid, .. } | State::Dir { mode, uid, gid } => {
-            ov.set_mode(path, *mode).map_err(fs_stop)?;
-            ov.set_owner(path, *uid, *gid).map_err(fs_stop)
+            ov.set_owner(path, *uid, *gid).map_err(fs_stop)?;
+            ov.set_mode(path, *mode).map_err(fs_stop)
         }
         State::Symlink { uid, gid, .. } => ov.set_owner(path, *uid, *gid).map_err(fs_stop),
         State::Absent | State::Other => Ok(()),
