@@ -562,6 +562,7 @@ mod tests {
             before_content: None,
             before_to_content: None,
             before_identity: None,
+            link_led_out: None,
         }
     }
 
@@ -628,6 +629,7 @@ mod tests {
             before_content: None,
             before_to_content: None,
             before_identity: None,
+            link_led_out: None,
         };
         fn before_mode(s: &State) -> u32 {
             match s {

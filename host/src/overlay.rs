@@ -754,6 +754,7 @@ impl Overlay {
             before_content: None,
             before_to_content: None,
             before_identity: None,
+            link_led_out: None,
         });
     }
 
@@ -796,6 +797,15 @@ impl Overlay {
             gid,
             mtime,
             nlink: 1,
+        }
+    }
+
+    /// For a symlink at `path`: whether it leads outside the read-write
+    /// grants now.
+    fn link_led_out(&self, path: &VPath, node: &Node) -> Option<bool> {
+        match node {
+            Node::Symlink { target, .. } => Some(self.escape(path, target).is_some()),
+            _ => None,
         }
     }
 
@@ -900,6 +910,7 @@ impl Overlay {
                 before_content,
                 before_to_content: None,
                 before_identity: disk_identity(&existing),
+                link_led_out: None,
             }),
         }
         self.nodes.insert(
@@ -941,10 +952,12 @@ impl Overlay {
             _ => Self::not_hard_linked(shown, &node)?,
         }
         let (before, content) = self.image_of(shown, &node)?;
+        let led_out = self.link_led_out(&path, &node);
         self.push(Op::RemoveFile { path: path.clone() }, before);
         if let Some(last) = self.plan.effects.last_mut() {
             last.before_content = content;
             last.before_identity = disk_identity(&node);
+            last.link_led_out = led_out;
         }
         self.nodes.insert(path, Node::Absent);
         Ok(())
@@ -1044,6 +1057,7 @@ impl Overlay {
             before_content: None,
             before_to_content,
             before_identity: disk_identity(&src),
+            link_led_out: self.link_led_out(&from, &src),
         });
         let replaced: Vec<VPath> = self.descendants(&to).map(|(p, _)| p.clone()).collect();
         for p in replaced {

@@ -330,6 +330,11 @@ pub struct Effect {
     /// disk: if it is unchanged at commit, so is the content.
     #[serde(skip)]
     pub before_identity: Option<crate::disk::Identity>,
+    /// For an effect that removes or moves a symlink: whether it led
+    /// outside the read-write grants just before (journaled, so a rollback
+    /// that puts it back can tell what it restores from what it adds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_led_out: Option<bool>,
 }
 
 impl Effect {

@@ -419,6 +419,29 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             format!("cannot check the rollback's plan: {e}"),
         )
     })?;
+    // Not the rollback's doing, so not refused: a link that leads out where
+    // it stands now, and one the run removed or moved away that led out
+    // then (it is put back as it was).
+    let now = Overlay::new(
+        grants.clone(),
+        OverlayLimits {
+            max_read: 1 << 20,
+            max_plan_bytes: 0,
+        },
+    );
+    let escapes: Vec<_> = escapes
+        .into_iter()
+        .filter(|e| {
+            let Some(target) = &e.target else {
+                return true;
+            };
+            // Where the link is now (a directory moved back carries it).
+            let here = overlay.physical(&e.path).unwrap_or_else(|| e.path.clone());
+            let here_already = now.read_link(&here).is_ok_and(|t| t == *target)
+                && now.escape(&here, target).is_some();
+            !here_already && !led_out_at_the_run(&effects.intents, &e.path, target)
+        })
+        .collect();
     // Refused for drift: journaled all the same (header, drift, outcome),
     // so monitoring and the report see the attempt.
     let mut refusal = None;
@@ -618,4 +641,20 @@ fn remove_orphans(grants: &Grants, run_id: &str, intents: &[&Value]) -> usize {
         }
     }
     removed
+}
+
+/// True when the run removed or moved away the symlink `path -> target`
+/// and it led outside the grants then (its intent says so).
+fn led_out_at_the_run(intents: &[&Value], path: &VPath, target: &str) -> bool {
+    intents.iter().any(|i| {
+        let at = match i["op"].as_str() {
+            Some("remove-file") => &i["path"],
+            Some("rename") => &i["from"],
+            _ => return false,
+        };
+        at.as_str() == Some(path.as_str())
+            && i["before"]["kind"] == "symlink"
+            && i["before"]["target"].as_str() == Some(target)
+            && i["link_led_out"] == json!(true)
+    })
 }

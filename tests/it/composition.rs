@@ -856,6 +856,16 @@ fn what_a_rollback_puts_back_is_held_to_the_same_rules() {
         .assert_stderr("would lead outside the grants");
     assert_eq!(t.snapshot(""), before);
 
+    // What led out before the run is put back as it was: a link the run
+    // removed. (A plan may not move such a link: a moved link is held to
+    // the rule whatever it did before.)
+    t.symlink(&t.p("outside"), "grant/out2");
+    let removed = fsops(&t, &["rm @/grant/out2"], &[]);
+    removed.assert_code(0);
+    let id = removed.summary()["run_id"].as_str().unwrap().to_string();
+    t.verify_and_roll_back(&id);
+    assert!(t.exists("grant/out2"));
+
     t.write("grant/tool", "#!/bin/sh\n");
     std::fs::set_permissions(
         t.path("grant/tool"),

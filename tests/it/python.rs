@@ -300,3 +300,50 @@ fn a_missing_or_foreign_runtime_is_named() {
         .assert_code(2)
         .assert_stderr("not the \"defops-python-runtime 1\"");
 }
+
+/// FIPS mode covers a Python run: the script's digest and the runtime's
+/// are SHA-256, like every other digest of the run.
+#[test]
+fn fips_mode_names_the_script_and_the_runtime_by_sha256() {
+    let t = Tree::new();
+    t.warm_python();
+    let fips = t.config(
+        "fips.toml",
+        "fips = true\n[dry-run-first]\nrequired = false\n",
+    );
+    let source = "import defops\ndef check():\n    return defops.applies('x')\ndef apply():\n    defops.write_text(defops.param('f'), 'y')\n";
+    t.write("fix.py", source);
+    let f = format!("f={}", t.p("grant/f"));
+    let out = t.run(&t.path("fix.py"), &["-p", &f, "--config", &fips]);
+    out.assert_code(0);
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let show = t
+        .defops()
+        .args(&["journal", "show", &run_id, "--json"])
+        .output();
+    let header = show
+        .lines()
+        .into_iter()
+        .find(|l| l["type"] == "header")
+        .unwrap();
+    let sha256 = |bytes: &[u8]| {
+        let out = Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(bytes)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)[..64].to_string()
+    };
+    assert_eq!(header["hash_alg"], "sha256");
+    assert_eq!(header["fix"]["digest"], sha256(source.as_bytes()).as_str());
+    let runtime = std::fs::read(crate::util::python_runtime()).unwrap();
+    assert_eq!(
+        header["fix"]["runtime"]["digest"],
+        sha256(&runtime).as_str()
+    );
+}

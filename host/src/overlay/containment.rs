@@ -83,6 +83,8 @@ const STOP_EVERY: usize = 1024;
 pub struct Escape {
     /// The link (where it is after the whole plan), or the changed path.
     pub path: VPath,
+    /// The link's target (none for a changed path).
+    pub target: Option<String>,
     /// What is wrong, said for the operator.
     pub why: String,
 }
@@ -220,6 +222,7 @@ impl Overlay {
                 {
                     return Some(Escape {
                         path: path.clone(),
+                        target: Some(target.clone()),
                         why: format!(
                             "{path} -> {target}: the grant {} holds a mount point, through which a symlink in it can lead elsewhere; grant the mounted directory on its own",
                             g.path
@@ -229,6 +232,7 @@ impl Overlay {
                 let why = self.escape(path, target)?;
                 Some(Escape {
                     path: path.clone(),
+                    target: Some(target.clone()),
                     why,
                 })
             })
@@ -278,6 +282,7 @@ impl Overlay {
                 before.escape(&path, &target).is_none().then(|| Escape {
                     why: format!("{why}, where before the plan it did not"),
                     path,
+                    target: Some(target),
                 })
             })
             .collect())
@@ -324,6 +329,7 @@ impl Overlay {
                 {
                     found.push(Escape {
                         path: path.clone(),
+                        target: None,
                         why: format!("{path}: {e}"),
                     });
                 }
@@ -335,7 +341,7 @@ impl Overlay {
     /// Where `path` of the final view is (or would be made) on the disk:
     /// its own directory's source for a directory, else its parent's, with
     /// directories the plan creates looked through.
-    fn physical(&self, path: &VPath) -> Option<VPath> {
+    pub fn physical(&self, path: &VPath) -> Option<VPath> {
         if let Ok(Node::Dir {
             source: Some(s), ..
         }) = self.lookup(path)
