@@ -425,22 +425,8 @@ fn the_deadline_stops_long_host_calls() {
     let t = Tree::new();
     deep_dirs(&t.path("grant"), 800);
     let chain = link_chain(&t, 800);
-    let hostile = guest("hostile");
     let path = format!("path={chain}");
-    let out = bounded(t.defops().args(&[
-        "run",
-        hostile.to_str().unwrap(),
-        "--allow",
-        &t.p("grant"),
-        "--dry-run",
-        "--json",
-        "--timeout",
-        "1s",
-        "-p",
-        "mode=stat-loop",
-        "-p",
-        &path,
-    ]));
+    let out = stat_loop(&t, &path);
     out.assert_code(4);
     assert!(
         out.summary()["error"]
@@ -453,20 +439,7 @@ fn the_deadline_stops_long_host_calls() {
     // The deepest path a fix can give.
     let deep = format!("path={}/{}", t.p("grant"), vec!["d"; 1900].join("/"));
     deep_dirs(&t.path("grant/d").join(vec!["d"; 799].join("/")), 1200);
-    let out = bounded(t.defops().args(&[
-        "run",
-        hostile.to_str().unwrap(),
-        "--allow",
-        &t.p("grant"),
-        "--dry-run",
-        "--json",
-        "--timeout",
-        "1s",
-        "-p",
-        "mode=stat-loop",
-        "-p",
-        &deep,
-    ]));
+    let out = stat_loop(&t, &deep);
     out.assert_code(4);
     // Absolute links, each walking 1,900 directories down from `/` again
     // (minutes of work for a resolver that walks from the grant for every
@@ -474,7 +447,15 @@ fn the_deadline_stops_long_host_calls() {
     let t = Tree::new();
     deep_dirs(&t.path("grant"), 1900);
     let path = format!("path={}", absolute_chain(&t, 1900));
-    let out = bounded(t.defops().args(&[
+    let out = stat_loop(&t, &path);
+    out.assert_code(4);
+}
+
+/// The hostile guest stat-ing `path` (a `path=...` param) in a loop, in a
+/// dry-run with a one-second deadline.
+fn stat_loop(t: &Tree, path: &str) -> crate::util::Out {
+    let hostile = guest("hostile");
+    bounded(t.defops().args(&[
         "run",
         hostile.to_str().unwrap(),
         "--allow",
@@ -486,9 +467,8 @@ fn the_deadline_stops_long_host_calls() {
         "-p",
         "mode=stat-loop",
         "-p",
-        &path,
-    ]));
-    out.assert_code(4);
+        path,
+    ]))
 }
 
 /// The plan's diff of a large file whose every line changes is cut at its
