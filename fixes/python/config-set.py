@@ -58,14 +58,6 @@ class Params:
     value: str
 
 
-def required(name: str) -> str:
-    """A parameter the fix cannot do without (the manifest requires it)."""
-    value = defops.param(name)
-    if value is None:
-        raise defops.Failure(f"missing parameter: pass --param {name}=VALUE")
-    return value
-
-
 def matches(pattern: str, name: str) -> bool:
     """``*`` matches any run of characters; nothing else is special (unlike
     fnmatch, ``?`` and ``[`` are taken literally)."""
@@ -89,35 +81,15 @@ def expand(file: str) -> list[str]:
     return found
 
 
-def quoted(text: str) -> str:
-    """``text`` in double quotes, control characters escaped: how the Rust
-    twin's ``{:?}`` shows it."""
-    escapes = {
-        "\t": "\\t",
-        "\r": "\\r",
-        "\n": "\\n",
-        "\\": "\\\\",
-        '"': '\\"',
-        "\0": "\\0",
-    }
-    out = []
-    for ch in text:
-        if ch in escapes:
-            out.append(escapes[ch])
-        elif ch < " " or ch == "\x7f":
-            out.append(f"\\u{{{ord(ch):x}}}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
 def params() -> Params:
     p = Params(
-        files=expand(required("file")), key=required("key"), value=required("value")
+        files=expand(defops.require_param("file")),
+        key=defops.require_param("key"),
+        value=defops.require_param("value"),
     )
     if not p.key.strip(WHITESPACE) or any(ch in p.key for ch in "=\n#"):
         raise defops.Failure(
-            f"key {quoted(p.key)} must be a plain name (no '=', '#' or newline)"
+            f"key {defops.quote(p.key)} must be a plain name (no '=', '#' or newline)"
         )
     if "\n" in p.value:
         raise defops.Failure("value must be one line")

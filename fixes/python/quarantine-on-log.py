@@ -56,7 +56,6 @@ What the operator can act on (a bad parameter, say) is raised as
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import defops
@@ -83,53 +82,6 @@ class Plan:
     threshold: int
 
 
-def required(name: str) -> str:
-    """A parameter the fix cannot do without (the manifest requires it)."""
-    value = defops.param(name)
-    if value is None:
-        raise defops.Failure(f"missing parameter: pass --param {name}=VALUE")
-    return value
-
-
-def int_param(name: str, default: int) -> int:
-    """A whole number of at least 0, or ``default`` when not given. Strict
-    like the Rust twin's parse: no sign but ``+``, no spaces, no ``_``."""
-    value = defops.param(name)
-    if value is None:
-        return default
-    if value == "":
-        why = "cannot parse integer from empty string"
-    elif not re.fullmatch(r"\+?[0-9]+", value, re.ASCII):
-        why = "invalid digit found in string"
-    elif int(value) >= 2**64:
-        why = "number too large to fit in target type"
-    else:
-        return int(value)
-    raise defops.Failure(f"parameter {name}={quoted(value)}: {why}")
-
-
-def quoted(text: str) -> str:
-    """``text`` in double quotes, control characters escaped: how the Rust
-    twin's ``{:?}`` shows it."""
-    escapes = {
-        "\t": "\\t",
-        "\r": "\\r",
-        "\n": "\\n",
-        "\\": "\\\\",
-        '"': '\\"',
-        "\0": "\\0",
-    }
-    out = []
-    for ch in text:
-        if ch in escapes:
-            out.append(escapes[ch])
-        elif ch < " " or ch == "\x7f":
-            out.append(f"\\u{{{ord(ch):x}}}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
 def not_leader() -> str | None:
     """Why the fix does not apply on this host, if it does not."""
     file = defops.param("leader_file")
@@ -137,15 +89,15 @@ def not_leader() -> str | None:
         return None
     role = defops.read_text(file).strip(WHITESPACE)
     if role != "leader":
-        return f"{file} says {quoted(role)}, not leader"
+        return f"{file} says {defops.quote(role)}, not leader"
     return None
 
 
 def plan() -> Plan:
-    log = required("log")
-    data_dir = required("data_dir")
-    quarantine_dir = required("quarantine_dir")
-    threshold = int_param("threshold", 1)
+    log = defops.require_param("log")
+    data_dir = defops.require_param("data_dir")
+    quarantine_dir = defops.require_param("quarantine_dir")
+    threshold = defops.int_param("threshold", 1)
     pattern = defops.param("pattern", DEFAULT_PATTERN)
     hits = defops.grep(log, pattern, max=10_000)
     named: set[str] = set()
@@ -156,7 +108,7 @@ def plan() -> Plan:
         # A segment is a file name in data_dir, never a path.
         if segment in ("", ".", "..") or "/" in segment:
             raise defops.Failure(
-                f"{m.file}:{m.line_number}: {quoted(segment)} is not a segment file name"
+                f"{m.file}:{m.line_number}: {defops.quote(segment)} is not a segment file name"
             )
         named.add(segment)
     pending = [s for s in sorted(named) if defops.exists(f"{data_dir}/{s}")]

@@ -29,49 +29,9 @@ What the operator can act on (a bad parameter, say) is raised as
 
 from __future__ import annotations
 
-import re
 import time
 
 import defops
-
-
-def int_param(name: str, default: int) -> int:
-    """A whole number of at least 0, or ``default`` when not given. Strict
-    like the Rust twin's parse: no sign but ``+``, no spaces, no ``_``."""
-    value = defops.param(name)
-    if value is None:
-        return default
-    if value == "":
-        why = "cannot parse integer from empty string"
-    elif not re.fullmatch(r"\+?[0-9]+", value, re.ASCII):
-        why = "invalid digit found in string"
-    elif int(value) >= 2**64:
-        why = "number too large to fit in target type"
-    else:
-        return int(value)
-    raise defops.Failure(f"parameter {name}={quoted(value)}: {why}")
-
-
-def quoted(text: str) -> str:
-    """``text`` in double quotes, control characters escaped: how the Rust
-    twin's ``{:?}`` shows it."""
-    escapes = {
-        "\t": "\\t",
-        "\r": "\\r",
-        "\n": "\\n",
-        "\\": "\\\\",
-        '"': '\\"',
-        "\0": "\\0",
-    }
-    out = []
-    for ch in text:
-        if ch in escapes:
-            out.append(escapes[ch])
-        elif ch < " " or ch == "\x7f":
-            out.append(f"\\u{{{ord(ch):x}}}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
 
 
 def stale() -> tuple[str, int, list[str]]:
@@ -79,7 +39,7 @@ def stale() -> tuple[str, int, list[str]]:
     directory = defops.param("dir")
     if directory is None:
         raise defops.Failure("missing parameter: pass --param dir=VALUE")
-    max_age = int_param("max_age_secs", 3600)
+    max_age = defops.int_param("max_age_secs", 3600)
     now = int(time.time())
     found = []
     for entry in defops.scandir(directory):

@@ -29,6 +29,7 @@ A fix defines two functions::
 from __future__ import annotations
 
 import errno
+import re
 from dataclasses import dataclass
 
 from componentize_py_types import Err
@@ -53,6 +54,7 @@ __all__ = [
     "grep",
     "hostname",
     "info",
+    "int_param",
     "is_dir",
     "is_file",
     "listdir",
@@ -61,11 +63,13 @@ __all__ = [
     "not_needed",
     "param",
     "params",
+    "quote",
     "read_bytes",
     "read_text",
     "readlink",
     "remove",
     "rename",
+    "require_param",
     "rmdir",
     "scandir",
     "stat",
@@ -308,6 +312,55 @@ def param(name: str, default: str | None = None) -> str | None:
     """The value of ``--param NAME=VALUE``, or ``default``."""
     v = context.param(name)
     return default if v is None else v
+
+
+def require_param(name: str) -> str:
+    """A parameter the fix cannot do without (the Rust SDK's
+    ``require_param``): missing, it fails the fix with a :class:`Failure`."""
+    value = context.param(name)
+    if value is None:
+        raise Failure(f"missing parameter: pass --param {name}=VALUE")
+    return str(value)
+
+
+def int_param(name: str, default: int) -> int:
+    """A whole number of at least 0, or ``default`` when not given; strict
+    like the Rust SDK's ``param_or::<u64>`` (no sign but ``+``, no spaces,
+    no ``_``), failing with the same message."""
+    value = context.param(name)
+    if value is None:
+        return default
+    if value == "":
+        why = "cannot parse integer from empty string"
+    elif not re.fullmatch(r"\+?[0-9]+", value, re.ASCII):
+        why = "invalid digit found in string"
+    elif int(value) >= 2**64:
+        why = "number too large to fit in target type"
+    else:
+        return int(value)
+    raise Failure(f"parameter {name}={quote(value)}: {why}")
+
+
+def quote(text: str) -> str:
+    """``text`` in double quotes, control characters escaped: how the Rust
+    SDK's messages show a value (``{:?}``)."""
+    escapes = {
+        "\t": "\\t",
+        "\r": "\\r",
+        "\n": "\\n",
+        "\\": "\\\\",
+        '"': '\\"',
+        "\0": "\\0",
+    }
+    out = []
+    for ch in text:
+        if ch in escapes:
+            out.append(escapes[ch])
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{{{ord(ch):x}}}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def params() -> dict[str, str]:
