@@ -7,17 +7,8 @@ use serde_json::{Value, json};
 
 use crate::util::{Out, Tree, fix, guest};
 
-fn journal(t: &Tree, run_id: &str) -> Vec<Value> {
-    let out = t
-        .defops()
-        .args(&["journal", "show", run_id, "--json"])
-        .output();
-    out.assert_code(0);
-    out.lines()
-}
-
 fn header_of(t: &Tree, out: &Out) -> Value {
-    journal(t, out.summary()["run_id"].as_str().unwrap()).remove(0)
+    t.header(out.summary()["run_id"].as_str().unwrap())
 }
 
 fn config_file(t: &Tree, text: &str) -> String {
@@ -64,7 +55,7 @@ fn a_tree_changed_since_the_dry_run_refuses_the_real_run_and_names_the_path() {
     assert_eq!(t.snapshot(""), before, "a refused run changed the disk");
     assert_eq!(t.read("grant/app.conf"), "max_conn = 30\n");
     // The refusal is journaled: the header says why, the differences follow.
-    let records = journal(&t, real.summary()["run_id"].as_str().unwrap());
+    let records = t.journal(real.summary()["run_id"].as_str().unwrap());
     let plan = &records[0]["policy"]["plan"];
     assert_eq!(plan["compared"], true);
     assert_eq!(plan["matches"], false);
@@ -192,7 +183,7 @@ fn an_unchanged_tree_runs_as_reviewed_and_the_header_says_what_was_compared() {
     dry.assert_code(0);
     let digest = dry.summary()["plan_digest"].clone();
     assert_eq!(digest.as_str().unwrap().len(), 64, "{digest}");
-    let dry_records = journal(&t, dry.summary()["run_id"].as_str().unwrap());
+    let dry_records = t.journal(dry.summary()["run_id"].as_str().unwrap());
     let rec = dry_records.iter().find(|r| r["type"] == "plan").unwrap();
     assert_eq!(rec["digest"], digest);
 

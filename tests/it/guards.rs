@@ -7,20 +7,6 @@ use serde_json::Value;
 
 use crate::util::{Out, Tree, fix, guest};
 
-/// The journal of a run, as JSON values.
-fn journal(t: &Tree, run_id: &str) -> Vec<Value> {
-    let out = t
-        .defops()
-        .args(&["journal", "show", run_id, "--json"])
-        .output();
-    out.assert_code(0);
-    out.lines()
-}
-
-fn header(t: &Tree, run_id: &str) -> Value {
-    journal(t, run_id).remove(0)
-}
-
 fn config_file(t: &Tree) -> String {
     t.write("grant/app.conf", "max_conn = 20\n");
     t.p("grant/app.conf")
@@ -186,7 +172,7 @@ fn a_pause_stops_a_running_fix_within_a_second() {
         let run = list.lines().pop().unwrap();
         assert_eq!(run["outcome"], "aborted", "{mode}");
         assert_eq!(run["intact"], true);
-        let records = journal(&t, run["run_id"].as_str().unwrap());
+        let records = t.journal(run["run_id"].as_str().unwrap());
         let outcome = records.last().unwrap();
         assert!(
             outcome["error"]
@@ -274,7 +260,7 @@ fn outside_the_window_only_dry_runs_or_a_watched_override_run() {
         ],
     );
     out.assert_code(0);
-    let h = header(&t, out.summary()["run_id"].as_str().unwrap());
+    let h = t.header(out.summary()["run_id"].as_str().unwrap());
     assert_eq!(h["policy"]["window"]["open"], false);
     assert_eq!(h["policy"]["window"]["override"]["on_call"], "alice");
 
@@ -299,7 +285,7 @@ fn a_freeze_or_holiday_closes_an_open_window() {
     );
     let out = t.set_max_conn(&file, "30", &["--config", &open]);
     out.assert_code(0);
-    let h = header(&t, out.summary()["run_id"].as_str().unwrap());
+    let h = t.header(out.summary()["run_id"].as_str().unwrap());
     assert_eq!(h["policy"]["window"]["open"], true);
     // Today, wherever the zone puts it, is inside a freeze from yesterday
     // to tomorrow (UTC dates, so ±1 day covers every zone).
@@ -397,7 +383,7 @@ fn a_real_run_needs_a_dry_run_of_the_same_fix_grants_and_params() {
     assert!(dry.stdout.contains("dry-run"), "{}", dry.stdout);
     let out = t.set_max_conn(&file, "50", &["--config", &strict]);
     out.assert_code(0);
-    let h = header(&t, out.summary()["run_id"].as_str().unwrap());
+    let h = t.header(out.summary()["run_id"].as_str().unwrap());
     assert_eq!(h["policy"]["dry_run_first"]["required"], true);
     assert!(h["policy"]["dry_run_first"]["dry_run"].is_string());
 
@@ -465,7 +451,7 @@ fn the_dry_run_requirement_can_be_overridden_with_a_reason_or_expire() {
         ],
     );
     out.assert_code(0);
-    let h = header(&t, out.summary()["run_id"].as_str().unwrap());
+    let h = t.header(out.summary()["run_id"].as_str().unwrap());
     assert_eq!(
         h["policy"]["dry_run_first"]["override"]["reason"],
         "INC-4711: site down, no time"

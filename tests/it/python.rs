@@ -8,18 +8,6 @@ use std::process::Command;
 
 use crate::util::{Out, Tree};
 
-/// The journal header of run `run_id`.
-fn header_of(t: &Tree, run_id: &str) -> serde_json::Value {
-    let show = t
-        .defops()
-        .args(&["journal", "show", run_id, "--json"])
-        .output();
-    show.lines()
-        .into_iter()
-        .find(|l| l["type"] == "header")
-        .expect("a header")
-}
-
 /// Runs the script `name` (written into the tree from `source`) with the
 /// grant read-write.
 fn script(t: &Tree, name: &str, source: &str, extra: &[&str]) -> Out {
@@ -75,7 +63,7 @@ fn a_new_python_fix_runs_end_to_end() {
     assert_eq!(t.read("grant/app.conf"), "a = 1\nb = 2\n");
     // The journal names the script and the runtime.
     let run_id = real.summary()["run_id"].as_str().unwrap().to_string();
-    let header = header_of(&t, &run_id);
+    let header = t.header(&run_id);
     assert_eq!(header["fix"]["language"], "python");
     assert!(header["fix"]["runtime"]["digest"].is_string());
     // The retrospective shows the script that ran.
@@ -321,7 +309,7 @@ fn fips_mode_names_the_script_and_the_runtime_by_sha256() {
     let out = t.run(&t.path("fix.py"), &["-p", &f, "--config", &fips]);
     out.assert_code(0);
     let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
-    let header = header_of(&t, &run_id);
+    let header = t.header(&run_id);
     let sha256 = |bytes: &[u8]| {
         let out = Command::new("sha256sum")
             .stdin(std::process::Stdio::piped())

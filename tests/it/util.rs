@@ -142,6 +142,21 @@ impl Tree {
         self
     }
 
+    /// The journal of run `run_id`, as JSON values (`journal show --json`).
+    pub fn journal(&self, run_id: &str) -> Vec<Value> {
+        let out = self
+            .defops()
+            .args(&["journal", "show", run_id, "--json"])
+            .output();
+        out.assert_code(0);
+        out.lines()
+    }
+
+    /// The header of run `run_id`'s journal.
+    pub fn header(&self, run_id: &str) -> Value {
+        self.journal(run_id).remove(0)
+    }
+
     /// Writes a configuration file `name` and returns its path.
     pub fn config(&self, name: &str, text: &str) -> String {
         self.write(name, text);
