@@ -127,6 +127,10 @@ pub fn origin(path: &VPath, renames: &[(VPath, VPath)]) -> Option<VPath> {
 /// Where a change to `path` is made: like [`locate`], refusing a read-only
 /// grant's directory (by identity) on the way, whatever its name.
 fn locate_for_change<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {
+    // Without a read-only grant there is nothing to meet on the way.
+    if grants.iter().all(|g| g.access != Access::ReadOnly) {
+        return locate(grants, path);
+    }
     let grant = grants.find(path).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::PermissionDenied,

@@ -604,12 +604,14 @@ fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Resul
         Err(rustix::io::Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let mut names = vec![0u8; 64 << 10];
-    let n = match rustix::fs::flistxattr(&from, &mut names[..]) {
+    // Most files have none: ask for the size of the list first.
+    let size = match rustix::fs::flistxattr_query(&from) {
+        Ok(0) | Err(rustix::io::Errno::NOTSUP) => return Ok(()),
         Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
+    let mut names = vec![0u8; size];
+    let n = rustix::fs::flistxattr(&from, &mut names[..])?;
     let mut value = vec![0u8; 64 << 10];
     for attr in names[..n].split(|b| *b == 0).filter(|a| !a.is_empty()) {
         if attr == b"security.capability" {

@@ -23,7 +23,7 @@ use crate::policy::Until;
 
 mod containment;
 
-pub use containment::{CheckError, Escape, Leads};
+pub use containment::Escape;
 
 /// Files read from disk are kept (up to these sizes) so a fix that reads a
 /// file in `check`, again in `apply`, then writes it costs one read. An

@@ -81,29 +81,43 @@ pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
 }
 
 /// The grant the state directory overlaps by identity, whatever the names
-/// (a bind mount shows the same directories under other paths): one of
-/// its directories, or one of a grant's, is the other's directory; or a
-/// mount point inside a grant shows it.
+/// (a bind mount shows the same directories under other paths): it is
+/// inside a grant (see [`inside_by_identity`]), or a grant is inside it.
 fn overlaps_by_identity(state: &Path, grants: &Grants) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let chain = |p: &Path| -> Vec<(u64, u64)> { p.ancestors().filter_map(id).collect() };
-    let state_id = id(state)?;
-    let state_chain = chain(state);
-    for g in grants.iter() {
-        let granted = Path::new(g.path.as_str());
-        // The state directory inside the grant, or the grant inside it.
-        if state_chain.contains(&(g.dev, g.ino)) || chain(granted).contains(&state_id) {
-            return Some(g.path.to_string());
-        }
+    if let Some(g) = inside_by_identity(state, grants) {
+        return Some(g);
     }
-    // A mount inside a grant that shows the state directory or an
-    // ancestor of it: a fix could read its records through it.
+    let state_id = identity(state)?;
+    grants
+        .iter()
+        .find(|g| ancestry(Path::new(g.path.as_str())).contains(&state_id))
+        .map(|g| g.path.to_string())
+}
+
+/// The grant `dir` lies inside by identity: one of its directories is a
+/// grant's directory, or a mount point inside a grant shows it (a fix could
+/// reach it through that).
+pub fn inside_by_identity(dir: &Path, grants: &Grants) -> Option<String> {
+    let chain = ancestry(dir);
+    if let Some(g) = grants.iter().find(|g| chain.contains(&(g.dev, g.ino))) {
+        return Some(g.path.to_string());
+    }
     grants.mounts().find_map(|m| {
-        let m_id = id(Path::new(m.as_str()))?;
-        state_chain
-            .contains(&m_id)
+        let id = identity(Path::new(m.as_str()))?;
+        chain
+            .contains(&id)
             .then(|| grants.find(m).map(|g| g.path.to_string()))
             .flatten()
     })
+}
+
+/// A directory's device and inode.
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The identities of `p` and of every directory above it.
+fn ancestry(p: &Path) -> Vec<(u64, u64)> {
+    p.ancestors().filter_map(identity).collect()
 }

@@ -879,3 +879,21 @@ fn what_a_rollback_puts_back_is_held_to_the_same_rules() {
     let m = std::fs::metadata(t.path("grant/tool")).unwrap();
     assert_eq!((m.permissions().mode() & 0o7777, m.uid()), (0o4755, 0));
 }
+
+/// A name that is not UTF-8 somewhere in a grant does not refuse every plan
+/// that makes a directory (the walk over links already in the tree passes
+/// such a directory over); in a directory the plan moves it still does.
+#[test]
+fn a_name_that_is_not_utf8_elsewhere_does_not_block_a_plan() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("grant/other")).unwrap();
+    std::fs::create_dir_all(t.path("grant/moving")).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.conf");
+    std::fs::write(t.path("grant/other").join(odd), "x").unwrap();
+    std::fs::write(t.path("grant/moving").join(odd), "x").unwrap();
+    fsops(&t, &["mkdir @/grant/new"], &[]).assert_code(0);
+    let before = t.snapshot("grant");
+    fsops(&t, &["mv @/grant/moving @/grant/moved"], &[]).assert_code(3);
+    assert_eq!(t.snapshot("grant"), before);
+}

@@ -288,11 +288,18 @@ pub fn check_save_path(path: &Path, grants: &Grants) -> Result<PathBuf, SaveErro
         ))
     })?;
     let dir = absolute.parent().unwrap_or(Path::new("/"));
-    let target = std::fs::canonicalize(dir).map_err(io)?.join(name);
-    if let Some(g) = grants.overlaps(&target) {
+    let canonical_dir = std::fs::canonicalize(dir).map_err(io)?;
+    let target = canonical_dir.join(name);
+    // By name, and by identity (a bind mount shows a grant's directory
+    // under another path), as for the state directory.
+    let inside = grants
+        .overlaps(&target)
+        .map(|g| g.path.to_string())
+        .or_else(|| crate::state_dir::inside_by_identity(&canonical_dir, grants));
+    if let Some(grant) = inside {
         return Err(SaveError::InsideGrant {
             path: path.to_path_buf(),
-            grant: g.path.to_string(),
+            grant,
         });
     }
     Ok(target)

@@ -11,10 +11,10 @@
 //! (itself, or with a directory above it) is followed in the final tree the
 //! way the kernel would follow it: one component at a time, `..` taking the
 //! parent of where the walk *is*, every symlink on the way followed (on disk
-//! or planned). It must end inside a read-write grant. Paths above a grant
-//! are walked through only on the way down to it: grants are canonical
-//! paths, so their ancestors are real directories, and nothing else outside
-//! the grants is ever looked at.
+//! or planned). It must end inside a read-write grant. Outside the grants
+//! the walk may only pass down to a grant or follow a symlink; there, where
+//! no plan can change anything, it looks at the disk (metadata and link
+//! targets only, never content), as the kernel would.
 //!
 //! The same pass looks at every changed path's directories by identity: a
 //! read-only grant reached under another name (a bind mount inside a
@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 
 use super::{MAX_NAME, MAX_SYMLINKS, Node, Overlay};
+use crate::disk::Kind;
 use crate::grants::{Access, VPath};
 use crate::plan::{Op, State};
 
@@ -45,8 +46,15 @@ fn outside_node(path: &VPath) -> Option<Node> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Node::Absent),
         Err(_) => return None,
     };
+    let ft = meta.file_type();
     let m = super::Meta {
-        kind: crate::disk::Kind::Other,
+        kind: if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::Other
+        },
         size: meta.size(),
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
@@ -54,7 +62,6 @@ fn outside_node(path: &VPath) -> Option<Node> {
         mtime: meta.mtime(),
         nlink: meta.nlink(),
     };
-    let ft = meta.file_type();
     Some(if ft.is_symlink() {
         Node::Symlink {
             target: std::fs::read_link(path.as_str())
@@ -206,7 +213,7 @@ impl Overlay {
                 Node::Dir {
                     source: Some(src), ..
                 } if src != path => {
-                    self.symlinks_below(path, &mut links, &mut walked, stop)?;
+                    self.symlinks_below(path, &mut links, &mut walked, stop, true)?;
                 }
                 _ => {}
             }
@@ -271,7 +278,7 @@ impl Overlay {
         // Read-only grants too: a link there is not the plan's, but the
         // plan may still build on its way.
         for g in self.grants.iter() {
-            self.symlinks_below(&g.path, &mut all, walked, stop)?;
+            self.symlinks_below(&g.path, &mut all, walked, stop, false)?;
         }
         let before = Overlay::new(self.grants.clone(), self.limits);
         Ok(all
@@ -289,19 +296,16 @@ impl Overlay {
     }
 
     /// Changed paths whose directory, or a directory above it, is a
-    /// read-only grant's under another name. Only looked for when a
-    /// read-only grant shares a file system with a read-write one.
+    /// read-only grant's under another name. Only looked for when there is
+    /// a read-only grant.
     fn read_only_by_identity(&self, stop: &dyn Fn() -> bool) -> Result<Vec<Escape>, CheckError> {
         let ro: Vec<_> = self
             .grants
             .iter()
             .filter(|g| g.access == Access::ReadOnly)
             .collect();
-        if !ro.iter().any(|r| {
-            self.grants
-                .iter()
-                .any(|g| g.access == Access::ReadWrite && g.dev == r.dev)
-        }) {
+        // (A bind mount carries a read-only grant onto any file system.)
+        if ro.is_empty() {
             return Ok(Vec::new());
         }
         let mut seen = std::collections::HashSet::new();
@@ -371,28 +375,43 @@ impl Overlay {
                 Ok(Node::Symlink { target: t, .. }) if t == target)
     }
 
-    /// Adds the symlinks in the final tree below `dir` to `links`.
+    /// Adds the symlinks in the final tree below `dir` to `links`. With
+    /// `strict`, a directory that cannot be listed (a name that is not
+    /// UTF-8) fails the check; without, it is passed over — for the links
+    /// already in the tree, where one such name anywhere must not refuse
+    /// every plan that makes a directory.
     fn symlinks_below(
         &self,
         dir: &VPath,
         links: &mut BTreeMap<VPath, String>,
         walked: &mut usize,
         stop: &dyn Fn() -> bool,
+        strict: bool,
     ) -> Result<(), CheckError> {
         let Node::Dir { source, .. } = self.lookup(dir)? else {
             return Ok(());
         };
-        for (name, _) in self.children(dir, source.as_ref(), dir)? {
+        let children = match self.children(dir, source.as_ref(), dir) {
+            Ok(c) => c,
+            Err(_) if !strict => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for (name, kind) in children {
             *walked += 1;
             if (*walked).is_multiple_of(STOP_EVERY) && stop() {
                 return Err(CheckError::Stopped);
+            }
+            // Only links and directories are looked at again: a file can
+            // neither lead anywhere nor hold a link.
+            if !matches!(kind, Kind::Symlink | Kind::Dir) {
+                continue;
             }
             let path = dir.join(&name);
             match self.lookup(&path)? {
                 Node::Symlink { target, .. } => {
                     links.insert(path, target);
                 }
-                Node::Dir { .. } => self.symlinks_below(&path, links, walked, stop)?,
+                Node::Dir { .. } => self.symlinks_below(&path, links, walked, stop, strict)?,
                 _ => {}
             }
         }
