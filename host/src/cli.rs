@@ -19,7 +19,8 @@ use crate::sandbox::Limits;
 #[command(
     after_help = "Exit codes: 0 success, 1 the fix failed, 2 usage or host error, \
 3 refused (denied path, forbidden import, file changed since the plan, change window, \
-no dry-run first), 4 a limit was hit, 5 paused (the off-switch)."
+no dry-run first), 4 a limit was hit, 5 paused (the off-switch), 6 a scheduled run skipped \
+outside the change window."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -61,6 +62,9 @@ pub enum Command {
     /// Scaffold a fix: a crate that builds as is, or (--lang python) one
     /// NAME.py to run as it is.
     New(NewArgs),
+    /// Run fixes on a schedule with systemd timers: add, list, promote
+    /// (dry-run to real), demote, remove, and exec (what the unit runs).
+    Schedule(crate::schedule::ScheduleArgs),
     /// Compile the Python runtime into the compile cache now (an install
     /// step), so the first Python fix starts at once.
     Warm,
@@ -469,6 +473,7 @@ impl Cli {
                 Ok(Exit::Success)
             }
             Command::Man { dir } => man_pages(&dir, &common.printer()),
+            Command::Schedule(args) => crate::schedule::execute(args, &common),
             Command::Check(args) => match common.state_dir().and_then(|state| {
                 let age = parse_duration(&args.warn_age)
                     .map_err(|e| Stop::new(Exit::Refused, format!("--warn-age: {e}")))?;
@@ -553,7 +558,7 @@ impl Common {
         Printer::new(self.json, self.quiet)
     }
 
-    fn state_dir(&self) -> Result<PathBuf, Stop> {
+    pub fn state_dir(&self) -> Result<PathBuf, Stop> {
         match &self.state_dir {
             Some(p) => Ok(p.clone()),
             None => crate::state_dir::default_path().map_err(|e| Stop::new(Exit::Usage, e)),
@@ -561,13 +566,19 @@ impl Common {
     }
 
     /// The configuration: the default file is optional, a named one is not.
-    fn config(&self) -> Result<crate::config::Config, Stop> {
+    pub fn config(&self) -> Result<crate::config::Config, Stop> {
         crate::config::Config::load(self.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))
     }
 }
 
 impl RunArgs {
     pub fn execute(self, common: &Common) -> Result<Exit, Stop> {
+        let req = self.into_request(common)?;
+        crate::run::run(req, &common.printer())
+    }
+
+    /// The run these flags ask for, checked.
+    pub fn into_request(self, common: &Common) -> Result<RunRequest, Stop> {
         let mut params = BTreeMap::new();
         for (k, v) in self.params {
             if params.insert(k.clone(), v).is_some() {
@@ -612,8 +623,9 @@ impl RunArgs {
             require_approval: self.require_approval,
             allowed_signers: self.allowed_signers,
             signature: self.signature,
+            scheduled: None,
         };
-        crate::run::run(req, &common.printer())
+        Ok(req)
     }
 }
 

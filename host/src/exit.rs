@@ -19,6 +19,9 @@ pub enum Exit {
     Limit = 4,
     /// The off-switch: a pause kept the run from starting, or stopped it.
     Paused = 5,
+    /// A scheduled run skipped because a guard said "not now": outside the
+    /// change window (`schedule exec` only; its unit counts it a success).
+    Skipped = 6,
 }
 
 impl Exit {

@@ -25,6 +25,7 @@ pub fn row(state: &Path, id: &str) -> Value {
                 "name": h["fix"]["name"],
                 "rollback_of": h["rollback_of"],
                 "dry_run": h["dry_run"],
+                "scheduled": h["scheduled"],
                 "outcome": if finished { last["outcome"].clone() } else { json!("incomplete") },
                 "changed": if finished { last["changed"].clone() } else { Value::Null },
                 "intact": matches!(verdict, Verdict::Intact { .. }),

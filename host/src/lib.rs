@@ -57,6 +57,7 @@ pub mod rollback;
 pub mod run;
 pub mod sandbox;
 pub mod scaffold;
+pub mod schedule;
 pub mod state_dir;
 pub mod status;
 pub mod units;

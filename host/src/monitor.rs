@@ -8,7 +8,9 @@
 //!   tree back (`not-restored`, `error`) and none succeeded since.
 //! - WARNING: paused; the last real run of a fix failed without changing
 //!   anything; a rollback refused because of drift and none succeeded
-//!   since.
+//!   since; the last attempt of a scheduled fix failed or was refused
+//!   (a skip because paused or outside the change window is not a
+//!   failure).
 //! - UNKNOWN: the state directory cannot be read.
 
 use std::collections::BTreeMap;
@@ -227,6 +229,22 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
             &mut level,
         );
     }
+    let scheduled = crate::schedule::attempts(state);
+    let mut scheduled_failed = 0u64;
+    for (name, r) in scheduled
+        .iter()
+        .filter(|(_, r)| !crate::schedule::attempt_ok(r))
+    {
+        scheduled_failed += 1;
+        raise(
+            Level::Warning,
+            format!(
+                "the scheduled fix {name} last ended {}; see `journalctl -u defops-wasm-fix@{name}` and `defops-wasm schedule list`",
+                crate::schedule::describe_attempt(Some(r))
+            ),
+            &mut level,
+        );
+    }
     let pauses = crate::policy::pauses(state);
     for p in &pauses {
         raise(Level::Warning, crate::policy::describe_pause(p), &mut level);
@@ -240,6 +258,8 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
         ("bad_journals".to_string(), bad_journals),
         ("drifted_rollbacks".to_string(), drifted.len() as u64),
         ("paused".to_string(), u64::from(!pauses.is_empty())),
+        ("scheduled".to_string(), scheduled.len() as u64),
+        ("scheduled_failed".to_string(), scheduled_failed),
     ];
     Ok((level, problems.into_iter().map(|(_, p)| p).collect(), perf))
 }

@@ -64,6 +64,9 @@ pub struct RunRequest {
     /// `--accept-new-plan --reason TEXT`: commit a plan that differs from
     /// the dry-run's.
     pub accept_new_plan: Option<String>,
+    /// The scheduled instance that started this run (`schedule exec`),
+    /// recorded in the journal header.
+    pub scheduled: Option<String>,
 }
 
 /// Ends a run early with a message and an exit code.
@@ -189,6 +192,12 @@ fn journal_error(e: impl std::fmt::Display) -> Stop {
 
 /// Runs a fix; prints as it goes; returns the exit status.
 pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
+    run_summarized(req, out).map(|(exit, _)| exit)
+}
+
+/// [`run`], also returning the summary it printed (what `schedule exec`
+/// decides its next step from).
+pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_json::Value), Stop> {
     let started = Instant::now();
     let started_at = now_secs();
     let run_id = new_run_id();
@@ -440,6 +449,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "hash_alg": crate::digest::current().name(),
         "policy": policy,
         "approval": approval,
+        "scheduled": req.scheduled,
     })];
     records.extend(
         state
@@ -489,6 +499,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
         "type": "summary",
         "run_id": run_id,
         "dry_run": req.dry_run,
+        "scheduled": req.scheduled,
         "fix_id": crate::digest::fix_id_of(&fix_sha256),
         "digest": loaded.digest,
         "changed": 0,
@@ -643,7 +654,7 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
     summary["journal"] = json!(journal.path().display().to_string());
     summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     out.summary(&summary);
-    Ok(exit)
+    Ok((exit, summary))
 }
 
 /// Whether a dry-run's fix proved idempotent, and the record saying so.

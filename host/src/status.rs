@@ -1,5 +1,5 @@
 //! `defops-wasm pause|resume|status`: the off-switch and a look at the
-//! guards.
+//! guards, the last runs and the last attempt of each scheduled fix.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -109,6 +109,7 @@ pub fn status(state: &Path, config: &Config, last: usize, out: &Printer) -> Resu
         }
     }
     let dry = config.dry_run_first;
+    let scheduled = crate::schedule::attempts(state);
     let report = json!({
         "type": "status",
         "paused": !pauses.is_empty(),
@@ -117,6 +118,7 @@ pub fn status(state: &Path, config: &Config, last: usize, out: &Printer) -> Resu
         "dry_run_first": {"required": dry.required, "max_age_secs": dry.max_age.as_secs()},
         "config": config.path.as_ref().map(|p| p.display().to_string()),
         "fixes": fixes.iter().map(|(name, (real, dry))| json!({"fix": name, "last_real": real, "last_dry_run": dry})).collect::<Vec<_>>(),
+        "scheduled": scheduled.values().collect::<Vec<_>>(),
     });
     if out.is_json() {
         out.raw(&report);
@@ -150,6 +152,13 @@ pub fn status(state: &Path, config: &Config, last: usize, out: &Printer) -> Resu
         ),
         false => "dry-run first: not required".into(),
     });
+    for (name, last) in &scheduled {
+        out.note(&format!(
+            "scheduled: {name} ({}): {}",
+            last["mode"].as_str().unwrap_or("?"),
+            crate::schedule::describe_attempt(Some(last))
+        ));
+    }
     if fixes.is_empty() {
         out.note("runs:     none");
     }

@@ -13,7 +13,7 @@ pub const MAX_MEMORY: u64 = 4 << 30;
 /// The most a fix may print.
 pub const MAX_OUTPUT: u64 = 1 << 30;
 
-/// `500ms`, `60s`, `5m`, `1h`, `2d`, or plain seconds; more than zero and
+/// `500ms`, `60s`, `5m` (or `5min`), `1h`, `2d`, or plain seconds; more than zero and
 /// at most `max`.
 pub fn duration(s: &str, max: Duration) -> Result<Duration, String> {
     let s = s.trim();
@@ -28,7 +28,7 @@ pub fn duration(s: &str, max: Duration) -> Result<Duration, String> {
     let millis_per: u64 = match unit {
         "ms" => 1,
         "" | "s" => 1000,
-        "m" => 60_000,
+        "m" | "min" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
         _ => {
