@@ -240,6 +240,26 @@ impl Config {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_packaged_config_is_the_defaults_and_its_examples_parse() {
+        let text = include_str!("../../packaging/config.toml");
+        let c = Config::parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            (c.fips, c.window.is_none(), c.dry_run_first, c.approval),
+            (d.fips, true, d.dry_run_first, d.approval)
+        );
+        // Every commented example, uncommented, is a valid configuration.
+        let examples: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&examples).unwrap_or_else(|e| panic!("{e:?}\n{examples}"));
+        assert!(c.window.is_some() && c.dry_run_first.required);
+    }
+
     fn err(text: &str) -> (Option<usize>, String) {
         Config::parse(text).expect_err("should be refused")
     }

@@ -20,5 +20,6 @@ mod python;
 mod python_twins;
 mod review;
 mod rollback;
+mod schedule;
 mod util;
 mod way_back;

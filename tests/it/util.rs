@@ -106,9 +106,26 @@ pub struct Tree {
 
 impl Tree {
     pub fn new() -> Tree {
-        let t = Tree {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        Tree::in_dir(tempfile::tempdir().unwrap())
+    }
+
+    /// A tree outside /tmp and /var/tmp, for what a service with its own
+    /// private /tmp must reach (scheduled fixes).
+    pub fn outside_tmp() -> Tree {
+        let base = [
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"),
+        ]
+        .into_iter()
+        .map(|b| std::fs::canonicalize(&b).unwrap_or(b))
+        .find(|b| !b.starts_with("/tmp") && !b.starts_with("/var/tmp"))
+        .expect("a directory outside /tmp for the tree");
+        std::fs::create_dir_all(&base).unwrap();
+        Tree::in_dir(tempfile::tempdir_in(base).unwrap())
+    }
+
+    fn in_dir(dir: tempfile::TempDir) -> Tree {
+        let t = Tree { dir };
         for d in ["grant", "ro", "outside", "state"] {
             std::fs::create_dir(t.path(d)).unwrap();
         }
