@@ -1,0 +1,91 @@
+#!/usr/bin/python
+# Copyright: defops-wasm contributors
+# Apache License 2.0 (see the project's LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ledger
+short_description: Append one line to a fleet rollout's ledger (JSON Lines), whole, under a lock
+version_added: 0.1.0
+description:
+  - The ledger is the external anchor of every host's journal head. The rollout playbook runs this module on the
+    controller (C(delegate_to: localhost)) once per host and wave.
+  - Each line is written with one C(write) under an exclusive C(flock) and synced, so hosts finishing at the same
+    time never interleave partial lines.
+options:
+  path:
+    description: The ledger file; its directory is made if missing.
+    type: path
+    required: true
+  record:
+    description: The line to append (a JSON object); C(time) is added when missing.
+    type: dict
+    required: true
+attributes:
+  check_mode:
+    support: full
+    description: Appends in check mode too; a dry-run's result belongs in the ledger.
+  diff_mode:
+    support: none
+author:
+  - defops-wasm contributors
+"""
+
+EXAMPLES = r"""
+- name: Record this host's run
+  defops.wasm.ledger:
+    path: ledgers/20261202T101500Z-4242.jsonl
+    record: {host: "{{ inventory_hostname }}", wave: 1, run_id: "{{ real.run_id }}", head: "{{ real.head }}"}
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+line:
+  description: The line written, without its newline.
+  returned: always
+  type: str
+"""
+
+import datetime
+import fcntl
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "record": {"type": "dict", "required": True},
+        },
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    record = dict(module.params["record"])
+    record.setdefault(
+        "time",
+        datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    line = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    try:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, (line + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        module.fail_json(msg=f"cannot append to the ledger {path}: {e.strerror or e}")
+    module.exit_json(changed=True, line=line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+#!/usr/bin/python
+# Copyright: defops-wasm contributors
+# Apache License 2.0 (see the project's LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: status
+short_description: Gather the defops-wasm status and monitoring check of the host as facts
+version_added: 0.1.0
+description:
+  - Runs C(defops-wasm status --json) and C(defops-wasm check) on the host and returns both as facts
+    (C(defops_status), C(defops_check)). Changes nothing.
+  - The check is the monitoring plugin (Nagios/Icinga convention) C(0) OK, C(1) WARNING, C(2) CRITICAL,
+    C(3) UNKNOWN; it does not fail the task, the caller decides (the rollout stops unless it is OK).
+options:
+  warn_age:
+    description: The check's C(--warn-age) (a run with no outcome older than this is CRITICAL).
+    type: str
+  binary:
+    description: The defops-wasm binary on the host.
+    type: str
+    default: defops-wasm
+  state_dir:
+    description: The host's state directory (C(--state-dir)).
+    type: path
+  config:
+    description: The host's configuration file (C(--config)).
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: It only reads, so it runs the same in check mode.
+  diff_mode:
+    support: none
+  facts:
+    support: full
+author:
+  - defops-wasm contributors
+"""
+
+EXAMPLES = r"""
+- name: Is the host paused, and what does its check say?
+  defops.wasm.status:
+
+- name: Stop unless the check is OK
+  ansible.builtin.assert:
+    that: ansible_facts.defops_check.exit_code == 0
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: The host's status and check.
+  returned: always
+  type: complex
+  contains:
+    defops_status:
+      description: The object C(status --json) prints (paused, pauses, window, dry_run_first, fixes).
+      type: dict
+    defops_check:
+      description: C(status) (OK, WARNING, CRITICAL, UNKNOWN), C(exit_code), C(line) (the plugin's first line), C(problems).
+      type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.defops.wasm.plugins.module_utils.runner import (
+    COMMON_ARGS,
+    DefopsRunner,
+)
+
+CHECK_STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(warn_age={"type": "str"}, **COMMON_ARGS),
+        supports_check_mode=True,
+    )
+    runner = DefopsRunner(module)
+    status = runner.run(["status"])
+    if status.rc != 0:
+        runner.fail(status)
+    found = status.of_type("status")
+    args = ["check"]
+    if module.params["warn_age"]:
+        args += ["--warn-age", module.params["warn_age"]]
+    check = runner.run(args, json_output=False)
+    lines = check.stdout.splitlines()
+    check_facts = {
+        "status": CHECK_STATES.get(check.rc, "UNKNOWN"),
+        "exit_code": check.rc,
+        "line": lines[0] if lines else check.error(),
+        "problems": lines[1:],
+    }
+    module.exit_json(
+        changed=False,
+        ansible_facts={
+            "defops_status": found[-1] if found else {},
+            "defops_check": check_facts,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
