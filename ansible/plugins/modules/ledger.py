@@ -11,7 +11,7 @@ short_description: Append one line to a fleet rollout's ledger (JSON Lines), who
 version_added: 0.1.0
 description:
   - The ledger is the external anchor of every host's journal head. The rollout playbook runs this module on the
-    controller (C(delegate_to: localhost)) once per host and wave.
+    controller, delegated to localhost, once per host and wave.
   - Each line is written with one C(write) under an exclusive C(flock) and synced, so hosts finishing at the same
     time never interleave partial lines.
 options:
@@ -29,8 +29,9 @@ attributes:
     description: Appends in check mode too; a dry-run's result belongs in the ledger.
   diff_mode:
     support: none
+    description: It changes no file, so there is nothing to show.
 author:
-  - defops-wasm contributors
+  - defops-wasm contributors (@defops-wasm)
 """
 
 EXAMPLES = r"""

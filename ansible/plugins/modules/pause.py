@@ -42,8 +42,9 @@ attributes:
     description: Reads C(status) and says what would change.
   diff_mode:
     support: none
+    description: It changes no file, so there is nothing to show.
 author:
-  - defops-wasm contributors
+  - defops-wasm contributors (@defops-wasm)
 """
 
 EXAMPLES = r"""

@@ -45,7 +45,7 @@ attributes:
     support: full
     description: Returns the inverse plan's unified diffs as C(diff.prepared).
 author:
-  - defops-wasm contributors
+  - defops-wasm contributors (@defops-wasm)
 """
 
 EXAMPLES = r"""

@@ -85,7 +85,7 @@ notes:
   - A real run needs an earlier dry-run of the same fix, grants and params on the host (the tool's guard); run the
     task in check mode first, as the C(defops.wasm.rollout) playbook does.
 author:
-  - defops-wasm contributors
+  - defops-wasm contributors (@defops-wasm)
 """
 
 EXAMPLES = r"""
@@ -137,7 +137,7 @@ idempotent:
   returned: in check mode
   type: bool
 messages:
-  description: What the fix said, one string each (C(LEVEL: text)).
+  description: "What the fix said, one string each: C(LEVEL: text)."
   returned: always
   type: list
   elements: str

@@ -34,10 +34,12 @@ attributes:
     description: It only reads, so it runs the same in check mode.
   diff_mode:
     support: none
+    description: It changes no file, so there is nothing to show.
   facts:
     support: full
+    description: Returns the status and the check as C(ansible_facts).
 author:
-  - defops-wasm contributors
+  - defops-wasm contributors (@defops-wasm)
 """
 
 EXAMPLES = r"""

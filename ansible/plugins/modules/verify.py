@@ -37,8 +37,9 @@ attributes:
     description: It only reads, so it runs the same in check mode.
   diff_mode:
     support: none
+    description: It changes no file, so there is nothing to show.
 author:
-  - defops-wasm contributors
+  - defops-wasm contributors (@defops-wasm)
 """
 
 EXAMPLES = r"""

@@ -117,7 +117,7 @@ def test_a_file_drifting_on_host_2_stops_the_rollout_in_its_wave(fleet: Fleet) -
     conf = fleet.app("h2") / "app.conf"
     conf.write_text(conf.read_text().replace("workers = 4", "workers = 8"))
     drifted = fleet.hashes()["h2"]
-    out, _ = proc.communicate(timeout=300)
+    out = proc.communicate(timeout=300)[0]
     assert proc.returncode != 0, out
 
     after = fleet.hashes()
@@ -164,7 +164,7 @@ def test_an_unreachable_host_in_a_wave_stops_the_rollout(
         )
         fleet.wait_for_ledger(proc, lambda lines: any(x["wave"] == 1 for x in lines))
         own.stop()
-        out, _ = proc.communicate(timeout=300)
+        out = proc.communicate(timeout=300)[0]
     finally:
         own.stop()
     assert proc.returncode != 0, out
@@ -205,7 +205,7 @@ def test_the_fleet_off_switch_pulled_during_wave_1_stops_before_wave_2(
     )
     fleet.wait_for_ledger(proc, lambda lines: any(x["wave"] == 1 for x in lines))
     (fleet.ledgers / "STOP").write_text("db failover in progress\n")
-    out, _ = proc.communicate(timeout=300)
+    out = proc.communicate(timeout=300)[0]
     assert proc.returncode != 0, out
     assert "db failover in progress" in out
     after = fleet.hashes()
