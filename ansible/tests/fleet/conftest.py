@@ -215,6 +215,7 @@ class Fleet:
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_HOST_KEY_CHECKING="False",
             ANSIBLE_LOCAL_TEMP=str(self.root / "ansible-tmp"),
+            ANSIBLE_REMOTE_TMP=str(self.root / "remote-tmp"),
             ANSIBLE_RETRY_FILES_ENABLED="False",
             PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
         )

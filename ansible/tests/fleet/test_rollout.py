@@ -294,7 +294,11 @@ def test_fleet_rollback_refuses_a_tampered_journal_and_names_the_host(
     h4 = next(x for x in fleet.real_lines() if x["host"] == "h4")
     journal = fleet.state("h4") / "runs" / h4["run_id"] / "journal.jsonl"
     text = journal.read_text()
-    journal.write_text(text.replace('"max_conn"', '"max_cont"', 1))
+    lines = text.splitlines(keepends=True)
+    # Record seq 1 (the fix's first message) rewritten: the chain no longer holds from there.
+    assert '"seq":1,' in lines[1] and "max_conn was 14" in lines[1]
+    lines[1] = lines[1].replace("max_conn was 14", "max_conn was 15")
+    journal.write_text("".join(lines))
     assert journal.read_text() != text
 
     checked = fleet.play("defops.wasm.verify", ledger=str(fleet.ledger_path()))
@@ -314,7 +318,11 @@ def test_fleet_rollback_refuses_a_tampered_journal_and_names_the_host(
     lines = [x for x in fleet.ledger() if x.get("kind") == "rollback"]
     refused = [x for x in lines if x["stop"]]
     assert [x["host"] for x in refused] == ["h4"]
-    assert refused[0]["rc"] == 3 and refused[0]["error"]
+    assert (
+        refused[0]["rc"] == 3
+        and "seq 1" in refused[0]["error"]
+        and "tampered" in refused[0]["error"]
+    )
     assert lines[-1]["host"] == "h4", "nothing after the refusal"
 
 
@@ -338,3 +346,47 @@ def test_install_role_is_idempotent(fleet: Fleet) -> None:
     second = fleet.play(str(play), src=str(fleet.binary))
     assert second.returncode == 0, output(second)
     assert re.findall(r"changed=(\d+)", second.stdout) == ["0", "0"], second.stdout
+
+
+def test_approval_required_the_signature_travels_with_the_fix(fleet: Fleet) -> None:
+    # A reviewer signs a copy of the fix; every host trusts the reviewer's key.
+    key = fleet.root / "reviewer"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+    )
+    signers = fleet.root / "allowed_signers"
+    signers.write_text(
+        "reviewer@example.org " + (fleet.root / "reviewer.pub").read_text()
+    )
+    signed = fleet.root / "fixes" / "config-set.wasm"
+    signed.parent.mkdir()
+    signed.write_bytes((fleet.fixes / "config-set.wasm").read_bytes())
+    approve = subprocess.run(
+        [str(fleet.binary), "approve", "--key", str(key), str(signed)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert approve.returncode == 0, approve.stderr
+    unsigned = fleet.root / "unsigned" / "config-set.wasm"
+    unsigned.parent.mkdir()
+    unsigned.write_bytes(signed.read_bytes())
+    before = fleet.hashes()
+
+    refused = fleet.rollout(
+        fix=str(unsigned), require_approval=True, allowed_signers=str(signers)
+    )
+    assert refused.returncode != 0, output(refused)
+    assert fleet.hashes() == before
+    assert "signature" in refused.stdout and "not on the controller" in refused.stdout
+
+    result = fleet.rollout(
+        fix=str(signed), require_approval=True, allowed_signers=str(signers)
+    )
+    assert result.returncode == 0, output(result)
+    for host in HOSTS:
+        assert (fleet.app(host) / "app.conf").read_text() == expected_conf(host)
+    # The copies on the hosts were removed: nothing of the fix is left in the temporary directories.
+    remote_tmp = fleet.root / "remote-tmp"
+    assert remote_tmp.is_dir()
+    assert not list(remote_tmp.rglob("config-set.wasm*"))
