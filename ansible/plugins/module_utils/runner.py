@@ -24,6 +24,9 @@ EXIT_MEANINGS = {
     5: "paused",
 }
 
+# The monitoring plugin's exit codes (Nagios/Icinga convention).
+CHECK_STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
 COMMON_ARGS: dict[str, t.Any] = {
     "binary": {"type": "str", "default": "defops-wasm"},
     "state_dir": {"type": "path"},
@@ -124,3 +127,35 @@ class DefopsRunner:
             stderr=result.stderr,
             **extra,
         )
+
+    def status(self) -> dict[str, t.Any]:
+        """`defops-wasm status --json`; a failure fails the task."""
+        result = self.run(["status"])
+        if result.rc != 0:
+            self.fail(result)
+        found = result.of_type("status")
+        return found[-1] if found else {}
+
+    def check(self, warn_age: str | None = None) -> dict[str, t.Any]:
+        """`defops-wasm check`, the monitoring plugin: its verdict, never a task failure."""
+        args = ["check"]
+        if warn_age:
+            args += ["--warn-age", warn_age]
+        result = self.run(args, json_output=False)
+        lines = result.stdout.splitlines()
+        return {
+            "status": CHECK_STATES.get(result.rc, "UNKNOWN"),
+            "exit_code": result.rc,
+            "line": lines[0] if lines else result.error(),
+            "problems": lines[1:],
+        }
+
+
+def pause_in_force(
+    status: dict[str, t.Any], fix: str | None
+) -> dict[str, t.Any] | None:
+    """The pause that keeps FIX (every fix when None) from running, if any."""
+    for pause in status.get("pauses") or []:
+        if pause.get("scope") == "all" or (fix is not None and pause.get("fix") == fix):
+            return pause
+    return None

@@ -11,9 +11,9 @@ short_description: Append one line to a fleet rollout's ledger (JSON Lines), who
 version_added: 0.1.0
 description:
   - The ledger is the external anchor of every host's journal head. The rollout playbook runs this module on the
-    controller, delegated to localhost, once per host and wave.
-  - Each line is written with one C(write) under an exclusive C(flock) and synced, so hosts finishing at the same
-    time never interleave partial lines.
+    controller, delegated to localhost, once per wave with the lines of the wave's hosts.
+  - The lines are written under an exclusive C(flock) and synced, so writers at the same time never interleave
+    partial lines.
 options:
   path:
     description: The ledger file; its directory is made if missing.
@@ -22,7 +22,10 @@ options:
   record:
     description: The line to append (a JSON object); C(time) is added when missing.
     type: dict
-    required: true
+  records:
+    description: Several lines to append at once, under one lock (a batch of hosts).
+    type: list
+    elements: dict
 attributes:
   check_mode:
     support: full
@@ -43,10 +46,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-line:
-  description: The line written, without its newline.
+lines:
+  description: The lines written, without their newlines.
   returned: always
-  type: str
+  type: list
+  elements: str
 """
 
 import datetime
@@ -61,17 +65,21 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
-            "record": {"type": "dict", "required": True},
+            "record": {"type": "dict"},
+            "records": {"type": "list", "elements": "dict"},
         },
+        required_one_of=[("record", "records")],
+        mutually_exclusive=[("record", "records")],
         supports_check_mode=True,
     )
     path = module.params["path"]
-    record = dict(module.params["record"])
-    record.setdefault(
-        "time",
-        datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    )
-    line = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    records = module.params["records"] or [module.params["record"]]
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [
+        json.dumps(dict({"time": now}, **r), sort_keys=True, separators=(",", ":"))
+        for r in records
+    ]
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
     try:
         directory = os.path.dirname(path)
         if directory:
@@ -79,13 +87,15 @@ def main() -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, (line + "\n").encode("utf-8"))
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as e:
         module.fail_json(msg=f"cannot append to the ledger {path}: {e.strerror or e}")
-    module.exit_json(changed=True, line=line)
+    module.exit_json(changed=True, lines=lines)
 
 
 if __name__ == "__main__":

@@ -77,20 +77,13 @@ rc:
   type: int
 """
 
-import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.defops.wasm.plugins.module_utils.runner import (
     COMMON_ARGS,
     DefopsRunner,
+    pause_in_force,
 )
-
-
-def is_paused(status: dict[str, t.Any], fix: str | None) -> bool:
-    pauses = status.get("pauses") or []
-    if fix is None:
-        return any(p.get("scope") == "all" for p in pauses)
-    return any(p.get("fix") == fix for p in pauses)
 
 
 def main() -> None:
@@ -112,11 +105,7 @@ def main() -> None:
     fix = module.params["fix"]
     want = module.params["state"] == "paused"
     if module.check_mode:
-        status = runner.run(["status"])
-        if status.rc != 0:
-            runner.fail(status)
-        found = status.of_type("status")
-        now = is_paused(found[-1] if found else {}, fix)
+        now = pause_in_force(runner.status(), fix) is not None
         module.exit_json(changed=now != want, paused=now, rc=0)
     args = ["pause"] if want else ["resume"]
     if fix:

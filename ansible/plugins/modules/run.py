@@ -61,6 +61,18 @@ options:
   timeout:
     description: Stop the fix after this long (C(--timeout), e.g. C(60s)).
     type: str
+  refuse_paused:
+    description:
+      - In check mode, fail with exit code 5 when the host is paused (every fix, or this fix by its file name),
+        as the real run would. The tool itself lets dry-runs run while paused.
+    type: bool
+    default: false
+  check_after:
+    description:
+      - After a real run that succeeded, run C(defops-wasm check) (the monitoring plugin) and return its verdict as
+        RV(check). It does not fail the task; the caller decides (the rollout stops unless it is OK).
+    type: bool
+    default: false
   binary:
     description: The defops-wasm binary on the host.
     type: str
@@ -150,18 +162,25 @@ summary:
   description: The tool's summary line, as it is.
   returned: always
   type: dict
+check:
+  description: The monitoring check after the run (C(status) OK/WARNING/CRITICAL/UNKNOWN, C(exit_code), C(line), C(problems)).
+  returned: when O(check_after=true) and the real run succeeded
+  type: dict
 rc:
   description: The tool's exit code (0 success, 1 fix failed, 2 usage or host error, 3 refused, 4 limit, 5 paused).
   returned: always
   type: int
 """
 
+import os
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.defops.wasm.plugins.module_utils.runner import (
     COMMON_ARGS,
+    EXIT_MEANINGS,
     DefopsRunner,
+    pause_in_force,
 )
 
 
@@ -201,11 +220,28 @@ def main() -> None:
         allowed_signers={"type": "path"},
         signature={"type": "path"},
         timeout={"type": "str"},
+        refuse_paused={"type": "bool", "default": False},
+        check_after={"type": "bool", "default": False},
         **COMMON_ARGS,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     runner = DefopsRunner(module)
     dry_run = module.check_mode
+    if dry_run and module.params["refuse_paused"]:
+        fix_name = os.path.basename(module.params["fix"])
+        fix_name = fix_name[: -len(".wasm")] if fix_name.endswith(".wasm") else fix_name
+        pause = pause_in_force(runner.status(), fix_name)
+        if pause is not None:
+            by = (pause.get("by") or {}).get("name", "?")
+            module.fail_json(
+                msg=f"paused by {by} at {pause.get('time', '?')}: {pause.get('reason', '')}; "
+                "a real run would be refused (`defops-wasm resume` lifts it)",
+                rc=5,
+                meaning=EXIT_MEANINGS[5],
+                outcome="paused",
+                dry_run=True,
+                pause=pause,
+            )
     result = runner.run(run_args(module.params, dry_run))
     summary = result.summary
     effects = result.of_type("effect")
@@ -231,6 +267,8 @@ def main() -> None:
     out: dict[str, t.Any] = dict(
         changed=not dry_run and facts["changed_count"] > 0, rc=result.rc, **facts
     )
+    if not dry_run and module.params["check_after"]:
+        out["check"] = runner.check()
     if module._diff:
         diffs = [e["diff"] for e in effects if e.get("diff")]
         others = [

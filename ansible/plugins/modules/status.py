@@ -71,8 +71,6 @@ from ansible_collections.defops.wasm.plugins.module_utils.runner import (
     DefopsRunner,
 )
 
-CHECK_STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
-
 
 def main() -> None:
     module = AnsibleModule(
@@ -80,27 +78,10 @@ def main() -> None:
         supports_check_mode=True,
     )
     runner = DefopsRunner(module)
-    status = runner.run(["status"])
-    if status.rc != 0:
-        runner.fail(status)
-    found = status.of_type("status")
-    args = ["check"]
-    if module.params["warn_age"]:
-        args += ["--warn-age", module.params["warn_age"]]
-    check = runner.run(args, json_output=False)
-    lines = check.stdout.splitlines()
-    check_facts = {
-        "status": CHECK_STATES.get(check.rc, "UNKNOWN"),
-        "exit_code": check.rc,
-        "line": lines[0] if lines else check.error(),
-        "problems": lines[1:],
-    }
+    status = runner.status()
+    check = runner.check(module.params["warn_age"])
     module.exit_json(
-        changed=False,
-        ansible_facts={
-            "defops_status": found[-1] if found else {},
-            "defops_check": check_facts,
-        },
+        changed=False, ansible_facts={"defops_status": status, "defops_check": check}
     )
 
 

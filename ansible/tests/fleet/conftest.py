@@ -60,6 +60,7 @@ def collections(tmp_path_factory: pytest.TempPathFactory) -> Path:
             VENV_BIN / "ansible-galaxy",
             "collection",
             "install",
+            "--force",
             str(REPO / "ansible"),
             "-p",
             str(path),

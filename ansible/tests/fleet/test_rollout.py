@@ -107,6 +107,48 @@ def test_a_canary_refused_stops_the_rollout_before_any_other_host(fleet: Fleet) 
     assert "h1 (wave 1)" in result.stdout
 
 
+def test_a_canary_whose_monitoring_check_is_not_ok_stops_the_rollout(
+    fleet: Fleet,
+) -> None:
+    # An earlier run's journal on the canary was tampered with: `defops-wasm check` says
+    # CRITICAL after the canary's run, and the rollout goes no further.
+    earlier = fleet.defops(
+        "h1",
+        "run",
+        str(fleet.fixes / "config-set.wasm"),
+        "--allow",
+        str(fleet.app("h1")),
+        "-p",
+        f"file={fleet.app('h1') / 'app.conf'}",
+        "-p",
+        "key=workers",
+        "-p",
+        "value=4",
+        "--dry-run",
+        "--json",
+    )
+    assert earlier.returncode == 0, earlier.stderr
+    journal = next((fleet.state("h1") / "runs").glob("*/journal.jsonl"))
+    lines = journal.read_text().splitlines(keepends=True)
+    lines[-1] = lines[-1].replace('"outcome":"', '"outcome":"x', 1)
+    journal.write_text("".join(lines))
+    before = fleet.hashes()
+
+    result = fleet.rollout()
+    assert result.returncode != 0, output(result)
+    after = fleet.hashes()
+    assert after["h1"] != before["h1"], "the canary ran"
+    assert all(after[h] == before[h] for h in HOSTS if h != "h1")
+    real = fleet.real_lines()
+    assert [x["host"] for x in real] == ["h1"]
+    assert (
+        real[0]["outcome"] == "applied"
+        and real[0]["check"] == "CRITICAL"
+        and real[0]["stop"]
+    )
+    assert "DEFOPS CRITICAL" in real[0]["error"]
+
+
 def test_a_file_drifting_on_host_2_stops_the_rollout_in_its_wave(fleet: Fleet) -> None:
     before = fleet.hashes()
     proc = fleet.start(
