@@ -107,11 +107,11 @@ pub fn describe() -> Value {
     v
 }
 
-/// One line for people: `aws-lc-rs (AWS-LC FIPS module) AWS-LC FIPS 4.2.0,
-/// validated module, FIPS mode`.
+/// One line for people: `aws-lc-rs (AWS-LC FIPS module) (AWS-LC FIPS
+/// 4.2.0), validated module, FIPS mode`.
 pub fn describe_line(crypto: &Value) -> String {
     let s = |k: &str| crypto[k].as_str().unwrap_or("?").to_string();
-    let mut line = format!("{} {}", s("provider"), s("version"));
+    let mut line = format!("{} ({})", s("provider"), s("version"));
     line.push_str(match crypto["validated_module"].as_bool() {
         Some(true) => ", validated module",
         _ => ", not a validated module",

@@ -36,7 +36,7 @@ impl Alg {
     pub fn hasher(self) -> Hasher {
         match self {
             Alg::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
-            Alg::Sha256 => Hasher::Sha256(crate::crypto::Sha256Hasher::new()),
+            Alg::Sha256 => Hasher::Sha256(Box::default()),
         }
     }
 
@@ -51,7 +51,7 @@ impl Alg {
 /// An incremental digest.
 pub enum Hasher {
     Blake3(Box<blake3::Hasher>),
-    Sha256(crate::crypto::Sha256Hasher),
+    Sha256(Box<crate::crypto::Sha256Hasher>),
 }
 
 impl Hasher {

@@ -227,8 +227,8 @@ fn fips_provider_is_journaled_and_shown_by_report_and_inspect() {
         .unwrap_or_else(|| panic!("no Crypto row: {}", report.stdout))
         .to_string();
     let provider = match FIPS_BUILD {
-        true => "aws-lc-rs (AWS-LC FIPS module) AWS-LC FIPS ",
-        false => "RustCrypto sha2 + ssh-key",
+        true => "aws-lc-rs (AWS-LC FIPS module) (AWS-LC FIPS ",
+        false => "RustCrypto sha2 + ssh-key (sha2 0.10, ssh-key 0.6)",
     };
     assert!(row.contains(provider), "{row}");
     assert!(row.contains("FIPS mode"), "{row}");
