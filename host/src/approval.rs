@@ -215,9 +215,14 @@ pub fn parse_allowed_signers(text: &str) -> Result<Vec<Signer>, String> {
     Ok(out)
 }
 
-/// The SHA256 fingerprint of a key, as ssh-keygen prints it.
+/// The SHA256 fingerprint of a key, as ssh-keygen prints it: the SHA-256
+/// of the key's wire form, hashed by the build's crypto provider (the FIPS
+/// module in the FIPS build), shown in ssh-keygen's form by `ssh-key`.
 pub fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
+    // Encoding a parsed key does not fail; an empty one would not match.
+    let wire = key.to_bytes().unwrap_or_default();
+    let digest = crate::crypto::sha(crate::crypto::Sha::Sha256, &wire);
+    ssh_key::Fingerprint::Sha256(digest.try_into().unwrap_or([0; 32])).to_string()
 }
 
 /// Checks that `signature` (the text of a `.sig` file named `sig_name`) is
@@ -346,6 +351,16 @@ fn rsa_bits(n: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_ssh_keygens() {
+        let key = PublicKey::from_openssh(KEY).unwrap();
+        assert_eq!(
+            fingerprint(&key),
+            key.fingerprint(HashAlg::Sha256).to_string()
+        );
+        assert!(fingerprint(&key).starts_with("SHA256:"));
+    }
 
     #[test]
     fn rsa_sizes_in_bits() {

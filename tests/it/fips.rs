@@ -291,6 +291,17 @@ fn fips_mode_verifies_ssh_keygen_ecdsa_rsa_and_ed25519_signatures() {
             header["approval"]["algorithm"], algorithm,
             "{kind} {bits:?}"
         );
+        // The key's fingerprint (hashed by the provider) is ssh-keygen's.
+        let listed = Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f", &format!("{}.pub", s.key)])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+        assert_eq!(
+            header["approval"]["key"].as_str(),
+            listed.split_whitespace().nth(1),
+            "{listed}"
+        );
         assert_eq!(header["hash_alg"], "sha256");
         assert_provider(&header["crypto"], true);
         // The same key's signature of another fix does not approve this one.
