@@ -317,37 +317,56 @@ fn fips_mode_verifies_ssh_keygen_ecdsa_rsa_and_ed25519_signatures() {
     }
 }
 
-/// A key the module does not approve is refused in FIPS mode, naming the
-/// algorithm and what to sign with instead (exit 3), and nothing changes;
-/// ssh-keygen itself verifies the same signature.
+/// A key the module does not approve (RSA-1024; DSA where this OpenSSH
+/// still makes one) is refused in FIPS mode, naming the algorithm and what
+/// to sign with instead (exit 3), and nothing changes; ssh-keygen itself
+/// verifies the same signature.
 #[test]
-fn fips_mode_refuses_rsa_1024_naming_the_algorithm() {
-    let s = Signed::new("rsa", Some(1024));
-    let keygen_ok = Command::new("ssh-keygen")
-        .args([
-            "-Y",
-            "verify",
-            "-f",
-            &s.signers,
-            "-I",
-            "alice@example.com",
-            "-n",
-            "defops-wasm",
-            "-s",
-            &format!("{}.sig", s.fix),
-        ])
-        .stdin(std::fs::File::open(&s.fix).unwrap())
+fn fips_mode_refuses_rsa_1024_and_dsa_naming_the_algorithm() {
+    let dsa = Command::new("ssh-keygen")
+        .args(["-q", "-t", "dsa", "-N", "", "-f"])
+        .arg(std::env::temp_dir().join(format!("defops-dsa-probe-{}", std::process::id())))
         .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(keygen_ok, "ssh-keygen -Y verify of the RSA-1024 signature");
-    let before = s.t.snapshot("grant");
-    let out = s.run();
-    out.assert_code(3)
-        .assert_stderr("RSA with a 1024-bit modulus")
-        .assert_stderr("FIPS mode does not approve")
-        .assert_stderr("ECDSA P-256 or P-384, Ed25519, or RSA (2048 bits or more)");
-    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
-    assert_eq!(s.t.snapshot("grant"), before);
+        .is_ok_and(|o| o.status.success());
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("defops-dsa-probe-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("defops-dsa-probe-{}.pub", std::process::id())),
+    );
+    let mut cases = vec![("rsa", Some(1024), "RSA with a 1024-bit modulus")];
+    match dsa {
+        true => cases.push(("dsa", None, "DSA (ssh-dss)")),
+        false => eprintln!("this ssh-keygen makes no DSA keys: only RSA-1024 is tried"),
+    }
+    for (kind, bits, named) in cases {
+        let s = Signed::new(kind, bits);
+        let keygen_ok = Command::new("ssh-keygen")
+            .args([
+                "-Y",
+                "verify",
+                "-f",
+                &s.signers,
+                "-I",
+                "alice@example.com",
+                "-n",
+                "defops-wasm",
+                "-s",
+                &format!("{}.sig", s.fix),
+            ])
+            .stdin(std::fs::File::open(&s.fix).unwrap())
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(keygen_ok, "ssh-keygen -Y verify of the {kind} signature");
+        let before = s.t.snapshot("grant");
+        let out = s.run();
+        out.assert_code(3)
+            .assert_stderr(named)
+            .assert_stderr("FIPS mode does not approve")
+            .assert_stderr("ECDSA P-256 or P-384, Ed25519, or RSA (2048 bits or more)");
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+        assert_eq!(s.t.snapshot("grant"), before, "{kind}");
+    }
 }
