@@ -284,6 +284,21 @@ fn fips_mode_verifies_ssh_keygen_ecdsa_rsa_and_ed25519_signatures() {
             "max_conn = 9\n",
             "{kind} {bits:?}"
         );
+        // The message hashed with SHA-256 instead of ssh-keygen's SHA-512.
+        s.t.write("grant/app.conf", "max_conn = 1\n");
+        std::fs::remove_file(format!("{}.sig", s.fix)).unwrap();
+        let signed = Command::new("ssh-keygen")
+            .args(["-q", "-Y", "sign", "-O", "hashalg=sha256", "-f", &s.key])
+            .args(["-n", "defops-wasm", &s.fix])
+            .status()
+            .unwrap();
+        assert!(signed.success(), "ssh-keygen -Y sign -O hashalg=sha256");
+        s.run().assert_code(0);
+        assert_eq!(
+            s.t.read("grant/app.conf"),
+            "max_conn = 9\n",
+            "{kind} sha256"
+        );
         let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
         let header = s.t.header(&run_id);
         assert_eq!(header["approval"]["signer"], "alice@example.com");
