@@ -114,6 +114,72 @@ fn fixed_rs(blob: &[u8], width: usize) -> Result<Vec<u8>, Bad> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+    use ssh_key::{Mpint, Signature};
+
+    /// The INTEGERs of a DER SEQUENCE (PKCS#1's RSAPublicKey: n, e).
+    fn der_integers(der: &[u8]) -> Vec<Vec<u8>> {
+        fn item(b: &[u8]) -> (u8, &[u8], &[u8]) {
+            let (tag, first) = (b[0], b[1] as usize);
+            let (len, at) = match first < 0x80 {
+                true => (first, 2),
+                false => {
+                    let n = first & 0x7f;
+                    let len = b[2..2 + n].iter().fold(0, |a, x| a << 8 | *x as usize);
+                    (len, 2 + n)
+                }
+            };
+            (tag, &b[at..at + len], &b[at + len..])
+        }
+        let (tag, mut body, _) = item(der);
+        assert_eq!(tag, 0x30);
+        let mut out = Vec::new();
+        while !body.is_empty() {
+            let (tag, value, rest) = item(body);
+            assert_eq!(tag, 0x02);
+            out.push(value.to_vec());
+            body = rest;
+        }
+        out
+    }
+
+    /// rsa-sha2-256, which ssh-keygen never makes for SSHSIG (it signs
+    /// with rsa-sha2-512): a signature the module made over the blob
+    /// verifies; another message, or the same bytes claimed as
+    /// rsa-sha2-512, do not.
+    #[test]
+    fn rsa_sha2_256_verifies_and_a_claimed_algorithm_must_be_the_real_one() {
+        let pair = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let ints = der_integers(pair.public_key().as_ref());
+        let key = KeyData::Rsa(ssh_key::public::RsaPublicKey {
+            n: Mpint::from_positive_bytes(&ints[0]).unwrap(),
+            e: Mpint::from_positive_bytes(&ints[1]).unwrap(),
+        });
+        let sshsig = |hash: HashAlg, bytes: Vec<u8>| {
+            let alg = Algorithm::Rsa { hash: Some(hash) };
+            SshSig::new(
+                key.clone(),
+                "defops-wasm",
+                HashAlg::Sha512,
+                Signature::new(alg, bytes).unwrap(),
+            )
+            .unwrap()
+        };
+        let message = b"the fix's bytes";
+        let blob = signed_data(&sshsig(HashAlg::Sha256, vec![0; 256]), message).unwrap();
+        let mut sig = vec![0; pair.public_modulus_len()];
+        pair.sign(
+            &signature::RSA_PKCS1_SHA256,
+            &SystemRandom::new(),
+            &blob,
+            &mut sig,
+        )
+        .unwrap();
+        assert!(verify(&key, &sshsig(HashAlg::Sha256, sig.clone()), message).is_ok());
+        assert!(verify(&key, &sshsig(HashAlg::Sha256, sig.clone()), b"another").is_err());
+        assert!(verify(&key, &sshsig(HashAlg::Sha512, sig), message).is_err());
+    }
 
     #[test]
     fn mpints_become_fixed_width() {
