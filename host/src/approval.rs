@@ -4,7 +4,18 @@
 //! the runner verifies in-process against an `allowed_signers` file (git's
 //! format, see ssh-keygen(1) "ALLOWED SIGNERS"), and the same `.sig`
 //! verifies with `ssh-keygen -Y verify`.
+//!
+//! `ssh-key` parses the armored signature and the keys. The check itself
+//! is the build's crypto provider's (`crate::crypto`): in the FIPS build
+//! the message's hash and the signature go through AWS-LC's FIPS module
+//! (`approval/aws_lc.rs`). In FIPS mode, and always in the FIPS build, a
+//! key the module does not approve (RSA under 2048 bits, DSA, security
+//! keys) is refused, naming its algorithm and what to sign with instead.
 
+#[cfg(feature = "fips")]
+mod aws_lc;
+
+use ssh_key::public::KeyData;
 use ssh_key::{HashAlg, PublicKey, SshSig};
 
 /// The signature namespace: a signature made for anything else (git
@@ -55,6 +66,10 @@ pub enum ApprovalError {
         principal: String,
         line: usize,
     },
+    #[error(
+        "the signing key {key} is {algorithm}, which FIPS mode does not approve for signatures; the reviewer signs again with an ECDSA P-256 or P-384, Ed25519, or RSA (2048 bits or more) key"
+    )]
+    NotApproved { key: String, algorithm: String },
     #[error("the signing key {key} ({principal}) is {why} (allowed_signers line {line})")]
     Expired {
         key: String,
@@ -200,9 +215,14 @@ pub fn parse_allowed_signers(text: &str) -> Result<Vec<Signer>, String> {
     Ok(out)
 }
 
-/// The SHA256 fingerprint of a key, as ssh-keygen prints it.
+/// The SHA256 fingerprint of a key, as ssh-keygen prints it: the SHA-256
+/// of the key's wire form, hashed by the build's crypto provider (the FIPS
+/// module in the FIPS build), shown in ssh-keygen's form by `ssh-key`.
 pub fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
+    // Encoding a parsed key does not fail; an empty one would not match.
+    let wire = key.to_bytes().unwrap_or_default();
+    let digest = crate::crypto::sha(crate::crypto::Sha::Sha256, &wire);
+    ssh_key::Fingerprint::Sha256(digest.try_into().unwrap_or([0; 32])).to_string()
 }
 
 /// Checks that `signature` (the text of a `.sig` file named `sig_name`) is
@@ -230,8 +250,13 @@ pub fn verify(
     if matching.is_empty() {
         return Err(ApprovalError::UnknownKey(fp));
     }
-    key.verify(NAMESPACE, wasm, &sig)
-        .map_err(|_| ApprovalError::Mismatch)?;
+    if crate::crypto::fips_mode() || crate::crypto::VALIDATED {
+        approved_in_fips_mode(&key, &sig).map_err(|algorithm| ApprovalError::NotApproved {
+            key: fp.clone(),
+            algorithm,
+        })?;
+    }
+    check_signature(&key, &sig, wasm)?;
     let mut last_error = None;
     for s in matching {
         let principal = s.principals.join(",");
@@ -272,9 +297,78 @@ pub fn verify(
     Err(last_error.expect("at least one matching signer"))
 }
 
+/// The signature check, by the build's provider.
+fn check_signature(key: &PublicKey, sig: &SshSig, wasm: &[u8]) -> Result<(), ApprovalError> {
+    #[cfg(feature = "fips")]
+    {
+        aws_lc::verify(key.key_data(), sig, wasm).map_err(|_| ApprovalError::Mismatch)
+    }
+    #[cfg(not(feature = "fips"))]
+    {
+        key.verify(NAMESPACE, wasm, sig)
+            .map_err(|_| ApprovalError::Mismatch)
+    }
+}
+
+/// Whether the FIPS module approves `key` and the signature's algorithms
+/// (FIPS 186-5: ECDSA on P-256, P-384, P-521; EdDSA on Ed25519; RSA with
+/// PKCS#1 v1.5 and a modulus of 2048 bits or more; SHA-256 or SHA-512
+/// for the message); if not, the algorithm as a person names it.
+fn approved_in_fips_mode(key: &PublicKey, sig: &SshSig) -> Result<(), String> {
+    let sig_alg = sig.signature().algorithm();
+    match key.key_data() {
+        KeyData::Ed25519(_) | KeyData::Ecdsa(_) => {}
+        KeyData::Rsa(rsa) => {
+            let bits = rsa_bits(rsa.n.as_positive_bytes().unwrap_or_default());
+            if bits < 2048 {
+                return Err(format!("RSA with a {bits}-bit modulus (under 2048 bits)"));
+            }
+            if !matches!(sig_alg, ssh_key::Algorithm::Rsa { hash: Some(_) }) {
+                return Err(format!("RSA signed with {} (SHA-1)", sig_alg.as_str()));
+            }
+        }
+        KeyData::Dsa(_) => return Err("DSA (ssh-dss)".into()),
+        KeyData::SkEcdsaSha2NistP256(_) | KeyData::SkEd25519(_) => {
+            return Err(format!("a security key ({})", key.algorithm().as_str()));
+        }
+        other => return Err(other.algorithm().as_str().to_string()),
+    }
+    match sig.hash_alg() {
+        HashAlg::Sha256 | HashAlg::Sha512 => Ok(()),
+        other => Err(format!("a message hashed with {}", other.as_str())),
+    }
+}
+
+/// The size of an RSA modulus in bits, from its big-endian bytes.
+fn rsa_bits(n: &[u8]) -> usize {
+    let n = match n.iter().position(|b| *b != 0) {
+        Some(i) => &n[i..],
+        None => return 0,
+    };
+    n.len() * 8 - n[0].leading_zeros() as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_ssh_keygens() {
+        let key = PublicKey::from_openssh(KEY).unwrap();
+        assert_eq!(
+            fingerprint(&key),
+            key.fingerprint(HashAlg::Sha256).to_string()
+        );
+        assert!(fingerprint(&key).starts_with("SHA256:"));
+    }
+
+    #[test]
+    fn rsa_sizes_in_bits() {
+        assert_eq!(rsa_bits(&[]), 0);
+        assert_eq!(rsa_bits(&[0, 0x80, 0]), 16);
+        assert_eq!(rsa_bits(&[0x01; 128]), 1017);
+        assert_eq!(rsa_bits(&[0xff; 256]), 2048);
+    }
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti user@example.com";
 

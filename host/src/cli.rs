@@ -70,6 +70,10 @@ pub enum Command {
     Warm,
     /// Build a fix for wasm32-wasip2 and embed its manifest: DIR/NAME.wasm.
     Build(BuildArgs),
+    /// The version and the crypto provider: which implementation does
+    /// SHA-256 and signature checks, whether it is a validated FIPS module,
+    /// and whether FIPS mode is on (from the configuration).
+    Version,
     /// Shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -473,6 +477,7 @@ impl Cli {
                 Ok(Exit::Success)
             }
             Command::Man { dir } => man_pages(&dir, &common.printer()),
+            Command::Version => version(&common),
             Command::Schedule(args) => crate::schedule::execute(args, &common),
             Command::Check(args) => match common.state_dir().and_then(|state| {
                 let age = parse_duration(&args.warn_age)
@@ -516,6 +521,52 @@ impl Cli {
 }
 
 /// The man page of the command and of each subcommand.
+/// `version`: this binary and its crypto provider. With `fips = true` in
+/// the configuration FIPS mode is entered as a run would (the module's
+/// status checked; refused on a binary without it unless accepted).
+fn version(common: &Common) -> Result<Exit, Stop> {
+    let config = common.config()?;
+    config
+        .apply_crypto()
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    let crypto = crate::crypto::describe();
+    let out = common.printer();
+    match out.is_json() {
+        true => out.raw(&serde_json::json!({
+            "type": "version",
+            "version": env!("CARGO_PKG_VERSION"),
+            "crypto": crypto,
+        })),
+        false => {
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            println!("defops-wasm {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "crypto      {} ({})",
+                crate::crypto::PROVIDER,
+                crypto["version"].as_str().unwrap_or_default()
+            );
+            println!(
+                "validated   {}",
+                match crate::crypto::VALIDATED {
+                    true =>
+                        "yes: AWS-LC's FIPS 140-3 module does every SHA-2 digest and signature check",
+                    false => "no: not a validated FIPS module (build with --features fips for one)",
+                }
+            );
+            println!(
+                "fips mode   {}{}",
+                yes(crate::crypto::fips_mode()),
+                match crypto["accepted_unvalidated"].as_bool() {
+                    Some(true) =>
+                        " (approved algorithms, unvalidated implementation: fips-accept-unvalidated)",
+                    _ => "",
+                }
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
 fn man_pages(dir: &std::path::Path, out: &Printer) -> Result<Exit, Stop> {
     use clap::CommandFactory;
     let io = |e: std::io::Error| {

@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! fips = false            # true: SHA-256 instead of blake3 everywhere
+//! # fips-accept-unvalidated = true   # FIPS mode without the FIPS build
 //!
 //! [change-window]
 //! time-zone = "Europe/Berlin"
@@ -45,9 +46,27 @@ pub struct Config {
     pub approval: ApprovalRule,
     /// FIPS mode: SHA-256 for every digest and the journal's chain.
     pub fips: bool,
+    /// FIPS mode on a binary built without the FIPS module: approved
+    /// algorithms, unvalidated implementation (journaled).
+    pub fips_accept_unvalidated: bool,
 }
 
 impl Config {
+    /// Chooses the process's digest and, with `fips = true`, enters FIPS
+    /// mode (the module's status checked; refused on a binary without the
+    /// module unless `fips-accept-unvalidated`). Before anything is read.
+    pub fn apply_crypto(&self) -> Result<(), String> {
+        if self.fips {
+            crate::crypto::enter_fips_mode(self.fips_accept_unvalidated).map_err(
+                |e| match &self.path {
+                    Some(p) => format!("{}: {e}", p.display()),
+                    None => e,
+                },
+            )?;
+        }
+        crate::digest::choose(self.digest())
+    }
+
     /// The digest algorithm runs use.
     pub fn digest(&self) -> crate::digest::Alg {
         match self.fips {
@@ -83,6 +102,7 @@ impl Default for Config {
             },
             approval: ApprovalRule::default(),
             fips: false,
+            fips_accept_unvalidated: false,
         }
     }
 }
@@ -99,7 +119,8 @@ pub struct ConfigError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawConfig {
-    fips: Option<bool>,
+    fips: Option<Spanned<bool>>,
+    fips_accept_unvalidated: Option<Spanned<bool>>,
     change_window: Option<RawWindow>,
     dry_run_first: Option<RawDryRunFirst>,
     approval: Option<RawApproval>,
@@ -182,9 +203,21 @@ impl Config {
         })?;
         let bad = |s: &std::ops::Range<usize>, m: String| (line_of(s.start), m);
         let mut config = Config {
-            fips: raw.fips.unwrap_or(false),
+            fips: raw.fips.as_ref().is_some_and(|f| *f.get_ref()),
+            fips_accept_unvalidated: raw
+                .fips_accept_unvalidated
+                .as_ref()
+                .is_some_and(|f| *f.get_ref()),
             ..Config::default()
         };
+        if let Some(a) = &raw.fips_accept_unvalidated
+            && !config.fips
+        {
+            return Err(bad(
+                &a.span(),
+                "fips-accept-unvalidated only means something with fips = true; remove it or set fips = true".into(),
+            ));
+        }
         if let Some(d) = raw.dry_run_first {
             if let Some(r) = d.required {
                 config.dry_run_first.required = r;
@@ -320,6 +353,10 @@ mod tests {
         let (line, m) = err("[windows]\n");
         assert_eq!(line, Some(1), "{m}");
         assert!(m.contains("unknown field `windows`"), "{m}");
+
+        let (line, m) = err("\nfips-accept-unvalidated = true\n");
+        assert_eq!(line, Some(2), "{m}");
+        assert!(m.contains("with fips = true"), "{m}");
 
         let (line, m) = err("[change-window]\nallow = []\n");
         assert!(m.contains("time-zone"), "{line:?} {m}");

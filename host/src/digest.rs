@@ -2,7 +2,9 @@
 //! FIPS mode (`fips = true` in the configuration). It hashes the fix, the
 //! journal's chain, the before-images' names and the content digests in
 //! recorded states. A journal names its algorithm in its header
-//! (`hash_alg`); verifying and rolling back use the one it names.
+//! (`hash_alg`); verifying and rolling back use the one it names. SHA-256
+//! comes from the build's crypto provider (`crypto`): AWS-LC's FIPS module
+//! in the FIPS build.
 
 use std::sync::OnceLock;
 
@@ -34,7 +36,7 @@ impl Alg {
     pub fn hasher(self) -> Hasher {
         match self {
             Alg::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
-            Alg::Sha256 => Hasher::Sha256(<sha2::Sha256 as sha2::Digest>::new()),
+            Alg::Sha256 => Hasher::Sha256(Box::default()),
         }
     }
 
@@ -49,7 +51,7 @@ impl Alg {
 /// An incremental digest.
 pub enum Hasher {
     Blake3(Box<blake3::Hasher>),
-    Sha256(sha2::Sha256),
+    Sha256(Box<crate::crypto::Sha256Hasher>),
 }
 
 impl Hasher {
@@ -58,7 +60,7 @@ impl Hasher {
             Hasher::Blake3(h) => {
                 h.update(bytes);
             }
-            Hasher::Sha256(h) => sha2::Digest::update(h, bytes),
+            Hasher::Sha256(h) => h.update(bytes),
         }
     }
 
@@ -66,7 +68,7 @@ impl Hasher {
         match self {
             Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
             Hasher::Sha256(h) => {
-                let d = sha2::Digest::finalize(h);
+                let d = h.finish();
                 let mut s = String::with_capacity(64);
                 for b in d {
                     s.push_str(&format!("{b:02x}"));

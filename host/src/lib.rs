@@ -32,6 +32,7 @@ pub mod binding;
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod crypto;
 pub mod digest;
 pub mod disk;
 pub mod escape;

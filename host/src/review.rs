@@ -150,6 +150,7 @@ pub fn report(path: &Path, sandbox: &Sandbox, cache: Option<&Path>) -> Result<Va
         "problems": problems,
         "signature": sig.exists().then(|| sig.display().to_string()),
         "language": if script { "python" } else { "wasm" },
+        "crypto": crate::crypto::describe(),
         "runtime": runtime.map(|r| json!({
             "path": r.path.display().to_string(),
             "blake3": r.blake3,
@@ -215,6 +216,12 @@ fn print_report(r: &Value, out: &Printer) {
     let s = |v: &Value| crate::escape::line(v.as_str().unwrap_or("")).into_owned();
     out.note(&format!("{}  {} bytes", s(&r["path"]), r["size"]));
     out.note(&format!("  {}", s(&r["fix_id"])));
+    out.note(&format!(
+        "  sha256 by {}",
+        s(&serde_json::json!(crate::crypto::describe_line(
+            &r["crypto"]
+        )))
+    ));
     if r["runtime"].is_object() {
         out.note(&format!(
             "  runtime   {} sha256:{}",

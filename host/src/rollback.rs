@@ -342,6 +342,8 @@ fn drift_list(drifts: &[Drift]) -> Vec<String> {
 pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     let started = std::time::Instant::now();
     let started_at = now_secs();
+    // The FIPS build checks its module before the journal is read.
+    crate::crypto::module_status().map_err(|e| Stop::new(Exit::Usage, e))?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &Grants::default())
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     let (loaded, trusted) =
@@ -350,6 +352,9 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     // The run's own algorithm: its states and before-images are named by it.
     let alg = crate::journal::header_alg(&PathBuf::from(&req.run), &header)
         .map_err(|e| Stop::new(Exit::Refused, e))?;
+    if alg == crate::digest::Alg::Sha256 && crate::crypto::VALIDATED {
+        crate::crypto::enter_fips_mode(false).map_err(|e| Stop::new(Exit::Usage, e))?;
+    }
     crate::digest::choose(alg).map_err(|e| Stop::new(Exit::Usage, e))?;
     let original = header["run_id"].as_str().unwrap_or_default().to_string();
     check_kind(&header, &original)?;
@@ -495,6 +500,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             "user": user(),
             "version": env!("CARGO_PKG_VERSION"),
             "hash_alg": crate::digest::current().name(),
+            "crypto": crate::crypto::describe(),
         }))
         .map_err(jerr)?;
     for d in &drifts {

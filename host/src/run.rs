@@ -201,6 +201,12 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     let started = Instant::now();
     let started_at = now_secs();
     let run_id = new_run_id();
+    // The configuration first: in FIPS mode the crypto module is checked
+    // before anything else is read.
+    let config = Config::load(req.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))?;
+    config
+        .apply_crypto()
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
     let grants = Grants::open(&req.grants).map_err(|e| Stop::new(Exit::Usage, e))?;
     let logs = crate::logs::LogGrants::open(&req.logs)
         .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
@@ -221,8 +227,6 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         .transpose()
         .map_err(|e| Stop::new(e.exit(), e))?;
     let grants = Arc::new(grants);
-    let config = Config::load(req.config.as_deref()).map_err(|e| Stop::new(Exit::Usage, e))?;
-    crate::digest::choose(config.digest()).map_err(|e| Stop::new(Exit::Usage, e))?;
     let mut names = vec![
         req.fix
             .file_stem()
@@ -447,6 +451,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         "user": user(),
         "version": env!("CARGO_PKG_VERSION"),
         "hash_alg": crate::digest::current().name(),
+        "crypto": crate::crypto::describe(),
         "policy": policy,
         "approval": approval,
         "scheduled": req.scheduled,

@@ -358,7 +358,7 @@ fn a_saved_plan_made_for_something_else_or_edited_is_refused_before_the_fix_runs
     }
     // The real mismatches: another digest algorithm, other params, other
     // grants, another binary.
-    let fips = t.config("fips.toml", "fips = true\n");
+    let fips = t.config("fips.toml", "fips = true\nfips-accept-unvalidated = true\n");
     t.set_max_conn(&file, "50", &["--config", &fips, "--plan", &path])
         .assert_code(3)
         .assert_stderr("made for blake3 digests, and this run uses sha256");

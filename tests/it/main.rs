@@ -6,6 +6,7 @@ mod composition;
 mod edges;
 mod escapes;
 mod faults;
+mod fips;
 mod fixes;
 mod foreign_journals;
 mod guards;

@@ -301,7 +301,7 @@ fn fips_mode_names_the_script_and_the_runtime_by_sha256() {
     t.warm_python();
     let fips = t.config(
         "fips.toml",
-        "fips = true\n[dry-run-first]\nrequired = false\n",
+        "fips = true\nfips-accept-unvalidated = true\n[dry-run-first]\nrequired = false\n",
     );
     let source = "import defops\ndef check():\n    return defops.applies('x')\ndef apply():\n    defops.write_text(defops.param('f'), 'y')\n";
     t.write("fix.py", source);

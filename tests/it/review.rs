@@ -461,7 +461,7 @@ fn fips_mode_uses_sha256_for_every_digest_and_the_chain() {
     let before = t.snapshot("grant");
     let config = t.config(
         "fips.toml",
-        "fips = true\n[dry-run-first]\nrequired = false\n",
+        "fips = true\nfips-accept-unvalidated = true\n[dry-run-first]\nrequired = false\n",
     );
     let out = t.set_max_conn(&t.p("grant/app.conf"), "2", &["--config", &config]);
     out.assert_code(0);
