@@ -225,7 +225,7 @@ fn assert_line(out: &Out, code: i32, state: &str, needle: &str) {
     out.assert_code(code);
     let first = out.stdout.lines().next().unwrap_or_default();
     let re = regex::Regex::new(&format!(
-        r"^DEFOPS {state} - [^|]+ \| runs=\d+ dry_runs=\d+ failed=\d+ running=\d+ bad_journals=\d+ drifted_rollbacks=\d+ paused=[01]$"
+        r"^DEFOPS {state} - [^|]+ \| runs=\d+ dry_runs=\d+ failed=\d+ running=\d+ bad_journals=\d+ drifted_rollbacks=\d+ paused=[01] scheduled=\d+ scheduled_failed=\d+$"
     ))
     .unwrap();
     assert!(re.is_match(first), "{first:?}");
