@@ -654,6 +654,14 @@ pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalErr
         }
     }
     if records.is_empty() {
+        // The header itself fails its hash: tampered, not "not a journal".
+        if let Verdict::Bad { seq, why } = verdict {
+            return Err(JournalError::Tampered {
+                path: path.to_path_buf(),
+                seq,
+                why,
+            });
+        }
         return Err(JournalError::NotAJournal {
             path: path.to_path_buf(),
             why: "it has no whole record".into(),

@@ -579,6 +579,9 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
             journal.append(check_record).map_err(journal_error)?;
             out.plan(&plan, req.dry_run || refusal.is_some());
             if let Some(r) = &refusal {
+                // Nothing was committed: what was planned is not a change.
+                summary["planned"] = json!(plan.effects.len());
+                summary["changed"] = json!(0);
                 summary["outcome"] = json!("refused");
                 summary["error"] = json!(r);
                 Exit::Refused

@@ -18,7 +18,7 @@ pub mod systemd;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
@@ -132,8 +132,14 @@ fn usage(e: impl std::fmt::Display) -> Stop {
 }
 
 fn instance_error(e: InstanceError) -> Stop {
-    usage(e)
+    match e {
+        InstanceError::Untrusted(_) => Stop::new(Exit::Refused, e),
+        _ => usage(e),
+    }
 }
+
+/// Instance files hold params: root's to read (and the admin group's).
+const INSTANCE_MODE: u32 = 0o640;
 
 fn io_error(what: &Path, e: std::io::Error) -> Stop {
     usage(format!(
@@ -151,7 +157,7 @@ pub fn execute(args: ScheduleArgs, common: &Common) -> Result<Exit, Stop> {
         ScheduleCommand::Promote { name } => promote(&args.dir, &name, common, &out),
         ScheduleCommand::Demote { name } => demote(&args.dir, &name, &out),
         ScheduleCommand::Remove { name, force } => {
-            remove(&args.dir, &args.unit_dir, &name, force, &out)
+            remove(&args.dir, &args.unit_dir, &name, force, common, &out)
         }
         ScheduleCommand::Exec { name } => exec(&args.dir, &name, common, &out),
     }
@@ -232,7 +238,7 @@ fn add(dir: &Path, unit_dir: &Path, a: AddArgs, out: &Printer) -> Result<Exit, S
         }
         (None, None) => return Err(usage("give --every DURATION or --on-calendar EXPR")),
     };
-    let inst = Instance {
+    let mut inst = Instance {
         fix: canonical("the fix", &a.fix, false)?,
         mode: a.mode,
         on_calendar,
@@ -248,14 +254,39 @@ fn add(dir: &Path, unit_dir: &Path, a: AddArgs, out: &Printer) -> Result<Exit, S
             .collect::<Result<_, _>>()?,
         allow_log: a.allow_log,
         timeout: a.timeout,
+        added: Some(rfc3339(now_secs())),
         params,
         promoted: None,
     };
     inst.check().map_err(usage)?;
+    if inst.mode == Mode::Real {
+        // Real only where a promotion still covers exactly this (a new
+        // calendar for a promoted schedule, say); else dry-run first.
+        let old = Instance::load_trusted(dir, &a.name).ok();
+        let kept = old
+            .and_then(|o| o.promoted)
+            .filter(|p| promotion_holds(&inst, p).is_ok());
+        match kept {
+            Some(p) => {
+                inst.added = None;
+                inst.promoted = Some(p);
+            }
+            None => {
+                return Err(Stop::new(
+                    Exit::Refused,
+                    format!(
+                        "refused: --mode real needs a promotion that covers this fix, these grants and params; a schedule starts as dry-run: add it without --mode, let a scheduled dry-run run, then `defops-wasm schedule promote {}`",
+                        a.name
+                    ),
+                ));
+            }
+        }
+    }
     let service = systemd::service_drop_in(&a.name, &inst).map_err(usage)?;
     let timer = systemd::timer_drop_in(&a.name, &inst);
     let [service_path, timer_path] = systemd::drop_ins(unit_dir, &a.name);
-    write_replacing(&path, &inst.to_text(&a.name), 0o644).map_err(|e| io_error(&path, e))?;
+    write_replacing(&path, &inst.to_text(&a.name), INSTANCE_MODE)
+        .map_err(|e| io_error(&path, e))?;
     for (p, text) in [(&service_path, &service), (&timer_path, &timer)] {
         write_replacing(p, text, 0o644).map_err(|e| io_error(p, e))?;
     }
@@ -385,13 +416,14 @@ pub fn describe_attempt(last: Option<&Value>) -> String {
 }
 
 fn demote(dir: &Path, name: &str, out: &Printer) -> Result<Exit, Stop> {
-    let mut inst = Instance::load(dir, name).map_err(instance_error)?;
+    let mut inst = Instance::load_trusted(dir, name).map_err(instance_error)?;
     let was = inst.mode;
     inst.mode = Mode::DryRun;
     inst.promoted = None;
     let path = instance::path_of(dir, name);
     if was != Mode::DryRun {
-        write_replacing(&path, &inst.to_text(name), 0o644).map_err(|e| io_error(&path, e))?;
+        write_replacing(&path, &inst.to_text(name), INSTANCE_MODE)
+            .map_err(|e| io_error(&path, e))?;
     }
     match out.is_json() {
         true => out.raw(&json!({"type": "demote", "name": name, "was": was.name()})),
@@ -408,9 +440,11 @@ fn remove(
     unit_dir: &Path,
     name: &str,
     force: bool,
+    common: &Common,
     out: &Printer,
 ) -> Result<Exit, Stop> {
     instance::check_name(name).map_err(instance_error)?;
+    let state = common.state_dir()?;
     let path = instance::path_of(dir, name);
     if !path.exists() {
         return Err(instance_error(InstanceError::Missing {
@@ -429,7 +463,13 @@ fn remove(
         ));
     }
     let mut removed = Vec::new();
-    for p in std::iter::once(path).chain(systemd::drop_ins(unit_dir, name)) {
+    // The last attempt's record goes too: `check` would warn about a
+    // schedule that is gone.
+    let record = attempts_dir(&state).join(format!("{name}.json"));
+    for p in std::iter::once(path)
+        .chain(systemd::drop_ins(unit_dir, name))
+        .chain(std::iter::once(record))
+    {
         match std::fs::remove_file(&p) {
             Ok(()) => removed.push(p.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -456,30 +496,6 @@ fn remove(
         )),
     }
     Ok(Exit::Success)
-}
-
-/// Refuses an instance file someone other than its owner (root or the
-/// user running) could have changed: it names what runs, with what grants.
-fn check_trusted(dir: &Path, name: &str) -> Result<(), Stop> {
-    let me = rustix::process::geteuid().as_raw();
-    for p in [dir.to_path_buf(), instance::path_of(dir, name)] {
-        let meta = std::fs::metadata(&p).map_err(|e| usage(format!("{}: {e}", p.display())))?;
-        let owner_ok = meta.uid() == 0 || meta.uid() == me;
-        let mode = meta.mode();
-        let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
-        if !owner_ok || (mode & 0o022 != 0 && !sticky_dir) {
-            return Err(Stop::new(
-                Exit::Refused,
-                format!(
-                    "refused: {} is owned by uid {} with mode {:04o}: someone else could change what this schedule runs; make it owned by root and not group- or world-writable (chmod go-w)",
-                    p.display(),
-                    meta.uid(),
-                    mode & 0o7777
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The request of one `run` of an instance.
@@ -524,9 +540,28 @@ impl Attempt {
 }
 
 fn exec(dir: &Path, name: &str, common: &Common, out: &Printer) -> Result<Exit, Stop> {
-    let inst = Instance::load(dir, name).map_err(instance_error)?;
-    check_trusted(dir, name)?;
     let state = common.state_dir()?;
+    let inst = match Instance::load_trusted(dir, name) {
+        Ok(inst) => inst,
+        Err(e) => {
+            let stop = instance_error(e);
+            // What `status` and `check` show: an instance that cannot run
+            // is a failed attempt, not the last good one.
+            if instance::check_name(name).is_ok() {
+                let record = json!({
+                    "name": name,
+                    "time": rfc3339(now_secs()),
+                    "outcome": "error",
+                    "exit_code": stop.exit.code(),
+                    "message": stop.message,
+                });
+                if let Err(e) = save_attempt(&state, name, &record) {
+                    tracing::warn!("cannot record the attempt of {name}: {e}");
+                }
+            }
+            return Err(stop);
+        }
+    };
     let attempt = attempt(&inst, name, &state, common, out);
     let (exit, record) = match &attempt {
         Ok(a) => (
@@ -560,6 +595,8 @@ fn exec(dir: &Path, name: &str, common: &Common, out: &Printer) -> Result<Exit, 
     {
         match exit {
             Exit::Success => out.note(m),
+            // A skip is normal for a timer: said, not an error.
+            Exit::Paused | Exit::Skipped => eprintln!("defops-wasm: {}", crate::escape::line(m)),
             _ => crate::output::error_line(m),
         }
     }
@@ -573,6 +610,12 @@ fn attempt(
     common: &Common,
     out: &Printer,
 ) -> Result<Attempt, Stop> {
+    // The fix runs as root with the grants: it must be as trusted as the
+    // instance that names it.
+    let fix = instance::open_trusted(&inst.fix)
+        .map_err(|e| usage(format!("the fix {}: {e}", inst.fix.display())))?
+        .map_err(|why| Stop::new(Exit::Refused, format!("refused: {why}")))?;
+    drop(fix);
     if inst.mode == Mode::Real {
         // The guards that make a run "not now" are looked at first: a skip
         // is normal for a timer and costs no fix load.
@@ -638,6 +681,22 @@ fn attempt(
     if inst.mode == Mode::DryRun {
         return Ok(a);
     }
+    // Real only for what was promoted: the fix, grants, params and
+    // timeout the promotion's dry-run covered.
+    let promoted = inst
+        .promoted
+        .as_ref()
+        .ok_or_else(|| "it was never promoted".to_string())
+        .and_then(|p| promotion_holds(inst, p).map(|()| p));
+    if let Err(why) = promoted {
+        a.outcome = "not-promoted".into();
+        a.exit = Exit::Refused;
+        a.message = Some(format!(
+            "refused: no real run of {name}: {why}; its runs stay dry-runs until `defops-wasm schedule promote {name}` again (dry-run {} just ran)",
+            dry["run_id"].as_str().unwrap_or("?")
+        ));
+        return Ok(a);
+    }
     if dry["changed"].as_u64() == Some(0) || outcome == "not-needed" {
         a.outcome = "nothing-to-do".into();
         a.message = Some(format!(
@@ -646,11 +705,52 @@ fn attempt(
         ));
         return Ok(a);
     }
+    wait_for_the_lock(state, name);
     let (exit, real) = crate::run::run_summarized(request(inst, name, false, common)?, out)?;
     a.outcome = real["outcome"].as_str().unwrap_or("?").to_string();
     a.exit = exit;
     a.run = Some(real);
     Ok(a)
+}
+
+/// How long a scheduled real run waits for another run or rollback on this
+/// host to finish (timers that fire together, catch-up at boot).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits (up to [`LOCK_WAIT`]) until no other run or rollback holds the
+/// host's lock; the run then takes it as always (and is refused if it lost
+/// the race).
+fn wait_for_the_lock(state: &Path, name: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        match crate::policy::RunLock::take(state, &format!("schedule {name} (waiting)")) {
+            Ok(lock) => return drop(lock),
+            Err(crate::policy::LockError::Busy { .. }) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Whether a promotion still covers the instance; what changed, if not.
+fn promotion_holds(inst: &Instance, p: &Promoted) -> Result<(), String> {
+    let bytes = crate::regular_file::read(&inst.fix)
+        .map_err(|e| format!("the fix {} cannot be read ({e})", inst.fix.display()))?;
+    if crate::digest::Alg::Sha256.hex(&bytes) != p.fix_sha256 {
+        return Err(format!(
+            "the fix {} changed since it was promoted on dry-run {}",
+            inst.fix.display(),
+            p.dry_run
+        ));
+    }
+    if inst.basis() != p.basis {
+        return Err(format!(
+            "its grants, log grants, params or timeout changed since it was promoted on dry-run {}",
+            p.dry_run
+        ));
+    }
+    Ok(())
 }
 
 /// Where the last attempt of each instance is recorded.
@@ -695,12 +795,16 @@ pub fn attempt_ok(r: &Value) -> bool {
 }
 
 fn promote(dir: &Path, name: &str, common: &Common, out: &Printer) -> Result<Exit, Stop> {
-    let mut inst = Instance::load(dir, name).map_err(instance_error)?;
-    if inst.mode == Mode::Real {
+    let mut inst = Instance::load_trusted(dir, name).map_err(instance_error)?;
+    if inst.mode == Mode::Real
+        && let Some(p) = &inst.promoted
+        && promotion_holds(&inst, p).is_ok()
+    {
         out.note(&format!("{name} is already real"));
         return Ok(Exit::Success);
     }
     let state = common.state_dir()?;
+    let config = common.config()?;
     let refuse = |why: String| {
         Stop::new(
             Exit::Refused,
@@ -716,6 +820,32 @@ fn promote(dir: &Path, name: &str, common: &Common, out: &Printer) -> Result<Exi
     };
     let id = found.header["run_id"].as_str().unwrap_or("?").to_string();
     same_as_now(&inst, &found.header).map_err(|e| refuse(format!("its last dry-run {id} {e}")))?;
+    // Recent, and of this schedule (not of an earlier one of the same name).
+    let then = found.header["time"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_second());
+    let added = inst
+        .added
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_second());
+    let max_age = config.dry_run_first.max_age;
+    match then {
+        Some(t) if added.is_some_and(|a| t < a) => {
+            return Err(refuse(format!(
+                "its last dry-run {id} is older than the schedule itself (added again since)"
+            )));
+        }
+        Some(t) if now_secs() - t > max_age.as_secs() as i64 => {
+            return Err(refuse(format!(
+                "its last dry-run {id} is older than {} (dry-run-first max-age)",
+                crate::sandbox::humantime(max_age)
+            )));
+        }
+        Some(_) => {}
+        None => return Err(refuse(format!("its last dry-run {id} has no time"))),
+    }
     if !found.intact {
         return Err(refuse(format!(
             "the journal of its last dry-run {id} fails verification"
@@ -740,9 +870,14 @@ fn promote(dir: &Path, name: &str, common: &Common, out: &Printer) -> Result<Exi
             .unwrap_or("?")
             .to_string(),
         dry_run: id.clone(),
+        fix_sha256: found.header["fix"]["sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        basis: inst.basis(),
     });
     let path = instance::path_of(dir, name);
-    write_replacing(&path, &inst.to_text(name), 0o644).map_err(|e| io_error(&path, e))?;
+    write_replacing(&path, &inst.to_text(name), INSTANCE_MODE).map_err(|e| io_error(&path, e))?;
     match out.is_json() {
         true => out.raw(&json!({"type": "promote", "name": name, "dry_run": id})),
         false => out.note(&format!(
@@ -827,7 +962,11 @@ fn same_as_now(inst: &Instance, header: &Value) -> Result<(), String> {
         .map(|p| (canon(p), "read-write".to_string()))
         .chain(inst.allow_ro.iter().map(|p| (canon(p), "read-only".into())))
         .collect();
-    then.retain(|(_, a)| a != "log");
+    wanted.extend(
+        inst.allow_log
+            .iter()
+            .map(|g| (g.clone(), "log".to_string())),
+    );
     then.sort();
     wanted.sort();
     if then != wanted {

@@ -198,6 +198,34 @@ fn a_tampered_journal_is_never_rolled_back() {
 }
 
 #[test]
+fn a_journal_with_its_header_altered_is_refused_as_tampered() {
+    let t = Tree::new();
+    let (journal, _) = journaled_run(&t);
+    let run = journal
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let mut l = lines(&journal);
+    let header = l[0].replacen("\"dry_run\":false", "\"dry_run\":true", 1);
+    assert_ne!(header, l[0], "the header says dry_run:false");
+    l[0] = header;
+    write_lines(&journal, &l);
+    let before = t.snapshot("");
+    for args in [vec!["rollback", run], vec!["journal", "verify", run]] {
+        let out = t.defops().args(&args).output();
+        out.assert_code(3);
+        assert!(
+            out.stdout.contains("seq 0") || out.stderr.contains("seq 0"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(t.snapshot(""), before);
+}
+
+#[test]
 fn list_and_show_name_every_run() {
     let t = Tree::new();
     let (journal, _) = journaled_run(&t);

@@ -257,20 +257,33 @@ fn promote_needs_the_last_dry_run_good_idempotent_and_of_what_is_scheduled_now()
     );
 }
 
+/// Adds `cfg` (config-set to 50), runs its scheduled dry-run and promotes
+/// it.
+fn promoted(t: &Tree) {
+    add_config_set(t, "cfg", "50", &[]).assert_code(0);
+    exec_start(t, "cfg").assert_code(0);
+    schedule(t)
+        .args(&["promote", "cfg"])
+        .output()
+        .assert_code(0);
+}
+
 #[test]
 fn a_paused_host_or_a_closed_window_skips_the_run_and_the_unit_counts_it_a_success() {
     let t = Tree::outside_tmp();
     t.write("grant/app.conf", "max_conn = 10\n");
-    add_config_set(&t, "cfg", "50", &["--mode", "real"]).assert_code(0);
+    promoted(&t);
     t.defops()
         .args(&["pause", "--reason", "db failover"])
         .output()
         .assert_code(0);
     let before = t.snapshot("grant");
-    exec_start(&t, "cfg")
+    let skipped = exec_start(&t, "cfg");
+    skipped
         .assert_code(5)
         .assert_stderr("skipped cfg")
         .assert_stderr("db failover");
+    assert!(!skipped.stderr.contains("error"), "{}", skipped.stderr);
     assert_eq!(t.snapshot("grant"), before);
     assert_eq!(last_attempt(&t, "cfg")["outcome"], "skipped-paused");
     // Paused is a warning of its own; the skip is not a failure.
@@ -480,5 +493,152 @@ fn systemd_accepts_the_shipped_units() {
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_real_run_happens_only_for_what_was_promoted() {
+    let t = Tree::outside_tmp();
+    t.write("grant/app.conf", "max_conn = 10\n");
+    // Never real without a promotion.
+    add_config_set(&t, "new", "50", &["--mode", "real"])
+        .assert_code(3)
+        .assert_stderr("schedule promote new");
+    assert!(!t.exists("scheduled/new.toml"));
+
+    promoted(&t);
+    let file = t.path("scheduled/cfg.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Params edited by hand after the promotion: the dry-run runs (so a
+    // new promotion has one), the real run does not.
+    std::fs::write(&file, text.replace("value = \"50\"", "value = \"9999\"")).unwrap();
+    exec_start(&t, "cfg")
+        .assert_code(3)
+        .assert_stderr("changed since it was promoted");
+    assert_eq!(t.read("grant/app.conf"), "max_conn = 10\n");
+    assert_eq!(last_attempt(&t, "cfg")["outcome"], "not-promoted");
+    // Promoting again on that dry-run lets it run.
+    schedule(&t)
+        .args(&["promote", "cfg"])
+        .output()
+        .assert_code(0);
+    exec_start(&t, "cfg").assert_code(0);
+    assert_eq!(t.read("grant/app.conf"), "max_conn = 9999\n");
+
+    // Another fix under the same path: no real run.
+    let copy = t.path("fixes/config-set.wasm");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(fix("config-set"), &copy).unwrap();
+    schedule(&t)
+        .args(&[
+            "add",
+            "copy",
+            copy.to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+        ])
+        .args(&["-p", &format!("file={}", t.p("grant/app.conf"))])
+        .args(&["-p", "key=max_conn", "-p", "value=70", "--every", "1h"])
+        .output()
+        .assert_code(0);
+    exec_start(&t, "copy").assert_code(0);
+    schedule(&t)
+        .args(&["promote", "copy"])
+        .output()
+        .assert_code(0);
+    // A new calendar keeps the promotion (same fix, grants, params).
+    schedule(&t)
+        .args(&[
+            "add",
+            "copy",
+            copy.to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+        ])
+        .args(&["-p", &format!("file={}", t.p("grant/app.conf"))])
+        .args(&["-p", "key=max_conn", "-p", "value=70", "--every", "6h"])
+        .args(&["--replace", "--mode", "real"])
+        .output()
+        .assert_code(0);
+    let mut bytes = std::fs::read(&copy).unwrap();
+    // A custom section appended: another binary, the same behaviour.
+    bytes.extend_from_slice(&[0, 6, 1, b'x', 1, 2, 3, 4]);
+    std::fs::write(&copy, &bytes).unwrap();
+    exec_start(&t, "copy")
+        .assert_code(3)
+        .assert_stderr("changed since it was promoted");
+    assert_eq!(t.read("grant/app.conf"), "max_conn = 9999\n");
+    // A fix anyone could rewrite is not run at all.
+    set_mode(&copy, 0o666);
+    exec_start(&t, "copy")
+        .assert_code(3)
+        .assert_stderr("chmod go-w");
+}
+
+#[test]
+fn attempts_that_cannot_start_are_recorded_and_removal_clears_them() {
+    let t = Tree::outside_tmp();
+    t.write("grant/app.conf", "max_conn = 10\n");
+    add_config_set(&t, "cfg", "50", &[]).assert_code(0);
+    exec_start(&t, "cfg").assert_code(0);
+    t.defops().args(&["check"]).output().assert_code(0);
+    // A broken instance: the attempt fails, and `check` says so.
+    let file = t.path("scheduled/cfg.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("mode = \"dry-run\"", "mode = 1")).unwrap();
+    exec_start(&t, "cfg").assert_code(2);
+    assert_eq!(last_attempt(&t, "cfg")["outcome"], "error");
+    t.defops().args(&["check"]).output().assert_code(1);
+    // A symlink in its place is not followed.
+    std::fs::remove_file(&file).unwrap();
+    t.write("elsewhere.toml", &text);
+    std::os::unix::fs::symlink(t.path("elsewhere.toml"), &file).unwrap();
+    exec_start(&t, "cfg").assert_code(2);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, &text).unwrap();
+    set_mode(&file, 0o640);
+    // A schedule directory others can write: refused.
+    set_mode(&t.path("scheduled"), 0o777);
+    exec_start(&t, "cfg")
+        .assert_code(3)
+        .assert_stderr("chmod go-w");
+    schedule(&t)
+        .args(&["promote", "cfg"])
+        .output()
+        .assert_code(3);
+    set_mode(&t.path("scheduled"), 0o755);
+    // Removed: its record goes with it, and `check` is OK again.
+    schedule(&t)
+        .args(&["remove", "cfg"])
+        .output()
+        .assert_code(0);
+    assert!(!t.exists("state/scheduled/cfg.json"));
+    t.defops().args(&["check"]).output().assert_code(0);
+    // Added again: the old schedule's dry-runs do not promote the new one.
+    add_config_set(&t, "cfg", "50", &[]).assert_code(0);
+    schedule(&t)
+        .args(&["promote", "cfg"])
+        .output()
+        .assert_code(3)
+        .assert_stderr("older than the schedule itself");
+}
+
+#[test]
+fn a_real_run_refused_for_a_changed_file_is_not_a_change_in_place() {
+    let t = Tree::outside_tmp();
+    t.write("grant/app.conf", "max_conn = 10\n");
+    t.write("config.toml", "[dry-run-first]\nrequired = true\n");
+    t.set_max_conn(&t.p("grant/app.conf"), "50", &["--dry-run"])
+        .assert_code(0);
+    t.write("grant/app.conf", "max_conn = 11\n");
+    let out = t.set_max_conn(&t.p("grant/app.conf"), "50", &[]);
+    out.assert_code(3);
+    assert_eq!(out.summary()["changed"], 0);
+    assert_eq!(t.read("grant/app.conf"), "max_conn = 11\n");
+    let check = t.defops().args(&["check"]).output();
+    assert!(
+        !check.stdout.starts_with("DEFOPS CRITICAL"),
+        "{}",
+        check.stdout
     );
 }

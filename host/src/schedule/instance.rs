@@ -46,13 +46,18 @@ impl Mode {
     }
 }
 
-/// Who moved an instance from dry-run to real, and on which dry-run.
+/// Who moved an instance from dry-run to real, on which dry-run, and what
+/// that dry-run covered: the fix by its SHA-256, and the digest of the
+/// grants, log grants, params and timeout ([`Instance::basis`]). A real
+/// run happens only while both still hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Promoted {
     pub time: String,
     pub by: String,
     pub dry_run: String,
+    pub fix_sha256: String,
+    pub basis: String,
 }
 
 /// The instance file's content.
@@ -70,6 +75,10 @@ pub struct Instance {
     pub allow_log: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// When `schedule add` wrote it: a dry-run older than this is of an
+    /// earlier schedule of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<String>,
     #[serde(default)]
     pub params: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +97,8 @@ pub enum InstanceError {
         "no scheduled fix named {name:?} ({path} does not exist); see `defops-wasm schedule list`"
     )]
     Missing { name: String, path: String },
+    #[error("refused: {0}")]
+    Untrusted(String),
     #[error("{path}{}: {message}; fix the file or add the schedule again with `defops-wasm schedule add --replace`", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Bad {
         path: String,
@@ -115,9 +126,79 @@ pub fn path_of(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.toml"))
 }
 
+/// Whether a file or directory could have been changed by someone other
+/// than root or the user running: owned by another user, or writable by
+/// group or others (a directory above the last may be sticky instead, as
+/// /tmp is).
+fn untrusted(meta: &std::fs::Metadata, last: bool) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let sticky = meta.is_dir() && meta.mode() & 0o1000 != 0 && !last;
+    !(meta.uid() == 0 || meta.uid() == me) || (meta.mode() & 0o022 != 0 && !sticky)
+}
+
+/// Refuses `path` (a file, opened already) when it or any directory above
+/// it could have been changed by someone else: a schedule names what runs
+/// as root, with what grants.
+pub fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let why = |p: &Path, m: &std::fs::Metadata| {
+        format!(
+            "{} is owned by uid {} with mode {:04o}: someone else could change what a schedule runs; make it and every directory above it owned by root and not group- or world-writable (chmod go-w)",
+            p.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        )
+    };
+    if untrusted(meta, true) {
+        return Err(why(path, meta));
+    }
+    let mut last = true;
+    for dir in path
+        .ancestors()
+        .skip(1)
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if untrusted(&m, last) {
+            return Err(why(dir, &m));
+        }
+        last = false;
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading without following a symlink at its end, and
+/// checks what was opened (the descriptor, so it cannot be swapped after
+/// the check) and every directory above it.
+pub fn open_trusted(path: &Path) -> std::io::Result<Result<std::fs::File, String>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Err(format!("{} is not a regular file", path.display())));
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok(check_trusted(&abs, &meta).map(|()| file))
+}
+
 impl Instance {
     /// Reads and checks the instance `name` in `dir`.
     pub fn load(dir: &Path, name: &str) -> Result<Instance, InstanceError> {
+        Instance::load_from(dir, name, false)
+    }
+
+    /// [`Instance::load`], refusing ([`InstanceError::Untrusted`]) a file
+    /// that anyone but root (or the user running) could have written.
+    pub fn load_trusted(dir: &Path, name: &str) -> Result<Instance, InstanceError> {
+        Instance::load_from(dir, name, true)
+    }
+
+    fn load_from(dir: &Path, name: &str, trusted: bool) -> Result<Instance, InstanceError> {
         check_name(name)?;
         let path = path_of(dir, name);
         let shown = path.display().to_string();
@@ -126,8 +207,13 @@ impl Instance {
             line: None,
             message,
         };
-        let file = match crate::regular_file::open(&path) {
-            Ok(f) => f,
+        let opened = match trusted {
+            true => open_trusted(&path).map(|r| r.map_err(InstanceError::Untrusted)),
+            false => crate::regular_file::open(&path).map(Ok),
+        };
+        let file = match opened {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return Err(e),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(InstanceError::Missing {
                     name: name.to_string(),
@@ -199,6 +285,20 @@ impl Instance {
         Ok(())
     }
 
+    /// The digest of what a promotion covers besides the fix itself: the
+    /// grants (canonical), log grants, params and timeout.
+    pub fn basis(&self) -> String {
+        let canon = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        let v = serde_json::json!({
+            "allow": self.allow.iter().map(canon).collect::<Vec<_>>(),
+            "allow_ro": self.allow_ro.iter().map(canon).collect::<Vec<_>>(),
+            "allow_log": self.allow_log,
+            "params": self.params,
+            "timeout": self.timeout,
+        });
+        crate::digest::Alg::Sha256.hex(v.to_string().as_bytes())
+    }
+
     /// The file's text: a header saying what manages it, then the TOML.
     pub fn to_text(&self, name: &str) -> String {
         let body = toml::to_string(self).unwrap_or_default();
@@ -250,11 +350,14 @@ mod tests {
             allow_ro: vec![],
             allow_log: vec![],
             timeout: Some("30s".into()),
+            added: Some("2026-12-02T09:00:00Z".into()),
             params: [("key".to_string(), "a \"quoted\" value\n".to_string())].into(),
             promoted: Some(Promoted {
                 time: "2026-12-02T10:00:00Z".into(),
                 by: "root".into(),
                 dry_run: "r1".into(),
+                fix_sha256: "ab".into(),
+                basis: "cd".into(),
             }),
         }
     }

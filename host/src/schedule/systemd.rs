@@ -124,6 +124,7 @@ pub fn service_drop_in(name: &str, inst: &Instance) -> Result<String, String> {
     let mut all: Vec<&Path> = vec![inst.fix.as_path()];
     all.extend(inst.allow.iter().map(PathBuf::as_path));
     all.extend(inst.allow_ro.iter().map(PathBuf::as_path));
+    all.extend(inst.allow_log.iter().map(Path::new));
     for p in &all {
         if under(p, &PRIVATE) {
             return Err(format!(
