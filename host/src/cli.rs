@@ -675,6 +675,7 @@ impl RunArgs {
             allowed_signers: self.allowed_signers,
             signature: self.signature,
             scheduled: None,
+            scheduled_generation: None,
         };
         Ok(req)
     }

@@ -67,6 +67,8 @@ pub struct RunRequest {
     /// The scheduled instance that started this run (`schedule exec`),
     /// recorded in the journal header.
     pub scheduled: Option<String>,
+    /// Which `schedule add` of that name (its generation).
+    pub scheduled_generation: Option<String>,
 }
 
 /// Ends a run early with a message and an exit code.
@@ -455,6 +457,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         "policy": policy,
         "approval": approval,
         "scheduled": req.scheduled,
+        "schedule_generation": req.scheduled_generation,
     })];
     records.extend(
         state

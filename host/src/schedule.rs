@@ -255,6 +255,7 @@ fn add(dir: &Path, unit_dir: &Path, a: AddArgs, out: &Printer) -> Result<Exit, S
         allow_log: a.allow_log,
         timeout: a.timeout,
         added: Some(rfc3339(now_secs())),
+        generation: Some(crate::run::new_run_id()),
         params,
         promoted: None,
     };
@@ -268,7 +269,9 @@ fn add(dir: &Path, unit_dir: &Path, a: AddArgs, out: &Printer) -> Result<Exit, S
             .filter(|p| promotion_holds(&inst, p).is_ok());
         match kept {
             Some(p) => {
-                inst.added = None;
+                let old = Instance::load_trusted(dir, &a.name).ok();
+                inst.added = old.as_ref().and_then(|o| o.added.clone());
+                inst.generation = old.and_then(|o| o.generation);
                 inst.promoted = Some(p);
             }
             None => {
@@ -515,6 +518,7 @@ fn request(
         })?;
     let mut req = parsed.run.into_request(common)?;
     req.scheduled = Some(name.to_string());
+    req.scheduled_generation = inst.generation.clone();
     Ok(req)
 }
 
@@ -825,18 +829,13 @@ fn promote(dir: &Path, name: &str, common: &Common, out: &Printer) -> Result<Exi
         .as_str()
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .map(|t| t.as_second());
-    let added = inst
-        .added
-        .as_deref()
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .map(|t| t.as_second());
+    if inst.generation.is_some() && found.header["schedule_generation"] != json!(inst.generation) {
+        return Err(refuse(format!(
+            "its last dry-run {id} is older than the schedule itself (added again since)"
+        )));
+    }
     let max_age = config.dry_run_first.max_age;
     match then {
-        Some(t) if added.is_some_and(|a| t < a) => {
-            return Err(refuse(format!(
-                "its last dry-run {id} is older than the schedule itself (added again since)"
-            )));
-        }
         Some(t) if now_secs() - t > max_age.as_secs() as i64 => {
             return Err(refuse(format!(
                 "its last dry-run {id} is older than {} (dry-run-first max-age)",

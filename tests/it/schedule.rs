@@ -51,14 +51,31 @@ fn exec_start(t: &Tree, name: &str) -> Out {
 }
 
 fn add_config_set(t: &Tree, name: &str, value: &str, extra: &[&str]) -> Out {
-    let fix = fix("config-set");
+    add_config_set_from(t, &fix("config-set"), name, value, extra)
+}
+
+/// `schedule add NAME FIX` of config-set (or a copy of it at `fix`),
+/// setting max_conn in grant/app.conf to `value` (every 15 minutes unless
+/// `extra` says `--every`).
+fn add_config_set_from(t: &Tree, fix: &Path, name: &str, value: &str, extra: &[&str]) -> Out {
     schedule(t)
         .args(&["add", name, fix.to_str().unwrap(), "--allow", &t.p("grant")])
         .args(&["-p", &format!("file={}", t.p("grant/app.conf"))])
         .args(&["-p", "key=max_conn", "-p", &format!("value={value}")])
-        .args(&["--every", "15min"])
+        .args(match extra.contains(&"--every") {
+            true => &[][..],
+            false => &["--every", "15min"][..],
+        })
         .args(extra)
         .output()
+}
+
+/// A copy of config-set in the tree, to be replaced later.
+fn copy_of_config_set(t: &Tree) -> PathBuf {
+    let copy = t.path("fixes/config-set.wasm");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(fix("config-set"), &copy).unwrap();
+    copy
 }
 
 fn instance(t: &Tree, name: &str) -> String {
@@ -193,21 +210,8 @@ fn promote_needs_the_last_dry_run_good_idempotent_and_of_what_is_scheduled_now()
         .assert_code(3)
         .assert_stderr("other params");
     // Another fix file under the same path.
-    let copy = t.path("fixes/config-set.wasm");
-    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
-    std::fs::copy(fix("config-set"), &copy).unwrap();
-    schedule(&t)
-        .args(&[
-            "add",
-            "copy",
-            copy.to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-        ])
-        .args(&["-p", &format!("file={}", t.p("grant/app.conf"))])
-        .args(&["-p", "key=max_conn", "-p", "value=70", "--every", "1h"])
-        .output()
-        .assert_code(0);
+    let copy = copy_of_config_set(&t);
+    add_config_set_from(&t, &copy, "copy", "70", &[]).assert_code(0);
     exec_start(&t, "copy").assert_code(0);
     std::fs::copy(fix("stale-locks"), &copy).unwrap();
     schedule(&t)
@@ -526,40 +530,22 @@ fn a_real_run_happens_only_for_what_was_promoted() {
     assert_eq!(t.read("grant/app.conf"), "max_conn = 9999\n");
 
     // Another fix under the same path: no real run.
-    let copy = t.path("fixes/config-set.wasm");
-    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
-    std::fs::copy(fix("config-set"), &copy).unwrap();
-    schedule(&t)
-        .args(&[
-            "add",
-            "copy",
-            copy.to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-        ])
-        .args(&["-p", &format!("file={}", t.p("grant/app.conf"))])
-        .args(&["-p", "key=max_conn", "-p", "value=70", "--every", "1h"])
-        .output()
-        .assert_code(0);
+    let copy = copy_of_config_set(&t);
+    add_config_set_from(&t, &copy, "copy", "70", &[]).assert_code(0);
     exec_start(&t, "copy").assert_code(0);
     schedule(&t)
         .args(&["promote", "copy"])
         .output()
         .assert_code(0);
     // A new calendar keeps the promotion (same fix, grants, params).
-    schedule(&t)
-        .args(&[
-            "add",
-            "copy",
-            copy.to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-        ])
-        .args(&["-p", &format!("file={}", t.p("grant/app.conf"))])
-        .args(&["-p", "key=max_conn", "-p", "value=70", "--every", "6h"])
-        .args(&["--replace", "--mode", "real"])
-        .output()
-        .assert_code(0);
+    add_config_set_from(
+        &t,
+        &copy,
+        "copy",
+        "70",
+        &["--every", "6h", "--replace", "--mode", "real"],
+    )
+    .assert_code(0);
     let mut bytes = std::fs::read(&copy).unwrap();
     // A custom section appended: another binary, the same behaviour.
     bytes.extend_from_slice(&[0, 6, 1, b'x', 1, 2, 3, 4]);

@@ -79,6 +79,11 @@ pub struct Instance {
     /// earlier schedule of the same name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub added: Option<String>,
+    /// Unique to this `add`: its dry-runs carry it (`schedule_generation`
+    /// in their journal header), so a schedule added again under the same
+    /// name does not inherit the old one's dry-runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
     #[serde(default)]
     pub params: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -351,6 +356,7 @@ mod tests {
             allow_log: vec![],
             timeout: Some("30s".into()),
             added: Some("2026-12-02T09:00:00Z".into()),
+            generation: Some("g1".into()),
             params: [("key".to_string(), "a \"quoted\" value\n".to_string())].into(),
             promoted: Some(Promoted {
                 time: "2026-12-02T10:00:00Z".into(),
