@@ -414,6 +414,7 @@ impl Cli {
                     force: args.force,
                     expect_head: args.expect_head,
                     state_dir: common.state_dir()?,
+                    config: common.config.clone(),
                 };
                 crate::rollback::rollback(req, &common.printer())
             }
@@ -546,13 +547,13 @@ fn version(common: &Common) -> Result<Exit, Stop> {
                 crypto["version"].as_str().unwrap_or_default()
             );
             println!(
-                "validated   {}",
+                "fips module {}",
                 match crate::crypto::VALIDATED {
-                    true =>
-                        "yes: AWS-LC's FIPS 140-3 module does every SHA-2 digest and signature check",
-                    false => "no: not a validated FIPS module (build with --features fips for one)",
+                    true => "yes: AWS-LC's FIPS module does every SHA-2 digest and signature check",
+                    false => "no (build with --features fips for AWS-LC's FIPS module)",
                 }
             );
+            println!("validation  {}", crate::crypto::VALIDATION);
             println!(
                 "fips mode   {}{}",
                 yes(crate::crypto::fips_mode()),

@@ -20,12 +20,24 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-/// Whether this binary's cryptography is a validated FIPS module.
+/// Whether this binary's cryptography is AWS-LC's FIPS module (built in
+/// with `--features fips`). Whether that module's version holds a CMVP
+/// certificate is [`VALIDATION`]'s to say, not this.
 pub const VALIDATED: bool = cfg!(feature = "fips");
+
+/// The module's validation status, as far as this build knows it: AWS-LC
+/// FIPS 4.x completed validation testing and was submitted to NIST; the
+/// certificate is the CMVP's to list.
+pub const VALIDATION: &str = match VALIDATED {
+    true => {
+        "AWS-LC FIPS 4.x: validation testing completed, submitted to NIST (in process); check the version against the CMVP's lists"
+    }
+    false => "none: no FIPS module in this build",
+};
 
 /// The provider's name, as `version` and journal headers show it.
 pub const PROVIDER: &str = match VALIDATED {
-    true => "aws-lc-rs (AWS-LC FIPS module)",
+    true => "aws-lc-rs",
     false => "RustCrypto sha2 + ssh-key",
 };
 
@@ -94,12 +106,13 @@ pub fn describe() -> Value {
     let mut v = json!({
         "provider": PROVIDER,
         "version": version(),
-        "validated_module": VALIDATED,
+        "fips_module": VALIDATED,
+        "validation": VALIDATION,
         "fips_mode": fips_mode(),
     });
     #[cfg(feature = "fips")]
     {
-        v["fips_module"] = json!(aws_lc_rs::fips_version());
+        v["fips_module_version"] = json!(aws_lc_rs::fips_version());
     }
     if MODE.get().is_some_and(|m| m.accepted_unvalidated) {
         v["accepted_unvalidated"] = json!(true);
@@ -107,14 +120,18 @@ pub fn describe() -> Value {
     v
 }
 
-/// One line for people: `aws-lc-rs (AWS-LC FIPS module) (AWS-LC FIPS
-/// 4.2.0), validated module, FIPS mode`.
+/// One line for people: `aws-lc-rs (AWS-LC FIPS 4.2.0), FIPS module
+/// (validation in process), FIPS mode`.
 pub fn describe_line(crypto: &Value) -> String {
     let s = |k: &str| crypto[k].as_str().unwrap_or("?").to_string();
     let mut line = format!("{} ({})", s("provider"), s("version"));
-    line.push_str(match crypto["validated_module"].as_bool() {
-        Some(true) => ", validated module",
-        _ => ", not a validated module",
+    // Journals written before `fips_module` said `validated_module`.
+    let module = crypto["fips_module"]
+        .as_bool()
+        .or(crypto["validated_module"].as_bool());
+    line.push_str(match module {
+        Some(true) => ", FIPS module (validation in process at NIST)",
+        _ => ", not a FIPS module",
     });
     line.push_str(match crypto["fips_mode"].as_bool() {
         Some(true) => ", FIPS mode",
@@ -234,7 +251,7 @@ mod tests {
     fn the_provider_names_itself() {
         let d = describe();
         assert_eq!(d["provider"], PROVIDER);
-        assert_eq!(d["validated_module"], VALIDATED);
+        assert_eq!(d["fips_module"], VALIDATED);
         #[cfg(feature = "fips")]
         assert!(d["version"].as_str().unwrap().starts_with("AWS-LC FIPS "));
     }

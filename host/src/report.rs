@@ -288,6 +288,23 @@ pub fn markdown(f: &Value) -> String {
                 .unwrap_or_default()
         ),
     );
+    // Who computed the digests: for a rollback too (FIPS mode applies to
+    // it as to a run).
+    row(
+        &mut m,
+        "Crypto",
+        format!(
+            "{}; digests {}",
+            match h["crypto"].is_object() {
+                true => s(&json!(crate::crypto::describe_line(&h["crypto"]))),
+                false => "provider not recorded (an older journal)".into(),
+            },
+            match h["hash_alg"].as_str() {
+                Some(a) => s(&json!(a)),
+                None => "blake3".into(),
+            }
+        ),
+    );
     if !rollback {
         row(
             &mut m,
@@ -311,21 +328,6 @@ pub fn markdown(f: &Value) -> String {
                 ),
                 false => "none required".into(),
             },
-        );
-        row(
-            &mut m,
-            "Crypto",
-            format!(
-                "{}; digests {}",
-                match h["crypto"].is_object() {
-                    true => s(&json!(crate::crypto::describe_line(&h["crypto"]))),
-                    false => "provider not recorded (an older journal)".into(),
-                },
-                match h["hash_alg"].as_str() {
-                    Some(a) => s(&json!(a)),
-                    None => "blake3".into(),
-                }
-            ),
         );
         let p = &h["policy"];
         if p.is_object() && !p.as_object().is_some_and(|o| o.is_empty()) {

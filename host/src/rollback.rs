@@ -67,6 +67,8 @@ pub struct RollbackRequest {
     /// outside the state directory.
     pub expect_head: Option<String>,
     pub state_dir: PathBuf,
+    /// `--config`: FIPS mode applies to rollbacks too.
+    pub config: Option<PathBuf>,
 }
 
 /// One path whose state is not what the run left.
@@ -342,8 +344,17 @@ fn drift_list(drifts: &[Drift]) -> Vec<String> {
 pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     let started = std::time::Instant::now();
     let started_at = now_secs();
-    // The FIPS build checks its module before the journal is read.
+    // The FIPS build checks its module before the journal is read; FIPS
+    // mode (`fips = true`) is entered as for a run: refused on a build
+    // without the module unless the configuration accepts that.
     crate::crypto::module_status().map_err(|e| Stop::new(Exit::Usage, e))?;
+    let config = crate::config::Config::load(req.config.as_deref())
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    if config.fips {
+        config
+            .apply_crypto()
+            .map_err(|e| Stop::new(Exit::Usage, e))?;
+    }
     let state_dir = crate::state_dir::prepare(&req.state_dir, &Grants::default())
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     let (loaded, trusted) =
@@ -352,7 +363,17 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     // The run's own algorithm: its states and before-images are named by it.
     let alg = crate::journal::header_alg(&PathBuf::from(&req.run), &header)
         .map_err(|e| Stop::new(Exit::Refused, e))?;
-    if alg == crate::digest::Alg::Sha256 && crate::crypto::VALIDATED {
+    if config.fips && alg != crate::digest::Alg::Sha256 {
+        return Err(Stop::new(
+            Exit::Usage,
+            format!(
+                "FIPS mode (fips = true) rolls back only SHA-256 journals, and run {} was journaled with {}; nothing was changed. Roll it back with a configuration without fips = true (--config)",
+                header["run_id"].as_str().unwrap_or("?"),
+                alg.name()
+            ),
+        ));
+    }
+    if alg == crate::digest::Alg::Sha256 && crate::crypto::VALIDATED && !config.fips {
         crate::crypto::enter_fips_mode(false).map_err(|e| Stop::new(Exit::Usage, e))?;
     }
     crate::digest::choose(alg).map_err(|e| Stop::new(Exit::Usage, e))?;

@@ -108,11 +108,12 @@ impl Signed {
 
 /// The `crypto` object every build writes: provider, version, validated.
 fn assert_provider(crypto: &Value, fips_mode: bool) {
-    assert_eq!(crypto["validated_module"], FIPS_BUILD, "{crypto}");
+    assert_eq!(crypto["fips_module"], FIPS_BUILD, "{crypto}");
+    assert!(crypto["validation"].is_string(), "{crypto}");
     assert_eq!(crypto["fips_mode"], fips_mode, "{crypto}");
     let version = crypto["version"].as_str().unwrap_or_default();
     if FIPS_BUILD {
-        assert_eq!(crypto["provider"], "aws-lc-rs (AWS-LC FIPS module)");
+        assert_eq!(crypto["provider"], "aws-lc-rs");
         assert!(version.starts_with("AWS-LC FIPS "), "{crypto}");
         assert!(crypto.get("accepted_unvalidated").is_none(), "{crypto}");
     } else {
@@ -148,8 +149,8 @@ fn fips_version_json_names_the_provider_and_the_mode() {
     text.assert_code(0);
     assert!(text.stdout.contains("fips mode   yes"), "{}", text.stdout);
     let validated = match FIPS_BUILD {
-        true => "validated   yes",
-        false => "validated   no",
+        true => "fips module yes",
+        false => "fips module no",
     };
     assert!(text.stdout.contains(validated), "{}", text.stdout);
     // `--version` is as it was.
@@ -227,7 +228,7 @@ fn fips_provider_is_journaled_and_shown_by_report_and_inspect() {
         .unwrap_or_else(|| panic!("no Crypto row: {}", report.stdout))
         .to_string();
     let provider = match FIPS_BUILD {
-        true => "aws-lc-rs (AWS-LC FIPS module) (AWS-LC FIPS ",
+        true => "aws-lc-rs (AWS-LC FIPS ",
         false => "RustCrypto sha2 + ssh-key (sha2 0.10, ssh-key 0.6)",
     };
     assert!(row.contains(provider), "{row}");
@@ -243,7 +244,7 @@ fn fips_provider_is_journaled_and_shown_by_report_and_inspect() {
         rb_header["crypto"]["provider"],
         t.header(&run_id)["crypto"]["provider"]
     );
-    assert_eq!(rb_header["crypto"]["validated_module"], FIPS_BUILD);
+    assert_eq!(rb_header["crypto"]["fips_module"], FIPS_BUILD);
     // inspect names who computed the SHA-256 it shows.
     let fix = fix("config-set");
     let inspect = t
@@ -384,4 +385,61 @@ fn fips_mode_refuses_rsa_1024_and_dsa_naming_the_algorithm() {
         assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
         assert_eq!(s.t.snapshot("grant"), before, "{kind}");
     }
+}
+
+#[test]
+fn fips_mode_applies_to_rollbacks_too() {
+    let t = Tree::new();
+    t.write("grant/app.conf", "max_conn = 1\n");
+    // A blake3 run, then a rollback under a FIPS-mode configuration:
+    // refused, nothing changed.
+    let out = t.set_max_conn(&t.p("grant/app.conf"), "2", &[]);
+    out.assert_code(0);
+    let blake3_run = out.summary()["run_id"].as_str().unwrap().to_string();
+    let fips = fips_config(&t);
+    let before = t.snapshot("grant");
+    t.defops()
+        .args(&["rollback", &blake3_run, "--config", &fips])
+        .output()
+        .assert_code(2)
+        .assert_stderr("rolls back only SHA-256 journals");
+    assert_eq!(t.snapshot("grant"), before);
+    t.defops()
+        .args(&["rollback", &blake3_run])
+        .output()
+        .assert_code(0);
+
+    // A FIPS run rolled back with `fips = true` but without the acceptance
+    // on the default build: refused as a run would be.
+    let out = t.set_max_conn(&t.p("grant/app.conf"), "3", &["--config", &fips]);
+    out.assert_code(0);
+    let fips_run = out.summary()["run_id"].as_str().unwrap().to_string();
+    let bare = t.config("bare-fips.toml", "fips = true\n");
+    let refused = t
+        .defops()
+        .args(&["rollback", &fips_run, "--config", &bare])
+        .output();
+    match FIPS_BUILD {
+        true => {
+            refused.assert_code(0);
+        }
+        false => {
+            refused
+                .assert_code(2)
+                .assert_stderr("fips-accept-unvalidated");
+            assert_eq!(t.read("grant/app.conf"), "max_conn = 3\n");
+            let back = t
+                .defops()
+                .args(&["rollback", &fips_run, "--config", &fips, "--json"])
+                .output();
+            back.assert_code(0);
+            let rb = back.summary()["journal"].as_str().unwrap().to_string();
+            let header: Value =
+                serde_json::from_str(std::fs::read_to_string(rb).unwrap().lines().next().unwrap())
+                    .unwrap();
+            assert_eq!(header["crypto"]["accepted_unvalidated"], true, "{header}");
+            assert_eq!(header["crypto"]["fips_mode"], true, "{header}");
+        }
+    }
+    assert_eq!(t.read("grant/app.conf"), "max_conn = 1\n");
 }
