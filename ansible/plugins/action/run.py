@@ -1,6 +1,6 @@
 # Copyright: defops-wasm contributors
 # Apache License 2.0 (see the project's LICENSE)
-"""Copies the fix (and its signature) to the host, runs defops.wasm.run, removes the copies."""
+"""Copies the fix (and its signature, when there is one) to the host, runs defops.wasm.run, removes the copies."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typing as t
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_native
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 
@@ -49,17 +50,30 @@ class ActionModule(ActionBase):
                 msg=f"the fix {fix} was not found on the controller: {to_native(e)}",
             )
             return result
-        local_sig = None
-        if args.get("require_approval"):
-            local_sig = args.get("signature") or local_fix + ".sig"
-            if not os.path.isfile(local_sig):
+        # The signature travels with the fix whenever it is there: the host's configuration may
+        # require approval ([approval] required) even when the play does not ask for it.
+        try:
+            required = boolean(args.get("require_approval", False), strict=True)
+        except TypeError:
+            result.update(
+                failed=True,
+                rc=2,
+                msg=f"require_approval {args.get('require_approval')!r} is not a boolean: give true or false",
+            )
+            return result
+        args["require_approval"] = required
+        local_sig: str | None = args.get("signature") or local_fix + ".sig"
+        if not os.path.isfile(local_sig):
+            if required or args.get("signature"):
                 result.update(
                     failed=True,
                     rc=2,
-                    msg=f"approval is required but the signature {local_sig} is not on the controller: "
-                    "sign the fix with `defops-wasm approve` or give signature",
+                    msg=f"the signature {local_sig} is not on the controller"
+                    + (" and approval is required" if required else "")
+                    + ": sign the fix with `defops-wasm approve` or give signature",
                 )
                 return result
+            local_sig = None
 
         tmp_dir = (
             self._connection._shell.tmpdir

@@ -11,7 +11,7 @@ short_description: Append one line to a fleet rollout's ledger (JSON Lines), who
 version_added: 0.1.0
 description:
   - The ledger is the external anchor of every host's journal head. The rollout playbook runs this module on the
-    controller, delegated to localhost, once per wave with the lines of the wave's hosts.
+    controller, delegated to localhost, once with the dry-runs' lines, then for each host right after its real run.
   - The lines are written under an exclusive C(flock) and synced, so writers at the same time never interleave
     partial lines.
 options:

@@ -11,7 +11,7 @@ short_description: Run a defops-wasm fix on the host (check mode is its dry-run)
 version_added: 0.1.0
 description:
   - Runs C(defops-wasm run FIX --json) on the host with the grants and params given.
-  - The action plugin of the same name first copies the fix (and its C(.sig) when O(require_approval=true))
+  - The action plugin of the same name first copies the fix (and its C(FIX.wasm.sig) whenever it is next to the fix)
     from the controller to a temporary directory on the host, and removes it afterwards.
   - Check mode runs C(--dry-run); diff mode returns the plan's unified diffs.
   - C(changed) comes from the tool's summary; it is never true in check mode or when a run has nothing to do.

@@ -79,6 +79,11 @@ def test_a_second_rollout_changes_nothing_anywhere(fleet: Fleet) -> None:
     assert sorted(x["host"] for x in real) == HOSTS
     assert all(x["changed"] == 0 and x["outcome"] == "not-needed" for x in real)
     assert all(x["changed"] == 0 for x in lines if x["dry_run"])
+    # Ansible's own recap agrees: nothing changed on any host, bookkeeping included.
+    recap = dict(
+        re.findall(r"^(h\d+)\s+: ok=\d+\s+changed=(\d+)", second.stdout, re.MULTILINE)
+    )
+    assert recap == dict.fromkeys(HOSTS, "0"), second.stdout
 
 
 def test_a_canary_refused_stops_the_rollout_before_any_other_host(fleet: Fleet) -> None:
@@ -105,6 +110,12 @@ def test_a_canary_refused_stops_the_rollout_before_any_other_host(fleet: Fleet) 
     )
     assert "frozen for the test" in stop["error"]
     assert "h1 (wave 1)" in result.stdout
+
+    # The rollout stopped before the later waves, and the ledger says so: nothing to undo,
+    # nothing missing.
+    back = fleet.play("defops.wasm.rollback", ledger=str(fleet.ledger_path()))
+    assert back.returncode == 0, output(back)
+    assert fleet.hashes() == before
 
 
 def test_a_canary_whose_monitoring_check_is_not_ok_stops_the_rollout(
@@ -254,6 +265,13 @@ def test_the_fleet_off_switch_pulled_during_wave_1_stops_before_wave_2(
     assert after["h1"] != before["h1"]
     assert all(after[h] == before[h] for h in HOSTS if h != "h1")
     assert [x["host"] for x in fleet.real_lines()] == ["h1"]
+    stop = [x for x in fleet.ledger() if x.get("kind") == "stop"]
+    assert len(stop) == 1 and stop[0]["wave"] == 2 and stop[0]["hosts"] == HOSTS[1:]
+
+    # The hosts the rollout never reached are no gap in the ledger: the canary rolls back.
+    back = fleet.play("defops.wasm.rollback", ledger=str(fleet.ledger_path()))
+    assert back.returncode == 0, output(back)
+    assert fleet.hashes() == before
 
 
 def test_pause_playbook_pauses_every_host_and_a_rollout_then_refuses_everywhere(
@@ -316,6 +334,9 @@ def test_fleet_rollback_puts_every_tree_back_and_a_second_changes_nothing(
     lines = [x for x in fleet.ledger() if x.get("kind") == "rollback"]
     assert [x["wave"] for x in lines] == [3, 3, 2, 2, 2, 2, 2, 1], "newest wave first"
     assert all(x["outcome"] == "rolled-back" and x["undone"] == 1 for x in lines)
+    # The ledger, rollback lines and all, still verifies.
+    checked = fleet.play("defops.wasm.verify", ledger=ledger)
+    assert checked.returncode == 0, output(checked)
 
     again = fleet.play("defops.wasm.rollback", ledger=ledger)
     assert again.returncode == 0, output(again)
