@@ -489,7 +489,10 @@ impl Cli {
                     crate::monitor::check(&state, age, args.last, &common.printer())
                 }
                 Err(e) => {
-                    println!("DEFOPS UNKNOWN - {}", crate::escape::line(&e.message));
+                    crate::output::write_line(&format!(
+                        "DEFOPS UNKNOWN - {}",
+                        crate::escape::line(&e.message)
+                    ));
                     Ok(Exit::Refused)
                 }
             },
@@ -540,21 +543,22 @@ fn version(common: &Common) -> Result<Exit, Stop> {
         })),
         false => {
             let yes = |b: bool| if b { "yes" } else { "no" };
-            println!("defops-wasm {}", env!("CARGO_PKG_VERSION"));
-            println!(
+            let line = |l: String| crate::output::write_line(&l);
+            line(format!("defops-wasm {}", env!("CARGO_PKG_VERSION")));
+            line(format!(
                 "crypto      {} ({})",
                 crate::crypto::PROVIDER,
                 crypto["version"].as_str().unwrap_or_default()
-            );
-            println!(
+            ));
+            line(format!(
                 "fips module {}",
                 match crate::crypto::VALIDATED {
                     true => "yes: AWS-LC's FIPS module does every SHA-2 digest and signature check",
                     false => "no (build with --features fips for AWS-LC's FIPS module)",
                 }
-            );
-            println!("validation  {}", crate::crypto::VALIDATION);
-            println!(
+            ));
+            line(format!("validation  {}", crate::crypto::VALIDATION));
+            line(format!(
                 "fips mode   {}{}",
                 yes(crate::crypto::fips_mode()),
                 match crypto["accepted_unvalidated"].as_bool() {
@@ -562,7 +566,7 @@ fn version(common: &Common) -> Result<Exit, Stop> {
                         " (approved algorithms, unvalidated implementation: fips-accept-unvalidated)",
                     _ => "",
                 }
-            );
+            ));
         }
     }
     Ok(Exit::Success)

@@ -74,7 +74,7 @@ pub fn check(state: &Path, warn_age: Duration, last: usize, out: &Printer) -> Re
             "perfdata": perf.iter().cloned().collect::<BTreeMap<_, _>>(),
         }));
     } else {
-        println!(
+        crate::output::write_line(&format!(
             "DEFOPS {} - {}{}",
             level.name(),
             crate::escape::line(&summary.replace('|', "/")),
@@ -83,11 +83,11 @@ pub fn check(state: &Path, warn_age: Duration, last: usize, out: &Printer) -> Re
             } else {
                 format!(" | {}", perfdata.join(" "))
             }
-        );
+        ));
         // Long output: every problem on its own line.
         if problems.len() > 1 {
             for p in &problems {
-                println!("{}", crate::escape::line(&p.replace('|', "/")));
+                crate::output::write_line(&crate::escape::line(&p.replace('|', "/")));
             }
         }
     }

@@ -42,7 +42,8 @@ pub struct Printer {
     quiet: bool,
 }
 
-fn write_line(line: &str) {
+/// One line on stdout; a closed pipe (`| head -1`) is not an error.
+pub fn write_line(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();

@@ -415,3 +415,19 @@ fn quiet_and_verbose() {
     );
     assert!(verbose.stdout.contains("plan:"));
 }
+
+#[test]
+fn a_closed_or_full_stdout_is_not_a_crash() {
+    let t = Tree::new();
+    for args in [vec!["check"], vec!["version"], vec!["status"]] {
+        let mut cmd = t.defops().args(&args).into_command();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = cmd.stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
