@@ -26,16 +26,8 @@ options:
   fix:
     description: Pause or resume one fix only (its file name without C(.wasm)); every fix when not given.
     type: str
-  binary:
-    description: The defops-wasm binary on the host.
-    type: str
-    default: defops-wasm
-  state_dir:
-    description: The host's state directory (C(--state-dir)).
-    type: path
-  config:
-    description: The host's configuration file (C(--config)).
-    type: path
+extends_documentation_fragment:
+  - defops.wasm.common
 attributes:
   check_mode:
     support: full

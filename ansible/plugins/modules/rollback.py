@@ -27,16 +27,8 @@ options:
     description: Put the tree back even where it drifted (C(--force)).
     type: bool
     default: false
-  binary:
-    description: The defops-wasm binary on the host.
-    type: str
-    default: defops-wasm
-  state_dir:
-    description: The host's state directory (C(--state-dir)).
-    type: path
-  config:
-    description: The host's configuration file (C(--config)).
-    type: path
+extends_documentation_fragment:
+  - defops.wasm.common
 attributes:
   check_mode:
     support: full

@@ -73,16 +73,8 @@ options:
         RV(check). It does not fail the task; the caller decides (the rollout stops unless it is OK).
     type: bool
     default: false
-  binary:
-    description: The defops-wasm binary on the host.
-    type: str
-    default: defops-wasm
-  state_dir:
-    description: The host's state directory (C(--state-dir)); the tool's default when not given.
-    type: path
-  config:
-    description: The host's configuration file (C(--config)); the tool's default when not given.
-    type: path
+extends_documentation_fragment:
+  - defops.wasm.common
 attributes:
   check_mode:
     support: full

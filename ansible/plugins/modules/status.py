@@ -18,16 +18,8 @@ options:
   warn_age:
     description: The check's C(--warn-age) (a run with no outcome older than this is CRITICAL).
     type: str
-  binary:
-    description: The defops-wasm binary on the host.
-    type: str
-    default: defops-wasm
-  state_dir:
-    description: The host's state directory (C(--state-dir)).
-    type: path
-  config:
-    description: The host's configuration file (C(--config)).
-    type: path
+extends_documentation_fragment:
+  - defops.wasm.common
 attributes:
   check_mode:
     support: full

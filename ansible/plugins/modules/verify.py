@@ -21,16 +21,8 @@ options:
   expect_head:
     description: The head hash the journal must end at (from the rollout's ledger).
     type: str
-  binary:
-    description: The defops-wasm binary on the host.
-    type: str
-    default: defops-wasm
-  state_dir:
-    description: The host's state directory (C(--state-dir)).
-    type: path
-  config:
-    description: The host's configuration file (C(--config)).
-    type: path
+extends_documentation_fragment:
+  - defops.wasm.common
 attributes:
   check_mode:
     support: full
