@@ -47,6 +47,7 @@ pub mod monitor;
 pub mod output;
 pub mod overlay;
 pub mod periodic;
+pub mod phases;
 pub mod plan;
 pub mod policy;
 pub mod progress;

@@ -8,6 +8,10 @@ use serde_json::json;
 /// (debug), else nothing.
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // Nothing to show: no subscriber at all (the common case costs nothing).
+    if verbose == 0 && std::env::var_os("RUST_LOG").is_none() {
+        return;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(match verbose {
             0 => "off",
@@ -57,6 +61,7 @@ fn parse() -> Cli {
 }
 
 fn main() {
+    defops_host::phases::main_started();
     let cli = parse();
     init_tracing(cli.common.verbose);
     defops_host::progress::enable(!cli.common.json && !cli.common.quiet);

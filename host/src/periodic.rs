@@ -1,29 +1,32 @@
 //! A thread that does something every so often while a run goes on: the
 //! epoch ticker of the sandbox, the pause watcher of a real run.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 /// Calls its function every interval until the function returns `false`
-/// or this is dropped (which waits for the thread).
+/// or this is dropped. Dropping wakes the thread at once and waits for it:
+/// the caller never waits out the rest of an interval.
 pub struct Periodic {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread (its receiver then sees the hang-up).
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Periodic {
     /// Calls `tick` at once, then every `every`.
     pub fn start(every: Duration, mut tick: impl FnMut() -> bool + Send + 'static) -> Periodic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) && tick() {
-                std::thread::sleep(every);
+            while tick() {
+                match stopped.recv_timeout(every) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                }
             }
         });
         Periodic {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -31,9 +34,54 @@ impl Periodic {
 
 impl Drop for Periodic {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+
+    #[test]
+    fn ticks_until_dropped_and_the_drop_does_not_wait_out_the_interval() {
+        let ticks = Arc::new(AtomicU32::new(0));
+        let seen = ticks.clone();
+        let p = Periodic::start(Duration::from_secs(3600), move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+            true
+        });
+        // The first tick comes at once.
+        let waiting = Instant::now();
+        while ticks.load(Ordering::Relaxed) == 0 {
+            assert!(waiting.elapsed() < Duration::from_secs(30));
+            std::thread::yield_now();
+        }
+        let dropping = Instant::now();
+        drop(p);
+        // An hour's interval: a drop that waited it out would hang here.
+        assert!(dropping.elapsed() < Duration::from_secs(60));
+        assert_eq!(ticks.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_tick_returning_false_ends_the_thread() {
+        let ticks = Arc::new(AtomicU32::new(0));
+        let seen = ticks.clone();
+        let p = Periodic::start(Duration::from_millis(1), move || {
+            seen.fetch_add(1, Ordering::Relaxed) < 2
+        });
+        let waiting = Instant::now();
+        while ticks.load(Ordering::Relaxed) < 3 {
+            assert!(waiting.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(p);
+        assert_eq!(ticks.load(Ordering::Relaxed), 3);
     }
 }

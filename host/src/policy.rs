@@ -422,8 +422,18 @@ pub fn record_dry_run(
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(record.to_string().as_bytes())?;
-    f.sync_data()?;
-    std::fs::rename(tmp, dir.join(format!("{key}.json")))
+    // Not synced, like the dry-run's journal: after a crash the record may
+    // be empty (read as no dry-run: a real run is refused until the next
+    // one) or still the one before, which a real run checks like any other
+    // (its age, the plan it is held to). The old record is removed first:
+    // ext4 flushes a file renamed over another at once, which is the sync
+    // this record does without.
+    let dest = dir.join(format!("{key}.json"));
+    match std::fs::remove_file(&dest) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::rename(tmp, dest)
 }
 
 /// A dry-run a real run can follow.

@@ -343,6 +343,8 @@ fn drift_list(drifts: &[Drift]) -> Vec<String> {
 
 pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     let started = std::time::Instant::now();
+    let mut phases = crate::phases::Phases::since(crate::phases::process_start());
+    phases.lap("parse");
     let started_at = now_secs();
     // The FIPS build checks its module before the journal is read; FIPS
     // mode (`fips = true`) is entered as for a run: refused on a build
@@ -357,8 +359,10 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     }
     let state_dir = crate::state_dir::prepare(&req.state_dir, &Grants::default())
         .map_err(|e| Stop::new(Exit::Usage, e))?;
+    phases.lap("config");
     let (loaded, trusted) =
         trusted_journal::load(&state_dir, &req.run, req.expect_head.as_deref())?;
+    phases.lap("load journal");
     let header = loaded.header().clone();
     // The run's own algorithm: its states and before-images are named by it.
     let alg = crate::journal::header_alg(&PathBuf::from(&req.run), &header)
@@ -393,7 +397,9 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
                 .map_err(|e| Stop::new(Exit::Refused, e))?,
         ),
     };
+    phases.lap("guards");
     let earlier = earlier_rollbacks(&state_dir, &original);
+    phases.lap("earlier rollbacks");
 
     out.start(&json!({
         "type": "start",
@@ -436,6 +442,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             req.force,
         )?,
     };
+    phases.lap("inverse plan");
     // What the rollback puts back must not lead out either: a link it
     // restores, or a directory it moves back with a link made in it since,
     // can lead outside the grants now that the tree has changed around it.
@@ -468,6 +475,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             !here_already && !led_out_at_the_run(&effects.intents, &e.path, target)
         })
         .collect();
+    phases.lap("containment");
     // Refused for drift: journaled all the same (header, drift, outcome),
     // so monitoring and the report see the attempt.
     let mut refusal = None;
@@ -564,10 +572,12 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     if orphans > 0 {
         summary["temporary_files_removed"] = json!(orphans);
     }
+    phases.lap("journal");
     let committed = match req.dry_run || plan.effects.is_empty() {
         true => Ok(()),
         false => commit::commit(&grants, &plan, &run_id, &mut journal, None, None).map(|_| ()),
     };
+    phases.lap("apply");
     let exit = match committed {
         Ok(()) if req.dry_run && !plan.effects.is_empty() => {
             summary["outcome"] = json!("planned");
@@ -612,6 +622,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             if drift { Exit::Refused } else { Exit::Usage }
         }
     };
+    phases.lap("look again");
     summary["exit_code"] = json!(exit.code());
     let mut outcome = json!({
         "type": "outcome",
@@ -625,14 +636,18 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     }
     journal.append(outcome).map_err(jerr)?;
     journal.sync().map_err(jerr)?;
-    summary["timings_ms"] = json!({
-        "plan": planned_in.as_secs_f64() * 1e3,
-        "commit": (started.elapsed() - planned_in).as_secs_f64() * 1e3,
-    });
+    phases.lap("record");
+    let mut timings = phases.to_json();
+    // Kept from earlier summaries: up to the plan, and after it.
+    timings["plan"] = json!(planned_in.as_secs_f64() * 1e3);
+    timings["commit"] = json!((started.elapsed() - planned_in).as_secs_f64() * 1e3);
+    summary["timings_ms"] = timings;
     summary["head"] = json!(journal.head());
     summary["journal"] = json!(journal.path().display().to_string());
     summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     out.summary(&summary);
+    phases.lap("output");
+    phases.log("rollback");
     Ok(exit)
 }
 

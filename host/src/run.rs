@@ -201,6 +201,8 @@ pub fn run(req: RunRequest, out: &Printer) -> Result<Exit, Stop> {
 /// decides its next step from).
 pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_json::Value), Stop> {
     let started = Instant::now();
+    let mut phases = crate::phases::Phases::since(crate::phases::process_start());
+    phases.lap("parse");
     let started_at = now_secs();
     let run_id = new_run_id();
     // The configuration first: in FIPS mode the crypto module is checked
@@ -209,6 +211,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     config
         .apply_crypto()
         .map_err(|e| Stop::new(Exit::Usage, e))?;
+    phases.lap("config");
     let grants = Grants::open(&req.grants).map_err(|e| Stop::new(Exit::Usage, e))?;
     let logs = crate::logs::LogGrants::open(&req.logs)
         .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
@@ -228,6 +231,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         .map(|p| crate::binding::PlanFile::read(p).map(|f| Reviewed::from_file(p.clone(), f)))
         .transpose()
         .map_err(|e| Stop::new(e.exit(), e))?;
+    phases.lap("grants");
     let grants = Arc::new(grants);
     let mut names = vec![
         req.fix
@@ -246,8 +250,10 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         );
     }
 
+    phases.lap("guards");
     let sandbox = Sandbox::new()
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
+    phases.lap("engine");
     let loaded = sandbox
         .load(&req.fix, Some(&state_dir.join("cache")))
         .map_err(|e| {
@@ -258,6 +264,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
             Stop::new(exit, e)
         })?;
     let loaded_in = started.elapsed();
+    phases.lap("load");
 
     // What the fix declares: the grants must lie within it.
     let manifest = check_manifest(&req, &loaded, &grants)?;
@@ -314,6 +321,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         policy.insert("dry_run_first".into(), record);
         reviewed = found;
     }
+    phases.lap("guards");
     // A real run holds the lock from before the fix plans until the commit
     // is done, so two never interleave.
     let _lock = match req.dry_run {
@@ -378,8 +386,10 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         flipped: None,
         script: loaded.script.clone(),
     };
+    phases.lap("guards");
     let (state, end) = sandbox.execute(&loaded, state, &req.limits);
     tracing::info!(?end, "the fix returned");
+    phases.lap("execute");
     let ran_in = started.elapsed() - loaded_in;
     let fix_output = output.take();
     // What came from a dry-run's idempotency pass (the second `apply`) is
@@ -417,6 +427,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         policy.insert("plan".into(), b.record.clone());
     }
 
+    phases.lap("plan");
     // The journal: what ran, what it said, what it planned or changed.
     let mut journal = Journal::create(&state_dir, &run_id).map_err(journal_error)?;
     let objects = Objects::open(&state_dir).map_err(journal_error)?;
@@ -513,11 +524,8 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         "changed": 0,
         "unchanged": plan.unchanged,
         "denied": denied,
-        "timings_ms": {
-            "load": loaded_in.as_secs_f64() * 1e3,
-            "run": ran_in.as_secs_f64() * 1e3,
-        },
     });
+    phases.lap("journal");
 
     if let Some((_, digest)) = &canonical {
         summary["plan_digest"] = json!(digest);
@@ -612,6 +620,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
             }
         }
     };
+    phases.lap(if req.dry_run { "journal" } else { "commit" });
     if let Some(check) = summary
         .get("check")
         .filter(|c| c["applies"] == json!(false))
@@ -661,10 +670,18 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at, file)
             .map_err(journal_error)?;
     }
+    phases.lap("record");
     summary["head"] = json!(journal.head());
     summary["journal"] = json!(journal.path().display().to_string());
     summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
+    let mut timings = phases.to_json();
+    // Kept from earlier summaries: the fix's load and the sandbox's run.
+    timings["load"] = json!(loaded_in.as_secs_f64() * 1e3);
+    timings["run"] = json!(ran_in.as_secs_f64() * 1e3);
+    summary["timings_ms"] = timings;
     out.summary(&summary);
+    phases.lap("output");
+    phases.log("run");
     Ok((exit, summary))
 }
 
