@@ -46,6 +46,34 @@ impl Alg {
         h.update(bytes);
         h.hex()
     }
+
+    /// Whether the digest of `parts` (one after the other) is `hex`
+    /// (lowercase), without allocating: what a verifier runs per line.
+    pub fn matches_hex(self, parts: &[&[u8]], hex: &[u8]) -> bool {
+        fn same(digest: &[u8], hex: &[u8]) -> bool {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            hex.len() == digest.len() * 2
+                && digest.iter().zip(hex.chunks_exact(2)).all(|(b, h)| {
+                    h[0] == DIGITS[usize::from(b >> 4)] && h[1] == DIGITS[usize::from(b & 15)]
+                })
+        }
+        match self {
+            Alg::Blake3 => {
+                let mut h = blake3::Hasher::new();
+                for p in parts {
+                    h.update(p);
+                }
+                same(h.finalize().as_bytes(), hex)
+            }
+            Alg::Sha256 => {
+                let mut h = crate::crypto::Sha256Hasher::new();
+                for p in parts {
+                    h.update(p);
+                }
+                same(&h.finish(), hex)
+            }
+        }
+    }
 }
 
 /// An incremental digest.
