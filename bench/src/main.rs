@@ -25,8 +25,10 @@
 //! 8. a Python fix: its warm dry-run against its Rust twin and bash, its
 //!    first use (the runtime compiled), its peak RSS (`python.rs`).
 
+mod edits;
 mod host_calls;
 mod python;
+mod start;
 
 use std::fs;
 use std::io::Write;
@@ -80,11 +82,17 @@ fn fresh_dir(p: &Path) {
     fs::create_dir_all(p).unwrap();
 }
 
+/// A tree of `files` config files, on disk (synced) like any that has
+/// been there a while: a case that starts from unwritten files would not
+/// pay for freeing their blocks when it replaces them.
 fn make_tree(dir: &Path, files: usize) {
     fresh_dir(dir);
     for i in 0..files {
         fs::write(dir.join(format!("site{i:05}.conf")), CONF).unwrap();
     }
+    let d = fs::File::open(dir).unwrap();
+    // SAFETY: syncfs on a descriptor we own.
+    unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) };
 }
 
 const BASH_CHECK: &str = r#"f=$1
@@ -256,221 +264,26 @@ fn main() {
         reps
     ));
     line(String::new());
+    line("| case | defops-wasm | comparison | ratio | goal |".into());
+    line("|---|---|---|---|---|".into());
     if args.iter().any(|a| a == "host-calls") {
         host_calls::run(&env, reps, &mut line);
         return;
     }
-
-    // 1. Start.
-    let one = env.work.join("one");
-    fresh_dir(&one);
-    let conf = one.join("app.conf");
-    fs::write(&conf, CONF).unwrap();
-    let warm_state = env.work.join("state-warm");
-    let script = env.work.join("check.sh");
-    fs::write(&script, BASH_CHECK).unwrap();
-    let dry = |state: &Path| {
-        let mut c = defops(&env, state);
-        c.args([
-            "run",
-            config_set.to_str().unwrap(),
-            "--allow",
-            one.to_str().unwrap(),
-            "--dry-run",
-        ])
-        .args([
-            "-p",
-            &format!("file={}", conf.display()),
-            "-p",
-            "key=max_conn",
-            "-p",
-            "value=50",
-        ]);
-        c
-    };
-    run_ok(&mut dry(&warm_state));
-    let (mut cold, mut warm, mut bash) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..reps.max(5) * 2 {
-        let cold_state = env.work.join(format!("state-cold-{i}"));
-        cold.push(run_ok(&mut dry(&cold_state)));
-        warm.push(run_ok(&mut dry(&warm_state)));
-        bash.push(run_ok(Command::new("bash").arg(&script).arg(&conf)));
-        let _ = fs::remove_dir_all(&cold_state);
+    if args.iter().any(|a| a == "start") {
+        start::run(&env, &config_set, reps, &mut line);
+        return;
     }
-    let (cold, warm, bash) = (median(cold), median(warm), median(bash));
-    line("| case | defops-wasm | comparison | ratio | goal |".into());
-    line("|---|---|---|---|---|".into());
-    line(format!(
-        "| start, warm (`run --dry-run` config-set, 1 file) | {} | bash grep+sed+diff {} | {:.2}x | faster than bash (< 1x): {} |",
-        ms(warm),
-        ms(bash),
-        warm.as_secs_f64() / bash.as_secs_f64(),
-        if warm < bash { "met" } else { "MISSED" }
-    ));
-    if Command::new("wasmtime").arg("--version").output().is_err() {
-        line(
-            "| start: `wasmtime run` of a trivial component | | | | not measured: no wasmtime CLI on this machine |"
-                .into(),
-        );
+    if args.iter().any(|a| a == "edits") {
+        edits::run(&env, &config_set, reps, files, &mut line);
+        return;
     }
-    line(format!(
-        "| start, cold (empty compile cache) | {} | bash {} | {:.2}x | (reported) |",
-        ms(cold),
-        ms(bash),
-        cold.as_secs_f64() / bash.as_secs_f64()
-    ));
 
-    // 2 and 3. Edits and rollback; 4. verify.
-    let tree = env.work.join("tree");
-    let edit_script = env.work.join("edit.sh");
-    fs::write(&edit_script, BASH_EDIT).unwrap();
-    let (mut ours, mut theirs, mut floor, mut back) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut verify_rate = Vec::new();
-    let (mut report_times, mut show_times) = (Vec::new(), Vec::new());
-    let mut syncs = 0;
-    let (mut run_rss, mut back_rss) = (0u64, 0u64);
-    for rep in 0..reps {
-        make_tree(&tree, files);
-        let state = env.work.join(format!("state-edit-{rep}"));
-        fresh_dir(&state);
-        // Warm the compile cache, as an operator's second run would be.
-        let _ = Command::new(&env.bin)
-            .env("DEFOPS_STATE_DIR", &state)
-            .args([
-                "run",
-                config_set.to_str().unwrap(),
-                "--allow",
-                tree.to_str().unwrap(),
-                "--dry-run",
-                "-p",
-                "file=/nonexistent",
-                "-p",
-                "key=a",
-                "-p",
-                "value=b",
-            ])
-            .output();
-        let mut run_cmd = defops(&env, &state);
-        run_cmd
-            .args([
-                "run",
-                config_set.to_str().unwrap(),
-                "--allow",
-                tree.to_str().unwrap(),
-                "--json",
-            ])
-            .args([
-                "-p",
-                &format!("file={}/*.conf", tree.display()),
-                "-p",
-                "key=max_conn",
-                "-p",
-                "value=50",
-            ])
-            .args([
-                "--timeout",
-                "10m",
-                "--max-memory",
-                "1GiB",
-                "--max-output",
-                "64MiB",
-            ]);
-        let (took, rss, out) = with_rss(&run_cmd);
-        ours.push(took);
-        run_rss = run_rss.max(rss);
-        let summary = last_json_line(&out.stdout);
-        assert_eq!(
-            summary["outcome"],
-            "applied",
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(summary["changed"].as_u64(), Some(files as u64));
-        syncs = summary["syncs"].as_u64().unwrap_or(0);
-        let run_id = summary["run_id"].as_str().unwrap().to_string();
-        let journal = PathBuf::from(summary["journal"].as_str().unwrap());
+    // 1. Start, and the peak RSS of a small fix.
+    start::run(&env, &config_set, reps, &mut line);
 
-        let bytes = fs::metadata(&journal).unwrap().len();
-        let took =
-            run_ok(defops(&env, &state).args(["journal", "verify", journal.to_str().unwrap()]));
-        verify_rate.push((bytes, took));
-        report_times.push(run_ok(
-            defops(&env, &state).args(["report", &run_id, "--format", "markdown"]),
-        ));
-        show_times.push(run_ok(
-            defops(&env, &state).args(["journal", "show", &run_id, "--json"]),
-        ));
-
-        let mut rollback_cmd = defops(&env, &state);
-        rollback_cmd.args(["rollback", &run_id]);
-        let (took, rss, out) = with_rss(&rollback_cmd);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        back.push(took);
-        back_rss = back_rss.max(rss);
-        assert_eq!(
-            fs::read_to_string(tree.join("site00000.conf")).unwrap(),
-            CONF
-        );
-
-        make_tree(&tree, files);
-        theirs.push(run_ok(Command::new("bash").arg(&edit_script).arg(&tree)));
-        make_tree(&tree, files);
-        floor.push(native_edit(&tree));
-        let _ = fs::remove_dir_all(&state);
-    }
-    let (ours, theirs, floor, back) = (median(ours), median(theirs), median(floor), median(back));
-    line(format!(
-        "| {files} journaled edits (one run) | {} ({syncs} syncs, peak {:.0} MiB) | bash cp+sed -i loop {} | {:.2}x | at most bash (<= 1x): {} |",
-        secs(ours),
-        run_rss as f64 / 1024.0,
-        secs(theirs),
-        ours.as_secs_f64() / theirs.as_secs_f64(),
-        if ours <= theirs { "met" } else { "MISSED" }
-    ));
-    line(format!(
-        "| same, against the native floor | {} | Rust atomic replace, 1 sync {} | {:.2}x | at most 3x: {} |",
-        secs(ours),
-        secs(floor),
-        ours.as_secs_f64() / floor.as_secs_f64(),
-        if ours.as_secs_f64() <= 3.0 * floor.as_secs_f64() {
-            "met"
-        } else {
-            "MISSED"
-        }
-    ));
-    line(format!(
-        "| rollback of those {files} edits | {} (peak {:.0} MiB) | the run {} | {:.2}x | at most the run (<= 1x): {} |",
-        secs(back),
-        back_rss as f64 / 1024.0,
-        secs(ours),
-        back.as_secs_f64() / ours.as_secs_f64(),
-        if back <= ours { "met" } else { "MISSED" }
-    ));
-    let (bytes, took) = verify_rate[verify_rate.len() / 2];
-    let mbps = bytes as f64 / 1e6 / took.as_secs_f64();
-    line(format!(
-        "| `journal verify` ({:.1} MB journal, whole process) | {mbps:.0} MB/s | | | at least 500 MB/s: {} |",
-        bytes as f64 / 1e6,
-        if mbps >= 500.0 { "met" } else { "MISSED" }
-    ));
-
-    let (report_t, show_t) = (median(report_times), median(show_times));
-    line(format!(
-        "| `report` of the {files}-effect run (Markdown) | {} | `journal show --json` {} | {:.2}x | at most 2x: {} |",
-        secs(report_t),
-        secs(show_t),
-        report_t.as_secs_f64() / show_t.as_secs_f64(),
-        if report_t.as_secs_f64() <= 2.0 * show_t.as_secs_f64() {
-            "met"
-        } else {
-            "MISSED"
-        }
-    ));
+    // 2, 3 and 5. Edits, rollback, report, journal verify.
+    edits::run(&env, &config_set, reps, files, &mut line);
 
     // 3b. Scaffold and build: cold (a fresh target directory), then a
     // second fix in the same one.
@@ -620,29 +433,6 @@ fn main() {
         }
     }
     let _ = fs::remove_dir_all(&logdir);
-
-    // 5. Peak RSS of a small fix.
-    let rss = peak_rss(&[
-        env.bin.display().to_string(),
-        "run".into(),
-        config_set.display().to_string(),
-        "--allow".into(),
-        one.display().to_string(),
-        "--dry-run".into(),
-        "-p".into(),
-        format!("file={}", conf.display()),
-        "-p".into(),
-        "key=max_conn".into(),
-        "-p".into(),
-        "value=50".into(),
-        "--state-dir".into(),
-        warm_state.display().to_string(),
-    ]);
-    line(format!(
-        "| peak RSS, small fix (warm dry-run) | {:.1} MiB | | | under 64 MiB: {} |",
-        rss as f64 / 1024.0,
-        if rss < 64 * 1024 { "met" } else { "MISSED" }
-    ));
 
     // 7. Host calls on adversarial trees.
     host_calls::run(&env, reps, &mut line);

@@ -168,12 +168,6 @@ fn identity_of(grants: &Grants, path: &VPath) -> Option<disk::Identity> {
     Some(locate(grants, path).ok()?.lstat().ok()??.identity)
 }
 
-/// The mtime of `path`, when it exists (no content read).
-fn mtime_of(grants: &Grants, path: &VPath) -> Option<(i64, u32)> {
-    let st = locate(grants, path).ok()?.lstat().ok()??;
-    Some((st.mtime, st.mtime_nsec))
-}
-
 /// Checks `path` is in state `expected` now; returns its metadata.
 fn check(
     grants: &Grants,
@@ -230,6 +224,14 @@ pub fn commit(
     let mut renames: Vec<(VPath, VPath)> = Vec::new();
     let mut times: Vec<serde_json::Map<String, Value>> = Vec::with_capacity(plan.effects.len());
     let mut timed: HashSet<VPath> = HashSet::new();
+    // Nothing changes on the disk in this step: one lstat per path serves
+    // both its identity and its mtime.
+    let mut stats: HashMap<VPath, Option<disk::Stat>> = HashMap::new();
+    let mut stat_of = |p: &VPath| -> Option<disk::Stat> {
+        *stats
+            .entry(p.clone())
+            .or_insert_with(|| locate(grants, p).ok()?.lstat().ok()?)
+    };
     for effect in &plan.effects {
         // Checking a large plan takes a while: a pause stops it here, before
         // anything is journaled or changed.
@@ -251,7 +253,7 @@ pub fn commit(
             // read it again. Anything else is compared in full.
             if path == effect.op.path()
                 && let Some(id) = effect.before_identity
-                && identity_of(grants, path) == Some(id)
+                && stat_of(path).map(|s| s.identity) == Some(id)
             {
                 verified.insert(path, id);
                 continue;
@@ -269,9 +271,9 @@ pub fn commit(
                 };
                 if grants.find(&origin).is_some()
                     && timed.insert(origin.clone())
-                    && let Some((s, ns)) = mtime_of(grants, &origin)
+                    && let Some(st) = stat_of(&origin)
                 {
-                    t.insert(origin.to_string(), json!([s, ns]));
+                    t.insert(origin.to_string(), json!([st.mtime, st.mtime_nsec]));
                 }
             }
         }
@@ -331,7 +333,8 @@ pub fn commit(
         if let Some(d) = effect.text_diff(false) {
             rec["diff"] = json!(d);
         }
-        journal.append(rec).map_err(jerr)?;
+        // Written in large pieces: nothing is changed before the sync.
+        journal.append_batched(rec).map_err(jerr)?;
     }
     journal.sync().map_err(jerr)?;
     syncs += 1;

@@ -322,13 +322,15 @@ impl Loc<'_> {
                 ),
             ));
         }
-        let mut buf = Vec::with_capacity(st.size as usize);
+        // One byte more than the size: the read that finds the end is the
+        // one after the content, not a probe of its own.
+        let mut buf = Vec::with_capacity(st.size as usize + 1);
         let mut file = file.take(max + 1);
         loop {
             check()?;
-            let before = buf.len();
-            (&mut file).take(4 << 20).read_to_end(&mut buf)?;
-            if buf.len() == before {
+            const PIECE: usize = 4 << 20;
+            // Short of a whole piece: the end of the file (or of the limit).
+            if (&mut file).take(PIECE as u64).read_to_end(&mut buf)? < PIECE {
                 break;
             }
         }
@@ -469,13 +471,24 @@ impl Loc<'_> {
         let result = (|| {
             let mut file = std::fs::File::from(fd);
             file.write_all(content)?;
-            set_owner_fd(&file, uid, gid)?;
+            let owned = set_owner_fd(&file, uid, gid)?;
             copy_xattrs(dir, name, &file)?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
             if let Some((secs, nsec)) = mtime {
                 rustix::fs::futimens(&file, &times(secs, nsec))?;
             }
-            let st = Stat::from_rustix(&rustix::fs::fstat(&file)?);
+            // Permission bits alone are set exactly as asked; set-user-ID,
+            // set-group-ID and sticky bits may be dropped by the kernel, so
+            // then the file is asked what it got.
+            let st = match (owned, mode & 0o7000) {
+                (Some(mut st), 0) => {
+                    st.mode = mode & 0o7777;
+                    st.uid = uid;
+                    st.gid = gid;
+                    st
+                }
+                _ => Stat::from_rustix(&rustix::fs::fstat(&file)?),
+            };
             // Not synced here: the commit flushes the file system once.
             rustix::fs::renameat(dir, tmp, dir, name)?;
             Ok(st)
@@ -624,17 +637,19 @@ fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Resul
     Ok(())
 }
 
-fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
+/// Gives `fd` the owner `uid`:`gid`. Returns its metadata from before,
+/// when no change of owner was needed.
+fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<Option<Stat>> {
     let st = rustix::fs::fstat(&fd)?;
     if st.st_uid == uid && st.st_gid == gid {
-        return Ok(());
+        return Ok(Some(Stat::from_rustix(&st)));
     }
     rustix::fs::fchown(
         &fd,
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
-    )
-    .map_err(Into::into)
+    )?;
+    Ok(None)
 }
 
 /// Flushes the whole file system that holds `fd`: one call however many

@@ -212,6 +212,8 @@ pub struct Journal {
     path: PathBuf,
     seq: u64,
     head: String,
+    /// Lines appended with [`Journal::append_batched`], not yet written.
+    pending: Vec<u8>,
 }
 
 impl Journal {
@@ -233,24 +235,55 @@ impl Journal {
             path,
             seq: 0,
             head: GENESIS.to_string(),
+            pending: Vec::new(),
         })
     }
 
     /// Adds `seq`, `prev` and `hash` to `record` and appends it (written,
     /// not synced). Returns its hash.
-    pub fn append(&mut self, mut record: Value) -> io::Result<String> {
+    pub fn append(&mut self, record: Value) -> io::Result<String> {
+        self.flush()?;
+        let (line, hash) = self.chain(record);
+        self.file.write_all(line.as_bytes())?;
+        Ok(hash)
+    }
+
+    /// Like [`Journal::append`], the write left for later: lines are written
+    /// in large pieces, by the next `append`, `flush` or `sync`. For runs of
+    /// records that are synced together before anything depends on them
+    /// (a commit's intents).
+    pub fn append_batched(&mut self, record: Value) -> io::Result<String> {
+        let (line, hash) = self.chain(record);
+        self.pending.extend_from_slice(line.as_bytes());
+        if self.pending.len() >= 256 << 10 {
+            self.flush()?;
+        }
+        Ok(hash)
+    }
+
+    /// `record` as the next line of the chain.
+    fn chain(&mut self, mut record: Value) -> (String, String) {
         record["seq"] = json!(self.seq);
         record["prev"] = json!(self.head);
         let line = encode(&record);
         let hash = line[line.len() - 67..line.len() - 3].to_string();
-        self.file.write_all(line.as_bytes())?;
         self.seq += 1;
         self.head = hash.clone();
-        Ok(hash)
+        (line, hash)
+    }
+
+    /// Writes the batched lines.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
     }
 
     /// Makes everything appended so far durable.
-    pub fn sync(&self) -> io::Result<()> {
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
         self.file.sync_data()
     }
 
@@ -266,6 +299,13 @@ impl Journal {
     /// The run's directory.
     pub fn dir(&self) -> &Path {
         self.path.parent().expect("journal has a directory")
+    }
+}
+
+impl Drop for Journal {
+    /// Batched lines are written even when nothing followed them.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 

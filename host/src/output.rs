@@ -55,6 +55,55 @@ fn emit(text: &str) {
     write_line(&escape::block(text));
 }
 
+/// Many lines on stdout in few writes (a plan of 10,000 effects is not
+/// 10,000 system calls); a closed pipe is not an error.
+struct Batch {
+    buf: String,
+}
+
+impl Batch {
+    const SIZE: usize = 64 << 10;
+
+    fn new() -> Batch {
+        Batch {
+            buf: String::with_capacity(Batch::SIZE),
+        }
+    }
+
+    /// Like [`emit`].
+    fn text(&mut self, text: &str) {
+        self.line(&escape::block(text));
+    }
+
+    /// Like [`emit_json`].
+    fn json(&mut self, v: &Value) {
+        self.line(&escape::json(v));
+    }
+
+    fn line(&mut self, line: &str) {
+        self.buf.push_str(line);
+        self.buf.push('\n');
+        if self.buf.len() >= Batch::SIZE {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(self.buf.as_bytes());
+            let _ = out.flush();
+            self.buf.clear();
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// One JSON line, safe for a terminal, decoding to exactly `v`.
 fn emit_json(v: &Value) {
     write_line(&escape::json(v));
@@ -296,6 +345,7 @@ impl Printer {
     }
 
     pub fn plan(&self, plan: &Plan, dry_run: bool) {
+        let mut out = Batch::new();
         if self.json {
             for e in &plan.effects {
                 let mut v = serde_json::to_value(e).unwrap_or_default();
@@ -305,20 +355,20 @@ impl Printer {
                 if let Some(d) = e.text_diff(dry_run) {
                     v["diff"] = json!(d);
                 }
-                emit_json(&v);
+                out.json(&v);
             }
             return;
         }
         if plan.effects.is_empty() || self.hushed() {
             return;
         }
-        emit(if dry_run { "plan:" } else { "changes:" });
+        out.text(if dry_run { "plan:" } else { "changes:" });
         for e in &plan.effects {
-            emit(&format!("  {e}"));
+            out.text(&format!("  {e}"));
             if let Some(diff) = e.text_diff(dry_run) {
                 for line in diff.split_inclusive('\n') {
                     let line = line.strip_suffix('\n').unwrap_or(line);
-                    emit(&format!("      {}", escape::line(line)));
+                    out.text(&format!("      {}", escape::line(line)));
                 }
             }
         }

@@ -729,7 +729,7 @@ fn journal_plan(journal: &mut Journal, plan: &Plan) -> std::io::Result<()> {
         if let Some(d) = effect.text_diff(true) {
             rec["diff"] = json!(d);
         }
-        journal.append(rec)?;
+        journal.append_batched(rec)?;
     }
     Ok(())
 }
