@@ -3,26 +3,27 @@
 //!
 //!     scripts/bench            # full run (writes target/bench/results.md)
 //!     scripts/bench --quick    # a smoke run: small sizes, one repetition
+//!     defops-bench SECTION     # one section: start, edits, logs, host-calls
 //!
 //! Cases:
 //! 1. start: `run --dry-run` of config-set on one file, cold (empty compile
-//!    cache) and warm, against a bash script doing the same check and diff.
+//!    cache) and warm, against a bash script doing the same check and diff;
+//!    where a warm start's time goes; the peak RSS of a small fix
+//!    (`start.rs`).
 //! 2. edits: one journaled run of config-set over N config files, against a
 //!    bash loop with `cp` backups and `sed -i`, and against a native Rust
 //!    loop doing the same atomic replaces with one sync at the end (the
-//!    floor: no sandbox, no journal).
-//! 3. rollback of case 2; `report` of the case-2 run against
-//!    `journal show --json` of it; `new` + `build` of a scaffold in a fresh
-//!    target directory (cold) and of a second fix in the same one (warm).
+//!    floor: no sandbox, no journal); the rollback of that run; `report`
+//!    against `journal show --json`; `journal verify` in MB/s (`edits.rs`).
+//! 3. `new` + `build` of a scaffold in a fresh target directory (cold) and
+//!    of a second fix in the same one (warm).
 //! 4. log scan: counting a fixed string and a regex with a capture group in
 //!    generated logs (1 GiB; 64 MiB with --quick), against `grep -c` and
 //!    `rg -c`, with peak memory.
-//! 5. `journal verify` of the case-2 journal, in MB/s.
-//! 6. peak RSS of a small fix run.
-//! 7. host calls on adversarial trees: one call's time, and the time from
+//! 5. host calls on adversarial trees: one call's time, and the time from
 //!    the deadline or a pause to exit with a guest inside such calls
-//!    (`host_calls.rs`; alone: `--only host-calls`).
-//! 8. a Python fix: its warm dry-run against its Rust twin and bash, its
+//!    (`host_calls.rs`).
+//! 6. a Python fix: its warm dry-run against its Rust twin and bash, its
 //!    first use (the runtime compiled), its peak RSS (`python.rs`).
 
 mod edits;
@@ -282,10 +283,10 @@ fn main() {
     // 1. Start, and the peak RSS of a small fix.
     start::run(&env, &config_set, reps, &mut line);
 
-    // 2, 3 and 5. Edits, rollback, report, journal verify.
+    // 2. Edits, rollback, report, journal verify.
     edits::run(&env, &config_set, reps, files, &mut line);
 
-    // 3b. Scaffold and build: cold (a fresh target directory), then a
+    // 3. Scaffold and build: cold (a fresh target directory), then a
     // second fix in the same one.
     let scaffold = env.work.join("scaffold");
     fresh_dir(&scaffold);
@@ -434,10 +435,10 @@ fn main() {
     }
     let _ = fs::remove_dir_all(&logdir);
 
-    // 7. Host calls on adversarial trees.
+    // 5. Host calls on adversarial trees.
     host_calls::run(&env, reps, &mut line);
 
-    // 8. A Python fix.
+    // 6. A Python fix.
     python::run(&env, &root, reps, &mut line);
 
     let out_dir = target.join("bench");

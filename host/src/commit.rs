@@ -420,6 +420,8 @@ fn sync_changes(
     journal: &mut Journal,
     syncs: &mut usize,
 ) -> io::Result<()> {
+    // The files the changes replaced are freed before the sync.
+    disk::drain_released();
     for dev in devices {
         if let Some(g) = grants.iter().find(|g| g.dev == *dev) {
             disk::sync_fs(&g.dir)?;

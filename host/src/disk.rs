@@ -472,7 +472,7 @@ impl Loc<'_> {
             let mut file = std::fs::File::from(fd);
             file.write_all(content)?;
             let owned = set_owner_fd(&file, uid, gid)?;
-            copy_xattrs(dir, name, &file)?;
+            let replaced = copy_xattrs(dir, name, &file)?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
             if let Some((secs, nsec)) = mtime {
                 rustix::fs::futimens(&file, &times(secs, nsec))?;
@@ -491,6 +491,11 @@ impl Loc<'_> {
             };
             // Not synced here: the commit flushes the file system once.
             rustix::fs::renameat(dir, tmp, dir, name)?;
+            // The replaced file is freed when its last descriptor closes:
+            // on another thread (see `release_later`).
+            if let Some(fd) = replaced {
+                release_later(fd);
+            }
             Ok(st)
         })();
         if result.is_err() {
@@ -605,8 +610,9 @@ fn times(secs: i64, nsec: u32) -> rustix::fs::Timestamps {
 /// there is one): its POSIX ACL above all, so an atomic replace never
 /// widens who may read the file, and its labels. Not file capabilities:
 /// the kernel drops those when a file's content changes, and so does this.
-/// A file whose attributes cannot be copied is not replaced.
-fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Result<()> {
+/// A file whose attributes cannot be copied is not replaced. Returns the
+/// file opened (when there was one), to be released after the replace.
+fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Result<Option<OwnedFd>> {
     let from = match rustix::fs::openat(
         dir,
         name,
@@ -614,12 +620,12 @@ fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Resul
         Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     // Most files have none: ask for the size of the list first.
     let size = match rustix::fs::flistxattr_query(&from) {
-        Ok(0) | Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Ok(0) | Err(rustix::io::Errno::NOTSUP) => return Ok(Some(from)),
         Ok(n) => n,
         Err(e) => return Err(e.into()),
     };
@@ -634,7 +640,7 @@ fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Resul
         let len = rustix::fs::fgetxattr(&from, attr, &mut value[..])?;
         rustix::fs::fsetxattr(to, attr, &value[..len], rustix::fs::XattrFlags::empty())?;
     }
-    Ok(())
+    Ok(Some(from))
 }
 
 /// Gives `fd` the owner `uid`:`gid`. Returns its metadata from before,
@@ -650,6 +656,71 @@ fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<Option<Stat>> {
         Some(rustix::fs::Gid::from_raw(gid)),
     )?;
     Ok(None)
+}
+
+/// The threads that close replaced files (see [`release_later`]).
+struct Releaser {
+    tx: std::sync::mpsc::SyncSender<OwnedFd>,
+    /// Descriptors sent and not yet closed.
+    pending: std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+}
+
+static RELEASER: std::sync::OnceLock<Option<Releaser>> = std::sync::OnceLock::new();
+
+/// How many threads close replaced files, and how many descriptors may wait
+/// for them (then the caller waits).
+const RELEASE_THREADS: usize = 4;
+const RELEASE_QUEUE: usize = 256;
+
+/// Closes `fd` on another thread. Closing the last descriptor of a file a
+/// rename replaced frees its blocks, and on a file system mounted with
+/// `discard` that waits for the device (up to milliseconds, for every
+/// replaced file): on other threads those waits overlap each other and the
+/// next change instead of adding up. [`drain_released`] waits for them.
+pub fn release_later(fd: OwnedFd) {
+    let releaser = RELEASER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<OwnedFd>(RELEASE_QUEUE);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let pending =
+            std::sync::Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
+        for n in 0..RELEASE_THREADS {
+            let (rx, pending) = (rx.clone(), pending.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("release-{n}"))
+                .spawn(move || {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(fd) = next else { break };
+                        drop(fd);
+                        let (count, changed) = &*pending;
+                        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                        changed.notify_all();
+                    }
+                });
+            if spawned.is_err() && n == 0 {
+                return None;
+            }
+        }
+        Some(Releaser { tx, pending })
+    });
+    // No thread could be started: closed here.
+    let Some(r) = releaser else { return };
+    *r.pending.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    if let Err(std::sync::mpsc::SendError(fd)) = r.tx.send(fd) {
+        drop(fd);
+        *r.pending.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+    }
+}
+
+/// Waits until every descriptor given to [`release_later`] is closed.
+pub fn drain_released() {
+    if let Some(Some(r)) = RELEASER.get() {
+        let (count, changed) = &*r.pending;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = changed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// Flushes the whole file system that holds `fd`: one call however many
