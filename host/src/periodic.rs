@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Calls its function every interval until the function returns `false`
-/// or this is dropped (which waits for the thread).
+/// or this is dropped (which wakes the thread and waits for it: a run's
+/// end never waits out an interval).
 pub struct Periodic {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -19,7 +20,13 @@ impl Periodic {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) && tick() {
-                std::thread::sleep(every);
+                let next = Instant::now() + every;
+                while !flag.load(Ordering::Relaxed) {
+                    match next.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+                        _ => break,
+                    }
+                }
             }
         });
         Periodic {
@@ -33,7 +40,29 @@ impl Drop for Periodic {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_and_a_drop_does_not_wait_out_the_interval() {
+        let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = ticks.clone();
+        let p = Periodic::start(Duration::from_millis(1), move || {
+            seen.fetch_add(1, Ordering::SeqCst) < 2
+        });
+        while ticks.load(Ordering::SeqCst) < 3 {
+            std::thread::yield_now();
+        }
+        drop(p);
+        assert_eq!(ticks.load(Ordering::SeqCst), 3);
+        // An hour's interval: the drop returns at once.
+        drop(Periodic::start(Duration::from_secs(3600), || true));
     }
 }
