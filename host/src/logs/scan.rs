@@ -317,9 +317,10 @@ pub(super) fn grep(
     keep: usize,
     until: &Until,
 ) -> Result<Scan, FsError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(THREADS);
+    // Asked once: it reads the cgroup's CPU quota.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores.min(THREADS);
     let parts = parts(&logs, threads);
     let meter = Meter::new(logs.iter().flatten().map(|l| l.size).sum());
     logs.iter().flatten().for_each(advise_sequential);
