@@ -203,7 +203,7 @@ fn measure(reps: usize, ours: &[String], mut compared: Vec<(&str, Command)>) -> 
     }
     let mut a = Vec::new();
     let mut theirs = vec![Vec::new(); compared.len()];
-    for _ in 0..reps.max(3) {
+    for _ in 0..reps.max(5) {
         a.push(run_ok(Command::new(&ours[0]).args(&ours[1..])));
         for ((_, cmd), t) in compared.iter_mut().zip(&mut theirs) {
             t.push(run_ok(cmd));
