@@ -18,8 +18,9 @@
 //! 3. `new` + `build` of a scaffold in a fresh target directory (cold) and
 //!    of a second fix in the same one (warm).
 //! 4. log scan: counting a fixed string and a regex with a capture group in
-//!    generated logs (1 GiB; 64 MiB with --quick), against `grep -c` and
-//!    `rg -c`, with peak memory.
+//!    a generated log (1 GiB; 64 MiB with --quick), against `grep -c` and
+//!    `rg -c`, and in eight rotated logs of that total size (two gzip),
+//!    against `zgrep -c` and `rg -z -c`, with peak memory (`logs.rs`).
 //! 5. host calls on adversarial trees: one call's time, and the time from
 //!    the deadline or a pause to exit with a guest inside such calls
 //!    (`host_calls.rs`).
@@ -28,6 +29,7 @@
 
 mod edits;
 mod host_calls;
+mod logs;
 mod python;
 mod start;
 
@@ -137,37 +139,6 @@ fn native_edit(dir: &Path) -> Duration {
     started.elapsed()
 }
 
-/// Application-style log lines; one in 1000 reports a checksum mismatch.
-fn generate_log(path: &Path, bytes: u64) {
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, fs::File::create(path).unwrap());
-    let (mut written, mut n) = (0u64, 0u64);
-    while written < bytes {
-        let line = if n % 1000 == 999 {
-            format!(
-                "2026-11-25T10:{:02}:{:02}.{:03}Z ERROR store: checksum mismatch in segment seg-{:06} (expected 0x{:08x})\n",
-                n / 60 % 60,
-                n % 60,
-                n % 1000,
-                n / 1000,
-                n
-            )
-        } else {
-            format!(
-                "2026-11-25T10:{:02}:{:02}.{:03}Z INFO http: GET /api/v1/items/{} 200 {}ms\n",
-                n / 60 % 60,
-                n % 60,
-                n % 1000,
-                n,
-                n % 97
-            )
-        };
-        out.write_all(line.as_bytes()).unwrap();
-        written += line.len() as u64;
-        n += 1;
-    }
-    out.flush().unwrap();
-}
-
 fn defops(env: &Env, state: &Path) -> Command {
     let mut c = Command::new(&env.bin);
     c.env("DEFOPS_STATE_DIR", state);
@@ -275,6 +246,10 @@ fn main() {
         start::run(&env, &config_set, reps, &mut line);
         return;
     }
+    if args.iter().any(|a| a == "logs") {
+        logs::run(&env, reps, log_bytes, &mut line);
+        return;
+    }
     if args.iter().any(|a| a == "edits") {
         edits::run(&env, &config_set, reps, files, &mut line);
         return;
@@ -331,109 +306,7 @@ fn main() {
     ));
 
     // 4. Log scan.
-    let logdir = env.work.join("logs");
-    fresh_dir(&logdir);
-    let log = logdir.join("app.log");
-    generate_log(&log, log_bytes);
-    let log_state = env.work.join("state-logs");
-    let fsops = env.fixes.parent().unwrap().join("test-guests/fsops.wasm");
-    let count_cmd = |pattern: &str| -> Vec<String> {
-        vec![
-            env.bin.display().to_string(),
-            "run".into(),
-            fsops.display().to_string(),
-            "--allow-log".into(),
-            format!("{}/*.log", logdir.display()),
-            "-p".into(),
-            format!(
-                "ops=count {}/app.log {}",
-                logdir.display(),
-                pattern.replace(' ', "\\s")
-            ),
-            "--state-dir".into(),
-            log_state.display().to_string(),
-            "--json".into(),
-        ]
-    };
-    let rg = Command::new("rg").arg("--version").output().is_ok();
-    for (name, pattern) in [
-        ("fixed string", "checksum mismatch"),
-        (
-            "regex with a capture",
-            r"checksum mismatch in segment (\S+)",
-        ),
-    ] {
-        let ours_cmd = count_cmd(pattern);
-        let out = Command::new(&ours_cmd[0])
-            .args(&ours_cmd[1..])
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["type"] == "message")
-            .and_then(|v| {
-                v["text"]
-                    .as_str()
-                    .and_then(|t| t.rsplit(' ').next())
-                    .map(String::from)
-            })
-            .unwrap_or_default();
-        let grep_says = String::from_utf8_lossy(
-            &Command::new("grep")
-                .args(["-E", "-c", pattern])
-                .arg(&log)
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .trim()
-        .to_string();
-        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..reps.max(3) {
-            a.push(run_ok(Command::new(&ours_cmd[0]).args(&ours_cmd[1..])));
-            b.push(run_ok(
-                Command::new("grep").args(["-E", "-c", pattern]).arg(&log),
-            ));
-            if rg {
-                c.push(run_ok(Command::new("rg").args(["-c", pattern]).arg(&log)));
-            }
-        }
-        let rss = peak_rss(&ours_cmd);
-        let (a, b) = (median(a), median(b));
-        let size = format!("{} MiB", log_bytes >> 20);
-        let checked = if said == grep_says {
-            format!("{said} lines, as grep")
-        } else {
-            format!("MISMATCH: {said} vs grep {grep_says}")
-        };
-        if rg {
-            let c = median(c);
-            line(format!(
-                "| log scan, {name}, {size} ({checked}) | {} (peak {:.0} MiB) | rg -c {}; grep -c {} | {:.2}x rg, {:.2}x grep | within 1.5x rg, under 64 MiB: {} |",
-                secs(a),
-                rss as f64 / 1024.0,
-                secs(c),
-                secs(b),
-                a.as_secs_f64() / c.as_secs_f64(),
-                a.as_secs_f64() / b.as_secs_f64(),
-                if a.as_secs_f64() <= 1.5 * c.as_secs_f64() && rss < 64 * 1024 {
-                    "met"
-                } else {
-                    "MISSED"
-                }
-            ));
-        } else {
-            line(format!(
-                "| log scan, {name}, {size} ({checked}) | {} (peak {:.0} MiB) | grep -c {} (rg not installed) | {:.2}x grep | within 1.5x rg: not measured |",
-                secs(a),
-                rss as f64 / 1024.0,
-                secs(b),
-                a.as_secs_f64() / b.as_secs_f64()
-            ));
-        }
-    }
-    let _ = fs::remove_dir_all(&logdir);
+    logs::run(&env, reps, log_bytes, &mut line);
 
     // 5. Host calls on adversarial trees.
     host_calls::run(&env, reps, &mut line);

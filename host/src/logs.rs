@@ -1,14 +1,17 @@
 //! The log-read capability: `--allow-log GLOB` grants read-only access to
 //! the log files a glob matches, and the host scans them for the fix.
 //!
-//! A scan streams each file through a fixed buffer (never the whole file in
-//! memory), decompressing `.gz` files on the way, oldest file first. The
-//! regular expression runs over whole buffers, as ripgrep does; only around
-//! a match are line boundaries found. The `regex` crate matches in linear
-//! time, so no pattern can hang the host, and a scan also stops at the run's
-//! deadline.
+//! A scan streams each file through fixed buffers (never the whole file in
+//! memory, never a mapping of it: a log truncated under a mapping would
+//! kill the process), decompressing `.gz` files on the way, and returns
+//! what it found oldest file first. Two threads share the work: a large
+//! file is cut into two byte ranges, several files are taken in turn
+//! (`scan.rs`). The `regex` crate matches in linear time, so no pattern
+//! can hang the host, and a scan also stops at the run's deadline.
 
-use std::io::{self, Read};
+mod scan;
+
+use std::io;
 use std::path::PathBuf;
 
 use regex::bytes::{Regex, RegexBuilder};
@@ -19,14 +22,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::grants::{Access, Grant, GrantError, Grants, VPath};
 use crate::overlay::FsError;
-use crate::progress::{Progress, Unit};
 
 pub use crate::policy::Until;
 
-/// The buffer a scan reads into.
-const CHUNK: usize = 1 << 20;
-/// A line longer than this is cut into pieces of this size.
-const MAX_LINE: usize = 16 << 20;
 /// A matching line returned to the fix is cut at this length.
 const LINE_SHOWN: usize = 4096;
 /// The most matches one `grep` returns.
@@ -214,48 +212,26 @@ impl LogGrants {
         })
     }
 
-    /// Opens one log for reading (decompressing `.gz`).
-    fn open_file(&self, path: &VPath) -> Result<Box<dyn Read>, FsError> {
+    /// Opens one log for reading: `path` the name the glob matched,
+    /// `read` the granted file it leads to.
+    fn open_file(&self, path: &VPath, read: &VPath) -> Result<scan::Log, FsError> {
         let grant = self
             .dirs
-            .find(path)
-            .ok_or_else(|| FsError::Denied(format!("{path}: not a granted log")))?;
-        let (file, _) = disk::locate(grant, path)
+            .find(read)
+            .ok_or_else(|| FsError::Denied(format!("{read}: not a granted log")))?;
+        let (file, stat) = disk::locate(grant, read)
             .and_then(|loc| loc.open_file())
             .map_err(|e| match e.kind() {
-                io::ErrorKind::PermissionDenied => FsError::Denied(format!("{path}: {e}")),
-                io::ErrorKind::NotFound => FsError::NotFound(path.to_string()),
-                _ => FsError::Io(format!("{path}: {e}")),
+                io::ErrorKind::PermissionDenied => FsError::Denied(format!("{read}: {e}")),
+                io::ErrorKind::NotFound => FsError::NotFound(read.to_string()),
+                _ => FsError::Io(format!("{read}: {e}")),
             })?;
-        let size = file.metadata().map_or(0, |m| m.len());
-        let file = Counted {
-            inner: file,
-            read: 0,
-            progress: Progress::new("scanning logs", size, Unit::Bytes),
-        };
-        Ok(if path.as_str().ends_with(".gz") {
-            Box::new(flate2::read::MultiGzDecoder::new(
-                io::BufReader::with_capacity(1 << 16, file),
-            ))
-        } else {
-            Box::new(file)
+        Ok(scan::Log {
+            path: path.clone(),
+            file,
+            size: stat.size,
+            gz: read.as_str().ends_with(".gz"),
         })
-    }
-}
-
-/// A file that shows how far it has been read (on a terminal).
-struct Counted<R> {
-    inner: R,
-    read: u64,
-    progress: Progress,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        self.progress.set(self.read);
-        Ok(n)
     }
 }
 
@@ -341,47 +317,12 @@ impl LogGrants {
         keep: usize,
         until: &Until,
     ) -> Result<Scan, FsError> {
-        let mut scan = Scan::default();
-        for (path, read) in self.expand(glob)? {
-            let reader = self.open_file(&read)?;
-            let file = path.to_string();
-            let want_lines = scan.found.len() < keep;
-            let (total, bytes) = scan_lines(
-                reader,
-                re,
-                want_lines,
-                until,
-                |line_number, offset, line| {
-                    if scan.found.len() >= keep {
-                        scan.truncated = true;
-                        return false;
-                    }
-                    let captures = match re.captures(line) {
-                        Some(c) => c
-                            .iter()
-                            .skip(1)
-                            .map(|g| g.map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned()))
-                            .collect(),
-                        None => Vec::new(),
-                    };
-                    let shown = &line[..line.len().min(LINE_SHOWN)];
-                    scan.found.push(Found {
-                        file: file.clone(),
-                        line_number,
-                        offset,
-                        line: String::from_utf8_lossy(shown).into_owned(),
-                        captures,
-                    });
-                    true
-                },
-            )
-            .map_err(|e| scan_error(&path, e, until))?;
-            scan.total += total;
-            scan.bytes += bytes;
-            scan.files.push(file);
-        }
-        scan.truncated |= scan.total > scan.found.len() as u64 && keep > 0;
-        Ok(scan)
+        let logs = self
+            .expand(glob)?
+            .into_iter()
+            .map(|(path, read)| self.open_file(&path, &read))
+            .collect();
+        scan::grep(logs, re, keep, until)
     }
 
     /// The last `n` lines of the files `glob` names, read in order.
@@ -395,21 +336,29 @@ impl LogGrants {
         let mut last: std::collections::VecDeque<String> =
             std::collections::VecDeque::with_capacity(n.min(1024));
         let any = compile("").expect("the empty pattern compiles");
+        let mut buf = Vec::new();
         for (path, read) in self.expand(glob)? {
-            let reader = self.open_file(&read)?;
-            let (_, bytes) = scan_lines(reader, &any, true, until, |_, _, line| {
-                if n > 0 {
-                    if last.len() == n {
-                        last.pop_front();
+            let log = self.open_file(&path, &read)?;
+            let meter = scan::Meter::new(log.size);
+            scan::advise_sequential(&log);
+            let span = scan::Span::ALL;
+            let reader = scan::reader(&log, span, &meter);
+            let check = || until.check();
+            let counts =
+                scan::scan_lines(reader, span, &any, true, &check, &mut buf, |_, _, line| {
+                    if n > 0 {
+                        if last.len() == n {
+                            last.pop_front();
+                        }
+                        last.push_back(
+                            String::from_utf8_lossy(&line[..line.len().min(LINE_SHOWN)])
+                                .into_owned(),
+                        );
                     }
-                    last.push_back(
-                        String::from_utf8_lossy(&line[..line.len().min(LINE_SHOWN)]).into_owned(),
-                    );
-                }
-                true
-            })
-            .map_err(|e| scan_error(&path, e, until))?;
-            scan.bytes += bytes;
+                    true
+                })
+                .map_err(|e| scan_error(&path, e, until))?;
+            scan.bytes += counts.bytes;
             scan.files.push(path.to_string());
         }
         Ok((scan, last.into_iter().collect()))
@@ -425,134 +374,9 @@ fn scan_error(path: &VPath, e: io::Error, until: &Until) -> FsError {
     }
 }
 
-/// Streams `reader` and calls `on_line(line_number, offset, line)` for each
-/// line matching `re` (line numbers and offsets only when `with_lines`; a
-/// `false` from `on_line` stops the calls but not the count). Returns the
-/// number of matching lines and the bytes read.
-fn scan_lines(
-    mut reader: impl Read,
-    re: &Regex,
-    with_lines: bool,
-    until: &Until,
-    mut on_line: impl FnMut(u64, u64, &[u8]) -> bool,
-) -> io::Result<(u64, u64)> {
-    let mut buf: Vec<u8> = vec![0; CHUNK];
-    let (mut filled, mut eof) = (0usize, false);
-    let (mut count, mut bytes) = (0u64, 0u64);
-    // Line number and offset of buf[0].
-    let (mut base_line, mut base_offset) = (1u64, 0u64);
-    let mut calling = with_lines;
-    while !eof || filled > 0 {
-        until.check()?;
-        while !eof && filled < buf.len() {
-            match reader.read(&mut buf[filled..]) {
-                Ok(0) => eof = true,
-                Ok(n) => {
-                    filled += n;
-                    bytes += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // The complete lines in the buffer (all of it at the end of input,
-        // or a piece of an over-long line).
-        let end = match memchr::memrchr(b'\n', &buf[..filled]) {
-            Some(i) => i + 1,
-            None if eof || filled >= MAX_LINE => filled,
-            None => {
-                buf.resize(buf.len() * 2, 0);
-                continue;
-            }
-        };
-        let region = &buf[..end];
-        let (mut pos, mut line_no, mut line_no_at) = (0usize, base_line, 0usize);
-        while pos < region.len() {
-            let Some(m) = re.find_at(region, pos) else {
-                break;
-            };
-            let start = memchr::memrchr(b'\n', &region[..m.start()]).map_or(0, |i| i + 1);
-            let start = start.max(pos);
-            let stop = memchr::memchr(b'\n', &region[start..]).map_or(region.len(), |i| start + i);
-            let line = &region[start..stop];
-            // A match that runs past the line's end is checked on the line
-            // alone: lines never match across a newline.
-            if m.end() > stop && !re.is_match(line) {
-                pos = stop + 1;
-                continue;
-            }
-            count += 1;
-            if calling {
-                line_no += memchr::memchr_iter(b'\n', &region[line_no_at..start]).count() as u64;
-                line_no_at = start;
-                calling = on_line(line_no, base_offset + start as u64, line);
-            }
-            pos = stop + 1;
-        }
-        if with_lines {
-            base_line += memchr::memchr_iter(b'\n', region).count() as u64;
-        }
-        base_offset += end as u64;
-        buf.copy_within(end..filled, 0);
-        filled -= end;
-        if buf.len() > CHUNK && filled < CHUNK {
-            buf.truncate(CHUNK.max(filled));
-            buf.resize(CHUNK, 0);
-        }
-    }
-    Ok((count, bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(text: &[u8], pattern: &str, chunk_limit: bool) -> (u64, Vec<(u64, u64, String)>) {
-        let _ = chunk_limit;
-        let re = compile(pattern).unwrap();
-        let mut found = Vec::new();
-        let far = Until::new(std::time::Duration::from_secs(60), Default::default());
-        let (n, _) = scan_lines(text, &re, true, &far, |l, o, line| {
-            found.push((l, o, String::from_utf8_lossy(line).into_owned()));
-            true
-        })
-        .unwrap();
-        (n, found)
-    }
-
-    #[test]
-    fn matches_are_whole_lines_with_numbers_and_offsets() {
-        let (n, found) = lines(b"a\nbad one\nc\nbad two", "bad", false);
-        assert_eq!(n, 2);
-        assert_eq!(
-            found,
-            vec![(2, 2, "bad one".into()), (4, 12, "bad two".into())]
-        );
-    }
-
-    #[test]
-    fn a_match_never_spans_lines() {
-        let (n, _) = lines(b"foo\nbar\n", r"foo\sbar", false);
-        assert_eq!(n, 0);
-        let (n, _) = lines(b"x foo\nfoo bar\n", r"foo\sbar", false);
-        assert_eq!(n, 1);
-    }
-
-    #[test]
-    fn one_count_per_line_and_binary_is_fine() {
-        let (n, _) = lines(b"aaa\n\xff\xfe a \x00\n", "a", false);
-        assert_eq!(n, 2);
-    }
-
-    #[test]
-    fn lines_longer_than_the_buffer() {
-        let mut text = vec![b'x'; 3 * CHUNK];
-        text.extend_from_slice(b" needle\nshort needle\n");
-        let (n, found) = lines(&text, "needle", false);
-        assert_eq!(n, 2);
-        assert_eq!(found[1].0, 2);
-        assert_eq!(found[1].1, 3 * CHUNK as u64 + 8);
-    }
 
     #[test]
     fn wildcards_and_rotation_order() {

@@ -92,6 +92,76 @@ fn count_tail_and_truncation() {
     assert!(m[2].contains("total=3 truncated=true"), "{m:?}");
 }
 
+/// `lines` lines of 100 bytes; those numbered in `needles` (from 1) say
+/// `needle N`. With the hits as fsops prints them: `name:line:offset:N:99`.
+fn numbered(name: &str, lines: u64, needles: &[u64]) -> (Vec<u8>, Vec<String>) {
+    let mut text = Vec::with_capacity(lines as usize * 100);
+    let mut hits = Vec::new();
+    for i in 1..=lines {
+        let word = if needles.contains(&i) {
+            "needle"
+        } else {
+            "hay---"
+        };
+        let line = format!("{i:012} {word} {i:012}");
+        text.extend_from_slice(format!("{line:-<99}\n").as_bytes());
+        if needles.contains(&i) {
+            hits.push(format!("{name}:{i}:{}:{i:012}:99", (i - 1) * 100));
+        }
+    }
+    (text, hits)
+}
+
+#[test]
+fn large_rotated_logs_are_scanned_in_parts_with_the_results_in_order() {
+    // Files of 8 MiB and more are cut into ranges scanned on two threads:
+    // matches on the lines across the cuts, first and last lines, a gzip
+    // file among them; the results as one scan in order would give them.
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("logs")).unwrap();
+    let mid = 100_000;
+    let (old, mut want) = numbered("app.log.2.gz", 1000, &[1, 500]);
+    gzip(&t, "logs/app.log.2.gz", &old);
+    let (one, hits) = numbered("app.log.1", 2 * mid, &[1, mid, mid + 1, 2 * mid]);
+    std::fs::write(t.path("logs/app.log.1"), one).unwrap();
+    want.extend(hits);
+    // 21 bytes more: the cut is 10 bytes into line `mid + 1`.
+    let (mut last, hits) = numbered("app.log", 2 * mid, &[mid + 1, 2 * mid - 1]);
+    last.extend_from_slice(b"no newline at the end");
+    std::fs::write(t.path("logs/app.log"), last).unwrap();
+    want.extend(hits);
+    let l = t.p("logs");
+    let glob = format!("{l}/app.log*");
+    let ops_line = format!(
+        r"ops=count {l}/app.log* needle; grep {l}/app.log* needle\s(\d+) 100; grep {l}/app.log* needle\s(\d+) 3; tail {l}/app.log* 2"
+    );
+    let out = t.run(&guest("fsops"), &["--allow-log", &glob, "-p", &ops_line]);
+    out.assert_code(0);
+    let m = out.messages();
+    assert!(m[0].ends_with(&format!("-> ok {}", want.len())), "{m:?}");
+    let files = "files=app.log.2.gz,app.log.1,app.log";
+    assert!(
+        m[1].ends_with(&format!(
+            "-> ok total={} truncated=false {files} hits={}",
+            want.len(),
+            want.join(",")
+        )),
+        "{m:?}"
+    );
+    assert!(
+        m[2].ends_with(&format!(
+            "-> ok total={} truncated=true {files} hits={}",
+            want.len(),
+            want[..3].join(",")
+        )),
+        "{m:?}"
+    );
+    assert!(m[3].ends_with("no newline at the end"), "{m:?}");
+    let reads = out.of("logs");
+    let bytes = 1000 * 100 + 2 * 2 * mid * 100 + 21;
+    assert_eq!(reads[0]["bytes"], bytes, "{reads:?}");
+}
+
 #[test]
 fn odd_files_empty_binary_huge_line_and_no_match() {
     let t = Tree::new();
