@@ -29,18 +29,14 @@ const HASH_SUFFIX: usize = 9 + 64 + 2;
 /// A record as a journal line: its canonical body (without `hash`) with
 /// `,"hash":"<digest of the body>"` put before the closing brace, and `\n`.
 pub fn encode(record: &Value) -> String {
-    let mut r = record.clone();
-    if let Some(map) = r.as_object_mut() {
-        map.remove("hash");
-    }
-    let mut body = String::new();
-    canonical(&r, &mut body);
-    let hash = crate::digest::current().hex(body.as_bytes());
+    let mut body = Vec::with_capacity(512);
+    canonical(record, Some("hash"), &mut body);
+    let hash = crate::digest::current().hex(&body);
     body.pop(); // the closing brace
-    body.push_str(",\"hash\":\"");
-    body.push_str(&hash);
-    body.push_str("\"}\n");
-    body
+    body.extend_from_slice(b",\"hash\":\"");
+    body.extend_from_slice(hash.as_bytes());
+    body.extend_from_slice(b"\"}\n");
+    String::from_utf8(body).expect("JSON is UTF-8")
 }
 
 /// Checks one line (without its newline) against the chain: its hash, its
@@ -173,39 +169,51 @@ fn top_level(body: &[u8]) -> TopLevel<'_> {
 /// `v` as canonical JSON: compact, every object's keys sorted by their
 /// UTF-8 bytes (the form records are hashed in, and plans digested in).
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
-    canonical(v, &mut out);
-    out
+    let mut out = Vec::new();
+    canonical(v, None, &mut out);
+    String::from_utf8(out).expect("JSON is UTF-8")
 }
 
-/// Compact JSON with every object's keys sorted by their UTF-8 bytes.
-fn canonical(v: &Value, out: &mut String) {
+/// Compact JSON with every object's keys sorted by their UTF-8 bytes,
+/// without the top-level key `skip`. Written straight into `out`: a
+/// journal has a record per change, and this is on the way to each.
+fn canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
+    // Writing JSON into a Vec cannot fail.
+    fn write(out: &mut Vec<u8>, v: &impl serde::Serialize) {
+        serde_json::to_writer(out, v).expect("JSON into memory");
+    }
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
+            let mut entries: Vec<(&String, &Value)> = map
+                .iter()
+                .filter(|(k, _)| Some(k.as_str()) != skip)
+                .collect();
+            // A map is usually in key order already.
+            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
             }
-            out.push('}');
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write(out, k);
+                out.push(b':');
+                canonical(v, None, out);
+            }
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                canonical(item, out);
+                canonical(item, None, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => write(out, other),
     }
 }
 

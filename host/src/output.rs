@@ -295,7 +295,15 @@ impl Printer {
         }
     }
 
+    /// The plan's effects, one line (or a few) each, written to stdout in
+    /// large pieces, not line by line: a plan can have many thousands.
     pub fn plan(&self, plan: &Plan, dry_run: bool) {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+        // A closed pipe (`| head -1`) is not an error.
+        let mut line = |text: &str| {
+            let _ = writeln!(out, "{text}");
+        };
         if self.json {
             for e in &plan.effects {
                 let mut v = serde_json::to_value(e).unwrap_or_default();
@@ -305,23 +313,23 @@ impl Printer {
                 if let Some(d) = e.text_diff(dry_run) {
                     v["diff"] = json!(d);
                 }
-                emit_json(&v);
+                line(&escape::json(&v));
             }
-            return;
-        }
-        if plan.effects.is_empty() || self.hushed() {
-            return;
-        }
-        emit(if dry_run { "plan:" } else { "changes:" });
-        for e in &plan.effects {
-            emit(&format!("  {e}"));
-            if let Some(diff) = e.text_diff(dry_run) {
-                for line in diff.split_inclusive('\n') {
-                    let line = line.strip_suffix('\n').unwrap_or(line);
-                    emit(&format!("      {}", escape::line(line)));
+        } else if !plan.effects.is_empty() && !self.hushed() {
+            // As `emit` would write them.
+            let mut emit = |text: &str| line(&escape::block(text));
+            emit(if dry_run { "plan:" } else { "changes:" });
+            for e in &plan.effects {
+                emit(&format!("  {e}"));
+                if let Some(diff) = e.text_diff(dry_run) {
+                    for l in diff.split_inclusive('\n') {
+                        let l = l.strip_suffix('\n').unwrap_or(l);
+                        emit(&format!("      {}", escape::line(l)));
+                    }
                 }
             }
         }
+        let _ = out.flush();
     }
 
     pub fn summary(&self, v: &Value) {
