@@ -610,6 +610,18 @@ pub fn brief(path: &Path) -> Result<(Value, Value, Verdict), JournalError> {
 /// Reads and verifies a journal. With `expect_head`, a journal whose last
 /// record is not that hash (cut short, or extended) is bad.
 pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalError> {
+    load_without(path, expect_head, &[])
+}
+
+/// [`load`], keeping of each record all but its top-level fields named in
+/// `without` (a reader that needs neither the diffs nor the chain's own
+/// fields, once verified, need not build them). The chain is verified over
+/// the whole lines all the same.
+pub fn load_without(
+    path: &Path,
+    expect_head: Option<&str>,
+    without: &[&str],
+) -> Result<Loaded, JournalError> {
     // The chain first (streamed, on all cores), then the intact records
     // parsed, also on all cores.
     let verdict = verify_file(path, expect_head)?;
@@ -634,7 +646,7 @@ pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalErr
                 scope.spawn(move || {
                     part.iter()
                         .enumerate()
-                        .map(|(i, l)| serde_json::from_slice::<Value>(l).map_err(|_| c * per + i))
+                        .map(|(i, l)| parse_without(l, without).map_err(|_| c * per + i))
                         .collect::<Vec<_>>()
                 })
             })
@@ -680,6 +692,43 @@ pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalErr
         records,
         verdict,
     })
+}
+
+/// One record, without the top-level fields named in `without`.
+fn parse_without(line: &[u8], without: &[&str]) -> serde_json::Result<Value> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    if without.is_empty() {
+        return serde_json::from_slice(line);
+    }
+    struct Without<'a>(&'a [&'a str]);
+    impl<'de> Visitor<'de> for Without<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Value, A::Error> {
+            let mut map = serde_json::Map::new();
+            while let Some(key) = fields.next_key::<String>()? {
+                if self.0.contains(&key.as_str()) {
+                    fields.next_value::<IgnoredAny>()?;
+                } else {
+                    let value = fields.next_value()?;
+                    map.insert(key, value);
+                }
+            }
+            Ok(Value::Object(map))
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Without<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let record = Without(without).deserialize(&mut de)?;
+    de.end()?;
+    Ok(record)
 }
 
 /// The run ids under `state`, oldest first.
