@@ -32,7 +32,7 @@ use std::io::Write;
 use serde_json::{Value, json};
 
 use crate::escape;
-use crate::plan::Plan;
+use crate::plan::{Effect, Plan};
 use crate::world::{Denial, Message, MessageSink};
 
 /// Prints a run, for people or as JSON Lines.
@@ -295,41 +295,82 @@ impl Printer {
         }
     }
 
-    /// The plan's effects, one line (or a few) each, written to stdout in
-    /// large pieces, not line by line: a plan can have many thousands.
+    /// The plan's effects, one line (or a few) each. A plan can have many
+    /// thousands: they are formatted a block at a time on all cores and
+    /// written to stdout in large pieces, in order.
     pub fn plan(&self, plan: &Plan, dry_run: bool) {
+        if !self.json && (plan.effects.is_empty() || self.hushed()) {
+            return;
+        }
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
         // A closed pipe (`| head -1`) is not an error.
-        let mut line = |text: &str| {
-            let _ = writeln!(out, "{text}");
-        };
-        if self.json {
-            for e in &plan.effects {
-                let mut v = serde_json::to_value(e).unwrap_or_default();
-                v["type"] = json!("effect");
-                v["planned"] = json!(dry_run);
-                octal_modes(&mut v);
-                if let Some(d) = e.text_diff(dry_run) {
-                    v["diff"] = json!(d);
+        if !self.json {
+            let _ = writeln!(
+                out,
+                "{}",
+                escape::block(if dry_run { "plan:" } else { "changes:" })
+            );
+        }
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        const BLOCK: usize = 1024;
+        for block in plan.effects.chunks(BLOCK) {
+            let per = block.len().div_ceil(workers);
+            let text = |part: &[Effect]| {
+                let mut text = String::new();
+                for e in part {
+                    self.effect_lines(e, dry_run, &mut text);
                 }
-                line(&escape::json(&v));
-            }
-        } else if !plan.effects.is_empty() && !self.hushed() {
-            // As `emit` would write them.
-            let mut emit = |text: &str| line(&escape::block(text));
-            emit(if dry_run { "plan:" } else { "changes:" });
-            for e in &plan.effects {
-                emit(&format!("  {e}"));
-                if let Some(diff) = e.text_diff(dry_run) {
-                    for l in diff.split_inclusive('\n') {
-                        let l = l.strip_suffix('\n').unwrap_or(l);
-                        emit(&format!("      {}", escape::line(l)));
-                    }
-                }
+                text
+            };
+            let parts: Vec<String> = match block.len() < 64 || workers == 1 {
+                true => vec![text(block)],
+                false => std::thread::scope(|scope| {
+                    let handles: Vec<_> = block
+                        .chunks(per)
+                        .map(|part| scope.spawn(move || text(part)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_default())
+                        .collect()
+                }),
+            };
+            for part in parts {
+                let _ = out.write_all(part.as_bytes());
             }
         }
         let _ = out.flush();
+    }
+
+    /// The lines of one effect, each ending in a newline.
+    fn effect_lines(&self, e: &Effect, dry_run: bool, text: &mut String) {
+        use std::fmt::Write as _;
+        if self.json {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            v["type"] = json!("effect");
+            v["planned"] = json!(dry_run);
+            octal_modes(&mut v);
+            if let Some(d) = e.text_diff(dry_run) {
+                v["diff"] = json!(d);
+            }
+            let _ = writeln!(text, "{}", escape::json(&v));
+            return;
+        }
+        // As `emit` writes them.
+        let _ = writeln!(text, "{}", escape::block(&format!("  {e}")));
+        if let Some(diff) = e.text_diff(dry_run) {
+            for l in diff.split_inclusive('\n') {
+                let l = l.strip_suffix('\n').unwrap_or(l);
+                let _ = writeln!(
+                    text,
+                    "{}",
+                    escape::block(&format!("      {}", escape::line(l)))
+                );
+            }
+        }
     }
 
     pub fn summary(&self, v: &Value) {

@@ -312,6 +312,8 @@ fn undo_newest_first(
     mut drifts: Vec<Drift>,
 ) -> Result<Planned, Stop> {
     let mut undone = 0;
+    // The paths named as drift so far: each is named once.
+    let mut named: HashSet<String> = drifts.iter().map(|d| d.path.clone()).collect();
     for (intent, names) in intents.iter().zip(origins).rev() {
         let time = |k: usize| {
             names
@@ -333,7 +335,7 @@ fn undo_newest_first(
             Ok(Step::Skipped) => {}
             Ok(Step::Drifted(d)) => {
                 for d in d {
-                    if !drifts.iter().any(|x: &Drift| x.path == d.path) {
+                    if named.insert(d.path.clone()) {
                         drifts.push(d);
                     }
                 }

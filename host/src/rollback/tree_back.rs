@@ -23,8 +23,10 @@ pub fn before_run(intents: &[&Value], origins: &[Vec<Option<VPath>>]) -> BTreeMa
     for (i, names) in intents.iter().zip(origins) {
         for ((_, before), name) in paths_of(i).into_iter().zip(names) {
             let Some(name) = name else { continue };
-            let state = super::state(&i[before]).unwrap_or(State::Absent);
-            map.entry(name.clone()).or_insert(state);
+            if !map.contains_key(name) {
+                let state = super::state(&i[before]).unwrap_or(State::Absent);
+                map.insert(name.clone(), state);
+            }
         }
     }
     map
