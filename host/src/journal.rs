@@ -438,7 +438,20 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
         path: path.to_path_buf(),
         why: e.to_string(),
     };
-    let mut file = crate::regular_file::open(path).map_err(read_error)?;
+    let file = crate::regular_file::open(path).map_err(read_error)?;
+    verify_from(path, file, expect_head)
+}
+
+/// [`verify_file`] of what `input` holds, the journal at `path`.
+fn verify_from(
+    path: &Path,
+    mut input: impl Read,
+    expect_head: Option<&str>,
+) -> Result<Verdict, JournalError> {
+    let read_error = |e: io::Error| JournalError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    };
     // Streamed through one reused buffer; each buffer's lines are hashed on
     // all cores, then chained in order.
     const BUF: usize = 4 << 20;
@@ -454,7 +467,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
     let mut alg = Alg::Blake3;
     loop {
         while !eof && filled < buf.len() {
-            match file.read(&mut buf[filled..]) {
+            match input.read(&mut buf[filled..]) {
                 Ok(0) => eof = true,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -622,17 +635,21 @@ pub fn load_without(
     expect_head: Option<&str>,
     without: &[&str],
 ) -> Result<Loaded, JournalError> {
-    // The chain first (streamed, on all cores), then the intact records
-    // parsed, also on all cores.
-    let verdict = verify_file(path, expect_head)?;
+    // Read once: the records parsed are the bytes verified. The chain
+    // first (on all cores), then the intact records parsed, also on all
+    // cores.
+    let mut bytes = Vec::new();
+    crate::regular_file::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| JournalError::Read {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    let verdict = verify_from(path, &bytes[..], expect_head)?;
     let intact = match &verdict {
         Verdict::Intact { records, .. } | Verdict::TornTail { records, .. } => *records,
         Verdict::Bad { seq, .. } => *seq,
     } as usize;
-    let bytes = fs::read(path).map_err(|e| JournalError::Read {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })?;
     let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').take(intact).collect();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
