@@ -318,8 +318,7 @@ fn undo_newest_first(
         let time = |k: usize| {
             names
                 .get(k)
-                .cloned()
-                .flatten()
+                .and_then(Option::as_ref)
                 .and_then(|p| with.mtimes.get(p.as_str()).copied())
         };
         let how = Undo {
