@@ -29,18 +29,14 @@ const HASH_SUFFIX: usize = 9 + 64 + 2;
 /// A record as a journal line: its canonical body (without `hash`) with
 /// `,"hash":"<digest of the body>"` put before the closing brace, and `\n`.
 pub fn encode(record: &Value) -> String {
-    let mut r = record.clone();
-    if let Some(map) = r.as_object_mut() {
-        map.remove("hash");
-    }
-    let mut body = String::new();
-    canonical(&r, &mut body);
-    let hash = crate::digest::current().hex(body.as_bytes());
+    let mut body = Vec::with_capacity(512);
+    canonical(record, Some("hash"), &mut body);
+    let hash = crate::digest::current().hex(&body);
     body.pop(); // the closing brace
-    body.push_str(",\"hash\":\"");
-    body.push_str(&hash);
-    body.push_str("\"}\n");
-    body
+    body.extend_from_slice(b",\"hash\":\"");
+    body.extend_from_slice(hash.as_bytes());
+    body.extend_from_slice(b"\"}\n");
+    String::from_utf8(body).expect("JSON is UTF-8")
 }
 
 /// Checks one line (without its newline) against the chain: its hash, its
@@ -170,39 +166,51 @@ fn top_level(body: &[u8]) -> TopLevel<'_> {
 /// `v` as canonical JSON: compact, every object's keys sorted by their
 /// UTF-8 bytes (the form records are hashed in, and plans digested in).
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
-    canonical(v, &mut out);
-    out
+    let mut out = Vec::new();
+    canonical(v, None, &mut out);
+    String::from_utf8(out).expect("JSON is UTF-8")
 }
 
-/// Compact JSON with every object's keys sorted by their UTF-8 bytes.
-fn canonical(v: &Value, out: &mut String) {
+/// Compact JSON with every object's keys sorted by their UTF-8 bytes,
+/// without the top-level key `skip`. Written straight into `out`: a
+/// journal has a record per change, and this is on the way to each.
+fn canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
+    // Writing JSON into a Vec cannot fail.
+    fn write(out: &mut Vec<u8>, v: &impl serde::Serialize) {
+        serde_json::to_writer(out, v).expect("JSON into memory");
+    }
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
+            let mut entries: Vec<(&String, &Value)> = map
+                .iter()
+                .filter(|(k, _)| Some(k.as_str()) != skip)
+                .collect();
+            // A map is usually in key order already.
+            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+                entries.sort_by(|a, b| a.0.cmp(b.0));
             }
-            out.push('}');
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write(out, k);
+                out.push(b':');
+                canonical(v, None, out);
+            }
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                canonical(item, out);
+                canonical(item, None, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => write(out, other),
     }
 }
 
@@ -473,8 +481,21 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
         path: path.to_path_buf(),
         why: e.to_string(),
     };
-    let mut file = crate::regular_file::open(path).map_err(read_error)?;
+    let file = crate::regular_file::open(path).map_err(read_error)?;
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+    verify_from(path, file, expect_head)
+}
+
+/// [`verify_file`] of what `input` holds, the journal at `path`.
+fn verify_from(
+    path: &Path,
+    mut input: impl Read,
+    expect_head: Option<&str>,
+) -> Result<Verdict, JournalError> {
+    let read_error = |e: io::Error| JournalError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    };
     // Two buffers, reused (fresh memory costs a page fault per page).
     const BUF: usize = 2 << 20;
     let workers = std::thread::available_parallelism()
@@ -482,7 +503,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
         .clamp(1, 8);
     let mut cur: Vec<u8> = Vec::with_capacity(BUF);
     let mut spare: Vec<u8> = Vec::with_capacity(BUF);
-    let mut eof = fill(&mut file, &mut cur, BUF).map_err(read_error)?;
+    let mut eof = fill(&mut input, &mut cur, BUF).map_err(read_error)?;
     let mut prev = GENESIS.as_bytes().to_vec();
     let mut seq = 0u64;
     // The record where the expected head was seen, if it was.
@@ -495,7 +516,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
             // A line longer than the buffer: read on.
             None => {
                 let more = cur.len() + BUF;
-                eof = fill(&mut file, &mut cur, more).map_err(read_error)?;
+                eof = fill(&mut input, &mut cur, more).map_err(read_error)?;
                 continue;
             }
         };
@@ -524,7 +545,7 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
                 .collect();
             let read = match eof {
                 true => Ok(true),
-                false => fill(&mut file, &mut next, BUF),
+                false => fill(&mut input, &mut next, BUF),
             };
             let parts: Vec<Vec<Result<Facts<'_>, String>>> = hashing
                 .into_iter()
@@ -568,9 +589,9 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
 
 /// Reads `file` into `buf` until it holds `upto` bytes or the file ends;
 /// whether it ended.
-fn fill(file: &mut File, buf: &mut Vec<u8>, upto: usize) -> io::Result<bool> {
+fn fill(input: &mut impl Read, buf: &mut Vec<u8>, upto: usize) -> io::Result<bool> {
     let want = upto.saturating_sub(buf.len()) as u64;
-    let got = Read::by_ref(file).take(want).read_to_end(buf)? as u64;
+    let got = input.take(want).read_to_end(buf)? as u64;
     Ok(got < want)
 }
 
@@ -679,17 +700,33 @@ pub fn brief(path: &Path) -> Result<(Value, Value, Verdict), JournalError> {
 /// Reads and verifies a journal. With `expect_head`, a journal whose last
 /// record is not that hash (cut short, or extended) is bad.
 pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalError> {
-    // The chain first (streamed, on all cores), then the intact records
-    // parsed, also on all cores.
-    let verdict = verify_file(path, expect_head)?;
+    load_without(path, expect_head, &[])
+}
+
+/// [`load`], keeping of each record all but its top-level fields named in
+/// `without` (a reader that needs neither the diffs nor the chain's own
+/// fields, once verified, need not build them). The chain is verified over
+/// the whole lines all the same.
+pub fn load_without(
+    path: &Path,
+    expect_head: Option<&str>,
+    without: &[&str],
+) -> Result<Loaded, JournalError> {
+    // Read once: the records parsed are the bytes verified. The chain
+    // first (on all cores), then the intact records parsed, also on all
+    // cores.
+    let mut bytes = Vec::new();
+    crate::regular_file::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| JournalError::Read {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+    let verdict = verify_from(path, &bytes[..], expect_head)?;
     let intact = match &verdict {
         Verdict::Intact { records, .. } | Verdict::TornTail { records, .. } => *records,
         Verdict::Bad { seq, .. } => *seq,
     } as usize;
-    let bytes = fs::read(path).map_err(|e| JournalError::Read {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    })?;
     let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').take(intact).collect();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -703,7 +740,7 @@ pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalErr
                 scope.spawn(move || {
                     part.iter()
                         .enumerate()
-                        .map(|(i, l)| serde_json::from_slice::<Value>(l).map_err(|_| c * per + i))
+                        .map(|(i, l)| parse_without(l, without).map_err(|_| c * per + i))
                         .collect::<Vec<_>>()
                 })
             })
@@ -749,6 +786,43 @@ pub fn load(path: &Path, expect_head: Option<&str>) -> Result<Loaded, JournalErr
         records,
         verdict,
     })
+}
+
+/// One record, without the top-level fields named in `without`.
+fn parse_without(line: &[u8], without: &[&str]) -> serde_json::Result<Value> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    if without.is_empty() {
+        return serde_json::from_slice(line);
+    }
+    struct Without<'a>(&'a [&'a str]);
+    impl<'de> Visitor<'de> for Without<'_> {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<Value, A::Error> {
+            let mut map = serde_json::Map::new();
+            while let Some(key) = fields.next_key::<String>()? {
+                if self.0.contains(&key.as_str()) {
+                    fields.next_value::<IgnoredAny>()?;
+                } else {
+                    let value = fields.next_value()?;
+                    map.insert(key, value);
+                }
+            }
+            Ok(Value::Object(map))
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Without<'_> {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let record = Without(without).deserialize(&mut de)?;
+    de.end()?;
+    Ok(record)
 }
 
 /// The run ids under `state`, oldest first.

@@ -32,7 +32,7 @@ use std::io::Write;
 use serde_json::{Value, json};
 
 use crate::escape;
-use crate::plan::Plan;
+use crate::plan::{Effect, Plan};
 use crate::world::{Denial, Message, MessageSink};
 
 /// Prints a run, for people or as JSON Lines.
@@ -53,55 +53,6 @@ pub fn write_line(line: &str) {
 /// of `text` itself escaped.
 fn emit(text: &str) {
     write_line(&escape::block(text));
-}
-
-/// Many lines on stdout in few writes (a plan of 10,000 effects is not
-/// 10,000 system calls); a closed pipe is not an error.
-struct Batch {
-    buf: String,
-}
-
-impl Batch {
-    const SIZE: usize = 64 << 10;
-
-    fn new() -> Batch {
-        Batch {
-            buf: String::with_capacity(Batch::SIZE),
-        }
-    }
-
-    /// Like [`emit`].
-    fn text(&mut self, text: &str) {
-        self.line(&escape::block(text));
-    }
-
-    /// Like [`emit_json`].
-    fn json(&mut self, v: &Value) {
-        self.line(&escape::json(v));
-    }
-
-    fn line(&mut self, line: &str) {
-        self.buf.push_str(line);
-        self.buf.push('\n');
-        if self.buf.len() >= Batch::SIZE {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        if !self.buf.is_empty() {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(self.buf.as_bytes());
-            let _ = out.flush();
-            self.buf.clear();
-        }
-    }
-}
-
-impl Drop for Batch {
-    fn drop(&mut self) {
-        self.flush();
-    }
 }
 
 /// One JSON line, safe for a terminal, decoding to exactly `v`.
@@ -344,32 +295,80 @@ impl Printer {
         }
     }
 
+    /// The plan's effects, one line (or a few) each. A plan can have many
+    /// thousands: they are formatted a block at a time on all cores and
+    /// written to stdout in large pieces, in order.
     pub fn plan(&self, plan: &Plan, dry_run: bool) {
-        let mut out = Batch::new();
-        if self.json {
-            for e in &plan.effects {
-                let mut v = serde_json::to_value(e).unwrap_or_default();
-                v["type"] = json!("effect");
-                v["planned"] = json!(dry_run);
-                octal_modes(&mut v);
-                if let Some(d) = e.text_diff(dry_run) {
-                    v["diff"] = json!(d);
+        if !self.json && (plan.effects.is_empty() || self.hushed()) {
+            return;
+        }
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
+        // A closed pipe (`| head -1`) is not an error.
+        if !self.json {
+            let _ = writeln!(
+                out,
+                "{}",
+                escape::block(if dry_run { "plan:" } else { "changes:" })
+            );
+        }
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        const BLOCK: usize = 1024;
+        for block in plan.effects.chunks(BLOCK) {
+            let per = block.len().div_ceil(workers);
+            let text = |part: &[Effect]| {
+                let mut text = String::new();
+                for e in part {
+                    self.effect_lines(e, dry_run, &mut text);
                 }
-                out.json(&v);
+                text
+            };
+            let parts: Vec<String> = match block.len() < 64 || workers == 1 {
+                true => vec![text(block)],
+                false => std::thread::scope(|scope| {
+                    let handles: Vec<_> = block
+                        .chunks(per)
+                        .map(|part| scope.spawn(move || text(part)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_default())
+                        .collect()
+                }),
+            };
+            for part in parts {
+                let _ = out.write_all(part.as_bytes());
             }
+        }
+        let _ = out.flush();
+    }
+
+    /// The lines of one effect, each ending in a newline.
+    fn effect_lines(&self, e: &Effect, dry_run: bool, text: &mut String) {
+        use std::fmt::Write as _;
+        if self.json {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            v["type"] = json!("effect");
+            v["planned"] = json!(dry_run);
+            octal_modes(&mut v);
+            if let Some(d) = e.text_diff(dry_run) {
+                v["diff"] = json!(d);
+            }
+            let _ = writeln!(text, "{}", escape::json(&v));
             return;
         }
-        if plan.effects.is_empty() || self.hushed() {
-            return;
-        }
-        out.text(if dry_run { "plan:" } else { "changes:" });
-        for e in &plan.effects {
-            out.text(&format!("  {e}"));
-            if let Some(diff) = e.text_diff(dry_run) {
-                for line in diff.split_inclusive('\n') {
-                    let line = line.strip_suffix('\n').unwrap_or(line);
-                    out.text(&format!("      {}", escape::line(line)));
-                }
+        // As `emit` writes them.
+        let _ = writeln!(text, "{}", escape::block(&format!("  {e}")));
+        if let Some(diff) = e.text_diff(dry_run) {
+            for l in diff.split_inclusive('\n') {
+                let l = l.strip_suffix('\n').unwrap_or(l);
+                let _ = writeln!(
+                    text,
+                    "{}",
+                    escape::block(&format!("      {}", escape::line(l)))
+                );
             }
         }
     }

@@ -811,15 +811,16 @@ impl Overlay {
 
     /// Replaces (or creates) a file.
     pub fn write(&mut self, shown: &VPath, content: Vec<u8>) -> Result<(), FsError> {
-        self.put_file(shown, content, None)
+        self.put_file(shown, Arc::new(content), None)
     }
 
     /// For rollback: puts a file back exactly as it was — content, mode,
-    /// owner and modification time — as one effect.
+    /// owner and modification time — as one effect. (Files put back alike
+    /// share their content.)
     pub fn restore_file(
         &mut self,
         shown: &VPath,
-        content: Vec<u8>,
+        content: Arc<Vec<u8>>,
         exact: Exact,
     ) -> Result<(), FsError> {
         self.put_file(shown, content, Some(exact))
@@ -828,7 +829,7 @@ impl Overlay {
     fn put_file(
         &mut self,
         shown: &VPath,
-        content: Vec<u8>,
+        content: Arc<Vec<u8>>,
         exact: Option<Exact>,
     ) -> Result<(), FsError> {
         let path = self.resolve(shown, false)?;
@@ -846,7 +847,7 @@ impl Overlay {
                 let old = self.content(shown, old)?;
                 let same_meta =
                     exact.is_none_or(|e| (e.mode, e.uid, e.gid) == (meta.mode, meta.uid, meta.gid));
-                if *old == content && same_meta {
+                if *old == *content && same_meta {
                     self.plan.unchanged += 1;
                     return Ok(());
                 }
@@ -872,7 +873,6 @@ impl Overlay {
                 self.limits.max_plan_bytes
             )));
         }
-        let content = Arc::new(content);
         let mut meta = Meta {
             size: content.len() as u64,
             nlink: 1,

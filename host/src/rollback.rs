@@ -39,6 +39,7 @@ mod inverse;
 mod tree_back;
 mod trusted_journal;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -55,8 +56,12 @@ use crate::policy::RunLock;
 use crate::run::{Stop, hostname, new_run_id, now_secs, rfc3339, user};
 
 use in_force::Effects;
-use inverse::{Step, Undo, missing_directory, undo};
+use inverse::{Images, Step, Undo, missing_directory, undo};
 use tree_back::Mtimes;
+
+/// The fields of a journal's records rollback never reads: not built
+/// when it loads one (the chain is verified over them all the same).
+const UNUSED: &[&str] = &["diff", "hash", "prev"];
 
 /// What the operator asked for.
 pub struct RollbackRequest {
@@ -97,8 +102,33 @@ impl Drift {
     }
 }
 
+/// A state as the journal records it (`None`: none recorded).
 fn state(v: &Value) -> Option<State> {
-    serde_json::from_value(v.clone()).ok()
+    use serde::Deserialize;
+    let Value::Object(m) = v else { return None };
+    // A file's, by far the most common, read directly; any other through
+    // its deserializer.
+    let int = |k: &str| m.get(k).and_then(Value::as_u64);
+    let small = |k: &str| int(k).and_then(|n| u32::try_from(n).ok());
+    if m.len() == 6
+        && m.get("kind").and_then(Value::as_str) == Some("file")
+        && let (Some(size), Some(digest), Some(mode), Some(uid), Some(gid)) = (
+            int("size"),
+            m.get("digest").and_then(Value::as_str),
+            small("mode"),
+            small("uid"),
+            small("gid"),
+        )
+    {
+        return Some(State::File {
+            size,
+            digest: digest.to_string(),
+            mode,
+            uid,
+            gid,
+        });
+    }
+    State::deserialize(v).ok()
 }
 
 fn vpath(v: &Value) -> Result<VPath, Stop> {
@@ -130,7 +160,9 @@ fn earlier_rollbacks(state_dir: &Path, original: &str) -> Earlier {
         let is_one = first_line(&path).is_some_and(|h| {
             h["kind"] == "rollback" && h["rollback_of"] == original && h["dry_run"] != json!(true)
         });
-        let loaded = is_one.then(|| journal::load(&path, None).ok()).flatten();
+        let loaded = is_one
+            .then(|| journal::load_without(&path, None, UNUSED).ok())
+            .flatten();
         let Some(loaded) = loaded.filter(|l| !matches!(l.verdict, Verdict::Bad { .. })) else {
             continue;
         };
@@ -212,20 +244,20 @@ struct Planned {
 /// overlay from `overlay`.
 fn plan_inverse(
     effects: &Effects<'_>,
+    origins: &[Vec<Option<VPath>>],
     overlay: &dyn Fn() -> Overlay,
-    objects: &Objects,
+    images: &Images<'_>,
     mtimes: &Mtimes,
     earlier_started: bool,
     force: bool,
 ) -> Result<Planned, Stop> {
-    let origins = in_force::origins(&effects.intents)?;
     let undo_first = |n: usize, drifts: Vec<Drift>| {
         undo_newest_first(
             &effects.intents[..n],
-            &origins,
+            origins,
             UndoAll {
                 effects,
-                objects,
+                images,
                 mtimes,
                 may_be_undone: earlier_started,
                 force,
@@ -265,7 +297,7 @@ fn plan_inverse(
 #[derive(Clone, Copy)]
 struct UndoAll<'a> {
     effects: &'a Effects<'a>,
-    objects: &'a Objects,
+    images: &'a Images<'a>,
     mtimes: &'a Mtimes,
     may_be_undone: bool,
     force: bool,
@@ -280,12 +312,13 @@ fn undo_newest_first(
     mut drifts: Vec<Drift>,
 ) -> Result<Planned, Stop> {
     let mut undone = 0;
+    // The paths named as drift so far: each is named once.
+    let mut named: HashSet<String> = drifts.iter().map(|d| d.path.clone()).collect();
     for (intent, names) in intents.iter().zip(origins).rev() {
         let time = |k: usize| {
             names
                 .get(k)
-                .cloned()
-                .flatten()
+                .and_then(Option::as_ref)
                 .and_then(|p| with.mtimes.get(p.as_str()).copied())
         };
         let how = Undo {
@@ -296,12 +329,12 @@ fn undo_newest_first(
             may_be_undone: with.may_be_undone,
             force: with.force,
         };
-        match undo(intent, &how, &mut overlay, with.objects) {
+        match undo(intent, &how, &mut overlay, with.images) {
             Ok(Step::Undone) => undone += 1,
             Ok(Step::Skipped) => {}
             Ok(Step::Drifted(d)) => {
                 for d in d {
-                    if !drifts.iter().any(|x: &Drift| x.path == d.path) {
+                    if named.insert(d.path.clone()) {
                         drifts.push(d);
                     }
                 }
@@ -410,6 +443,8 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     }));
 
     let effects = Effects::read(&loaded);
+    // The names, before the run, of every intent's paths.
+    let origins = in_force::origins(&effects.intents)?;
     let mtimes = tree_back::recorded_mtimes(&effects.intents);
     let overlay = || {
         let mut ov = Overlay::new(
@@ -435,8 +470,9 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         },
         None => plan_inverse(
             &effects,
+            &origins,
             &overlay,
-            &objects,
+            &Images::new(&objects),
             &mtimes,
             earlier.started,
             req.force,
@@ -462,6 +498,10 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             max_plan_bytes: 0,
         },
     );
+    let led_out = match escapes.is_empty() {
+        true => HashSet::new(),
+        false => led_out_at_the_run(&effects.intents),
+    };
     let escapes: Vec<_> = escapes
         .into_iter()
         .filter(|e| {
@@ -472,7 +512,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             let here = overlay.physical(&e.path).unwrap_or_else(|| e.path.clone());
             let here_already = now.read_link(&here).is_ok_and(|t| t == *target)
                 && now.escape(&here, target).is_some();
-            !here_already && !led_out_at_the_run(&effects.intents, &e.path, target)
+            !here_already && !led_out.contains(&(e.path.as_str(), target.as_str()))
         })
         .collect();
     phases.lap("containment");
@@ -589,10 +629,8 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             let not_back = match earlier.complete.is_some() || req.dry_run {
                 true => Vec::new(),
                 false => {
-                    tree_back::restore_mtimes(&grants, &mtimes);
-                    let origins = in_force::origins(&effects.intents)?;
                     let before = tree_back::before_run(&effects.intents, &origins);
-                    tree_back::differences(&grants, &before, &mtimes)
+                    tree_back::look_again(&grants, &before, &mtimes)
                 }
             };
             if not_back.is_empty() {
@@ -656,47 +694,67 @@ fn fs_stop(e: FsError) -> Stop {
 }
 
 /// Removes the temporary files (`.defops-tmp-RUN-N`, next to each write's
-/// target) a killed run left; how many there were.
+/// target) a killed run left; how many there were. Each directory written
+/// in is listed once, not asked about every write's name.
 fn remove_orphans(grants: &Grants, run_id: &str, intents: &[&Value]) -> usize {
-    let mut removed = 0;
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut written: BTreeMap<VPath, BTreeSet<u64>> = BTreeMap::new();
     for i in intents.iter().filter(|i| i["op"] == "write") {
         let (Some(path), Some(n)) = (i["path"].as_str(), i["n"].as_u64()) else {
             continue;
         };
-        let Some(parent) = VPath::parse(path).ok().and_then(|p| p.parent()) else {
+        if let Some(parent) = VPath::parse(path).ok().and_then(|p| p.parent()) {
+            written.entry(parent).or_default().insert(n);
+        }
+    }
+    let prefix = format!(".defops-tmp-{run_id}-");
+    let mut removed = 0;
+    for (parent, ns) in &written {
+        let Some(grant) = grants.find(parent) else {
             continue;
         };
-        let Ok(tmp) = VPath::parse(&format!("{parent}/.defops-tmp-{run_id}-{n}")) else {
-            continue;
-        };
-        let Some(loc) = grants
-            .find(&tmp)
-            .and_then(|g| crate::disk::locate(g, &tmp).ok())
+        let Ok(entries) =
+            crate::disk::locate(grant, parent).and_then(|d| d.read_dir(&mut || Ok(())))
         else {
             continue;
         };
-        if let Ok(Some(st)) = loc.lstat()
-            && st.kind == crate::disk::Kind::File
-            && loc.remove_file().is_ok()
-        {
-            removed += 1;
+        for (name, _) in entries {
+            let Ok(name) = name else { continue };
+            // Exactly `.defops-tmp-RUN-N` for a write's N.
+            let ours = name
+                .strip_prefix(&prefix)
+                .and_then(|n| n.parse::<u64>().ok().filter(|k| k.to_string() == n))
+                .is_some_and(|n| ns.contains(&n));
+            let Some(tmp) = ours.then(|| parent.join(&name)) else {
+                continue;
+            };
+            let Ok(loc) = crate::disk::locate(grant, &tmp) else {
+                continue;
+            };
+            if let Ok(Some(st)) = loc.lstat()
+                && st.kind == crate::disk::Kind::File
+                && loc.remove_file().is_ok()
+            {
+                removed += 1;
+            }
         }
     }
     removed
 }
 
-/// True when the run removed or moved away the symlink `path -> target`
-/// and it led outside the grants then (its intent says so).
-fn led_out_at_the_run(intents: &[&Value], path: &VPath, target: &str) -> bool {
-    intents.iter().any(|i| {
-        let at = match i["op"].as_str() {
-            Some("remove-file") => &i["path"],
-            Some("rename") => &i["from"],
-            _ => return false,
-        };
-        at.as_str() == Some(path.as_str())
-            && i["before"]["kind"] == "symlink"
-            && i["before"]["target"].as_str() == Some(target)
-            && i["link_led_out"] == json!(true)
-    })
+/// The symlinks (path, target) the run removed or moved away that led
+/// outside the grants then (their intents say so).
+fn led_out_at_the_run<'a>(intents: &[&'a Value]) -> HashSet<(&'a str, &'a str)> {
+    intents
+        .iter()
+        .filter(|i| i["link_led_out"] == json!(true) && i["before"]["kind"] == "symlink")
+        .filter_map(|i| {
+            let at = match i["op"].as_str() {
+                Some("remove-file") => &i["path"],
+                Some("rename") => &i["from"],
+                _ => return None,
+            };
+            Some((at.as_str()?, i["before"]["target"].as_str()?))
+        })
+        .collect()
 }

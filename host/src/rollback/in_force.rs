@@ -31,15 +31,26 @@ pub struct Effects<'a> {
 
 impl<'a> Effects<'a> {
     pub fn read(loaded: &'a Loaded) -> Effects<'a> {
-        let done: BTreeMap<u64, &Value> = loaded
-            .of("done")
-            .filter_map(|r| Some((r["n"].as_u64()?, r)))
-            .collect();
-        let mut intents: Vec<&Value> = loaded
-            .of("intent")
-            .filter(|r| r["planned"] != json!(true))
-            .collect();
-        intents.sort_by_key(|i| i["n"].as_u64());
+        // One pass over the records.
+        let mut done = BTreeMap::new();
+        let mut intents = Vec::new();
+        let mut finished = false;
+        for r in &loaded.records {
+            match r["type"].as_str() {
+                Some("done") => {
+                    if let Some(n) = r["n"].as_u64() {
+                        done.insert(n, r);
+                    }
+                }
+                Some("intent") if r["planned"] != json!(true) => intents.push(r),
+                Some("outcome") => finished = true,
+                _ => {}
+            }
+        }
+        // Journaled in order already, as a rule.
+        if !intents.is_sorted_by_key(|i| i["n"].as_u64()) {
+            intents.sort_by_key(|i| i["n"].as_u64());
+        }
         // Effects are applied in order: a `done` for n means all before it.
         let done_count = match done.keys().next_back() {
             Some(last) => intents
@@ -52,7 +63,7 @@ impl<'a> Effects<'a> {
             intents,
             done,
             done_count,
-            finished: loaded.of("outcome").next().is_some(),
+            finished,
         }
     }
 

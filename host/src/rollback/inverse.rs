@@ -3,6 +3,10 @@
 //! that was cut off, skipped when already undone and finished when undone
 //! halfway.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::{Drift, Stop, fs_stop, in_force, state, vpath};
@@ -34,21 +38,49 @@ pub(super) struct Undo {
     pub(super) force: bool,
 }
 
+/// The before-images of the object store, each read and checked once:
+/// a run that wrote many files alike has one object for all of them.
+pub(super) struct Images<'a> {
+    objects: &'a Objects,
+    read: RefCell<HashMap<String, Arc<Vec<u8>>>>,
+}
+
+impl<'a> Images<'a> {
+    pub(super) fn new(objects: &'a Objects) -> Images<'a> {
+        Images {
+            objects,
+            read: RefCell::default(),
+        }
+    }
+
+    fn get(&self, hash: &str) -> Result<Arc<Vec<u8>>, Stop> {
+        if let Some(bytes) = self.read.borrow().get(hash) {
+            return Ok(bytes.clone());
+        }
+        let bytes = Arc::new(
+            self.objects
+                .get(hash)
+                .map_err(|e| Stop::new(Exit::Usage, e))?,
+        );
+        self.read
+            .borrow_mut()
+            .insert(hash.to_string(), bytes.clone());
+        Ok(bytes)
+    }
+}
+
 /// Plans the inverse of one intent on the overlay.
 pub(super) fn undo(
     intent: &Value,
     how: &Undo,
     ov: &mut Overlay,
-    objects: &Objects,
+    images: &Images<'_>,
 ) -> Result<Step, Stop> {
     let force = how.force;
     let op = intent["op"].as_str().unwrap_or_default();
     let before = state(&intent["before"]).unwrap_or(State::Absent);
     let after = how.after.clone().unwrap_or(State::Absent);
-    let content = |key: &str| -> Result<Vec<u8>, Stop> {
-        let hash = intent[key].as_str().unwrap_or_default();
-        objects.get(hash).map_err(|e| Stop::new(Exit::Usage, e))
-    };
+    let content = |key: &str| images.get(intent[key].as_str().unwrap_or_default());
     if op == "rename" {
         let (from, to) = (vpath(&intent["from"])?, vpath(&intent["to"])?);
         let before_to = state(&intent["before_to"]).unwrap_or(State::Absent);
@@ -196,7 +228,7 @@ fn restore(
     path: &VPath,
     before: &State,
     mtime: Option<(i64, u32)>,
-    content: impl FnOnce() -> Result<Vec<u8>, Stop>,
+    content: impl FnOnce() -> Result<Arc<Vec<u8>>, Stop>,
 ) -> Result<(), Stop> {
     match before {
         State::Absent | State::Other => return Ok(()),

@@ -23,8 +23,10 @@ pub fn before_run(intents: &[&Value], origins: &[Vec<Option<VPath>>]) -> BTreeMa
     for (i, names) in intents.iter().zip(origins) {
         for ((_, before), name) in paths_of(i).into_iter().zip(names) {
             let Some(name) = name else { continue };
-            let state = super::state(&i[before]).unwrap_or(State::Absent);
-            map.entry(name.clone()).or_insert(state);
+            if !map.contains_key(name) {
+                let state = super::state(&i[before]).unwrap_or(State::Absent);
+                map.insert(name.clone(), state);
+            }
         }
     }
     map
@@ -42,19 +44,6 @@ pub fn recorded_mtimes(intents: &[&Value]) -> Mtimes {
         }
     }
     times
-}
-
-/// Sets back the recorded modification times of everything that is there.
-pub fn restore_mtimes(grants: &Grants, times: &Mtimes) {
-    for (path, (s, ns)) in times {
-        let Ok(p) = VPath::parse(path) else { continue };
-        if let Some(g) = grants.find(&p)
-            && let Ok(loc) = crate::disk::locate(g, &p)
-            && let Ok(Some(_)) = loc.lstat()
-        {
-            let _ = loc.set_mtime(*s, *ns);
-        }
-    }
 }
 
 /// A path not as it was before the run.
@@ -83,48 +72,118 @@ fn show_time(t: Option<(i64, u32)>) -> String {
     }
 }
 
-/// Every path whose state or modification time is not what it was before
-/// the run.
-pub fn differences(
+/// Sets back the recorded modification time of everything that is there,
+/// then names every path whose state or modification time is not what it
+/// was before the run: states first, then times, each in path order.
+///
+/// One pass in path order (directory by directory, each opened once):
+/// per path one `lstat`, the content read when it is a file the run found
+/// there, and a time set only where it is not the recorded one (then
+/// looked at again).
+pub fn look_again(
     grants: &Grants,
     before: &BTreeMap<VPath, State>,
     times: &Mtimes,
 ) -> Vec<NotBack> {
-    let mut out = Vec::new();
-    for (path, expected) in before {
-        let (attribute, found) = match crate::commit::observe(grants, path) {
-            Ok((s, _)) => (expected.difference(&s), s.to_string()),
-            Err(e) => (Some("presence"), format!("unreadable ({e})")),
-        };
-        if let Some(attribute) = attribute {
-            out.push(NotBack {
-                path: path.to_string(),
-                attribute,
-                expected: expected.to_string(),
-                found,
-            });
+    // Each path with its state and its time before the run, when recorded.
+    type Recorded<'a> = (Option<&'a State>, Option<(i64, u32)>);
+    let mut paths: BTreeMap<VPath, Recorded<'_>> = before
+        .iter()
+        .map(|(p, s)| (p.clone(), (Some(s), None)))
+        .collect();
+    for (path, t) in times {
+        if let Ok(p) = VPath::parse(path) {
+            paths.entry(p).or_default().1 = Some(*t);
         }
     }
-    for (path, &(s, ns)) in times {
-        let Ok(p) = VPath::parse(path) else { continue };
-        if out.iter().any(|d| d.path == *path) {
-            continue;
+    let mut cache = crate::disk::DirCache::default();
+    let (mut states, mut mtimes) = (Vec::new(), Vec::new());
+    for (path, (expected, time)) in &paths {
+        let seen = look(grants, &mut cache, path, *time);
+        if let Some(expected) = expected {
+            let (attribute, found) = match &seen {
+                Ok((s, _)) => (expected.difference(s), s.to_string()),
+                Err(e) => (Some("presence"), format!("unreadable ({e})")),
+            };
+            if let Some(attribute) = attribute {
+                states.push(NotBack {
+                    path: path.to_string(),
+                    attribute,
+                    expected: expected.to_string(),
+                    found,
+                });
+                continue;
+            }
         }
-        let found = grants
-            .find(&p)
-            .and_then(|g| crate::disk::locate(g, &p).ok())
-            .and_then(|loc| loc.lstat().ok().flatten())
-            .map(|st| (st.mtime, st.mtime_nsec));
-        if found != Some((s, ns)) {
-            out.push(NotBack {
-                path: path.clone(),
+        let Some(time) = time else { continue };
+        let found = seen.ok().and_then(|(_, t)| t);
+        if found != Some(*time) {
+            mtimes.push(NotBack {
+                path: path.to_string(),
                 attribute: "mtime",
-                expected: show_time(Some((s, ns))),
+                expected: show_time(Some(*time)),
                 found: show_time(found),
             });
         }
     }
-    out
+    states.append(&mut mtimes);
+    states
+}
+
+/// The state of `path` and its modification time, after setting it back
+/// to `time` when it differs.
+fn look(
+    grants: &Grants,
+    cache: &mut crate::disk::DirCache,
+    path: &VPath,
+    time: Option<(i64, u32)>,
+) -> std::io::Result<(State, Option<(i64, u32)>)> {
+    use crate::disk::Kind;
+    use std::io::ErrorKind;
+    let grant = grants.find(path).ok_or_else(|| {
+        std::io::Error::new(
+            ErrorKind::PermissionDenied,
+            "outside the granted directories",
+        )
+    })?;
+    let loc = match cache.locate(grant, path) {
+        Ok(loc) => loc,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok((State::Absent, None));
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(mut st) = loc.lstat()? else {
+        return Ok((State::Absent, None));
+    };
+    if let Some((s, ns)) = time
+        && (st.mtime, st.mtime_nsec) != (s, ns)
+        && loc.set_mtime(s, ns).is_ok()
+    {
+        st = loc.lstat()?.ok_or(ErrorKind::NotFound)?;
+    }
+    let state = match st.kind {
+        Kind::File => {
+            // Room for one byte more than it had: a file the same size is
+            // read, and its end seen, in two calls.
+            let (mut file, opened) = loc.open_file()?;
+            let mut bytes = Vec::with_capacity(opened.size as usize + 1);
+            std::io::Read::read_to_end(&mut file, &mut bytes)?;
+            State::file(&bytes, st.mode, st.uid, st.gid)
+        }
+        Kind::Dir => State::Dir {
+            mode: st.mode,
+            uid: st.uid,
+            gid: st.gid,
+        },
+        Kind::Symlink => State::Symlink {
+            target: loc.read_link()?,
+            uid: st.uid,
+            gid: st.gid,
+        },
+        Kind::Other => State::Other,
+    };
+    Ok((state, Some((st.mtime, st.mtime_nsec))))
 }
 
 #[cfg(test)]
@@ -133,7 +192,7 @@ mod tests {
     use crate::grants::Access;
 
     #[test]
-    fn differences_name_state_and_mtime_and_nothing_when_back() {
+    fn look_again_sets_times_back_and_names_state_and_mtime() {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
         std::fs::write(root.join("f"), "a").unwrap();
@@ -147,20 +206,31 @@ mod tests {
             vp("f").to_string(),
             (meta.mtime(), meta.mtime_nsec() as u32),
         )]);
-        assert!(differences(&grants, &before, &times).is_empty());
+        assert!(look_again(&grants, &before, &times).is_empty());
 
         // Content, presence and mtime, each named.
         std::fs::write(root.join("gone"), "x").unwrap();
         times.insert(vp("f").to_string(), (1, 2));
         before.insert(vp("f"), State::file(b"b", meta.mode() & 0o7777, 0, 0));
-        let found: Vec<String> = differences(&grants, &before, &times)
+        let found: Vec<String> = look_again(&grants, &before, &times)
             .iter()
             .map(|d| format!("{} {}", d.path.rsplit('/').next().unwrap(), d.attribute))
             .collect();
         assert_eq!(found, ["f content", "gone presence"]);
+        // The recorded time is set back where it differs; one that cannot
+        // be (nothing there) is named.
+        assert_eq!(
+            std::fs::symlink_metadata(root.join("f"))
+                .unwrap()
+                .mtime_nsec(),
+            2
+        );
         before.remove(&vp("f"));
-        let found = differences(&grants, &before, &times);
-        assert_eq!(found.last().unwrap().attribute, "mtime");
-        assert!(found.last().unwrap().expected.starts_with("1.000000002"));
+        times.insert(vp("none").to_string(), (3, 4));
+        let found = look_again(&grants, &before, &times);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[1].attribute, "mtime");
+        assert!(found[1].expected.starts_with("3.000000004"));
+        assert_eq!(found[1].found, "nothing there");
     }
 }

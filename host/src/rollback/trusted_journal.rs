@@ -33,7 +33,7 @@ pub fn load(
     expect_head: Option<&str>,
 ) -> Result<(Loaded, Trusted), Stop> {
     let path = journal::locate(state_dir, run).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let loaded = journal::load(&path, expect_head).map_err(|e| {
+    let loaded = journal::load_without(&path, expect_head, super::UNUSED).map_err(|e| {
         let exit = match e {
             JournalError::Tampered { .. } => Exit::Refused,
             _ => Exit::Usage,
