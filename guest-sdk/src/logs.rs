@@ -34,7 +34,8 @@ pub struct Match {
 }
 
 impl Match {
-    /// Capture group `i` (1 is the first group), if it matched.
+    /// Capture group `i` (1 is the first group), if it matched (cut at
+    /// 4 KiB, like the line).
     pub fn capture(&self, i: usize) -> Option<&str> {
         i.checked_sub(1)
             .and_then(|i| self.captures.get(i))

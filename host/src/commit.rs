@@ -367,23 +367,43 @@ pub fn commit(
                 .get(path)
                 .is_some_and(|id| identity_of(grants, path) == Some(*id));
             if !unchanged {
-                check(grants, path, expected, n)?;
+                if let Err(e) = check(grants, path, expected, n) {
+                    // What was applied before it is made durable first.
+                    let _ = sync_changes(grants, &devices, journal, &mut syncs);
+                    return Err(e);
+                }
             }
         }
         for p in effect.paths() {
             verified.remove(p);
+        }
+        for p in effect.paths() {
+            if let Some(g) = grants.find(p)
+                && !devices.contains(&g.dev)
+            {
+                devices.push(g.dev);
+            }
         }
         let tmp = format!(".defops-tmp-{run_id}-{n}");
         let written = match failpoint_is(&format!("enospc-at-{n}")) {
             true => Err((effect.op.path(), io::Error::from_raw_os_error(28))),
             false => apply(grants, effect, &tmp),
         };
-        let written = written.map_err(|(path, source)| CommitError::Io {
-            op: effect.op.verb(),
-            path: path.clone(),
-            source,
-            applied: n,
-        })?;
+        let written = match written {
+            Ok(w) => w,
+            Err((path, source)) => {
+                // What was done before this one is made durable, as after
+                // a pause: the journal's done records must hold after a
+                // crash too.
+                let _ = sync_changes(grants, &devices, journal, &mut syncs);
+                return Err(CommitError::Io {
+                    op: effect.op.verb(),
+                    path: path.clone(),
+                    source,
+                    applied: n,
+                });
+            }
+        };
         failpoint(&format!("before-done-{n}"));
         let observed = |p: &VPath| observe(grants, p).map(|(s, _)| s).unwrap_or(State::Absent);
         // A written file's after-state is known from what was written and
@@ -395,13 +415,6 @@ pub fn commit(
         }
         journal.append(done).map_err(jerr)?;
         failpoint(&format!("after-done-{n}"));
-        for p in effect.paths() {
-            if let Some(g) = grants.find(p)
-                && !devices.contains(&g.dev)
-            {
-                devices.push(g.dev);
-            }
-        }
     }
 
     // 5. One sync per file system the changes are on, then the journal.

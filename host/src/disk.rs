@@ -471,7 +471,10 @@ impl Loc<'_> {
         let result = (|| {
             let mut file = std::fs::File::from(fd);
             file.write_all(content)?;
-            let owned = set_owner_fd(&file, uid, gid)?;
+            let (before, chowned) = set_owner_fd(&file, uid, gid)?;
+            #[allow(clippy::unnecessary_cast)]
+            let dev = before.st_dev as u64;
+            let owned = (!chowned).then(|| Stat::from_rustix(&before));
             let replaced = copy_xattrs(dir, name, &file)?;
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
             if let Some((secs, nsec)) = mtime {
@@ -492,8 +495,11 @@ impl Loc<'_> {
             // Not synced here: the commit flushes the file system once.
             rustix::fs::renameat(dir, tmp, dir, name)?;
             // The replaced file is freed when its last descriptor closes:
-            // on another thread (see `release_later`).
-            if let Some(fd) = replaced {
+            // on another thread (see `release_later`), on a local file
+            // system (a network one would keep a `.nfs` file for it).
+            if let Some(fd) = replaced
+                && is_local(dev, &fd)
+            {
                 release_later(fd);
             }
             Ok(st)
@@ -643,19 +649,45 @@ fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Resul
     Ok(Some(from))
 }
 
-/// Gives `fd` the owner `uid`:`gid`. Returns its metadata from before,
-/// when no change of owner was needed.
-fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<Option<Stat>> {
+/// Gives `fd` the owner `uid`:`gid`. Returns its metadata from before, and
+/// whether the owner changed.
+fn set_owner_fd(fd: impl AsFd, uid: u32, gid: u32) -> io::Result<(rustix::fs::Stat, bool)> {
     let st = rustix::fs::fstat(&fd)?;
     if st.st_uid == uid && st.st_gid == gid {
-        return Ok(Some(Stat::from_rustix(&st)));
+        return Ok((st, false));
     }
     rustix::fs::fchown(
         &fd,
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
     )?;
-    Ok(None)
+    Ok((st, true))
+}
+
+/// Whether the file system of device `dev` (that `fd` is on) is a local
+/// one, asked once per device.
+fn is_local(dev: u64, fd: &OwnedFd) -> bool {
+    static SEEN: std::sync::Mutex<Vec<(u64, bool)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, local)) = seen.iter().find(|(d, _)| *d == dev) {
+        return *local;
+    }
+    // NFS, SMB/CIFS (both magics), FUSE, 9p, AFS, Ceph, Lustre.
+    const REMOTE: [i64; 9] = [
+        0x6969,
+        0x517b,
+        0xff53_4d42,
+        0xfe53_4d42,
+        0x6573_5546,
+        0x0102_1997,
+        0x5346_414f,
+        0x00c3_6400,
+        0x0bd0_0bd0,
+    ];
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let local = rustix::fs::fstatfs(fd).is_ok_and(|s| !REMOTE.contains(&(s.f_type as i64)));
+    seen.push((dev, local));
+    local
 }
 
 /// The threads that close replaced files (see [`release_later`]).
@@ -667,10 +699,23 @@ struct Releaser {
 
 static RELEASER: std::sync::OnceLock<Option<Releaser>> = std::sync::OnceLock::new();
 
-/// How many threads close replaced files, and how many descriptors may wait
-/// for them (then the caller waits).
+/// How many threads close replaced files, and at most how many descriptors
+/// may wait for them (then the caller waits): fewer under a low limit of
+/// open files, none under a very low one.
 const RELEASE_THREADS: usize = 4;
 const RELEASE_QUEUE: usize = 256;
+
+/// The queue's length for this process: a sixteenth of its limit of open
+/// files, at most [`RELEASE_QUEUE`]; 0 (close at once) under 128.
+fn release_queue() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    match limit < 128 {
+        true => 0,
+        false => (limit / 16).min(RELEASE_QUEUE as u64) as usize,
+    }
+}
 
 /// Closes `fd` on another thread. Closing the last descriptor of a file a
 /// rename replaced frees its blocks, and on a file system mounted with
@@ -679,7 +724,11 @@ const RELEASE_QUEUE: usize = 256;
 /// next change instead of adding up. [`drain_released`] waits for them.
 pub fn release_later(fd: OwnedFd) {
     let releaser = RELEASER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<OwnedFd>(RELEASE_QUEUE);
+        let queue = release_queue();
+        if queue == 0 {
+            return None;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<OwnedFd>(queue);
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
         let pending =
             std::sync::Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));

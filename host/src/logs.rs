@@ -317,12 +317,24 @@ impl LogGrants {
         keep: usize,
         until: &Until,
     ) -> Result<Scan, FsError> {
-        let logs = self
-            .expand(glob)?
-            .into_iter()
-            .map(|(path, read)| self.open_file(&path, &read))
-            .collect();
-        scan::grep(logs, re, keep, until)
+        // The files are opened a group at a time: a glob over thousands of
+        // rotated logs never holds more than a group's descriptors.
+        const GROUP: usize = 32;
+        let files = self.expand(glob)?;
+        let mut scan = Scan::default();
+        for group in files.chunks(GROUP) {
+            let logs = group
+                .iter()
+                .map(|(path, read)| self.open_file(path, read))
+                .collect();
+            let part = scan::grep(logs, re, keep.saturating_sub(scan.found.len()), until)?;
+            scan.files.extend(part.files);
+            scan.total += part.total;
+            scan.bytes += part.bytes;
+            scan.found.extend(part.found);
+        }
+        scan.truncated = scan.total > scan.found.len() as u64 && keep > 0;
+        Ok(scan)
     }
 
     /// The last `n` lines of the files `glob` names, read in order.

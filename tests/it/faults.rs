@@ -257,3 +257,32 @@ fn sigkill_at_random_moments_never_loses_the_way_back() {
         "random kills: {rounds} rounds, {before_journal} before the journal, {torn} torn, {intact} intact; 0 lost"
     );
 }
+
+/// A real run of many edits under a low limit of open files: the files it
+/// replaces are closed in the background only as far as the limit allows,
+/// so the commit never runs out of descriptors; its rollback too.
+#[test]
+fn many_edits_under_a_low_open_file_limit() {
+    for limit in [64, 160] {
+        let t = Tree::new();
+        for i in 0..600 {
+            t.write(&format!("grant/c{i:03}.conf"), "max_conn = 1\n");
+        }
+        let out = t.shell(&format!(
+            "ulimit -n {limit}; defops-wasm run {} --allow {} --json -p 'file={}/*.conf' -p key=max_conn -p value=3",
+            fix("config-set").display(),
+            t.p("grant"),
+            t.p("grant"),
+        ));
+        out.assert_code(0);
+        let s = out.summary();
+        assert_eq!(s["changed"], 600, "limit {limit}: {out:?}");
+        assert_eq!(t.read("grant/c599.conf"), "max_conn = 3\n");
+        let run_id = s["run_id"].as_str().unwrap().to_string();
+        let back = t.shell(&format!(
+            "ulimit -n {limit}; defops-wasm rollback {run_id} --json"
+        ));
+        back.assert_code(0);
+        assert_eq!(t.read("grant/c599.conf"), "max_conn = 1\n");
+    }
+}

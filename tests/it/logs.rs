@@ -348,3 +348,97 @@ fn quarantine_on_log_only_on_the_leader() {
     let out = quarantine(&t, &["--allow-ro", &ro, "-p", &role]);
     assert_eq!(out.summary()["outcome"], "applied");
 }
+
+/// Many rotated logs under a low limit of open files: they are opened a
+/// group at a time, so the count is the one a file-by-file scan gives.
+#[test]
+fn a_glob_over_many_files_under_a_low_open_file_limit() {
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("logs")).unwrap();
+    for i in 1..=150 {
+        t.write(&format!("logs/app.log.{i}"), &format!("ok\nneedle {i}\n"));
+    }
+    let (fsops, glob) = (guest("fsops"), format!("{}/app.log*", t.p("logs")));
+    let out = t.shell(&format!(
+        "ulimit -n 64; defops-wasm run {} --allow {} --allow-log '{glob}' --dry-run --json -p 'ops=count {glob} needle' -p ignore_errors=1",
+        fsops.display(),
+        t.p("grant"),
+    ));
+    out.assert_code(0);
+    assert!(first(&out).ends_with("-> ok 150"), "{out:?}");
+}
+
+/// A pattern that matches across lines over a million short lines: each
+/// line is searched once (it was quadratic, and ran far past the deadline).
+#[test]
+fn a_pattern_across_lines_stays_linear() {
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("logs")).unwrap();
+    std::fs::write(t.path("logs/short.log"), b"a\n".repeat(1 << 20)).unwrap();
+    let glob = format!("{}/short.log", t.p("logs"));
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &glob,
+            "--dry-run",
+            "--timeout",
+            "60s",
+            "-p",
+            &format!(r"ops=count {glob} a\n(?s:.)*\z"),
+        ],
+    );
+    out.assert_code(0);
+    assert!(first(&out).ends_with("-> ok 0"), "{out:?}");
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &glob,
+            "--dry-run",
+            "--timeout",
+            "60s",
+            "-p",
+            &format!(r"ops=count {glob} a\n(?s:.)*|^a$"),
+        ],
+    );
+    out.assert_code(0);
+    assert!(
+        first(&out).ends_with(&format!("-> ok {}", 1 << 20)),
+        "{out:?}"
+    );
+}
+
+/// A capture is cut at 4 KiB like the line: a fix cannot hold whole
+/// over-long lines in memory through its captures.
+#[test]
+fn captures_are_cut_like_lines() {
+    let t = Tree::new();
+    std::fs::create_dir_all(t.path("logs")).unwrap();
+    let long = format!("start {} end\n", "x".repeat(100_000));
+    std::fs::write(t.path("logs/long.log"), long.repeat(3)).unwrap();
+    let glob = format!("{}/long.log", t.p("logs"));
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &glob,
+            "--dry-run",
+            "-p",
+            &format!(r"ops=grep {glob} start\s(x+)"),
+        ],
+    );
+    out.assert_code(0);
+    let hits = first(&out);
+    // file:line:offset:capture:... for each of the three lines.
+    assert_eq!(
+        hits.matches(&"x".repeat(4096)).count(),
+        3,
+        "{}",
+        &hits[..200]
+    );
+    assert!(
+        !hits.contains(&"x".repeat(4097 * 2)),
+        "a capture was not cut"
+    );
+}

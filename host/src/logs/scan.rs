@@ -240,10 +240,35 @@ pub(super) fn scan_lines(
             let stop = memchr::memchr(b'\n', &region[start..]).map_or(region.len(), |i| start + i);
             let line = &region[start..stop];
             // A match that runs past the line's end is checked on the line
-            // alone: lines never match across a newline.
-            if m.end() > stop && !re.is_match(line) {
-                pos = stop + 1;
-                continue;
+            // alone: lines never match across a newline. A pattern that
+            // does match across them would make searching on from the next
+            // line quadratic: this line and the rest of the region are
+            // taken line by line (each line searched once, the deadline
+            // checked every MiB).
+            if m.end() > stop {
+                let mut at = start;
+                let mut since_check = 0usize;
+                while at < region.len() {
+                    let stop =
+                        memchr::memchr(b'\n', &region[at..]).map_or(region.len(), |i| at + i);
+                    let line = &region[at..stop];
+                    if re.is_match(line) {
+                        counts.matches += 1;
+                        if calling {
+                            line_no +=
+                                memchr::memchr_iter(b'\n', &region[line_no_at..at]).count() as u64;
+                            line_no_at = at;
+                            calling = on_line(line_no, base + at as u64, line);
+                        }
+                    }
+                    since_check += stop + 1 - at;
+                    if since_check >= 1 << 20 {
+                        check()?;
+                        since_check = 0;
+                    }
+                    at = stop + 1;
+                }
+                break;
             }
             counts.matches += 1;
             if calling {
@@ -428,7 +453,14 @@ fn scan_part(
                 Some(c) => c
                     .iter()
                     .skip(1)
-                    .map(|g| g.map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned()))
+                    // Cut like the line: a capture is never the way to hold a
+                    // whole over-long line in memory.
+                    .map(|g| {
+                        g.map(|m| {
+                            let b = m.as_bytes();
+                            String::from_utf8_lossy(&b[..b.len().min(LINE_SHOWN)]).into_owned()
+                        })
+                    })
                     .collect(),
                 None => Vec::new(),
             };
