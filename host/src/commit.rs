@@ -366,12 +366,10 @@ pub fn commit(
             let unchanged = verified
                 .get(path)
                 .is_some_and(|id| identity_of(grants, path) == Some(*id));
-            if !unchanged {
-                if let Err(e) = check(grants, path, expected, n) {
-                    // What was applied before it is made durable first.
-                    let _ = sync_changes(grants, &devices, journal, &mut syncs);
-                    return Err(e);
-                }
+            if !unchanged && let Err(e) = check(grants, path, expected, n) {
+                // What was applied before it is made durable first.
+                let _ = sync_changes(grants, &devices, journal, &mut syncs);
+                return Err(e);
             }
         }
         for p in effect.paths() {
