@@ -96,7 +96,11 @@ pub fn failpoint(name: &str) {
 }
 
 fn failpoint_is(name: &str) -> bool {
-    std::env::var("DEFOPS_FAILPOINT").as_deref() == Ok(name)
+    // Read once: a commit asks several times per effect.
+    static SET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| std::env::var("DEFOPS_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
 }
 
 fn locate<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {

@@ -325,7 +325,7 @@ impl Loc<'_> {
         // One byte more than the size: the read that finds the end is the
         // one after the content, not a probe of its own.
         let mut buf = Vec::with_capacity(st.size as usize + 1);
-        let mut file = file.take(max + 1);
+        let mut file = file.take(max.saturating_add(1));
         loop {
             check()?;
             const PIECE: usize = 4 << 20;
@@ -413,7 +413,9 @@ impl Loc<'_> {
             Kind::File => {
                 let (mut file, st) = self.open_file()?;
                 let mut hasher = crate::digest::current().hasher();
-                let mut buf = vec![0u8; 256 << 10];
+                // No bigger than the file (a config file is small): a
+                // buffer is zeroed before every use.
+                let mut buf = vec![0u8; (st.size as usize).saturating_add(1).min(256 << 10)];
                 let mut size = 0u64;
                 loop {
                     match io::Read::read(&mut file, &mut buf) {
