@@ -406,9 +406,15 @@ impl Loc<'_> {
     /// The state here, read from descriptors (content hashed from the open
     /// file, not by re-resolving the path).
     pub fn state(&self) -> io::Result<State> {
-        let Some(st) = self.lstat()? else {
-            return Ok(State::Absent);
-        };
+        match self.lstat()? {
+            Some(st) => self.state_with(&st),
+            None => Ok(State::Absent),
+        }
+    }
+
+    /// [`Loc::state`] given what `lstat` just said of it (a file's content
+    /// streamed through a buffer and hashed, never held whole).
+    pub fn state_with(&self, st: &Stat) -> io::Result<State> {
         Ok(match st.kind {
             Kind::File => {
                 let (mut file, st) = self.open_file()?;

@@ -138,7 +138,6 @@ fn look(
     path: &VPath,
     time: Option<(i64, u32)>,
 ) -> std::io::Result<(State, Option<(i64, u32)>)> {
-    use crate::disk::Kind;
     use std::io::ErrorKind;
     let grant = grants.find(path).ok_or_else(|| {
         std::io::Error::new(
@@ -162,28 +161,7 @@ fn look(
     {
         st = loc.lstat()?.ok_or(ErrorKind::NotFound)?;
     }
-    let state = match st.kind {
-        Kind::File => {
-            // Room for one byte more than it had: a file the same size is
-            // read, and its end seen, in two calls.
-            let (mut file, opened) = loc.open_file()?;
-            let mut bytes = Vec::with_capacity(opened.size as usize + 1);
-            std::io::Read::read_to_end(&mut file, &mut bytes)?;
-            State::file(&bytes, st.mode, st.uid, st.gid)
-        }
-        Kind::Dir => State::Dir {
-            mode: st.mode,
-            uid: st.uid,
-            gid: st.gid,
-        },
-        Kind::Symlink => State::Symlink {
-            target: loc.read_link()?,
-            uid: st.uid,
-            gid: st.gid,
-        },
-        Kind::Other => State::Other,
-    };
-    Ok((state, Some((st.mtime, st.mtime_nsec))))
+    Ok((loc.state_with(&st)?, Some((st.mtime, st.mtime_nsec))))
 }
 
 #[cfg(test)]
