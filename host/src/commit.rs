@@ -378,8 +378,6 @@ pub fn commit(
         }
         for p in effect.paths() {
             verified.remove(p);
-        }
-        for p in effect.paths() {
             if let Some(g) = grants.find(p)
                 && !devices.contains(&g.dev)
             {
