@@ -312,9 +312,13 @@ impl Printer {
                 escape::block(if dry_run { "plan:" } else { "changes:" })
             );
         }
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8);
+        // Asked only of a long plan (the answer reads the cgroup files).
+        let workers = match plan.effects.len() < 64 {
+            true => 1,
+            false => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 8),
+        };
         const BLOCK: usize = 1024;
         for block in plan.effects.chunks(BLOCK) {
             let per = block.len().div_ceil(workers);
