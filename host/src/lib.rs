@@ -65,3 +65,13 @@ pub mod status;
 pub mod units;
 pub mod window;
 pub mod world;
+
+/// Drops `value` on a thread of its own: a command that built a large
+/// structure (a journal of many records, their plan) need not wait for it
+/// to be freed before it ends, and a process that ends does not wait for
+/// that thread. Dropped here when no thread can be had.
+pub fn drop_later<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("drop".into())
+        .spawn(move || drop(value));
+}

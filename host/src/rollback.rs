@@ -686,6 +686,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     out.summary(&summary);
     phases.lap("output");
     phases.log("rollback");
+    crate::drop_later((loaded, plan, origins, mtimes));
     Ok(exit)
 }
 

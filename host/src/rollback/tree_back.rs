@@ -76,17 +76,16 @@ fn show_time(t: Option<(i64, u32)>) -> String {
 /// then names every path whose state or modification time is not what it
 /// was before the run: states first, then times, each in path order.
 ///
-/// One pass in path order (directory by directory, each opened once):
-/// per path one `lstat`, the content read when it is a file the run found
-/// there, and a time set only where it is not the recorded one (then
-/// looked at again).
+/// In path order (directory by directory, each opened once per run of
+/// paths; a long list is looked at in two runs, on two threads): per path
+/// one `lstat`, the content read when it is a file the run found there,
+/// and a time set only where it is not the recorded one (then looked at
+/// again).
 pub fn look_again(
     grants: &Grants,
     before: &BTreeMap<VPath, State>,
     times: &Mtimes,
 ) -> Vec<NotBack> {
-    // Each path with its state and its time before the run, when recorded.
-    type Recorded<'a> = (Option<&'a State>, Option<(i64, u32)>);
     let mut paths: BTreeMap<VPath, Recorded<'_>> = before
         .iter()
         .map(|(p, s)| (p.clone(), (Some(s), None)))
@@ -96,10 +95,10 @@ pub fn look_again(
             paths.entry(p).or_default().1 = Some(*t);
         }
     }
-    let mut cache = crate::disk::DirCache::default();
+    let paths: Vec<_> = paths.iter().collect();
+    let seen = look_all(grants, &paths);
     let (mut states, mut mtimes) = (Vec::new(), Vec::new());
-    for (path, (expected, time)) in &paths {
-        let seen = look(grants, &mut cache, path, *time);
+    for ((path, (expected, time)), seen) in paths.into_iter().zip(seen) {
         if let Some(expected) = expected {
             let (attribute, found) = match &seen {
                 Ok((s, _)) => (expected.difference(s), s.to_string()),
@@ -130,6 +129,45 @@ pub fn look_again(
     states
 }
 
+/// A path's state and its time before the run, when recorded.
+type Recorded<'a> = (Option<&'a State>, Option<(i64, u32)>);
+
+/// What [`look`] found.
+type Seen = std::io::Result<(State, Option<(i64, u32)>)>;
+
+/// [`look`] at every path, in order: on two threads when there are many
+/// (each takes a run of neighbouring paths, so a directory is still
+/// opened once per run), on this one otherwise.
+fn look_all(grants: &Grants, paths: &[(&VPath, &Recorded<'_>)]) -> Vec<Seen> {
+    let look_run = |run: &[(&VPath, &Recorded<'_>)]| -> Vec<Seen> {
+        let mut cache = crate::disk::DirCache::default();
+        run.iter()
+            .map(|(path, (_, time))| look(grants, &mut cache, path, *time))
+            .collect()
+    };
+    if paths.len() < PARALLEL_FROM {
+        return look_run(paths);
+    }
+    let (first, second) = paths.split_at(paths.len() / 2);
+    std::thread::scope(|scope| {
+        let other = std::thread::Builder::new().spawn_scoped(scope, || look_run(second));
+        let mut seen = look_run(first);
+        match other {
+            Ok(handle) => match handle.join() {
+                Ok(rest) => seen.extend(rest),
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // No second thread to be had: this one does the rest.
+            Err(_) => seen.extend(look_run(second)),
+        }
+        seen
+    })
+}
+
+/// Below this many paths, looking at them on a second thread costs more
+/// than it saves.
+const PARALLEL_FROM: usize = 256;
+
 /// The state of `path` and its modification time, after setting it back
 /// to `time` when it differs.
 fn look(
@@ -137,7 +175,7 @@ fn look(
     cache: &mut crate::disk::DirCache,
     path: &VPath,
     time: Option<(i64, u32)>,
-) -> std::io::Result<(State, Option<(i64, u32)>)> {
+) -> Seen {
     use std::io::ErrorKind;
     let grant = grants.find(path).ok_or_else(|| {
         std::io::Error::new(
