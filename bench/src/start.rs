@@ -110,6 +110,22 @@ pub fn run(env: &Env, config_set: &Path, reps: usize, line: &mut dyn FnMut(Strin
             .collect::<Vec<_>>()
             .join(" · ")
     ));
+    // What a process pays here before it does anything (exec, the loader,
+    // the C library's start): this binary doing nothing, against an empty
+    // program. The bash script starts four processes (bash, grep, sed,
+    // diff); a run starts one.
+    let (mut version, mut empty) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        version.push(run_ok(Command::new(&env.bin).arg("--version")));
+        empty.push(run_ok(&mut Command::new("true")));
+    }
+    let (version, empty) = (median(version), median(empty));
+    line(format!(
+        "| start: a process that does nothing (`defops-wasm --version`) | {} | `true` {} | {:.2}x | (reported) |",
+        ms(version),
+        ms(empty),
+        version.as_secs_f64() / empty.as_secs_f64()
+    ));
     if Command::new("wasmtime").arg("--version").output().is_err() {
         line(
             "| start: `wasmtime run` of a trivial component | | | | not measured: no wasmtime CLI on this machine |"

@@ -249,4 +249,61 @@ mod tests {
         assert!(found[1].expected.starts_with("3.000000004"));
         assert_eq!(found[1].found, "nothing there");
     }
+
+    /// A list long enough to be looked at on two threads: what differs is
+    /// named in path order from both halves, and times are set back in both.
+    #[test]
+    fn a_long_list_is_looked_at_in_order_on_two_threads() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let n = PARALLEL_FROM * 2;
+        let name = |i: usize| format!("d{}/f{i:04}", i % 3);
+        for d in 0..3 {
+            std::fs::create_dir(root.join(format!("d{d}"))).unwrap();
+        }
+        for i in 0..n {
+            std::fs::write(root.join(name(i)), "a").unwrap();
+        }
+        let grants = Grants::open(&[(root.clone(), Access::ReadWrite)]).unwrap();
+        let vp = |n: &str| VPath::parse(&format!("{}/{n}", root.display())).unwrap();
+        let meta = std::fs::symlink_metadata(root.join(name(0))).unwrap();
+        let a = State::file(b"a", meta.mode() & 0o7777, meta.uid(), meta.gid());
+        let b = State::file(b"b", meta.mode() & 0o7777, meta.uid(), meta.gid());
+        // Every 50th file was "b" before the run, and every file had the
+        // time (7, i) then.
+        let before: BTreeMap<VPath, State> = (0..n)
+            .map(|i| {
+                (
+                    vp(&name(i)),
+                    if i % 50 == 0 { b.clone() } else { a.clone() },
+                )
+            })
+            .collect();
+        let times: Mtimes = (0..n)
+            .map(|i| (vp(&name(i)).to_string(), (7, i as u32)))
+            .collect();
+        let found: Vec<String> = look_again(&grants, &before, &times)
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d.path
+                        .strip_prefix(&format!("{}/", root.display()))
+                        .unwrap(),
+                    d.attribute
+                )
+            })
+            .collect();
+        let mut expected: Vec<String> = (0..n)
+            .filter(|i| i % 50 == 0)
+            .map(|i| format!("{} content", name(i)))
+            .collect();
+        expected.sort();
+        assert_eq!(found, expected);
+        for i in (0..n).filter(|i| i % 50 != 0) {
+            let m = std::fs::symlink_metadata(root.join(name(i))).unwrap();
+            assert_eq!((m.mtime(), m.mtime_nsec()), (7, i as i64), "{}", name(i));
+        }
+    }
 }
