@@ -567,10 +567,7 @@ mod tests {
     }
 
     fn plan(effects: Vec<Effect>) -> Plan {
-        Plan {
-            effects,
-            unchanged: 0,
-        }
+        Plan::new(effects, 0)
     }
 
     fn canon(p: &Plan) -> CanonicalPlan {

@@ -334,7 +334,7 @@ pub fn commit(
         if !times[n].is_empty() {
             rec["mtimes"] = Value::Object(std::mem::take(&mut times[n]));
         }
-        if let Some(d) = effect.text_diff(false) {
+        if let Some(d) = plan.diff(n, false) {
             rec["diff"] = json!(d);
         }
         // Written in large pieces: nothing is changed before the sync.

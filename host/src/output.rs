@@ -320,21 +320,23 @@ impl Printer {
                 .clamp(1, 8),
         };
         const BLOCK: usize = 1024;
-        for block in plan.effects.chunks(BLOCK) {
+        for (b, block) in plan.effects.chunks(BLOCK).enumerate() {
             let per = block.len().div_ceil(workers);
-            let text = |part: &[Effect]| {
+            // The effects from the `start`-th on.
+            let text = |start: usize, part: &[Effect]| {
                 let mut text = String::new();
-                for e in part {
-                    self.effect_lines(e, dry_run, &mut text);
+                for (k, e) in part.iter().enumerate() {
+                    self.effect_lines(e, plan.diff(start + k, dry_run), dry_run, &mut text);
                 }
                 text
             };
             let parts: Vec<String> = match block.len() < 64 || workers == 1 {
-                true => vec![text(block)],
+                true => vec![text(b * BLOCK, block)],
                 false => std::thread::scope(|scope| {
                     let handles: Vec<_> = block
                         .chunks(per)
-                        .map(|part| scope.spawn(move || text(part)))
+                        .enumerate()
+                        .map(|(j, part)| scope.spawn(move || text(b * BLOCK + j * per, part)))
                         .collect();
                     handles
                         .into_iter()
@@ -350,14 +352,14 @@ impl Printer {
     }
 
     /// The lines of one effect, each ending in a newline.
-    fn effect_lines(&self, e: &Effect, dry_run: bool, text: &mut String) {
+    fn effect_lines(&self, e: &Effect, diff: Option<String>, dry_run: bool, text: &mut String) {
         use std::fmt::Write as _;
         if self.json {
             let mut v = serde_json::to_value(e).unwrap_or_default();
             v["type"] = json!("effect");
             v["planned"] = json!(dry_run);
             octal_modes(&mut v);
-            if let Some(d) = e.text_diff(dry_run) {
+            if let Some(d) = diff {
                 v["diff"] = json!(d);
             }
             let _ = writeln!(text, "{}", escape::json(&v));
@@ -365,7 +367,7 @@ impl Printer {
         }
         // As `emit` writes them.
         let _ = writeln!(text, "{}", escape::block(&format!("  {e}")));
-        if let Some(diff) = e.text_diff(dry_run) {
+        if let Some(diff) = diff {
             for l in diff.split_inclusive('\n') {
                 let l = l.strip_suffix('\n').unwrap_or(l);
                 let _ = writeln!(

@@ -3,8 +3,8 @@
 //! it and refuses when the disk no longer matches.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -513,4 +513,103 @@ pub struct Plan {
     pub effects: Vec<Effect>,
     /// Mutations the fix asked for that would change nothing.
     pub unchanged: usize,
+    diffs: Diffs,
+}
+
+impl Plan {
+    pub fn new(effects: Vec<Effect>, unchanged: usize) -> Plan {
+        Plan {
+            effects,
+            unchanged,
+            diffs: Diffs::default(),
+        }
+    }
+
+    /// Effect `i`'s diff ([`Effect::text_diff`]). A complete plan's diff is
+    /// shown, then journaled: a short one is computed once, for the
+    /// flavour (planned or not) first asked for, and kept.
+    pub fn diff(&self, i: usize, planned: bool) -> Option<String> {
+        let effect = &self.effects[i];
+        let (flavour, kept) = self.diffs.0.get_or_init(|| {
+            let kept = (0..self.effects.len()).map(|_| OnceLock::new()).collect();
+            (planned, kept)
+        });
+        let Some(cell) = kept.get(i).filter(|_| *flavour == planned) else {
+            return effect.text_diff(planned);
+        };
+        if let Some(diff) = cell.get() {
+            return diff.clone();
+        }
+        let diff = effect.text_diff(planned);
+        if diff.as_ref().is_none_or(|d| d.len() <= KEEP_DIFF) {
+            let _ = cell.set(diff.clone());
+        }
+        diff
+    }
+}
+
+/// The diffs of a plan kept so far, by effect, for one flavour.
+#[derive(Default)]
+struct Diffs(OnceLock<(bool, Vec<OnceLock<Option<String>>>)>);
+
+impl fmt::Debug for Diffs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Diffs")
+    }
+}
+
+/// Longer diffs are computed again rather than kept (a plan of many large
+/// rewrites would hold them all).
+const KEEP_DIFF: usize = 4 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(old: &str, new: String) -> Effect {
+        Effect {
+            op: Op::Write {
+                path: VPath::parse("/srv/app.conf").unwrap(),
+                content: Arc::new(new.into_bytes()),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: None,
+            },
+            before: State::file(old.as_bytes(), 0o644, 0, 0),
+            before_to: None,
+            before_content: Some(Arc::new(old.as_bytes().to_vec())),
+            before_to_content: None,
+            before_identity: None,
+            link_led_out: None,
+        }
+    }
+
+    /// A plan's diff is the effect's, whichever flavour, kept or not.
+    #[test]
+    fn a_plans_diffs_are_the_effects_own() {
+        let long: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+        let plan = Plan::new(
+            vec![
+                write("a = 1\n", "a = 2\n".into()),
+                write("", long.clone()),
+                write("x\n", "y\n".into()),
+            ],
+            0,
+        );
+        for _ in 0..2 {
+            for (i, e) in plan.effects.iter().enumerate() {
+                for planned in [false, true] {
+                    assert_eq!(plan.diff(i, planned), e.text_diff(planned), "effect {i}");
+                }
+            }
+        }
+        assert!(plan.diff(0, false).unwrap().contains("(new)"));
+        assert!(plan.diff(0, true).unwrap().contains("(planned)"));
+        // Short diffs of the first flavour asked are kept; a long one is not.
+        let (flavour, kept) = plan.diffs.0.get().unwrap();
+        assert!(!flavour);
+        assert!(kept[0].get().is_some() && kept[2].get().is_some());
+        assert!(kept[1].get().is_none());
+    }
 }

@@ -726,7 +726,7 @@ fn journal_plan(journal: &mut Journal, plan: &Plan) -> std::io::Result<()> {
         if let Some(a) = after_to {
             rec["after_to"] = json!(a);
         }
-        if let Some(d) = effect.text_diff(true) {
+        if let Some(d) = plan.diff(n, true) {
             rec["diff"] = json!(d);
         }
         journal.append_batched(rec)?;
