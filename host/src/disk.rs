@@ -312,6 +312,15 @@ impl Loc<'_> {
         max: u64,
         check: &mut dyn FnMut() -> io::Result<()>,
     ) -> io::Result<Vec<u8>> {
+        self.read_file_stat(max, check).map(|(bytes, _)| bytes)
+    }
+
+    /// [`Loc::read_file`], with what `fstat` said of the file opened.
+    pub fn read_file_stat(
+        &self,
+        max: u64,
+        check: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<(Vec<u8>, Stat)> {
         let (file, st) = self.open_file()?;
         if st.size > max {
             return Err(io::Error::new(
@@ -340,7 +349,7 @@ impl Loc<'_> {
                 "the file grew past the read limit",
             ));
         }
-        Ok(buf)
+        Ok((buf, st))
     }
 
     pub fn read_link(&self) -> io::Result<String> {

@@ -264,6 +264,9 @@ pub struct Overlay {
     /// Set by rollback: symlinks may be re-created pointing anywhere,
     /// because they are restored as they were.
     restoring: bool,
+    /// While restoring: what each path on disk was when first looked at
+    /// (see [`Overlay::look_ahead`]).
+    seen: RefCell<HashMap<VPath, Node>>,
     read_cache: RefCell<ReadCache>,
     cache_bytes: Cell<u64>,
     /// Effects before this index are never merged into (the first pass's,
@@ -286,6 +289,7 @@ impl Overlay {
             limits,
             plan_bytes: 0,
             restoring: false,
+            seen: RefCell::default(),
             read_cache: RefCell::new(HashMap::new()),
             cache_bytes: Cell::new(0),
             merge_floor: 0,
@@ -486,55 +490,75 @@ impl Overlay {
     }
 
     fn disk_node(&self, phys: &VPath, cache: &mut disk::DirCache) -> Result<Node, FsError> {
-        let grant = self
-            .grants
-            .find(phys)
-            .ok_or_else(|| denied(phys, "outside the granted directories"))?;
-        let stat = cache.locate(grant, phys).and_then(|loc| {
-            let st = loc.lstat()?;
-            let target = match st {
-                Some(s) if s.kind == Kind::Symlink => Some(loc.read_link()?),
-                _ => None,
-            };
-            Ok(st.map(|s| (s, target)))
-        });
-        let (st, target) = match stat {
-            Ok(Some(found)) => found,
-            Ok(None) => return Ok(Node::Absent),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Ok(Node::Absent);
+        if self.restoring
+            && let Some(node) = self.seen.borrow().get(phys)
+        {
+            return Ok(node.clone());
+        }
+        disk_node(&self.grants, phys, cache)
+    }
+
+    /// While restoring: looks at `paths` on disk ahead of the plan, on two
+    /// threads, each path's metadata and a regular file's content, so the
+    /// plan that then visits them one by one (its state, then the write
+    /// that puts it back) finds them looked at. What the disk showed is
+    /// kept for the plan's whole life: the commit checks every path's
+    /// identity again right before changing it, and the rollback looks at
+    /// the whole tree once more afterwards.
+    pub fn look_ahead(&self, paths: &[VPath]) {
+        if !self.restoring || paths.len() < LOOK_AHEAD_FROM {
+            return;
+        }
+        type Looked = (VPath, Node, Option<(disk::Identity, Vec<u8>)>);
+        let grants = &*self.grants;
+        let max_read = self.limits.max_read.min(CACHE_FILE_MAX);
+        let look = |part: &[VPath]| -> Vec<Looked> {
+            let mut cache = disk::DirCache::default();
+            let mut looked = Vec::with_capacity(part.len());
+            for path in part {
+                let Ok(node) = disk_node(grants, path, &mut cache) else {
+                    continue;
+                };
+                let bytes = match &node {
+                    Node::File {
+                        content: Content::Disk(_, identity),
+                        meta,
+                    } if meta.size <= max_read => grants
+                        .find(path)
+                        .and_then(|g| cache.locate(g, path).ok())
+                        .and_then(|loc| loc.read_file_stat(max_read, &mut || Ok(())).ok())
+                        // The file read is the one looked at.
+                        .filter(|(_, st)| st.identity == *identity)
+                        .map(|(bytes, _)| (*identity, bytes)),
+                    _ => None,
+                };
+                looked.push((path.clone(), node, bytes));
             }
-            Err(e) => return Err(io_error(phys, e)),
+            looked
         };
-        let meta = Meta {
-            kind: st.kind,
-            size: st.size,
-            mode: st.mode,
-            uid: st.uid,
-            gid: st.gid,
-            mtime: st.mtime,
-            nlink: st.nlink,
-        };
-        Ok(match st.kind {
-            Kind::File => Node::File {
-                content: Content::Disk(phys.clone(), st.identity),
-                meta,
-            },
-            Kind::Dir => Node::Dir {
-                source: Some(phys.clone()),
-                meta,
-            },
-            Kind::Symlink => Node::Symlink {
-                target: target.unwrap_or_default(),
-                meta,
-            },
-            Kind::Other => Node::Other { meta },
-        })
+        let (first, second) = paths.split_at(paths.len() / 2);
+        let looked = std::thread::scope(|scope| {
+            let other = std::thread::Builder::new().spawn_scoped(scope, || look(second));
+            let mut looked = look(first);
+            match other.map(|h| h.join()) {
+                Ok(Ok(rest)) => looked.extend(rest),
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                // No second thread to be had: the plan looks at the rest.
+                Err(_) => {}
+            }
+            looked
+        });
+        let (mut seen, mut read) = (self.seen.borrow_mut(), self.read_cache.borrow_mut());
+        for (path, node, bytes) in looked {
+            if let Some((identity, bytes)) = bytes {
+                let size = bytes.len() as u64;
+                if self.cache_bytes.get() + size <= CACHE_MAX {
+                    self.cache_bytes.set(self.cache_bytes.get() + size);
+                    read.insert(path.clone(), (identity, Arc::new(bytes)));
+                }
+            }
+            seen.entry(path).or_insert(node);
+        }
     }
 
     fn content(&self, path: &VPath, content: &Content) -> Result<Arc<Vec<u8>>, FsError> {
@@ -1192,4 +1216,60 @@ impl Overlay {
         );
         Ok(())
     }
+}
+
+/// Below this many paths, looking ahead on a second thread costs more than
+/// it saves.
+const LOOK_AHEAD_FROM: usize = 256;
+
+/// What is on disk at the canonical `phys`, looked at through `cache`.
+fn disk_node(grants: &Grants, phys: &VPath, cache: &mut disk::DirCache) -> Result<Node, FsError> {
+    let grant = grants
+        .find(phys)
+        .ok_or_else(|| denied(phys, "outside the granted directories"))?;
+    let stat = cache.locate(grant, phys).and_then(|loc| {
+        let st = loc.lstat()?;
+        let target = match st {
+            Some(s) if s.kind == Kind::Symlink => Some(loc.read_link()?),
+            _ => None,
+        };
+        Ok(st.map(|s| (s, target)))
+    });
+    let (st, target) = match stat {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(Node::Absent),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Node::Absent);
+        }
+        Err(e) => return Err(io_error(phys, e)),
+    };
+    let meta = Meta {
+        kind: st.kind,
+        size: st.size,
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        mtime: st.mtime,
+        nlink: st.nlink,
+    };
+    Ok(match st.kind {
+        Kind::File => Node::File {
+            content: Content::Disk(phys.clone(), st.identity),
+            meta,
+        },
+        Kind::Dir => Node::Dir {
+            source: Some(phys.clone()),
+            meta,
+        },
+        Kind::Symlink => Node::Symlink {
+            target: target.unwrap_or_default(),
+            meta,
+        },
+        Kind::Other => Node::Other { meta },
+    })
 }

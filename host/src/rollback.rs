@@ -314,6 +314,12 @@ fn undo_newest_first(
     let mut undone = 0;
     // The paths named as drift so far: each is named once.
     let mut named: HashSet<String> = drifts.iter().map(|d| d.path.clone()).collect();
+    let paths: Vec<VPath> = intents
+        .iter()
+        .flat_map(|i| in_force::paths_of(i).into_iter().map(|(key, _)| &i[key]))
+        .filter_map(|p| vpath(p).ok())
+        .collect();
+    overlay.look_ahead(&paths);
     for (intent, names) in intents.iter().zip(origins).rev() {
         let time = |k: usize| {
             names
@@ -446,6 +452,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     // The names, before the run, of every intent's paths.
     let origins = in_force::origins(&effects.intents)?;
     let mtimes = tree_back::recorded_mtimes(&effects.intents);
+    phases.lap("effects");
     let overlay = || {
         let mut ov = Overlay::new(
             grants.clone(),
@@ -548,6 +555,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     let plan = overlay.into_plan();
     let planned_in = started.elapsed();
     out.plan(&plan, req.dry_run);
+    phases.lap("print");
 
     let mut journal = Journal::create(&state_dir, &run_id)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot write the journal: {e}")))?;
