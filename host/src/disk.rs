@@ -594,7 +594,10 @@ impl Loc<'_> {
     }
 
     /// Sets the modification time of the path itself (not following a
-    /// symlink); the access time is left alone.
+    /// symlink); the access time is left alone. Through a handle on what is
+    /// there, never by name after a look: a name swapped for a hard link to
+    /// a file outside the grants must not get that file's time changed (a
+    /// file with more than one link is refused, as for every change).
     pub fn set_mtime(&self, secs: i64, nsec: u32) -> io::Result<()> {
         let times = times(secs, nsec);
         match self {
@@ -604,7 +607,17 @@ impl Loc<'_> {
                 rustix::fs::futimens(&dir, &times)
             }
             Loc::At(dir, name) => {
-                rustix::fs::utimensat(dir, name.as_str(), &times, AtFlags::SYMLINK_NOFOLLOW)
+                let here = rustix::fs::openat(
+                    dir,
+                    name.as_str(),
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let st = Stat::from_rustix(&rustix::fs::fstat(&here)?);
+                if st.kind == Kind::File && st.nlink > 1 {
+                    return Err(hard_links(st.nlink));
+                }
+                rustix::fs::utimensat(&here, "", &times, AtFlags::EMPTY_PATH)
             }
         }
         .map_err(Into::into)

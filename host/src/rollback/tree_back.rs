@@ -250,6 +250,32 @@ mod tests {
         assert_eq!(found[1].found, "nothing there");
     }
 
+    /// A restored file swapped for a hard link to a file outside the
+    /// grant: named, and the outside file's time is left alone.
+    #[test]
+    fn a_hard_link_out_keeps_its_time() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let (root, outside) = (base.join("grant"), base.join("outside"));
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(&outside, "secret").unwrap();
+        let was = std::fs::symlink_metadata(&outside).unwrap();
+        std::fs::hard_link(&outside, root.join("f")).unwrap();
+        let grants = Grants::open(&[(root.clone(), Access::ReadWrite)]).unwrap();
+        let f = VPath::parse(&format!("{}/f", root.display())).unwrap();
+        let before = BTreeMap::from([(f.clone(), State::file(b"a", 0o644, 0, 0))]);
+        let times = Mtimes::from([(f.to_string(), (7, 8))]);
+        let found = look_again(&grants, &before, &times);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].found.contains("hard links"), "{found:?}");
+        let now = std::fs::symlink_metadata(&outside).unwrap();
+        assert_eq!(
+            (now.mtime(), now.mtime_nsec()),
+            (was.mtime(), was.mtime_nsec())
+        );
+    }
+
     /// A list long enough to be looked at on two threads: what differs is
     /// named in path order from both halves, and times are set back in both.
     #[test]
