@@ -75,3 +75,30 @@ pub fn drop_later<T: Send + 'static>(value: T) {
         .name("drop".into())
         .spawn(move || drop(value));
 }
+
+/// `f` over `items`, the results in order: the second half on a thread of
+/// its own when there are at least `from` items (on this one otherwise, or
+/// when no thread can be had). For work that waits on system calls, so two
+/// halves run at once on two cores.
+pub fn in_two_halves<T: Sync, R: Send>(
+    items: &[T],
+    from: usize,
+    f: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
+    if items.len() < from.max(2) {
+        return f(items);
+    }
+    let (first, second) = items.split_at(items.len() / 2);
+    std::thread::scope(|scope| {
+        let other = std::thread::Builder::new().spawn_scoped(scope, || f(second));
+        let mut done = f(first);
+        match other {
+            Ok(handle) => match handle.join() {
+                Ok(rest) => done.extend(rest),
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(_) => done.extend(f(second)),
+        }
+        done
+    })
+}

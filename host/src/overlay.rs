@@ -536,18 +536,7 @@ impl Overlay {
             }
             looked
         };
-        let (first, second) = paths.split_at(paths.len() / 2);
-        let looked = std::thread::scope(|scope| {
-            let other = std::thread::Builder::new().spawn_scoped(scope, || look(second));
-            let mut looked = look(first);
-            match other.map(|h| h.join()) {
-                Ok(Ok(rest)) => looked.extend(rest),
-                Ok(Err(panic)) => std::panic::resume_unwind(panic),
-                // No second thread to be had: the plan looks at the rest.
-                Err(_) => {}
-            }
-            looked
-        });
+        let looked = crate::in_two_halves(paths, 0, look);
         let (mut seen, mut read) = (self.seen.borrow_mut(), self.read_cache.borrow_mut());
         for (path, node, bytes) in looked {
             if let Some((identity, bytes)) = bytes {

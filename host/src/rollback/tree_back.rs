@@ -139,28 +139,11 @@ type Seen = std::io::Result<(State, Option<(i64, u32)>)>;
 /// (each takes a run of neighbouring paths, so a directory is still
 /// opened once per run), on this one otherwise.
 fn look_all(grants: &Grants, paths: &[(&VPath, &Recorded<'_>)]) -> Vec<Seen> {
-    let look_run = |run: &[(&VPath, &Recorded<'_>)]| -> Vec<Seen> {
+    crate::in_two_halves(paths, PARALLEL_FROM, |run| {
         let mut cache = crate::disk::DirCache::default();
         run.iter()
             .map(|(path, (_, time))| look(grants, &mut cache, path, *time))
             .collect()
-    };
-    if paths.len() < PARALLEL_FROM {
-        return look_run(paths);
-    }
-    let (first, second) = paths.split_at(paths.len() / 2);
-    std::thread::scope(|scope| {
-        let other = std::thread::Builder::new().spawn_scoped(scope, || look_run(second));
-        let mut seen = look_run(first);
-        match other {
-            Ok(handle) => match handle.join() {
-                Ok(rest) => seen.extend(rest),
-                Err(panic) => std::panic::resume_unwind(panic),
-            },
-            // No second thread to be had: this one does the rest.
-            Err(_) => seen.extend(look_run(second)),
-        }
-        seen
     })
 }
 
