@@ -371,6 +371,44 @@ fn drift_anywhere_in_a_long_rollback_is_named() {
     let out = t.set_max_conn(&format!("{}/*.conf", t.p("grant")), "3", &[]);
     out.assert_code(0);
     assert_eq!(out.summary()["changed"], 400);
+    // Each effect is shown with its own diff (formatted in parts on
+    // several threads, each diff computed once and journaled as shown).
+    let effects: Vec<_> = out
+        .lines()
+        .into_iter()
+        .filter(|l| l["type"] == "effect")
+        .collect();
+    assert_eq!(effects.len(), 400);
+    for e in &effects {
+        let path = e["path"].as_str().unwrap();
+        let diff = e["diff"].as_str().unwrap();
+        assert!(diff.starts_with(&format!("--- {path}\n")), "{path}: {diff}");
+    }
+    let show = t
+        .defops()
+        .args(&["journal", "show", &run_id(&out), "--json"])
+        .output();
+    let journaled: std::collections::BTreeMap<String, String> = show
+        .lines()
+        .into_iter()
+        .filter(|r| r["type"] == "intent")
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().into(),
+                r["diff"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let shown: std::collections::BTreeMap<String, String> = effects
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().into(),
+                e["diff"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(journaled, shown, "the journaled diffs are the ones shown");
     t.write("grant/c007.conf", "someone else's edit\n");
     std::fs::remove_file(t.path("grant/c300.conf")).unwrap();
     std::fs::remove_file(t.path("grant/c399.conf")).unwrap();
