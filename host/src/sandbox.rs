@@ -370,12 +370,17 @@ pub struct Loaded {
     /// A Python fix: its script, and the runtime that runs it.
     pub script: Option<crate::world::Script>,
     pub runtime: Option<Runtime>,
+    /// The SHA-256 of the fix, hex (its `fix_id`), when already known.
+    sha256: Option<String>,
 }
 
 impl Loaded {
     /// The SHA-256 of the fix, hex.
     pub fn sha256(&self) -> String {
-        crate::digest::Alg::Sha256.hex(&self.bytes)
+        match &self.sha256 {
+            Some(h) => h.clone(),
+            None => crate::digest::Alg::Sha256.hex(&self.bytes),
+        }
     }
 
     /// The manifest the fix carries: a component's embedded section, or a
@@ -400,13 +405,34 @@ impl HasData for HasTable {
     type Data<'a> = &'a mut ResourceTable;
 }
 
+/// `linker` with WASI's sockets, for the Python runtime only: its libc
+/// imports them. They are wasmtime's own with the default context — no
+/// TCP, no UDP, no name lookup, every address refused — so a script gets
+/// an ordinary PermissionError. A fix component importing them is refused
+/// before linking (`ALLOWED_IMPORTS`), and a component is linked without
+/// them (linking them costs every run a tenth of its start).
+fn with_sockets(mut linker: Linker<RunState>) -> wasmtime::Result<Linker<RunState>> {
+    use wasmtime_wasi::p2::bindings::sockets;
+    use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
+    let l = &mut linker;
+    let so = <RunState as WasiSocketsView>::sockets;
+    sockets::tcp::add_to_linker::<RunState, WasiSockets>(l, so)?;
+    sockets::udp::add_to_linker::<RunState, WasiSockets>(l, so)?;
+    sockets::tcp_create_socket::add_to_linker::<RunState, WasiSockets>(l, so)?;
+    sockets::udp_create_socket::add_to_linker::<RunState, WasiSockets>(l, so)?;
+    sockets::instance_network::add_to_linker::<RunState, WasiSockets>(l, so)?;
+    sockets::ip_name_lookup::add_to_linker::<RunState, WasiSockets>(l, so)?;
+    let options = sockets::network::LinkOptions::default();
+    sockets::network::add_to_linker::<RunState, WasiSockets>(l, &options, so)?;
+    Ok(linker)
+}
+
 impl Sandbox {
     pub fn new() -> wasmtime::Result<Sandbox> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
         let engine = Engine::new(&config)?;
-
         let mut linker: Linker<RunState> = Linker::new(&engine);
         {
             use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
@@ -438,22 +464,6 @@ impl Sandbox {
             let fs = <RunState as wasmtime_wasi::filesystem::WasiFilesystemView>::filesystem;
             filesystem::types::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
             filesystem::preopens::add_to_linker::<RunState, WasiFilesystem>(l, fs)?;
-            // The Python runtime's libc imports sockets: they are linked to
-            // wasmtime's own, with the default context — no TCP, no UDP, no
-            // name lookup, every address refused — so a script gets an
-            // ordinary PermissionError. A fix component importing them is
-            // still refused before linking (`ALLOWED_IMPORTS`).
-            use wasmtime_wasi::p2::bindings::sockets;
-            use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
-            let so = <RunState as WasiSocketsView>::sockets;
-            sockets::tcp::add_to_linker::<RunState, WasiSockets>(l, so)?;
-            sockets::udp::add_to_linker::<RunState, WasiSockets>(l, so)?;
-            sockets::tcp_create_socket::add_to_linker::<RunState, WasiSockets>(l, so)?;
-            sockets::udp_create_socket::add_to_linker::<RunState, WasiSockets>(l, so)?;
-            sockets::instance_network::add_to_linker::<RunState, WasiSockets>(l, so)?;
-            sockets::ip_name_lookup::add_to_linker::<RunState, WasiSockets>(l, so)?;
-            let options = sockets::network::LinkOptions::default();
-            sockets::network::add_to_linker::<RunState, WasiSockets>(l, &options, so)?;
         }
         crate::world::PythonFix::add_to_linker::<RunState, wasmtime::component::HasSelf<RunState>>(
             &mut linker,
@@ -468,6 +478,7 @@ impl Sandbox {
             return self.load_script(path, cache_dir);
         }
         let (bytes, digest, component, cache_hit) = self.compile(path, cache_dir)?;
+        let sha256 = self.sha256_memo(&bytes, &digest, cache_dir);
         self.check_imports(path, &component, &[])?;
         let pre = self
             .linker
@@ -485,6 +496,7 @@ impl Sandbox {
             bytes,
             script: None,
             runtime: None,
+            sha256: Some(sha256),
         })
     }
 
@@ -501,9 +513,8 @@ impl Sandbox {
         let runtime = crate::python::locate_runtime().map_err(LoadError::Runtime)?;
         let (runtime_digests, component, cache_hit) = self.load_runtime(&runtime, cache_dir)?;
         self.check_imports(&runtime, &component, RUNTIME_IMPORTS)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
+        let pre = with_sockets(self.linker.clone())
+            .and_then(|linker| linker.instantiate_pre(&component))
             .and_then(FixPre::new)
             .map_err(|e| LoadError::Invalid {
                 path: runtime.clone(),
@@ -528,6 +539,7 @@ impl Sandbox {
                 path: runtime,
             }),
             bytes,
+            sha256: None,
         })
     }
 
@@ -589,6 +601,32 @@ impl Sandbox {
             let _ = store_cached(&memo, text.to_string().as_bytes());
         }
         Ok((digests, component, hit))
+    }
+
+    /// A component's SHA-256 (its `fix_id`). Outside FIPS mode its digest
+    /// is BLAKE3, and the SHA-256 is kept in the compile cache next to the
+    /// compiled fix, under that digest (`DIGEST.sha256`), by the same rule
+    /// as the compiled code itself: a warm run reads 64 bytes instead of
+    /// hashing the fix a second time.
+    fn sha256_memo(&self, bytes: &[u8], digest: &str, cache_dir: Option<&Path>) -> String {
+        use crate::digest::Alg;
+        if crate::digest::current() == Alg::Sha256 {
+            return digest.to_string();
+        }
+        let memo = cache_dir.map(|d| d.join(format!("{digest}.sha256")));
+        if let Some(m) = memo.as_deref().filter(|m| self.trusted(m))
+            && let Ok(kept) = fs::read_to_string(m)
+            && kept.len() == 64
+            && kept.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return kept;
+        }
+        let sha256 = Alg::Sha256.hex(bytes);
+        if let Some(m) = memo {
+            // A memo that cannot be written only costs speed.
+            let _ = store_cached(&m, sha256.as_bytes());
+        }
+        sha256
     }
 
     /// True for a cache file this user owns, in a directory only this

@@ -246,15 +246,41 @@ fn the_compile_cache_is_used_and_refused_when_others_can_write_it() {
             .unwrap()
             .to_string()
     };
-    assert_eq!(cache(&hostile(&t, "stdfs", &[])), "miss");
-    assert_eq!(cache(&hostile(&t, "stdfs", &[])), "hit");
-    // A cache directory others could write is never loaded from.
+    // The fix's SHA-256 (its fix_id) is kept in the cache; whether it is
+    // computed or read from there, it is the file's.
+    let fix = guest("hostile");
+    let sha = defops_host::digest::Alg::Sha256.hex(&std::fs::read(&fix).unwrap());
+    let fix_id = |out: &Out| {
+        out.summary_of("start")["fix_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let want = defops_host::digest::fix_id_of(&sha);
+    let out = hostile(&t, "stdfs", &[]);
+    assert_eq!((cache(&out), fix_id(&out)), ("miss".into(), want.clone()));
+    let out = hostile(&t, "stdfs", &[]);
+    assert_eq!((cache(&out), fix_id(&out)), ("hit".into(), want.clone()));
+    let memos: Vec<_> = std::fs::read_dir(t.path("state/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sha256"))
+        .collect();
+    assert_eq!(memos.len(), 1, "{memos:?}");
+    assert_eq!(std::fs::read_to_string(&memos[0]).unwrap(), sha);
+    // A memo that is not a SHA-256 is not believed.
+    std::fs::write(&memos[0], "not a digest").unwrap();
+    assert_eq!(fix_id(&hostile(&t, "stdfs", &[])), want);
+    // A cache directory others could write is never loaded from, the
+    // memo included.
+    std::fs::write(&memos[0], "0".repeat(64)).unwrap();
     std::fs::set_permissions(
         t.path("state/cache"),
         std::fs::Permissions::from_mode(0o777),
     )
     .unwrap();
-    assert_eq!(cache(&hostile(&t, "stdfs", &[])), "miss");
+    let out = hostile(&t, "stdfs", &[]);
+    assert_eq!((cache(&out), fix_id(&out)), ("miss".into(), want));
 }
 
 #[test]
