@@ -682,6 +682,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     out.summary(&summary);
     phases.lap("output");
     phases.log("run");
+    crate::keep_until_exit((sandbox, loaded));
     Ok((exit, summary))
 }
 
