@@ -69,8 +69,9 @@ pub fn run(env: &Env, config_set: &Path, reps: usize, line: &mut dyn FnMut(Strin
             continue;
         };
         for (k, v) in t {
-            // `load` and `run` are kept for older readers; `total` is the sum.
-            if ["run", "total"].contains(&k.as_str()) {
+            // `load` (the phases up to `load fix`) and `run` are kept for
+            // older readers; `total` is the sum.
+            if ["load", "run", "total"].contains(&k.as_str()) {
                 continue;
             }
             let v = v.as_f64().unwrap_or(0.0);

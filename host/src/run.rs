@@ -264,7 +264,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
             Stop::new(exit, e)
         })?;
     let loaded_in = started.elapsed();
-    phases.lap("load");
+    phases.lap("load fix");
 
     // What the fix declares: the grants must lie within it.
     let manifest = check_manifest(&req, &loaded, &grants)?;
@@ -675,7 +675,8 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     summary["journal"] = json!(journal.path().display().to_string());
     summary["elapsed_ms"] = json!(started.elapsed().as_secs_f64() * 1e3);
     let mut timings = phases.to_json();
-    // Kept from earlier summaries: the fix's load and the sandbox's run.
+    // Kept from earlier summaries: the time until the fix was loaded (all
+    // the phases up to `load fix`) and the sandbox's run.
     timings["load"] = json!(loaded_in.as_secs_f64() * 1e3);
     timings["run"] = json!(ran_in.as_secs_f64() * 1e3);
     summary["timings_ms"] = timings;
