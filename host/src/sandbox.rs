@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -615,9 +615,12 @@ impl Sandbox {
         }
         let memo = cache_dir.map(|d| d.join(format!("{digest}.sha256")));
         if let Some(m) = memo.as_deref().filter(|m| self.trusted(m))
-            && let Ok(kept) = fs::read_to_string(m)
+            && let Ok(kept) = crate::regular_file::open(m).and_then(|f| {
+                let mut kept = String::new();
+                f.take(65).read_to_string(&mut kept).map(|_| kept)
+            })
             && kept.len() == 64
-            && kept.bytes().all(|b| b.is_ascii_hexdigit())
+            && kept.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
             return kept;
         }
@@ -632,13 +635,10 @@ impl Sandbox {
     /// True for a cache file this user owns, in a directory only this
     /// user can write (the compile cache's rule).
     fn trusted(&self, path: &Path) -> bool {
-        let me = rustix::process::geteuid().as_raw();
-        let safe = |p: &Path| {
-            fs::symlink_metadata(p)
-                .map(|m| m.uid() == me && m.mode() & 0o022 == 0 && !m.file_type().is_symlink())
-                .unwrap_or(false)
-        };
-        safe(path) && path.parent().is_some_and(safe)
+        let is_file = fs::symlink_metadata(path)
+            .map(|m| private(&m) && m.is_file())
+            .unwrap_or(false);
+        is_file && path.parent().is_some_and(private_dir)
     }
 
     /// [`Sandbox::compile`], saying on stderr that a large component is
@@ -1071,20 +1071,56 @@ fn epoch_ticker(engine: Engine) -> crate::periodic::Periodic {
     })
 }
 
+/// Owned by this user and writable by nobody else, not a symlink.
+fn private(m: &fs::Metadata) -> bool {
+    m.uid() == rustix::process::geteuid().as_raw()
+        && m.mode() & 0o022 == 0
+        && !m.file_type().is_symlink()
+}
+
+/// A directory [`private`] to this user.
+fn private_dir(dir: &Path) -> bool {
+    fs::symlink_metadata(dir).is_ok_and(|m| private(&m) && m.is_dir())
+}
+
+/// Writes `artifact` to `dest` in the cache, atomically: through a temp
+/// file of its own (created exclusively, so never through a link and never
+/// shared with another process, even one with the same pid in another PID
+/// namespace), and only in a directory [`private`] to this user (another
+/// user's directory could hold anything under any name).
 fn store_cached(dest: &Path, artifact: &[u8]) -> std::io::Result<()> {
     let dir = dest.parent().expect("cache file has a directory");
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(artifact)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dest)
+    if !private_dir(dir) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the cache directory is not this user's alone",
+        ));
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let (tmp, mut f) = (0..16)
+        .map(|n| {
+            let tmp = dir.join(format!(".tmp-{}-{nanos:x}-{n}", std::process::id()));
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map(|f| (tmp, f))
+        })
+        .find(|r| !matches!(r, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists))
+        .unwrap_or_else(|| Err(std::io::ErrorKind::AlreadyExists.into()))?;
+    let written = f
+        .write_all(artifact)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| fs::rename(&tmp, dest));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }

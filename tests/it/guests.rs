@@ -268,19 +268,56 @@ fn the_compile_cache_is_used_and_refused_when_others_can_write_it() {
         .collect();
     assert_eq!(memos.len(), 1, "{memos:?}");
     assert_eq!(std::fs::read_to_string(&memos[0]).unwrap(), sha);
-    // A memo that is not a SHA-256 is not believed.
-    std::fs::write(&memos[0], "not a digest").unwrap();
+    // A memo that is not a SHA-256 in lowercase hex is not believed, and
+    // one that is not a regular file does not hold the run up.
+    for bad in ["not a digest", &sha.to_uppercase(), &format!("{sha}\n")] {
+        std::fs::write(&memos[0], bad).unwrap();
+        assert_eq!(fix_id(&hostile(&t, "stdfs", &[])), want, "{bad:?}");
+    }
+    std::fs::remove_file(&memos[0]).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &memos[0],
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
     assert_eq!(fix_id(&hostile(&t, "stdfs", &[])), want);
-    // A cache directory others could write is never loaded from, the
-    // memo included.
+    std::fs::remove_file(&memos[0]).unwrap();
+    assert_eq!(fix_id(&hostile(&t, "stdfs", &[])), want);
+    // A cache directory others could write, or another user's, is never
+    // loaded from, the memo included, and never written to: what is there
+    // stays as it is.
     std::fs::write(&memos[0], "0".repeat(64)).unwrap();
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(t.path("state/cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
     std::fs::set_permissions(
         t.path("state/cache"),
         std::fs::Permissions::from_mode(0o777),
     )
     .unwrap();
     let out = hostile(&t, "stdfs", &[]);
+    assert_eq!((cache(&out), fix_id(&out)), ("miss".into(), want.clone()));
+    std::fs::set_permissions(
+        t.path("state/cache"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(t.path("state/cache"), Some(65534), Some(65534)).unwrap();
+    let out = hostile(&t, "stdfs", &[]);
     assert_eq!((cache(&out), fix_id(&out)), ("miss".into(), want));
+    assert_eq!(
+        listing(),
+        before,
+        "the run wrote into a cache it does not trust"
+    );
+    assert_eq!(std::fs::read_to_string(&memos[0]).unwrap(), "0".repeat(64));
 }
 
 #[test]
