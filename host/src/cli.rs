@@ -30,10 +30,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Each subcommand's arguments are built only when it is the one invoked
-/// (`defer`): a `run` does not pay for building the other eighteen.
 #[derive(Debug, Subcommand)]
-#[command(defer = true)]
 pub enum Command {
     /// Run a fix: `check`, then `apply` against an overlay; show the plan
     /// (--dry-run) or commit it.

@@ -369,6 +369,15 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
     bash.assert_code(0);
     assert!(bash.stdout.contains("defops-wasm"));
     assert!(bash.stdout.contains("--allow-ro"));
+    // `help` completes the subcommands' own subcommands too (clap's
+    // `defer` would lose them).
+    for nested in ["journal__subcmd__verify", "schedule__subcmd__promote"] {
+        let case = format!("cmd=\"defops__wasm__subcmd__help__subcmd__{nested}\"");
+        assert!(
+            bash.stdout.contains(&case),
+            "no {case} in the bash completions"
+        );
+    }
     let out = t.defops().args(&["man", "--dir", &t.p("man")]).output();
     out.assert_code(0);
     let run = std::fs::read_to_string(t.path("man/defops-wasm-run.1")).unwrap();
