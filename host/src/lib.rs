@@ -72,7 +72,9 @@ pub mod world;
 /// unregistered, its mappings unmapped) they cost a warm dry-run a tenth
 /// of its time, while the kernel frees the whole address space at exit
 /// anyway. Never for anything whose drop has an effect outside the process
-/// (a buffer to flush, a lock to release, a file to remove).
+/// (a buffer to flush, a lock to release, a file to remove), and only in a
+/// process that makes a bounded number of them (a run makes one; `schedule
+/// exec`, a dry-run then the real run, two).
 pub fn keep_until_exit<T>(value: T) {
     std::mem::forget(value);
 }
