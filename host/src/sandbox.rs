@@ -410,7 +410,7 @@ impl HasData for HasTable {
 /// TCP, no UDP, no name lookup, every address refused — so a script gets
 /// an ordinary PermissionError. A fix component importing them is refused
 /// before linking (`ALLOWED_IMPORTS`), and a component is linked without
-/// them (linking them costs every run a tenth of its start).
+/// them (linking them cost every run about 0.05 ms).
 fn with_sockets(mut linker: Linker<RunState>) -> wasmtime::Result<Linker<RunState>> {
     use wasmtime_wasi::p2::bindings::sockets;
     use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
