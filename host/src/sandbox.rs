@@ -632,8 +632,8 @@ impl Sandbox {
         sha256
     }
 
-    /// True for a cache file this user owns, in a directory only this
-    /// user can write (the compile cache's rule).
+    /// True for a regular cache file this user owns and nobody else can
+    /// write, in a directory that is the same (the compile cache's rule).
     fn trusted(&self, path: &Path) -> bool {
         let is_file = fs::symlink_metadata(path)
             .map(|m| private(&m) && m.is_file())
