@@ -1083,6 +1083,33 @@ fn private_dir(dir: &Path) -> bool {
     fs::symlink_metadata(dir).is_ok_and(|m| private(&m) && m.is_dir())
 }
 
+/// How old a cache temp file must be to count as left by a process that
+/// died while writing it: writing the largest artifact (the Python
+/// runtime's, ~60 MB) takes seconds.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// Removes the temp files (`.tmp-*`, regular files) of `dir`, a cache
+/// directory [`private`] to this user, that were last written more than
+/// [`STALE_TEMP`] ago: each has a name of its own, so nothing else would
+/// ever reuse or remove one. Done whenever the cache is written (a miss),
+/// never on a warm run.
+fn sweep_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().as_encoded_bytes().starts_with(b".tmp-")
+            && entry.metadata().is_ok_and(|m| {
+                m.is_file()
+                    && m.modified()
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > STALE_TEMP))
+            });
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `artifact` to `dest` in the cache, atomically: through a temp
 /// file of its own (created exclusively, so never through a link and never
 /// shared with another process, even one with the same pid in another PID
@@ -1100,6 +1127,7 @@ fn store_cached(dest: &Path, artifact: &[u8]) -> std::io::Result<()> {
             "the cache directory is not this user's alone",
         ));
     }
+    sweep_stale_temps(dir);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

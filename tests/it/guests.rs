@@ -321,6 +321,40 @@ fn the_compile_cache_is_used_and_refused_when_others_can_write_it() {
 }
 
 #[test]
+fn writing_the_compile_cache_removes_temp_files_a_dead_run_left() {
+    let t = Tree::new();
+    hostile(&t, "stdfs", &[]);
+    let dir = t.path("state/cache");
+    let hours_ago = |name: &str, hours: u64| {
+        let p = dir.join(name);
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(hours * 3600))
+            .unwrap();
+        p
+    };
+    let dead = hours_ago(".tmp-4242-1f-0", 2);
+    let writing = hours_ago(".tmp-4243-2e-0", 0);
+    let other = hours_ago("notes.txt", 2);
+    let old_dir = dir.join(".tmp-a-directory");
+    std::fs::create_dir(&old_dir).unwrap();
+    // A warm run writes nothing, so it sweeps nothing.
+    hostile(&t, "stdfs", &[]);
+    assert!(dead.exists());
+    // A run that writes the cache (its compiled fix is gone) removes only
+    // old temp files.
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "cwasm") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let out = hostile(&t, "stdfs", &[]);
+    assert_eq!(out.summary_of("start")["compile_cache"], "miss");
+    assert!(!dead.exists(), "a temp file 2 hours old stayed");
+    assert!(writing.exists() && other.exists() && old_dir.exists());
+}
+
+#[test]
 fn a_4_gib_allocation_hits_the_memory_cap() {
     let t = Tree::new();
     let before = t.snapshot("");
