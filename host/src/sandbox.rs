@@ -1088,24 +1088,41 @@ fn private_dir(dir: &Path) -> bool {
 /// runtime's, ~60 MB) takes seconds.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
-/// Removes the temp files (`.tmp-*`, regular files) of `dir`, a cache
-/// directory [`private`] to this user, that were last written more than
-/// [`STALE_TEMP`] ago: each has a name of its own, so nothing else would
-/// ever reuse or remove one. Done whenever the cache is written (a miss),
-/// never on a warm run.
+/// Removes the temp files (`.tmp-*`, regular files) of the cache
+/// directory `dir` that were last written more than [`STALE_TEMP`] ago:
+/// each has a name of its own, so nothing else would ever reuse or remove
+/// one. Done whenever the cache is written (a miss), never on a warm run.
+/// Through a descriptor of the directory, checked [`private`] to this user
+/// on that descriptor: whatever its path comes to name meanwhile, nothing
+/// is removed from a directory anyone else can write.
 fn sweep_stale_temps(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::openat(rustix::fs::CWD, dir, flags, Mode::empty()) else {
         return;
     };
+    let me = rustix::process::geteuid().as_raw();
+    let ours = |st: &rustix::fs::Stat| st.st_uid == me && st.st_mode & 0o022 == 0;
+    if !rustix::fs::fstat(&fd).is_ok_and(|st| ours(&st)) {
+        return;
+    }
+    let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     for entry in entries.flatten() {
-        let stale = entry.file_name().as_encoded_bytes().starts_with(b".tmp-")
-            && entry.metadata().is_ok_and(|m| {
-                m.is_file()
-                    && m.modified()
-                        .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > STALE_TEMP))
-            });
+        let name = entry.file_name();
+        if !name.to_bytes().starts_with(b".tmp-") {
+            continue;
+        }
+        let stale = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+                && now - st.st_mtime > STALE_TEMP.as_secs() as i64
+        });
         if stale {
-            let _ = fs::remove_file(entry.path());
+            let _ = rustix::fs::unlinkat(&fd, name, AtFlags::empty());
         }
     }
 }

@@ -337,6 +337,14 @@ fn writing_the_compile_cache_removes_temp_files_a_dead_run_left() {
     let other = hours_ago("notes.txt", 2);
     let old_dir = dir.join(".tmp-a-directory");
     std::fs::create_dir(&old_dir).unwrap();
+    // A link is not a temp file of ours, whatever it names.
+    let outside = t.path("outside-old");
+    std::fs::File::create(&outside)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+    let link = dir.join(".tmp-4244-3d-0");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
     // A warm run writes nothing, so it sweeps nothing.
     hostile(&t, "stdfs", &[]);
     assert!(dead.exists());
@@ -352,6 +360,7 @@ fn writing_the_compile_cache_removes_temp_files_a_dead_run_left() {
     assert_eq!(out.summary_of("start")["compile_cache"], "miss");
     assert!(!dead.exists(), "a temp file 2 hours old stayed");
     assert!(writing.exists() && other.exists() && old_dir.exists());
+    assert!(link.symlink_metadata().is_ok() && outside.exists());
 }
 
 #[test]
