@@ -10,7 +10,7 @@
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1088,27 +1088,17 @@ fn private_dir(dir: &Path) -> bool {
 /// runtime's, ~60 MB) takes seconds.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
-/// Removes the temp files (`.tmp-*`, regular files) of the cache
-/// directory `dir` that were last written more than [`STALE_TEMP`] ago:
-/// each has a name of its own, so nothing else would ever reuse or remove
-/// one. Done whenever the cache is written (a miss), never on a warm run.
-/// Through a descriptor of the directory, checked [`private`] to this user
-/// on that descriptor: whatever its path comes to name meanwhile, nothing
-/// is removed from a directory anyone else can write.
-fn sweep_stale_temps(dir: &Path) {
-    use rustix::fs::{AtFlags, Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let Ok(fd) = rustix::fs::openat(rustix::fs::CWD, dir, flags, Mode::empty()) else {
+/// Removes the temp files of the cache directory `dir` (names `.tmp-*`,
+/// regular files of this user with one link) last written more than
+/// [`STALE_TEMP`] ago: each has a name of its own, so nothing else would
+/// ever reuse or remove one. Done whenever the cache is written (a miss),
+/// never on a warm run.
+fn sweep_stale_temps(dir: &rustix::fd::OwnedFd) {
+    use rustix::fs::{AtFlags, FileType};
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
         return;
     };
     let me = rustix::process::geteuid().as_raw();
-    let ours = |st: &rustix::fs::Stat| st.st_uid == me && st.st_mode & 0o022 == 0;
-    if !rustix::fs::fstat(&fd).is_ok_and(|st| ours(&st)) {
-        return;
-    }
-    let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
-        return;
-    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -1117,12 +1107,14 @@ fn sweep_stale_temps(dir: &Path) {
         if !name.to_bytes().starts_with(b".tmp-") {
             continue;
         }
-        let stale = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
-            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        let stale = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && st.st_uid == me
+                && st.st_nlink == 1
                 && now - st.st_mtime > STALE_TEMP.as_secs() as i64
         });
         if stale {
-            let _ = rustix::fs::unlinkat(&fd, name, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
         }
     }
 }
@@ -1131,41 +1123,50 @@ fn sweep_stale_temps(dir: &Path) {
 /// file of its own (created exclusively, so never through a link and never
 /// shared with another process, even one with the same pid in another PID
 /// namespace), and only in a directory [`private`] to this user (another
-/// user's directory could hold anything under any name).
+/// user's directory could hold anything under any name). The directory is
+/// opened once (not through a link) and checked on that descriptor; the
+/// sweep, the temp file and the rename are all relative to it, so they
+/// happen in the directory that was checked, whatever its path comes to
+/// name meanwhile.
 fn store_cached(dest: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
     let dir = dest.parent().expect("cache file has a directory");
+    let name = dest.file_name().expect("cache file has a name");
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    if !private_dir(dir) {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(rustix::fs::CWD, dir, flags, Mode::empty())?;
+    let me = rustix::process::geteuid().as_raw();
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_uid != me || st.st_mode & 0o022 != 0 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "the cache directory is not this user's alone",
         ));
     }
-    sweep_stale_temps(dir);
+    sweep_stale_temps(&fd);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let (tmp, mut f) = (0..16)
+    let create =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let (tmp, file) = (0..16)
         .map(|n| {
-            let tmp = dir.join(format!(".tmp-{}-{nanos:x}-{n}", std::process::id()));
-            fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
+            let tmp = format!(".tmp-{}-{nanos:x}-{n}", std::process::id());
+            rustix::fs::openat(&fd, tmp.as_str(), create, Mode::from_raw_mode(0o600))
                 .map(|f| (tmp, f))
         })
-        .find(|r| !matches!(r, Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists))
-        .unwrap_or_else(|| Err(std::io::ErrorKind::AlreadyExists.into()))?;
+        .find(|r| !matches!(r, Err(rustix::io::Errno::EXIST)))
+        .unwrap_or(Err(rustix::io::Errno::EXIST))?;
+    let mut f = fs::File::from(file);
     let written = f
         .write_all(artifact)
         .and_then(|()| f.sync_all())
-        .and_then(|()| fs::rename(&tmp, dest));
+        .and_then(|()| rustix::fs::renameat(&fd, tmp.as_str(), &fd, name).map_err(Into::into));
     if written.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&fd, tmp.as_str(), AtFlags::empty());
     }
     written
 }
