@@ -1071,11 +1071,14 @@ fn epoch_ticker(engine: Engine) -> crate::periodic::Periodic {
     })
 }
 
-/// Owned by this user and writable by nobody else, not a symlink.
+/// Owned by this user and writable by nobody else.
+fn owned_alone(uid: u32, mode: u32) -> bool {
+    uid == rustix::process::geteuid().as_raw() && mode & 0o022 == 0
+}
+
+/// [`owned_alone`], and not a symlink.
 fn private(m: &fs::Metadata) -> bool {
-    m.uid() == rustix::process::geteuid().as_raw()
-        && m.mode() & 0o022 == 0
-        && !m.file_type().is_symlink()
+    owned_alone(m.uid(), m.mode()) && !m.file_type().is_symlink()
 }
 
 /// A directory [`private`] to this user.
@@ -1089,7 +1092,7 @@ fn private_dir(dir: &Path) -> bool {
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// Removes the temp files of the cache directory `dir` (names `.tmp-*`,
-/// regular files of this user with one link) last written more than
+/// regular files [`owned_alone`] with one link) last written more than
 /// [`STALE_TEMP`] ago: each has a name of its own, so nothing else would
 /// ever reuse or remove one. Done whenever the cache is written (a miss),
 /// never on a warm run.
@@ -1098,7 +1101,6 @@ fn sweep_stale_temps(dir: &rustix::fd::OwnedFd) {
     let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
         return;
     };
-    let me = rustix::process::geteuid().as_raw();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -1109,7 +1111,7 @@ fn sweep_stale_temps(dir: &rustix::fd::OwnedFd) {
         }
         let stale = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
             FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
-                && st.st_uid == me
+                && owned_alone(st.st_uid, st.st_mode)
                 && st.st_nlink == 1
                 && now - st.st_mtime > STALE_TEMP.as_secs() as i64
         });
@@ -1138,9 +1140,8 @@ fn store_cached(dest: &Path, artifact: &[u8]) -> std::io::Result<()> {
         .create(dir)?;
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(rustix::fs::CWD, dir, flags, Mode::empty())?;
-    let me = rustix::process::geteuid().as_raw();
     let st = rustix::fs::fstat(&fd)?;
-    if st.st_uid != me || st.st_mode & 0o022 != 0 {
+    if !owned_alone(st.st_uid, st.st_mode) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "the cache directory is not this user's alone",

@@ -288,6 +288,11 @@ fn the_compile_cache_is_used_and_refused_when_others_can_write_it() {
     // loaded from, the memo included, and never written to: what is there
     // stays as it is.
     std::fs::write(&memos[0], "0".repeat(64)).unwrap();
+    // A temp file a dead run left is not swept from there either.
+    std::fs::File::create(t.path("state/cache/.tmp-4242-1f-0"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
     let listing = || {
         let mut names: Vec<_> = std::fs::read_dir(t.path("state/cache"))
             .unwrap()
@@ -345,6 +350,9 @@ fn writing_the_compile_cache_removes_temp_files_a_dead_run_left() {
         .unwrap();
     let link = dir.join(".tmp-4244-3d-0");
     std::os::unix::fs::symlink(&outside, &link).unwrap();
+    // Nor is a second name of a file elsewhere.
+    let hard = dir.join(".tmp-4245-4c-0");
+    std::fs::hard_link(&outside, &hard).unwrap();
     // A warm run writes nothing, so it sweeps nothing.
     hostile(&t, "stdfs", &[]);
     assert!(dead.exists());
@@ -360,7 +368,7 @@ fn writing_the_compile_cache_removes_temp_files_a_dead_run_left() {
     assert_eq!(out.summary_of("start")["compile_cache"], "miss");
     assert!(!dead.exists(), "a temp file 2 hours old stayed");
     assert!(writing.exists() && other.exists() && old_dir.exists());
-    assert!(link.symlink_metadata().is_ok() && outside.exists());
+    assert!(link.symlink_metadata().is_ok() && outside.exists() && hard.exists());
 }
 
 #[test]
