@@ -342,8 +342,10 @@ pub struct RunArgs {
 /// Flags every command shares.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// Where the compile cache (and journals) live; never inside a grant.
-    /// Default: /var/lib/defops-wasm for root, else $XDG_STATE_HOME/defops-wasm.
+    /// Where the journals, before-images and compile cache live; never
+    /// inside a grant, and refused if anyone but you or root could replace
+    /// it or a directory or link on the way to it. Default:
+    /// /var/lib/defops-wasm for root, else $XDG_STATE_HOME/defops-wasm.
     #[arg(long, env = "DEFOPS_STATE_DIR", value_name = "DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 
@@ -437,13 +439,24 @@ impl Cli {
             }
             Command::Inspect(args) => {
                 let out = common.printer();
-                // The default state directory's compile cache too, when it
-                // is there: inspecting a Python fix compiles the runtime.
-                let default = common.state_dir().ok().filter(|p| p.is_dir());
-                let state = common.state_dir.as_deref().or(default.as_deref());
+                // The state directory's compile cache: inspecting a Python
+                // fix compiles the runtime. The default's only when it is
+                // there and no one else can swap it (see `state_dir`).
+                let state = match &common.state_dir {
+                    Some(s) => Some(
+                        crate::state_dir::prepare(s, &Default::default())
+                            .map_err(|e| Stop::new(Exit::Usage, e))?,
+                    ),
+                    None => common
+                        .state_dir()
+                        .ok()
+                        .filter(|p| p.is_dir() && crate::state_dir::is_safe(p)),
+                };
                 match &args.new {
-                    None => crate::review::inspect(&args.fix, state, &out),
-                    Some(new) => crate::review::inspect_diff(&args.fix, new, state, &out),
+                    None => crate::review::inspect(&args.fix, state.as_deref(), &out),
+                    Some(new) => {
+                        crate::review::inspect_diff(&args.fix, new, state.as_deref(), &out)
+                    }
                 }
             }
             Command::Embed(args) => crate::review::embed(

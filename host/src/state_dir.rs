@@ -1,7 +1,10 @@
-//! The state directory: the compiled-component cache (and, later, the
-//! journals). Never inside a granted directory.
+//! The state directory: the journals, the before-images and the
+//! compiled-component cache. Never inside a granted directory, and never
+//! where anyone but this user and root could replace what it names: the
+//! journals, the cache and the lock are found again by path under it, so
+//! a directory above it that someone else can rename from would let them
+//! point those paths at another directory (see [`check_chain`]).
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::grants::Grants;
@@ -21,6 +24,8 @@ pub enum StateDirError {
     InsideGrant { path: PathBuf, grant: String },
     #[error("no state directory: HOME is not set; pass --state-dir or set DEFOPS_STATE_DIR")]
     NoHome,
+    #[error("the state directory {path} is not safe: {why}")]
+    Unsafe { path: PathBuf, why: String },
 }
 
 /// The default: `/var/lib/defops-wasm` for root, else
@@ -36,7 +41,9 @@ pub fn default_path() -> Result<PathBuf, StateDirError> {
     Ok(PathBuf::from(home).join(".local/state/defops-wasm"))
 }
 
-/// Creates (mode 0700) and checks the state directory.
+/// Checks the state directory's path ([`check_links`], [`check_chain`]),
+/// makes what is missing of it (mode 0700, never through a link), checks
+/// it again and that it is outside the grants. Its path, resolved.
 pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
     let create = |source| StateDirError::Create {
         path: path.to_path_buf(),
@@ -57,17 +64,27 @@ pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
         missing.push(existing.file_name().unwrap_or_default().to_owned());
         existing = existing.parent().unwrap_or(Path::new("/"));
     }
-    let mut planned = std::fs::canonicalize(existing).map_err(create)?;
+    let found = std::fs::canonicalize(existing).map_err(create)?;
+    // Nothing is created under a directory someone else could swap.
+    let unsafe_at = |dir: &Path, whole: bool| {
+        check_chain(dir, whole).map_err(|why| StateDirError::Unsafe {
+            path: absolute.clone(),
+            why,
+        })
+    };
+    check_links(&absolute).map_err(|why| StateDirError::Unsafe {
+        path: absolute.clone(),
+        why,
+    })?;
+    unsafe_at(&found, missing.is_empty())?;
+    let mut planned = found.clone();
     planned.extend(missing.iter().rev());
     if let Some(e) = inside(&planned) {
         return Err(e);
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&absolute)
-        .map_err(create)?;
+    make_below(&found, &missing).map_err(create)?;
     let canonical = std::fs::canonicalize(&absolute).map_err(create)?;
+    unsafe_at(&canonical, true)?;
     if let Some(e) = inside(&canonical) {
         return Err(e);
     }
@@ -78,6 +95,159 @@ pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
         });
     }
     Ok(canonical)
+}
+
+/// Makes `missing` (innermost first) below `found`, mode 0700, each
+/// relative to a descriptor of the one above it and never through a link:
+/// a link put in the way of one is refused, not followed.
+fn make_below(found: &Path, missing: &[std::ffi::OsString]) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(found, flags, Mode::empty())?;
+    for name in missing.iter().rev() {
+        match rustix::fs::mkdirat(&dir, name.as_os_str(), Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        dir = rustix::fs::openat(&dir, name.as_os_str(), flags, Mode::empty()).map_err(
+            |e| match e {
+                rustix::io::Errno::LOOP => std::io::Error::other(format!(
+                    "{} is a symbolic link where a directory was to be made",
+                    name.to_string_lossy()
+                )),
+                e => e.into(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks that only this user and root can change what `dir` (absolute,
+/// without symlinks) names: every directory from `/` down to it is owned
+/// by one of them, and none above it can be written by anyone else unless
+/// it is sticky (then no one else can rename or remove what they do not
+/// own, and what is below it is owned by one of them). With `whole`, `dir`
+/// is the state directory itself, which no one else may write at all.
+/// This is the rule `sshd` applies to the directories above a user's
+/// keys. Why not, in words naming the directory and what to do.
+pub fn check_chain(dir: &Path, whole: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let chain: Vec<&Path> = dir.ancestors().collect();
+    for (depth, d) in chain.iter().rev().enumerate() {
+        let m = std::fs::symlink_metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        if !m.is_dir() {
+            return Err(format!(
+                "{} is not a directory (it changed while being checked); try again",
+                d.display()
+            ));
+        }
+        if m.uid() != me && m.uid() != 0 {
+            return Err(format!(
+                "{} is owned by uid {}, who could replace what is in it; choose a state directory (--state-dir) whose every parent belongs to you or root",
+                d.display(),
+                m.uid()
+            ));
+        }
+        let last = depth + 1 == chain.len();
+        let others_write = m.mode() & 0o022 != 0;
+        let sticky = m.mode() & 0o1000 != 0;
+        let mode = m.mode() & 0o7777;
+        if others_write && last && whole && sticky {
+            return Err(format!(
+                "{} is shared (mode {mode:04o}): anyone can put things in it; choose a directory of your own below it with --state-dir",
+                d.display(),
+            ));
+        }
+        if others_write && ((last && whole) || !sticky) {
+            return Err(format!(
+                "{} can be written by others (mode {mode:04o}), who could replace what is in it; run `chmod go-w {}` or choose another state directory with --state-dir",
+                d.display(),
+                d.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every symlink met on the way to `path` (absolute), as the
+/// kernel would follow them, those in the links' own targets too: each
+/// must belong to this user or root and stand in a directory that passes
+/// [`check_chain`], or someone else could point it elsewhere. (Where the
+/// path ends up is checked as the resolved path.) Stops at the first
+/// component that is not there: the rest is to be made.
+fn check_links(path: &Path) -> Result<(), String> {
+    use std::collections::VecDeque;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
+    /// A component, owned: a link's target is read as the walk goes.
+    enum Part {
+        Root,
+        Up,
+        Name(std::ffi::OsString),
+    }
+    let parts = |p: &Path| -> Vec<Part> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::RootDir | Component::Prefix(_) => Some(Part::Root),
+                Component::CurDir => None,
+                Component::ParentDir => Some(Part::Up),
+                Component::Normal(n) => Some(Part::Name(n.to_owned())),
+            })
+            .collect()
+    };
+    let me = rustix::process::geteuid().as_raw();
+    // `at` is always resolved: no links in it.
+    let mut at = PathBuf::from("/");
+    let mut todo: VecDeque<Part> = parts(path).into();
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        let name = match part {
+            Part::Root => {
+                at = PathBuf::from("/");
+                continue;
+            }
+            Part::Up => {
+                at.pop();
+                continue;
+            }
+            Part::Name(name) => name,
+        };
+        let next = at.join(&name);
+        let m = match std::fs::symlink_metadata(&next) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", next.display())),
+        };
+        if !m.file_type().is_symlink() {
+            at = next;
+            continue;
+        }
+        links += 1;
+        if links > 40 {
+            return Err(format!("{}: too many links on the way", path.display()));
+        }
+        if m.uid() != me && m.uid() != 0 {
+            return Err(format!(
+                "the link {} is owned by uid {}, who could point it elsewhere; give the state directory's own path with --state-dir",
+                next.display(),
+                m.uid()
+            ));
+        }
+        check_chain(&at, false)?;
+        let target = std::fs::read_link(&next).map_err(|e| format!("{}: {e}", next.display()))?;
+        for p in parts(&target).into_iter().rev() {
+            todo.push_front(p);
+        }
+    }
+    Ok(())
+}
+
+/// An existing state directory that passes [`check_links`] and
+/// [`check_chain`].
+pub fn is_safe(dir: &Path) -> bool {
+    std::path::absolute(dir).is_ok_and(|a| check_links(&a).is_ok())
+        && std::fs::canonicalize(dir).is_ok_and(|c| check_chain(&c, true).is_ok())
 }
 
 /// The grant the state directory overlaps by identity, whatever the names

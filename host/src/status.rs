@@ -63,6 +63,8 @@ pub fn pause(
 /// `resume [FIX]`.
 pub fn resume(state: &Path, fix: Option<&str>, out: &Printer) -> Result<Exit, Stop> {
     let scope = scope(fix)?;
+    let state = &crate::state_dir::prepare(state, &Grants::default())
+        .map_err(|e| Stop::new(Exit::Usage, e))?;
     let lifted = policy::resume(state, &scope).map_err(|e| state_error(state, e))?;
     let left = policy::pauses(state);
     if out.is_json() {

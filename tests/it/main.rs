@@ -22,5 +22,6 @@ mod python_twins;
 mod review;
 mod rollback;
 mod schedule;
+mod state_dir;
 mod util;
 mod way_back;
