@@ -471,11 +471,13 @@ impl Loaded {
 /// Verifies a journal without building its records: the fast path of
 /// `journal verify`. Same verdicts as [`load`].
 ///
-/// The file is streamed through two buffers: while the lines of one are
-/// hashed on every core (each core takes a byte range, split at a newline),
-/// the next is read. Each line's hash is checked on its raw bytes (the body
-/// is the line up to `,"hash":`), `seq` and `prev` are found by a scan from
-/// the end of the body; no JSON tree is built but the header's.
+/// The file is cut into one byte range per core, each range starting after
+/// a newline, and each core reads its own range (by offset, through a
+/// buffer of its own) and checks its lines: each line's hash on its raw
+/// bytes (the body is the line up to `,"hash":`), `seq` and `prev` found by
+/// a scan from the end of the body, each line against the one before it in
+/// the range. Only the first line of each range is then checked against
+/// the last of the range before. No JSON tree is built but the header's.
 pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, JournalError> {
     let read_error = |e: io::Error| JournalError::Read {
         path: path.to_path_buf(),
@@ -483,146 +485,326 @@ pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, Jo
     };
     let file = crate::regular_file::open(path).map_err(read_error)?;
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
-    verify_from(path, file, expect_head)
+    let size = file.metadata().map_err(read_error)?.len();
+    verify_from(path, &file, size, expect_head)
 }
 
-/// [`verify_file`] of what `input` holds, the journal at `path`.
+/// Where a verifier reads from: a file, by offset, or bytes already read.
+trait ReadAt: Sync {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let from = usize::try_from(offset).map_or(self.len(), |o| o.min(self.len()));
+        let n = buf.len().min(self.len() - from);
+        buf[..n].copy_from_slice(&self[from..from + n]);
+        Ok(n)
+    }
+}
+
+/// A range's buffer: 2 MiB, grown for a longer line.
+const BUF: usize = 2 << 20;
+
+/// Journals smaller than this are checked on one core.
+const SPLIT_FROM: u64 = 1 << 20;
+
+/// Reads into `buf[from..]` what `input` holds at `offset`, up to `end`;
+/// how many bytes (fewer only at the end of the input).
+fn read_full(
+    input: &(impl ReadAt + ?Sized),
+    buf: &mut [u8],
+    offset: u64,
+    end: u64,
+) -> io::Result<usize> {
+    let want = buf
+        .len()
+        .min(usize::try_from(end.saturating_sub(offset)).unwrap_or(usize::MAX));
+    let mut got = 0;
+    while got < want {
+        match input.read_at(&mut buf[got..want], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// What one range of lines says about itself, each line checked against
+/// the one before it in the range.
+#[derive(Default)]
+struct Range {
+    lines: u64,
+    /// The first line's facts (its place in the chain is checked against
+    /// the range before it).
+    first: Option<(Option<u64>, Option<Vec<u8>>)>,
+    last_hash: Vec<u8>,
+    /// The first bad line (its index in the range) and why.
+    bad: Option<(u64, String)>,
+    /// The index of the line whose hash is the expected head.
+    head_at: Option<u64>,
+    /// Bytes after its last newline: a torn last line.
+    torn: bool,
+}
+
+impl Range {
+    /// Checks one line (without its newline).
+    fn line(&mut self, line: &[u8], alg: Alg, expect_head: Option<&str>) {
+        let i = self.lines;
+        let facts = match line_facts(line, alg) {
+            Ok(f) => f,
+            Err(why) => {
+                self.bad = Some((i, why));
+                return;
+            }
+        };
+        match &self.first {
+            None => self.first = Some((facts.seq, facts.prev.map(<[u8]>::to_vec))),
+            Some((seq, _)) => {
+                let want = seq.unwrap_or(0) + i;
+                if let Err(why) = chain(&facts, want, &self.last_hash) {
+                    self.bad = Some((i, why));
+                    return;
+                }
+            }
+        }
+        self.last_hash.clear();
+        self.last_hash.extend_from_slice(facts.hash);
+        if expect_head.is_some_and(|h| h.as_bytes() == facts.hash) {
+            self.head_at = Some(i);
+        }
+        self.lines += 1;
+    }
+}
+
+/// Checks the lines of `input` that start at or after the first newline at
+/// or after `lo` (at 0 when `lo` is 0) and up to the first newline at or
+/// after `hi` (all the rest when `hi` is the end): the ranges of
+/// consecutive `lo..hi` cover every line once. `buf` is reused.
+fn check_range(
+    input: &(impl ReadAt + ?Sized),
+    bounds: (u64, u64, u64),
+    alg: Alg,
+    expect_head: Option<&str>,
+    buf: &mut Vec<u8>,
+) -> io::Result<Range> {
+    let mut range = Range::default();
+    let torn = for_lines(input, bounds, buf, &mut |line| {
+        range.line(line, alg, expect_head);
+        range.bad.is_none()
+    })?;
+    range.torn = torn;
+    Ok(range)
+}
+
+/// Calls `each` with the lines (without their newline) of `input` that
+/// start at or after the first newline at or after `lo` (at 0 when `lo` is
+/// 0) and end at or before the first newline at or after `hi` (all the rest
+/// when `hi` is `end`), until it says to stop: the ranges of consecutive
+/// `lo..hi` cover every line once. Whether bytes without a newline follow
+/// the last line (a torn line: only the range that reaches `end` has one).
+fn for_lines(
+    input: &(impl ReadAt + ?Sized),
+    (lo, hi, end): (u64, u64, u64),
+    buf: &mut Vec<u8>,
+    each: &mut dyn FnMut(&[u8]) -> bool,
+) -> io::Result<bool> {
+    // `buf[from..have]` holds the input from `pos + from` on.
+    let (mut pos, mut have, mut from) = (lo, 0, 0);
+    // Past the line cut by `lo`: it belongs to the range before.
+    let mut skipping = lo > 0;
+    loop {
+        if have == buf.len() {
+            // One line longer than the buffer.
+            buf.resize(buf.len() * 2, 0);
+        }
+        let got = read_full(input, &mut buf[have..], pos + have as u64, end)?;
+        let at_end = have + got < buf.len();
+        have += got;
+        if skipping {
+            match memchr::memchr(b'\n', &buf[..have]) {
+                // That newline ends the range before; at or past `hi`, it
+                // is also this one's end: this one is empty.
+                Some(i) if pos + i as u64 >= hi && hi < end => return Ok(false),
+                Some(i) => {
+                    skipping = false;
+                    from = i + 1;
+                }
+                None if at_end => return Ok(false),
+                None => {
+                    pos += have as u64;
+                    have = 0;
+                    continue;
+                }
+            }
+        }
+        let Some(last) = memchr::memrchr(b'\n', &buf[from..have]).map(|i| from + i) else {
+            if at_end {
+                return Ok(have > from);
+            }
+            continue;
+        };
+        let mut start = from;
+        for i in memchr::memchr_iter(b'\n', &buf[from..=last]).map(|i| from + i) {
+            let go_on = each(&buf[start..i]);
+            start = i + 1;
+            if !go_on || (pos + i as u64 >= hi && hi < end) {
+                return Ok(false);
+            }
+        }
+        buf.copy_within(start..have, 0);
+        pos += start as u64;
+        have -= start;
+        from = 0;
+        if at_end {
+            return Ok(have > 0);
+        }
+    }
+}
+
+/// [`verify_file`] of the `size` bytes `input` holds, the journal at `path`.
 fn verify_from(
     path: &Path,
-    mut input: impl Read,
+    input: &(impl ReadAt + ?Sized),
+    size: u64,
     expect_head: Option<&str>,
 ) -> Result<Verdict, JournalError> {
     let read_error = |e: io::Error| JournalError::Read {
         path: path.to_path_buf(),
         why: e.to_string(),
     };
-    // Two buffers, reused (fresh memory costs a page fault per page).
-    const BUF: usize = 2 << 20;
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let mut cur: Vec<u8> = Vec::with_capacity(BUF);
-    let mut spare: Vec<u8> = Vec::with_capacity(BUF);
-    let mut eof = fill(&mut input, &mut cur, BUF).map_err(read_error)?;
-    let mut prev = GENESIS.as_bytes().to_vec();
-    let mut seq = 0u64;
-    // The record where the expected head was seen, if it was.
-    let mut head_at: Option<u64> = None;
-    let mut alg = Alg::Blake3;
-    loop {
-        let end = match memchr::memrchr(b'\n', &cur) {
-            Some(i) => i + 1,
-            None if eof => 0,
-            // A line longer than the buffer: read on.
-            None => {
-                let more = cur.len() + BUF;
-                eof = fill(&mut input, &mut cur, more).map_err(read_error)?;
-                continue;
+    // The header first: it names the algorithm.
+    let mut first = vec![0u8; 64 << 10];
+    let mut have = 0;
+    let header_end = loop {
+        let got = read_full(input, &mut first[have..], have as u64, size).map_err(read_error)?;
+        have += got;
+        if let Some(i) = memchr::memchr(b'\n', &first[..have]) {
+            break i;
+        }
+        if have < first.len() {
+            if have == 0 {
+                return Err(JournalError::NotAJournal {
+                    path: path.to_path_buf(),
+                    why: "it is empty".into(),
+                });
             }
-        };
-        if seq == 0 {
-            match memchr::memchr(b'\n', &cur[..end]) {
-                Some(i) => alg = header_alg(path, &check_header(path, &cur[..i])?)?,
-                None if cur.is_empty() => {
-                    return Err(JournalError::NotAJournal {
-                        path: path.to_path_buf(),
-                        why: "it is empty".into(),
-                    });
-                }
-                // Not even one whole line: a torn header.
-                None => check_header(path, &cur).map(|_| ())?,
+            // Not even one whole line: a torn header.
+            check_header(path, &first[..have])?;
+            return Ok(Verdict::TornTail {
+                records: 0,
+                head: GENESIS.into(),
+            });
+        }
+        first.resize(first.len() * 2, 0);
+    };
+    let alg = header_alg(path, &check_header(path, &first[..header_end])?)?;
+    drop(first);
+
+    let threads = match size >= SPLIT_FROM {
+        true => std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8)),
+        false => 1,
+    };
+    // Ranges of about a megabyte, taken in turn by whichever thread is
+    // free: one that starts late (a new thread may wait a while for a
+    // core) does less, and none waits for it.
+    let ranges = size.div_ceil(CHUNK).max(1);
+    verify_ranges(path, input, size, expect_head, alg, ranges, threads)
+}
+
+/// The byte range checked as one piece, taken by one thread.
+const CHUNK: u64 = 1 << 20;
+
+/// The lines of `input` checked in `ranges` ranges, on `threads` threads.
+fn verify_ranges(
+    path: &Path,
+    input: &(impl ReadAt + ?Sized),
+    size: u64,
+    expect_head: Option<&str>,
+    alg: Alg,
+    ranges: u64,
+    threads: usize,
+) -> Result<Verdict, JournalError> {
+    let read_error = |e: io::Error| JournalError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    };
+    let bounds = |k: u64| match k {
+        _ if k + 1 == ranges => (size * k / ranges, size, size),
+        _ => (size * k / ranges, size * (k + 1) / ranges, size),
+    };
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let work = || {
+        let mut buf = vec![0u8; BUF.min(usize::try_from(size).unwrap_or(BUF) + 1)];
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if k >= ranges {
+                return done;
+            }
+            done.push((k, check_range(input, bounds(k), alg, expect_head, &mut buf)));
+        }
+    };
+    let mut checked: Vec<(u64, io::Result<Range>)> = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut checked = work();
+        for h in others {
+            match h.join() {
+                Ok(more) => checked.extend(more),
+                Err(_) => checked.push((0, Err(io::Error::other("a verifier thread failed")))),
             }
         }
-        // The rest (a line cut by the buffer) starts the next buffer.
-        let mut next = std::mem::take(&mut spare);
-        next.clear();
-        next.extend_from_slice(&cur[end..]);
-        let region = &cur[..end];
-        let (parts, read) = std::thread::scope(|scope| {
-            let hashing: Vec<_> = split_at_lines(region, workers)
-                .into_iter()
-                .map(|part| scope.spawn(move || lines_facts(part, alg)))
-                .collect();
-            let read = match eof {
-                true => Ok(true),
-                false => fill(&mut input, &mut next, BUF),
+        checked
+    });
+    checked.sort_by_key(|(k, _)| *k);
+    let ranges = checked.into_iter().map(|(_, r)| r);
+
+    // Each range's first line against the last line before it.
+    let mut seq = 0u64;
+    let mut prev = GENESIS.as_bytes().to_vec();
+    let mut head_at: Option<u64> = None;
+    let mut torn = false;
+    for range in ranges {
+        let range = range.map_err(read_error)?;
+        if let Some((first_seq, first_prev)) = &range.first {
+            let facts = Facts {
+                hash: &[],
+                seq: *first_seq,
+                prev: first_prev.as_deref(),
             };
-            let parts: Vec<Vec<Result<Facts<'_>, String>>> = hashing
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect();
-            (parts, read)
-        });
-        for f in parts.iter().flatten() {
-            if let Err(why) = f
-                .as_ref()
-                .map_err(String::clone)
-                .and_then(|f| chain(f, seq, &prev))
-            {
+            if let Err(why) = chain(&facts, seq, &prev) {
                 return Ok(Verdict::Bad { seq, why });
             }
-            let hash = f.as_ref().map(|f| f.hash).unwrap_or_default();
-            prev.clear();
-            prev.extend_from_slice(hash);
-            if expect_head.is_some_and(|h| h.as_bytes() == hash) {
-                head_at = Some(seq);
-            }
-            seq += 1;
         }
-        drop(parts);
-        let done = eof;
-        eof = read.map_err(read_error)?;
-        spare = std::mem::replace(&mut cur, next);
-        if done {
-            break;
+        if let Some((i, why)) = range.bad {
+            return Ok(Verdict::Bad { seq: seq + i, why });
         }
+        if let Some(i) = range.head_at {
+            head_at = Some(seq + i);
+        }
+        if range.lines > 0 {
+            prev = range.last_hash;
+        }
+        seq += range.lines;
+        // Only the last range that holds anything can end torn.
+        torn |= range.torn;
     }
     let head = String::from_utf8_lossy(&prev).into_owned();
     tracing::debug!(path = %path.display(), records = seq, alg = alg.name(), "chain checked");
-    if !cur.is_empty() {
+    if torn {
         return Ok(Verdict::TornTail { records: seq, head });
     }
     Ok(head_verdict(seq, head, expect_head, |_| {
         head_at.map(|s| s as usize)
     }))
-}
-
-/// Reads `file` into `buf` until it holds `upto` bytes or the file ends;
-/// whether it ended.
-fn fill(input: &mut impl Read, buf: &mut Vec<u8>, upto: usize) -> io::Result<bool> {
-    let want = upto.saturating_sub(buf.len()) as u64;
-    let got = input.take(want).read_to_end(buf)? as u64;
-    Ok(got < want)
-}
-
-/// `region` (whole lines) cut into at most `n` pieces of whole lines.
-fn split_at_lines(region: &[u8], n: usize) -> Vec<&[u8]> {
-    let mut parts = Vec::with_capacity(n);
-    let mut rest = region;
-    for k in (1..=n).rev() {
-        if rest.is_empty() {
-            break;
-        }
-        let cut = match k {
-            1 => rest.len(),
-            _ => memchr::memchr(b'\n', &rest[rest.len() / k..])
-                .map_or(rest.len(), |i| rest.len() / k + i + 1),
-        };
-        parts.push(&rest[..cut]);
-        rest = &rest[cut..];
-    }
-    parts
-}
-
-/// The facts of every line (each ended by a newline) of `part`.
-fn lines_facts(part: &[u8], alg: Alg) -> Vec<Result<Facts<'_>, String>> {
-    let mut out = Vec::with_capacity(part.len() / 256 + 1);
-    let mut rest = part;
-    while let Some(i) = memchr::memchr(b'\n', rest) {
-        out.push(line_facts(&rest[..i], alg));
-        rest = &rest[i + 1..];
-    }
-    out
 }
 
 /// The digest algorithm a header names.
@@ -722,7 +904,7 @@ pub fn load_without(
             path: path.to_path_buf(),
             why: e.to_string(),
         })?;
-    let verdict = verify_from(path, &bytes[..], expect_head)?;
+    let verdict = verify_from(path, &bytes[..], bytes.len() as u64, expect_head)?;
     let intact = match &verdict {
         Verdict::Intact { records, .. } | Verdict::TornTail { records, .. } => *records,
         Verdict::Bad { seq, .. } => *seq,
@@ -887,6 +1069,180 @@ mod tests {
                 .unwrap_err()
                 .contains("hash")
         );
+    }
+
+    /// Generated bytes (lines from empty to longer than the buffer, often
+    /// a newline right on a range's nominal start, sometimes no newline at
+    /// the end) cut into 1 to 8 ranges: the ranges' lines, in order, are
+    /// the lines of the whole, each once, and only the last can be torn.
+    #[test]
+    fn ranges_cover_every_line_once() {
+        let mut rng = crate::fuzzing::Rng::new(0xC0FFEE);
+        for case in 0..400 {
+            let ranges = 1 + rng.below(8) as u64;
+            let mut bytes = Vec::new();
+            for _ in 0..rng.below(40) {
+                let len = match rng.below(10) {
+                    0 => rng.below(3 * 64),
+                    1 if case % 50 == 0 => BUF + rng.below(BUF),
+                    _ => rng.below(20),
+                };
+                bytes.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+                bytes.push(b'\n');
+            }
+            if rng.below(3) == 0 {
+                bytes.extend_from_slice(b"torn");
+            }
+            // A newline right on a nominal start.
+            let size = bytes.len();
+            if size > 0 && rng.below(2) == 0 {
+                let k = rng.below(ranges as usize) as u64;
+                let at = (size as u64 * k / ranges) as usize;
+                if at < size {
+                    bytes[at] = b'\n';
+                }
+            }
+            let whole: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+            let (complete, tail) = whole.split_at(whole.len() - 1);
+            let size = bytes.len() as u64;
+            let mut seen: Vec<Vec<u8>> = Vec::new();
+            let mut torn = Vec::new();
+            let mut buf = vec![0u8; 1 + rng.below(256)];
+            for k in 0..ranges {
+                let hi = match k + 1 == ranges {
+                    true => size,
+                    false => size * (k + 1) / ranges,
+                };
+                let t = for_lines(
+                    &bytes[..],
+                    (size * k / ranges, hi, size),
+                    &mut buf,
+                    &mut |l| {
+                        seen.push(l.to_vec());
+                        true
+                    },
+                )
+                .unwrap();
+                torn.push(t);
+            }
+            assert_eq!(seen, complete, "case {case}, {ranges} ranges: {bytes:?}");
+            let want_torn = !tail[0].is_empty();
+            assert_eq!(
+                torn.iter().filter(|t| **t).count(),
+                usize::from(want_torn),
+                "case {case}"
+            );
+        }
+    }
+
+    /// Generated journals (lines from a few bytes to longer than a range's
+    /// buffer), cut short or with a byte changed anywhere after the header,
+    /// checked in 1 to 5 ranges: every verdict, reasons and heads included,
+    /// is the one a line-by-line check of the same bytes gives.
+    #[test]
+    fn checking_in_ranges_agrees_with_a_line_by_line_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let slow = |bytes: &[u8], expect: Option<&str>| -> Verdict {
+            let mut prev = GENESIS.to_string();
+            let mut seq = 0;
+            let mut hashes = Vec::new();
+            let mut rest = bytes;
+            while let Some(i) = memchr::memchr(b'\n', rest) {
+                match check_line(&rest[..i], seq, &prev, Alg::Blake3) {
+                    Ok(h) => prev = h,
+                    Err(why) => return Verdict::Bad { seq, why },
+                }
+                hashes.push(prev.clone());
+                seq += 1;
+                rest = &rest[i + 1..];
+            }
+            if !rest.is_empty() {
+                return Verdict::TornTail {
+                    records: seq,
+                    head: prev,
+                };
+            }
+            head_verdict(seq, prev, expect, |h| hashes.iter().rposition(|x| x == h))
+        };
+        let mut rng = crate::fuzzing::Rng::new(0x5EED);
+        for case in 0..8 {
+            let mut j = Journal::create(dir.path(), &format!("r{case}")).unwrap();
+            j.append(json!({"type": "header", "format": FORMAT, "hash_alg": "blake3"}))
+                .unwrap();
+            for n in 0..100 + rng.below(1500) {
+                let len = match rng.below(40) {
+                    0 if case % 6 == 0 => BUF + rng.below(BUF / 4),
+                    0..4 => rng.below(64 << 10),
+                    _ => rng.below(600),
+                };
+                j.append(json!({"type": "intent", "n": n, "pad": "p".repeat(len)}))
+                    .unwrap();
+            }
+            let bytes = fs::read(j.path()).unwrap();
+            let header_end = memchr::memchr(b'\n', &bytes).unwrap() + 1;
+            let mut variants = vec![bytes.clone()];
+            for _ in 0..4 {
+                let cut = header_end + rng.below(bytes.len() - header_end);
+                variants.push(bytes[..cut].to_vec());
+                let mut changed = bytes.clone();
+                let at = header_end + rng.below(bytes.len() - header_end);
+                changed[at] = if changed[at] == b'x' { b'z' } else { b'x' };
+                variants.push(changed);
+            }
+            // Where ranges meet, for 2 to 5 of them: a line missing there
+            // (its neighbour's chain is checked across the join), and the
+            // journal cut so that a newline falls right on a range's
+            // nominal start.
+            let ends: Vec<usize> = memchr::memchr_iter(b'\n', &bytes).map(|i| i + 1).collect();
+            let joins = if case % 6 == 0 { 0 } else { 5 };
+            for w in 2..=joins {
+                for k in 1..w {
+                    let at = ends.partition_point(|e| *e < bytes.len() * k / w);
+                    for l in at.saturating_sub(2)..(at + 2).min(ends.len() - 1) {
+                        let mut gap = bytes[..ends[l]].to_vec();
+                        gap.extend_from_slice(&bytes[ends[l + 1]..]);
+                        variants.push(gap);
+                    }
+                }
+            }
+            let on_newline =
+                |cut: &&usize| (2..=joins).any(|w| (1..w).any(|k| bytes[**cut * k / w] == b'\n'));
+            for &cut in ends.iter().rev().take(300).filter(on_newline).take(6) {
+                variants.push(bytes[..cut].to_vec());
+            }
+            let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+            let some_hash = |k: usize| {
+                let l = lines[k.min(lines.len() - 2)];
+                String::from_utf8_lossy(&l[l.len() - 66..l.len() - 2]).into_owned()
+            };
+            let heads = [
+                None,
+                Some(some_hash(lines.len())),
+                Some(some_hash(rng.below(lines.len()))),
+            ];
+            for (v, variant) in variants.iter().enumerate() {
+                // The expected heads on the journal as written.
+                for expect in heads.iter().take(if v == 0 { 3 } else { 1 }) {
+                    let want = slow(variant, expect.as_deref());
+                    for workers in 1..=5 {
+                        let got = verify_ranges(
+                            &path,
+                            &variant[..],
+                            variant.len() as u64,
+                            expect.as_deref(),
+                            Alg::Blake3,
+                            workers,
+                            1 + workers as usize % 3,
+                        )
+                        .unwrap();
+                        assert_eq!(got, want, "case {case}, variant {v}, {workers} ranges");
+                    }
+                }
+            }
+            fs::write(&path, &bytes).unwrap();
+            assert_eq!(verify_file(&path, None).unwrap(), slow(&bytes, None));
+        }
     }
 
     /// A journal whose lines straddle the verifier's buffers every way: many
