@@ -439,19 +439,14 @@ impl Cli {
             }
             Command::Inspect(args) => {
                 let out = common.printer();
-                // The state directory's compile cache: inspecting a Python
-                // fix compiles the runtime. The default's only when it is
-                // there and no one else can swap it (see `state_dir`).
-                let state = match &common.state_dir {
-                    Some(s) => Some(
-                        crate::state_dir::prepare(s, &Default::default())
-                            .map_err(|e| Stop::new(Exit::Usage, e))?,
-                    ),
-                    None => common
-                        .state_dir()
-                        .ok()
-                        .filter(|p| p.is_dir() && crate::state_dir::is_safe(p)),
-                };
+                // The state directory's compile cache (inspecting a Python
+                // fix compiles the runtime), only when it is there and no
+                // one else could swap it; else the fix is compiled afresh.
+                let state = common
+                    .state_dir
+                    .clone()
+                    .map_or_else(|| crate::state_dir::default_path().ok(), Some)
+                    .and_then(|p| crate::state_dir::safe(&p));
                 match &args.new {
                     None => crate::review::inspect(&args.fix, state.as_deref(), &out),
                     Some(new) => {
@@ -628,10 +623,14 @@ impl Common {
     }
 
     pub fn state_dir(&self) -> Result<PathBuf, Stop> {
-        match &self.state_dir {
-            Some(p) => Ok(p.clone()),
-            None => crate::state_dir::default_path().map_err(|e| Stop::new(Exit::Usage, e)),
-        }
+        let path = match &self.state_dir {
+            Some(p) => p.clone(),
+            None => crate::state_dir::default_path().map_err(|e| Stop::new(Exit::Usage, e))?,
+        };
+        // For every command, those that only read it too: what it holds
+        // (the evidence of a dry-run, the pauses, the journals) is not to
+        // come from a directory someone else could swap in.
+        crate::state_dir::checked(&path).map_err(|e| Stop::new(Exit::Usage, e))
     }
 
     /// The configuration: the default file is optional, a named one is not.

@@ -362,6 +362,7 @@ impl Objects {
                 }
                 let tmp = self.dir.join(format!(".tmp-{hash}-{}", std::process::id()));
                 let mut f = OpenOptions::new()
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                     .write(true)
                     .create(true)
                     .truncate(true)

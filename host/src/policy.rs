@@ -39,6 +39,7 @@ impl RunLock {
             source,
         };
         let mut file = OpenOptions::new()
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .read(true)
             .write(true)
             .create(true)
@@ -267,6 +268,7 @@ fn log_event(dir: &Path, event: &str, record: &serde_json::Value) -> std::io::Re
     let mut line = record.clone();
     line["event"] = serde_json::json!(event);
     let mut f = OpenOptions::new()
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .append(true)
         .create(true)
         .mode(0o600)
@@ -416,6 +418,7 @@ pub fn record_dry_run(
         "plan": plan,
     });
     let mut f = OpenOptions::new()
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .write(true)
         .create(true)
         .truncate(true)

@@ -177,6 +177,7 @@ fn write_replacing(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
     ));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .write(true)
             .create(true)
             .truncate(true)

@@ -3,9 +3,15 @@
 //! where anyone but this user and root could replace what it names: the
 //! journals, the cache and the lock are found again by path under it, so
 //! a directory above it that someone else can rename from would let them
-//! point those paths at another directory (see [`check_chain`]).
+//! point those paths at another directory (see [`walk`]).
 
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use crate::grants::Grants;
 
@@ -41,213 +47,360 @@ pub fn default_path() -> Result<PathBuf, StateDirError> {
     Ok(PathBuf::from(home).join(".local/state/defops-wasm"))
 }
 
-/// Checks the state directory's path ([`check_links`], [`check_chain`]),
-/// makes what is missing of it (mode 0700, never through a link), checks
-/// it again and that it is outside the grants. Its path, resolved.
+/// The state directory's path checked ([`walk`]) and resolved, not made:
+/// for commands that only read it. Refused as for [`prepare`].
+pub fn checked(path: &Path) -> Result<PathBuf, StateDirError> {
+    let absolute = std::path::absolute(path).map_err(|source| StateDirError::Create {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let walked = walk(&absolute).map_err(|why| StateDirError::Unsafe {
+        path: absolute.clone(),
+        why,
+    })?;
+    let mut resolved = walked.dir;
+    resolved.extend(&walked.missing);
+    Ok(resolved)
+}
+
+/// Checks the state directory's path ([`walk`]) and what it holds
+/// ([`check_contents`]), makes what is missing of it (mode 0700, relative
+/// to its parent's descriptor, never through a link, nothing inside a
+/// directory that is not this user's), and checks that it is outside the
+/// grants, by path before anything is made and by identity. Its path,
+/// resolved.
 pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
     let create = |source| StateDirError::Create {
         path: path.to_path_buf(),
         source,
     };
     let absolute = std::path::absolute(path).map_err(create)?;
-    // Checked before anything is created: the nearest existing ancestor,
-    // with symlinks resolved, plus the components still to be made.
+    let unsafe_because = |why| StateDirError::Unsafe {
+        path: absolute.clone(),
+        why,
+    };
+    let walked = walk(&absolute).map_err(unsafe_because)?;
+    let mut planned = walked.dir.clone();
+    planned.extend(&walked.missing);
     let inside = |dir: &Path| {
         grants.overlaps(dir).map(|g| StateDirError::InsideGrant {
             path: absolute.clone(),
             grant: g.path.to_string(),
         })
     };
-    let mut existing = absolute.as_path();
-    let mut missing = Vec::new();
-    while !existing.exists() {
-        missing.push(existing.file_name().unwrap_or_default().to_owned());
-        existing = existing.parent().unwrap_or(Path::new("/"));
-    }
-    let found = std::fs::canonicalize(existing).map_err(create)?;
-    // Nothing is created under a directory someone else could swap.
-    let unsafe_at = |dir: &Path, whole: bool| {
-        check_chain(dir, whole).map_err(|why| StateDirError::Unsafe {
-            path: absolute.clone(),
-            why,
-        })
-    };
-    check_links(&absolute).map_err(|why| StateDirError::Unsafe {
-        path: absolute.clone(),
-        why,
-    })?;
-    unsafe_at(&found, missing.is_empty())?;
-    let mut planned = found.clone();
-    planned.extend(missing.iter().rev());
     if let Some(e) = inside(&planned) {
         return Err(e);
     }
-    make_below(&found, &missing).map_err(create)?;
-    let canonical = std::fs::canonicalize(&absolute).map_err(create)?;
-    unsafe_at(&canonical, true)?;
-    if let Some(e) = inside(&canonical) {
-        return Err(e);
-    }
-    if let Some(g) = overlaps_by_identity(&canonical, grants) {
+    // What is to be made below a grant's directory (a bind mount shows
+    // it under another name) would be inside it too.
+    if !walked.missing.is_empty()
+        && let Some(g) = inside_by_identity(&walked.dir, grants)
+    {
         return Err(StateDirError::InsideGrant {
             path: absolute,
             grant: g,
         });
     }
-    Ok(canonical)
-}
-
-/// Makes `missing` (innermost first) below `found`, mode 0700, each
-/// relative to a descriptor of the one above it and never through a link:
-/// a link put in the way of one is refused, not followed.
-fn make_below(found: &Path, missing: &[std::ffi::OsString]) -> std::io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut dir = rustix::fs::open(found, flags, Mode::empty())?;
-    for name in missing.iter().rev() {
-        match rustix::fs::mkdirat(&dir, name.as_os_str(), Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-        dir = rustix::fs::openat(&dir, name.as_os_str(), flags, Mode::empty()).map_err(
-            |e| match e {
-                rustix::io::Errno::LOOP => std::io::Error::other(format!(
-                    "{} is a symbolic link where a directory was to be made",
-                    name.to_string_lossy()
-                )),
-                e => e.into(),
-            },
-        )?;
+    let fd = make_below(walked.fd, &walked.dir, &walked.missing).map_err(|e| match e {
+        Made::Io(e) => create(e),
+        Made::Unsafe(why) => unsafe_because(why),
+    })?;
+    check_contents(&fd, &planned).map_err(unsafe_because)?;
+    if let Some(g) = overlaps_by_identity(&planned, grants) {
+        return Err(StateDirError::InsideGrant {
+            path: absolute,
+            grant: g,
+        });
     }
-    Ok(())
+    Ok(planned)
 }
 
-/// Checks that only this user and root can change what `dir` (absolute,
-/// without symlinks) names: every directory from `/` down to it is owned
-/// by one of them, and none above it can be written by anyone else unless
-/// it is sticky (then no one else can rename or remove what they do not
-/// own, and what is below it is owned by one of them). With `whole`, `dir`
-/// is the state directory itself, which no one else may write at all.
-/// This is the rule `sshd` applies to the directories above a user's
-/// keys. Why not, in words naming the directory and what to do.
-pub fn check_chain(dir: &Path, whole: bool) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
+/// A path walked: the deepest directory of it that exists (resolved: no
+/// links, no `..`) and its descriptor, and the names still to be made
+/// below it.
+struct Walked {
+    dir: PathBuf,
+    fd: OwnedFd,
+    missing: Vec<OsString>,
+}
+
+/// One component of a path still to be walked.
+enum Part {
+    Root,
+    Up,
+    Name(OsString),
+}
+
+fn parts(p: &Path) -> impl Iterator<Item = Part> + '_ {
+    p.components().filter_map(|c| match c {
+        Component::RootDir | Component::Prefix(_) => Some(Part::Root),
+        Component::CurDir => None,
+        Component::ParentDir => Some(Part::Up),
+        Component::Normal(n) => Some(Part::Name(n.to_owned())),
+    })
+}
+
+/// Walks `path` (absolute) from `/` one component at a time, each opened
+/// relative to the descriptor of the one before (never by name from the
+/// top again), following links by hand, and checks each as it is met:
+/// every directory is owned by this user or root, and none that the walk
+/// goes on below can be written by anyone else unless it is sticky (then
+/// only an entry's owner may move it, and that owner is checked next);
+/// every link is owned by this user or root (what it names is walked in
+/// turn); the last directory, if it is the whole path, can be written by
+/// no one else at all. So what was walked is what the path names, and
+/// stays so: no one but this user and root can change any of it. This is
+/// the rule `sshd` applies to the directories above a user's keys. A
+/// group that holds no one but a directory's owner (a user private group)
+/// does not count as others. Why not, in words naming what and what to do.
+fn walk(path: &Path) -> Result<Walked, String> {
     let me = rustix::process::geteuid().as_raw();
-    let chain: Vec<&Path> = dir.ancestors().collect();
-    for (depth, d) in chain.iter().rev().enumerate() {
-        let m = std::fs::symlink_metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        if !m.is_dir() {
-            return Err(format!(
-                "{} is not a directory (it changed while being checked); try again",
-                d.display()
-            ));
-        }
-        if m.uid() != me && m.uid() != 0 {
-            return Err(format!(
-                "{} is owned by uid {}, who could replace what is in it; choose a state directory (--state-dir) whose every parent belongs to you or root",
-                d.display(),
-                m.uid()
-            ));
-        }
-        let last = depth + 1 == chain.len();
-        let others_write = m.mode() & 0o022 != 0;
-        let sticky = m.mode() & 0o1000 != 0;
-        let mode = m.mode() & 0o7777;
-        if others_write && last && whole && sticky {
-            return Err(format!(
-                "{} is shared (mode {mode:04o}): anyone can put things in it; choose a directory of your own below it with --state-dir",
-                d.display(),
-            ));
-        }
-        if others_write && ((last && whole) || !sticky) {
-            return Err(format!(
-                "{} can be written by others (mode {mode:04o}), who could replace what is in it; run `chmod go-w {}` or choose another state directory with --state-dir",
-                d.display(),
-                d.display()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks every symlink met on the way to `path` (absolute), as the
-/// kernel would follow them, those in the links' own targets too: each
-/// must belong to this user or root and stand in a directory that passes
-/// [`check_chain`], or someone else could point it elsewhere. (Where the
-/// path ends up is checked as the resolved path.) Stops at the first
-/// component that is not there: the rest is to be made.
-fn check_links(path: &Path) -> Result<(), String> {
-    use std::collections::VecDeque;
-    use std::os::unix::fs::MetadataExt;
-    use std::path::Component;
-    /// A component, owned: a link's target is read as the walk goes.
-    enum Part {
-        Root,
-        Up,
-        Name(std::ffi::OsString),
-    }
-    let parts = |p: &Path| -> Vec<Part> {
-        p.components()
-            .filter_map(|c| match c {
-                Component::RootDir | Component::Prefix(_) => Some(Part::Root),
-                Component::CurDir => None,
-                Component::ParentDir => Some(Part::Up),
-                Component::Normal(n) => Some(Part::Name(n.to_owned())),
-            })
-            .collect()
-    };
-    let me = rustix::process::geteuid().as_raw();
-    // `at` is always resolved: no links in it.
-    let mut at = PathBuf::from("/");
-    let mut todo: VecDeque<Part> = parts(path).into();
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let root = rustix::fs::open("/", dir_flags, Mode::empty()).map_err(|e| format!("/: {e}"))?;
+    let root_stat = rustix::fs::fstat(&root).map_err(|e| format!("/: {e}"))?;
+    owned(&root_stat, Path::new("/"), me)?;
+    // The directories walked so far, from `/`.
+    let mut stack: Vec<(PathBuf, OwnedFd, Stat)> = vec![(PathBuf::from("/"), root, root_stat)];
+    let mut todo: VecDeque<Part> = parts(path).collect();
     let mut links = 0;
     while let Some(part) = todo.pop_front() {
         let name = match part {
             Part::Root => {
-                at = PathBuf::from("/");
+                stack.truncate(1);
                 continue;
             }
             Part::Up => {
-                at.pop();
+                if stack.len() > 1 {
+                    stack.pop();
+                }
                 continue;
             }
             Part::Name(name) => name,
         };
+        let (at, fd, st) = stack.last().expect("the root stays");
         let next = at.join(&name);
-        let m = match std::fs::symlink_metadata(&next) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        // Going on below `at`: no one else may replace what is in it.
+        if others_write(st) && !sticky(st) {
+            return Err(writable(at, st));
+        }
+        let found = match rustix::fs::statat(fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(found) => found,
+            Err(rustix::io::Errno::NOENT) => {
+                let mut missing = vec![name];
+                for p in todo {
+                    match p {
+                        Part::Name(n) => missing.push(n),
+                        Part::Root | Part::Up => {
+                            return Err(format!(
+                                "it goes through {}, which does not exist yet, and then up or back to /; give it without `..`",
+                                next.display()
+                            ));
+                        }
+                    }
+                }
+                let (dir, fd, _) = stack.pop().expect("the root stays");
+                return Ok(Walked { dir, fd, missing });
+            }
             Err(e) => return Err(format!("{}: {e}", next.display())),
         };
-        if !m.file_type().is_symlink() {
-            at = next;
+        match FileType::from_raw_mode(found.st_mode) {
+            FileType::Symlink => {
+                if found.st_uid != me && found.st_uid != 0 {
+                    return Err(format!(
+                        "the link {} is owned by uid {}, who could point it elsewhere; give the state directory's own path with --state-dir",
+                        next.display(),
+                        found.st_uid
+                    ));
+                }
+                links += 1;
+                if links > 40 {
+                    return Err(format!("{}: too many links on the way", path.display()));
+                }
+                let target = rustix::fs::readlinkat(fd, name.as_os_str(), Vec::new())
+                    .map_err(|e| format!("{}: {e}", next.display()))?;
+                let target = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
+                for p in parts(&target).collect::<Vec<_>>().into_iter().rev() {
+                    todo.push_front(p);
+                }
+            }
+            FileType::Directory => {
+                let opened = rustix::fs::openat(fd, name.as_os_str(), dir_flags, Mode::empty())
+                    .map_err(|e| changed(&next, e))?;
+                let st = rustix::fs::fstat(&opened).map_err(|e| changed(&next, e))?;
+                owned(&st, &next, me)?;
+                stack.push((next, opened, st));
+            }
+            _ => return Err(format!("{} is not a directory", next.display())),
+        }
+    }
+    let (dir, fd, st) = stack.pop().expect("the root stays");
+    if others_write(&st) {
+        return Err(match sticky(&st) {
+            true => format!(
+                "{} is shared (mode {:04o}): anyone can put things in it; choose a directory of your own below it with --state-dir",
+                dir.display(),
+                st.st_mode & 0o7777
+            ),
+            false => writable(&dir, &st),
+        });
+    }
+    Ok(Walked {
+        dir,
+        fd,
+        missing: Vec::new(),
+    })
+}
+
+fn changed(path: &Path, e: rustix::io::Errno) -> String {
+    format!(
+        "{}: {e} (it changed while being checked); look at what changes it, then try again",
+        path.display()
+    )
+}
+
+/// A directory on the way is owned by this user or root.
+fn owned(st: &Stat, path: &Path, me: u32) -> Result<(), String> {
+    match st.st_uid == me || st.st_uid == 0 {
+        true => Ok(()),
+        false => Err(format!(
+            "{} is owned by uid {}, who could replace what is in it; the state directory and every directory above it must belong to you or root (--state-dir)",
+            path.display(),
+            st.st_uid
+        )),
+    }
+}
+
+fn sticky(st: &Stat) -> bool {
+    st.st_mode & 0o1000 != 0
+}
+
+/// Someone other than the owner can write it: others, or a group that
+/// holds anyone but the owner.
+fn others_write(st: &Stat) -> bool {
+    st.st_mode & 0o002 != 0 || (st.st_mode & 0o020 != 0 && !group_is_private(st.st_gid, st.st_uid))
+}
+
+fn writable(path: &Path, st: &Stat) -> String {
+    format!(
+        "{} can be written by others (mode {:04o}), who could replace what is in it; if nothing else needs to write there, run `chmod go-w {}`, else choose another state directory with --state-dir",
+        path.display(),
+        st.st_mode & 0o7777,
+        path.display()
+    )
+}
+
+/// Whether group `gid` holds no one but user `uid` (a user private group,
+/// as `useradd` makes on many systems): no other user has it as primary
+/// group, and its member list names no one else. Read from `/etc/passwd`
+/// and `/etc/group`; a group found only elsewhere (a directory service)
+/// counts as shared.
+fn group_is_private(gid: u32, uid: u32) -> bool {
+    let (Ok(passwd), Ok(group)) = (
+        std::fs::read_to_string("/etc/passwd"),
+        std::fs::read_to_string("/etc/group"),
+    ) else {
+        return false;
+    };
+    let fields = |l: &str| -> Vec<String> { l.split(':').map(str::to_string).collect() };
+    let id = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<u32>().ok());
+    let users: Vec<Vec<String>> = passwd.lines().map(fields).collect();
+    let Some(name) = users
+        .iter()
+        .find(|f| id(f, 2) == Some(uid))
+        .map(|f| f[0].clone())
+    else {
+        return false;
+    };
+    if users
+        .iter()
+        .any(|f| id(f, 3) == Some(gid) && id(f, 2) != Some(uid))
+    {
+        return false;
+    }
+    let groups: Vec<Vec<String>> = group
+        .lines()
+        .map(fields)
+        .filter(|f| id(f, 2) == Some(gid))
+        .collect();
+    !groups.is_empty()
+        && groups.iter().all(|f| {
+            f.get(3)
+                .is_none_or(|m| m.split(',').all(|m| m.is_empty() || m == name))
+        })
+}
+
+/// How making the missing directories failed.
+enum Made {
+    Io(std::io::Error),
+    Unsafe(String),
+}
+
+/// Makes `missing` below the directory `fd`, each relative to the
+/// descriptor of the one above it and never through a link, and checks
+/// each (made now or found there meanwhile) before anything is made in it.
+/// The state directory's descriptor.
+fn make_below(mut fd: OwnedFd, dir: &Path, missing: &[OsString]) -> Result<OwnedFd, Made> {
+    let me = rustix::process::geteuid().as_raw();
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut path = dir.to_path_buf();
+    for name in missing {
+        path.push(name);
+        match rustix::fs::mkdirat(&fd, name.as_os_str(), Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(Made::Io(e.into())),
+        }
+        fd = rustix::fs::openat(&fd, name.as_os_str(), dir_flags, Mode::empty()).map_err(|e| {
+            Made::Unsafe(format!(
+                "{} is not a directory ({e}); look at what put it there",
+                path.display()
+            ))
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| Made::Io(e.into()))?;
+        owned(&st, &path, me).map_err(Made::Unsafe)?;
+        if others_write(&st) {
+            return Err(Made::Unsafe(writable(&path, &st)));
+        }
+    }
+    Ok(fd)
+}
+
+/// What the state directory holds that this program writes into: each, if
+/// there, is this user's or root's, not a link, and (a directory) written
+/// by no one else. A directory once shared keeps what others made in it
+/// when its own mode is fixed. (The compile cache checks its own directory
+/// on its descriptor, and is only not used when others could write it.)
+fn check_contents(fd: &OwnedFd, dir: &Path) -> Result<(), String> {
+    let me = rustix::process::geteuid().as_raw();
+    for name in ["runs", "objects", "pause", "dry-runs", "scheduled", "lock"] {
+        let Ok(st) = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) else {
             continue;
-        }
-        links += 1;
-        if links > 40 {
-            return Err(format!("{}: too many links on the way", path.display()));
-        }
-        if m.uid() != me && m.uid() != 0 {
-            return Err(format!(
-                "the link {} is owned by uid {}, who could point it elsewhere; give the state directory's own path with --state-dir",
-                next.display(),
-                m.uid()
-            ));
-        }
-        check_chain(&at, false)?;
-        let target = std::fs::read_link(&next).map_err(|e| format!("{}: {e}", next.display()))?;
-        for p in parts(&target).into_iter().rev() {
-            todo.push_front(p);
+        };
+        let path = dir.join(name);
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Symlink => {
+                return Err(format!(
+                    "{} is a link; remove it (the state directory's own entries are never links)",
+                    path.display()
+                ));
+            }
+            FileType::Directory | FileType::RegularFile => {
+                owned(&st, &path, me)?;
+                if others_write(&st) {
+                    return Err(writable(&path, &st));
+                }
+            }
+            _ => return Err(format!("{} is not a directory or a file", path.display())),
         }
     }
     Ok(())
 }
 
-/// An existing state directory that passes [`check_links`] and
-/// [`check_chain`].
-pub fn is_safe(dir: &Path) -> bool {
-    std::path::absolute(dir).is_ok_and(|a| check_links(&a).is_ok())
-        && std::fs::canonicalize(dir).is_ok_and(|c| check_chain(&c, true).is_ok())
+/// An existing state directory that passes [`walk`] and
+/// [`check_contents`]: its path, resolved.
+pub fn safe(dir: &Path) -> Option<PathBuf> {
+    let walked = walk(&std::path::absolute(dir).ok()?).ok()?;
+    (walked.missing.is_empty() && check_contents(&walked.fd, &walked.dir).is_ok())
+        .then_some(walked.dir)
 }
 
 /// The grant the state directory overlaps by identity, whatever the names

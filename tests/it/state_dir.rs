@@ -22,11 +22,14 @@ use crate::plangen::seeds;
 
 const OTHER: u32 = 65534;
 
-/// One directory or link as made: owner and mode.
+/// One directory or link as made: owner and mode (a group-writable one's
+/// group is this user's own group when `group_mine`, else the other
+/// user's).
 #[derive(Debug, Clone, Copy)]
 struct Made {
     other: bool,
     mode: u32,
+    group_mine: bool,
 }
 
 impl Made {
@@ -39,10 +42,12 @@ impl Made {
             0 => Made {
                 other: false,
                 mode: CLEAN[rng.below(CLEAN.len())],
+                group_mine: false,
             },
             _ => Made {
                 other: rng.below(4) == 0,
                 mode: ANY[rng.below(ANY.len())],
+                group_mine: rng.below(3) == 0,
             },
         }
     }
@@ -51,7 +56,11 @@ impl Made {
     /// user's, so the attack can use it.
     fn apply(&self, p: &Path) {
         let uid = if self.other { OTHER } else { me() };
-        let gid = if self.mode & 0o020 != 0 { OTHER } else { 0 };
+        let gid = if self.mode & 0o020 != 0 && !self.group_mine {
+            OTHER
+        } else {
+            0
+        };
         std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(self.mode)).unwrap();
     }
@@ -60,10 +69,28 @@ impl Made {
     /// written by no one else (a sticky directory above the state
     /// directory excepted).
     fn clean(&self, is_state: bool) -> bool {
-        let others_write = self.mode & 0o022 != 0;
+        let group_shared = self.mode & 0o020 != 0 && !(self.group_mine && root_group_private());
+        let others_write = self.mode & 0o002 != 0 || group_shared;
         let sticky = self.mode & 0o1000 != 0;
         !self.other && (!others_write || (sticky && !is_state))
     }
+}
+
+/// Whether group 0 holds root alone on this machine (then a directory of
+/// root's writable by group 0 is written by no one else).
+fn root_group_private() -> bool {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let others_primary = passwd.lines().any(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        f.get(3) == Some(&"0") && f.get(2) != Some(&"0")
+    });
+    let members = group
+        .lines()
+        .find(|l| l.split(':').nth(2) == Some("0"))
+        .and_then(|l| l.split(':').nth(3).map(str::to_string))
+        .unwrap_or_default();
+    me() == 0 && !others_primary && members.split(',').all(|m| m.is_empty() || m == "root")
 }
 
 fn me() -> u32 {
@@ -162,6 +189,7 @@ fn a_state_directory_someone_else_could_swap_is_refused_and_nothing_is_made() {
                 chain[j].1 = Made {
                     other: false,
                     mode: 0o1777,
+                    group_mine: false,
                 };
             }
             let via = chain[j].0.join("via");
@@ -278,4 +306,111 @@ fn a_run_under_a_directory_anyone_can_write_is_refused_before_anything_is_writte
     );
     assert_eq!(t.snapshot(""), before);
     assert!(!shared.join("state").exists());
+}
+
+/// The state directory's name taken in turn by a directory and a link of
+/// the other user's (swapped atomically, in a loop, while the command
+/// checks the path): every attempt is refused, and nothing lands where the
+/// link points.
+#[test]
+fn a_name_swapped_between_a_directory_and_a_link_while_it_is_checked_is_never_taken() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = base.path().join("pub");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let victim = base.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let stop = AtomicBool::new(false);
+    let swaps = std::thread::scope(|scope| {
+        let swapper = scope.spawn(|| {
+            // This thread alone becomes the other user.
+            rustix::thread::set_thread_res_gid(
+                rustix::process::Gid::from_raw(OTHER),
+                rustix::process::Gid::from_raw(OTHER),
+                rustix::process::Gid::from_raw(OTHER),
+            )
+            .unwrap();
+            let other = rustix::process::Uid::from_raw(OTHER);
+            rustix::thread::set_thread_res_uid(other, other, other).unwrap();
+            std::fs::create_dir(shared.join("X")).unwrap();
+            std::os::unix::fs::symlink(&victim, shared.join("Xl")).unwrap();
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    shared.join("X"),
+                    rustix::fs::CWD,
+                    shared.join("Xl"),
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .unwrap();
+                swaps += 1;
+            }
+            swaps
+        });
+        while !shared.join("Xl").exists() && !swapper.is_finished() {
+            std::thread::yield_now();
+        }
+        for _ in 0..150 {
+            let out = Command::new(env!("CARGO_BIN_EXE_defops-wasm"))
+                .arg("--state-dir")
+                .arg(shared.join("X"))
+                .args(["pause", "--reason", "race"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "taken: {stderr}");
+            assert!(stderr.contains("is not safe"), "{stderr}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap()
+    });
+    assert!(swaps > 0);
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+}
+
+/// A state directory once shared keeps what others made in it when its
+/// own mode is fixed: a directory of the other user's, or a link, among
+/// its entries is refused (nothing written through it); a `..` after a
+/// directory that does not exist is refused before anything is made.
+#[test]
+fn what_a_once_shared_state_directory_still_holds_is_refused() {
+    let exe = env!("CARGO_BIN_EXE_defops-wasm");
+    let base = tempfile::tempdir().unwrap();
+    let state = base.path().join("state");
+    let pause = |state: &Path| {
+        Command::new(exe)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["pause", "--reason", "x"])
+            .output()
+            .unwrap()
+    };
+    std::fs::create_dir(&state).unwrap();
+    std::fs::create_dir(state.join("pause")).unwrap();
+    std::os::unix::fs::chown(state.join("pause"), Some(OTHER), Some(OTHER)).unwrap();
+    let out = pause(&state);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pause is owned by uid 65534"), "{stderr}");
+    assert_eq!(std::fs::read_dir(state.join("pause")).unwrap().count(), 0);
+
+    std::fs::remove_dir(state.join("pause")).unwrap();
+    let elsewhere = base.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, state.join("pause")).unwrap();
+    let out = pause(&state);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pause is a link"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+
+    let before = listing(base.path());
+    let out = pause(&base.path().join("new/../state2"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not exist yet"), "{stderr}");
+    assert_eq!(listing(base.path()), before);
 }
