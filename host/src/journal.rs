@@ -361,13 +361,7 @@ impl Objects {
                     return Ok(hash);
                 }
                 let tmp = self.dir.join(format!(".tmp-{hash}-{}", std::process::id()));
-                let mut f = OpenOptions::new()
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
+                let mut f = crate::regular_file::create_fresh(&tmp, 0o600)?;
                 f.write_all(bytes)?;
                 drop(f);
                 fs::rename(&tmp, &dest)?;

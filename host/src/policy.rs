@@ -239,7 +239,7 @@ pub fn describe_pause(p: &serde_json::Value) -> String {
 fn read_pause(path: &Path) -> Option<serde_json::Value> {
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
         .open(path)
     {
         Ok(f) => f,
@@ -417,13 +417,7 @@ pub fn record_dry_run(
         "plan_digest": plan.digest,
         "plan": plan,
     });
-    let mut f = OpenOptions::new()
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = crate::regular_file::create_fresh(&tmp, 0o600)?;
     f.write_all(record.to_string().as_bytes())?;
     // Not synced, like the dry-run's journal: after a crash the record may
     // be empty (read as no dry-run: a real run is refused until the next
@@ -454,7 +448,9 @@ pub struct DryRun {
 
 /// The last successful dry-run of `key`.
 pub fn last_dry_run(state: &Path, key: &str) -> Option<DryRun> {
-    let text = std::fs::read_to_string(state.join("dry-runs").join(format!("{key}.json"))).ok()?;
+    let text =
+        crate::regular_file::read_own_record(&state.join("dry-runs").join(format!("{key}.json")))
+            .ok()?;
     let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
     Some(DryRun {
         run_id: v["run_id"].as_str()?.to_string(),

@@ -66,9 +66,93 @@ pub fn read_to_string(path: &Path) -> io::Result<String> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
+/// Creates a file of its own at `path` (a temp file in the state
+/// directory, then renamed): whatever has that name already (one a dead
+/// process left, or a link or a hard link planted while the directory was
+/// writable by others) is removed first, and the file is made with
+/// `O_EXCL | O_NOFOLLOW`, so nothing written to it lands anywhere else.
+pub fn create_fresh(path: &Path, mode: u32) -> io::Result<File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// The content of a record this program wrote into the state directory
+/// (a dry-run's): read only if it is a regular file with one name, owned by
+/// this user or root and writable by no one else, so that no one else can
+/// have written it or can write it still.
+pub fn read_own_record(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    refuse(&meta)?;
+    let me = rustix::process::geteuid().as_raw();
+    if (meta.uid() != me && meta.uid() != 0) || meta.nlink() != 1 || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "it is not this user's alone (owner, links or mode)",
+        ));
+    }
+    let mut text = String::new();
+    (&file).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A temp name planted as a hard link or a symlink to a file of
+    /// someone else's: a fresh file is made in its place, the other file
+    /// untouched.
+    #[test]
+    fn a_fresh_file_never_writes_through_what_had_its_name() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, "keep\n").unwrap();
+        let tmp = dir.path().join(".tmp-1");
+        for plant in [std::fs::hard_link, std::os::unix::fs::symlink] {
+            plant(&precious, &tmp).unwrap();
+            let mut f = create_fresh(&tmp, 0o600).unwrap();
+            f.write_all(b"new\n").unwrap();
+            drop(f);
+            assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep\n");
+            assert_eq!(std::fs::read_to_string(&tmp).unwrap(), "new\n");
+            std::fs::remove_file(&tmp).unwrap();
+        }
+    }
+
+    /// A record with a second name, or one others may write, is not read:
+    /// someone else could have written it.
+    #[test]
+    fn a_record_not_this_users_alone_is_not_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("r.json");
+        std::fs::write(&record, "{}").unwrap();
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_own_record(&record).unwrap(), "{}");
+        let other = dir.path().join("other");
+        std::fs::hard_link(&record, &other).unwrap();
+        assert!(read_own_record(&record).is_err());
+        std::fs::remove_file(&other).unwrap();
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o622)).unwrap();
+        assert!(read_own_record(&record).is_err());
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&record, &other).unwrap();
+        assert!(read_own_record(&other).is_err());
+    }
 
     #[test]
     fn a_fifo_a_directory_and_a_device_are_refused_without_blocking() {

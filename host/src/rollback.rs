@@ -396,8 +396,10 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             .apply_crypto()
             .map_err(|e| Stop::new(Exit::Usage, e))?;
     }
-    let state_dir = crate::state_dir::prepare(&req.state_dir, &Grants::default())
-        .map_err(|e| Stop::new(Exit::Usage, e))?;
+    // Found, not made: it is made (and checked against the run's grants)
+    // once the journal names them.
+    let state_dir =
+        crate::state_dir::checked(&req.state_dir).map_err(|e| Stop::new(Exit::Usage, e))?;
     phases.lap("config");
     let (loaded, trusted) =
         trusted_journal::load(&state_dir, &req.run, req.expect_head.as_deref())?;

@@ -18,7 +18,7 @@ pub mod systemd;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
@@ -176,13 +176,7 @@ fn write_replacing(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
         std::process::id()
     ));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        let mut f = crate::regular_file::create_fresh(&tmp, mode)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -47,19 +47,36 @@ pub fn default_path() -> Result<PathBuf, StateDirError> {
     Ok(PathBuf::from(home).join(".local/state/defops-wasm"))
 }
 
-/// The state directory's path checked ([`walk`]) and resolved, not made:
-/// for commands that only read it. Refused as for [`prepare`].
+/// The state directory's path checked ([`walk`], [`check_contents`]) and
+/// resolved: for every command, those that only read it too. Not made,
+/// unless the directory it would be made in is shared (sticky, like
+/// `/tmp`): then anyone could put a link in its place before it is read,
+/// so it is made now, as [`prepare`] makes it. Refused as for [`prepare`].
 pub fn checked(path: &Path) -> Result<PathBuf, StateDirError> {
-    let absolute = std::path::absolute(path).map_err(|source| StateDirError::Create {
+    let create = |source| StateDirError::Create {
         path: path.to_path_buf(),
         source,
-    })?;
-    let walked = walk(&absolute).map_err(|why| StateDirError::Unsafe {
+    };
+    let absolute = std::path::absolute(path).map_err(create)?;
+    let unsafe_because = |why| StateDirError::Unsafe {
         path: absolute.clone(),
         why,
-    })?;
-    let mut resolved = walked.dir;
+    };
+    let walked = walk(&absolute).map_err(unsafe_because)?;
+    let mut resolved = walked.dir.clone();
     resolved.extend(&walked.missing);
+    let shared = rustix::fs::fstat(&walked.fd).is_ok_and(|st| others_write(&st));
+    let fd = match (walked.missing.is_empty(), shared) {
+        (true, _) => walked.fd,
+        (false, false) => return Ok(resolved),
+        (false, true) => {
+            make_below(walked.fd, &walked.dir, &walked.missing).map_err(|e| match e {
+                Made::Io(e) => create(e),
+                Made::Unsafe(why) => unsafe_because(why),
+            })?
+        }
+    };
+    check_contents(&fd, &resolved).map_err(unsafe_because)?;
     Ok(resolved)
 }
 
@@ -150,9 +167,8 @@ fn parts(p: &Path) -> impl Iterator<Item = Part> + '_ {
 /// turn); the last directory, if it is the whole path, can be written by
 /// no one else at all. So what was walked is what the path names, and
 /// stays so: no one but this user and root can change any of it. This is
-/// the rule `sshd` applies to the directories above a user's keys. A
-/// group that holds no one but a directory's owner (a user private group)
-/// does not count as others. Why not, in words naming what and what to do.
+/// the rule `sshd` applies to the directories above a user's keys. Why
+/// not, in words naming what and what to do.
 fn walk(path: &Path) -> Result<Walked, String> {
     let me = rustix::process::geteuid().as_raw();
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -274,10 +290,11 @@ fn sticky(st: &Stat) -> bool {
     st.st_mode & 0o1000 != 0
 }
 
-/// Someone other than the owner can write it: others, or a group that
-/// holds anyone but the owner.
+/// Someone other than the owner can write it: its group or others. (A
+/// group is never taken to hold only the owner: an ACL shows its mask in
+/// the group bits, and a process can hold a group no file lists.)
 fn others_write(st: &Stat) -> bool {
-    st.st_mode & 0o002 != 0 || (st.st_mode & 0o020 != 0 && !group_is_private(st.st_gid, st.st_uid))
+    st.st_mode & 0o022 != 0
 }
 
 fn writable(path: &Path, st: &Stat) -> String {
@@ -287,46 +304,6 @@ fn writable(path: &Path, st: &Stat) -> String {
         st.st_mode & 0o7777,
         path.display()
     )
-}
-
-/// Whether group `gid` holds no one but user `uid` (a user private group,
-/// as `useradd` makes on many systems): no other user has it as primary
-/// group, and its member list names no one else. Read from `/etc/passwd`
-/// and `/etc/group`; a group found only elsewhere (a directory service)
-/// counts as shared.
-fn group_is_private(gid: u32, uid: u32) -> bool {
-    let (Ok(passwd), Ok(group)) = (
-        std::fs::read_to_string("/etc/passwd"),
-        std::fs::read_to_string("/etc/group"),
-    ) else {
-        return false;
-    };
-    let fields = |l: &str| -> Vec<String> { l.split(':').map(str::to_string).collect() };
-    let id = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<u32>().ok());
-    let users: Vec<Vec<String>> = passwd.lines().map(fields).collect();
-    let Some(name) = users
-        .iter()
-        .find(|f| id(f, 2) == Some(uid))
-        .map(|f| f[0].clone())
-    else {
-        return false;
-    };
-    if users
-        .iter()
-        .any(|f| id(f, 3) == Some(gid) && id(f, 2) != Some(uid))
-    {
-        return false;
-    }
-    let groups: Vec<Vec<String>> = group
-        .lines()
-        .map(fields)
-        .filter(|f| id(f, 2) == Some(gid))
-        .collect();
-    !groups.is_empty()
-        && groups.iter().all(|f| {
-            f.get(3)
-                .is_none_or(|m| m.split(',').all(|m| m.is_empty() || m == name))
-        })
 }
 
 /// How making the missing directories failed.
@@ -387,6 +364,14 @@ fn check_contents(fd: &OwnedFd, dir: &Path) -> Result<(), String> {
                 owned(&st, &path, me)?;
                 if others_write(&st) {
                     return Err(writable(&path, &st));
+                }
+                if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink != 1
+                {
+                    return Err(format!(
+                        "{} has {} names (hard links): what is written to it lands elsewhere too; remove it",
+                        path.display(),
+                        st.st_nlink
+                    ));
                 }
             }
             _ => return Err(format!("{} is not a directory or a file", path.display())),

@@ -23,8 +23,7 @@ use crate::plangen::seeds;
 const OTHER: u32 = 65534;
 
 /// One directory or link as made: owner and mode (a group-writable one's
-/// group is this user's own group when `group_mine`, else the other
-/// user's).
+/// group is this user's own when `group_mine`, else the other user's).
 #[derive(Debug, Clone, Copy)]
 struct Made {
     other: bool,
@@ -68,29 +67,13 @@ impl Made {
     /// What the documented rule accepts: owned by this user or root, and
     /// written by no one else (a sticky directory above the state
     /// directory excepted).
+    /// (A group is never taken to hold the owner alone: an ACL shows its
+    /// mask in the group bits.)
     fn clean(&self, is_state: bool) -> bool {
-        let group_shared = self.mode & 0o020 != 0 && !(self.group_mine && root_group_private());
-        let others_write = self.mode & 0o002 != 0 || group_shared;
+        let others_write = self.mode & 0o022 != 0;
         let sticky = self.mode & 0o1000 != 0;
         !self.other && (!others_write || (sticky && !is_state))
     }
-}
-
-/// Whether group 0 holds root alone on this machine (then a directory of
-/// root's writable by group 0 is written by no one else).
-fn root_group_private() -> bool {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let others_primary = passwd.lines().any(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        f.get(3) == Some(&"0") && f.get(2) != Some(&"0")
-    });
-    let members = group
-        .lines()
-        .find(|l| l.split(':').nth(2) == Some("0"))
-        .and_then(|l| l.split(':').nth(3).map(str::to_string))
-        .unwrap_or_default();
-    me() == 0 && !others_primary && members.split(',').all(|m| m.is_empty() || m == "root")
 }
 
 fn me() -> u32 {
@@ -407,10 +390,97 @@ fn what_a_once_shared_state_directory_still_holds_is_refused() {
     assert!(stderr.contains("pause is a link"), "{stderr}");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 
+    // A lock with a second name: what is written to it lands there too.
+    std::fs::remove_file(state.join("pause")).unwrap();
+    std::fs::write(elsewhere.join("precious"), "keep\n").unwrap();
+    std::fs::hard_link(elsewhere.join("precious"), state.join("lock")).unwrap();
+    let out = pause(&state);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("lock has 2 names"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("precious")).unwrap(),
+        "keep\n"
+    );
+    std::fs::remove_file(state.join("lock")).unwrap();
+
+    // Commands that only read it, or remove from it, are refused too.
+    let victim = base.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("web1.json"), "{}\n").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("scheduled")).unwrap();
+    let units = base.path().join("units");
+    let instances = base.path().join("instances");
+    std::fs::create_dir(&units).unwrap();
+    std::fs::create_dir(&instances).unwrap();
+    std::fs::write(instances.join("web1.toml"), "").unwrap();
+    for args in [
+        &["status"][..],
+        &["journal", "list"],
+        &["check"],
+        &[
+            "schedule",
+            "remove",
+            "web1",
+            "--dir",
+            instances.to_str().unwrap(),
+            "--unit-dir",
+            units.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(exe)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {said}");
+        assert!(said.contains("scheduled is a link"), "{args:?}: {said}");
+    }
+    assert!(victim.join("web1.json").exists());
+    assert!(instances.join("web1.toml").exists());
+
     let before = listing(base.path());
     let out = pause(&base.path().join("new/../state2"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("does not exist yet"), "{stderr}");
     assert_eq!(listing(base.path()), before);
+}
+
+/// A state directory that does not exist yet, where anyone could make it
+/// (a sticky directory): a command that only reads it makes it all the
+/// same (so no one can put a link there before it reads), and a rollback
+/// refused for a run it cannot find makes nothing.
+#[test]
+fn a_missing_state_directory_in_a_shared_directory_is_made_by_a_reader_only() {
+    let exe = env!("CARGO_BIN_EXE_defops-wasm");
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = base.path().join("pub");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = Command::new(exe)
+        .arg("--state-dir")
+        .arg(shared.join("state"))
+        .args(["journal", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let m = std::fs::symlink_metadata(shared.join("state")).unwrap();
+    assert!(m.is_dir());
+    assert_eq!((m.uid(), m.mode() & 0o7777), (me(), 0o700));
+
+    let private = base.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    let out = Command::new(exe)
+        .arg("--state-dir")
+        .arg(private.join("state"))
+        .args(["rollback", "20260101T000000Z-000000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!private.join("state").exists());
 }
