@@ -415,13 +415,13 @@ impl Cli {
                     dry_run: args.dry_run,
                     force: args.force,
                     expect_head: args.expect_head,
-                    state_dir: common.state_dir()?,
+                    state_dir: common.state_dir_to_prepare()?,
                     config: common.config.clone(),
                 };
                 crate::rollback::rollback(req, &common.printer())
             }
             Command::Pause(args) => {
-                let state = common.state_dir()?;
+                let state = common.state_dir_to_prepare()?;
                 crate::status::pause(
                     &state,
                     args.fix.as_deref(),
@@ -430,7 +430,7 @@ impl Cli {
                 )
             }
             Command::Resume(args) => {
-                let state = common.state_dir()?;
+                let state = common.state_dir_to_prepare()?;
                 crate::status::resume(&state, args.fix.as_deref(), &common.printer())
             }
             Command::Status(args) => {
@@ -463,7 +463,9 @@ impl Cli {
             Command::Approve(args) => {
                 crate::review::approve(&args.fix, &args.key, &common.printer())
             }
-            Command::Warm => crate::sandbox::warm(&common.state_dir()?, &common.printer()),
+            Command::Warm => {
+                crate::sandbox::warm(&common.state_dir_to_prepare()?, &common.printer())
+            }
             Command::New(args) if args.lang == Lang::Python => {
                 crate::scaffold::new_python(&args.name, args.dir.as_deref(), &common.printer())
             }
@@ -623,14 +625,21 @@ impl Common {
     }
 
     pub fn state_dir(&self) -> Result<PathBuf, Stop> {
-        let path = match &self.state_dir {
-            Some(p) => p.clone(),
-            None => crate::state_dir::default_path().map_err(|e| Stop::new(Exit::Usage, e))?,
-        };
         // For every command, those that only read it too: what it holds
         // (the evidence of a dry-run, the pauses, the journals) is not to
         // come from a directory someone else could swap in.
-        crate::state_dir::checked(&path).map_err(|e| Stop::new(Exit::Usage, e))
+        crate::state_dir::checked(&self.state_dir_to_prepare()?)
+            .map_err(|e| Stop::new(Exit::Usage, e))
+    }
+
+    /// The state directory as given (or the default), for a command that
+    /// passes it to `state_dir::prepare` itself, which checks it the same
+    /// way (and makes it).
+    pub fn state_dir_to_prepare(&self) -> Result<PathBuf, Stop> {
+        match &self.state_dir {
+            Some(p) => Ok(p.clone()),
+            None => crate::state_dir::default_path().map_err(|e| Stop::new(Exit::Usage, e)),
+        }
     }
 
     /// The configuration: the default file is optional, a named one is not.
@@ -680,7 +689,7 @@ impl RunArgs {
                 max_memory: self.max_memory,
                 max_output: self.max_output,
             },
-            state_dir: common.state_dir()?,
+            state_dir: common.state_dir_to_prepare()?,
             state_dir_given: common.state_dir.is_some(),
             config: common.config.clone(),
             on_call: self.on_call,

@@ -541,8 +541,8 @@ impl Attempt {
 fn exec(dir: &Path, name: &str, common: &Common, out: &Printer) -> Result<Exit, Stop> {
     // Its attempts are recorded there: only a state directory no one else
     // can swap (as for a run).
-    let state =
-        crate::state_dir::prepare(&common.state_dir()?, &Default::default()).map_err(usage)?;
+    let state = crate::state_dir::prepare(&common.state_dir_to_prepare()?, &Default::default())
+        .map_err(usage)?;
     let inst = match Instance::load_trusted(dir, name) {
         Ok(inst) => inst,
         Err(e) => {
