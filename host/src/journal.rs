@@ -373,9 +373,11 @@ impl Objects {
 
     /// Reads an object back, checking its hash.
     pub fn get(&self, hash: &str) -> Result<Vec<u8>, JournalError> {
-        let bytes = fs::read(self.path(hash)).map_err(|e| JournalError::Object {
-            hash: hash.to_string(),
-            why: e.to_string(),
+        let bytes = crate::regular_file::read_in_state(&self.path(hash)).map_err(|e| {
+            JournalError::Object {
+                hash: hash.to_string(),
+                why: e.to_string(),
+            }
         })?;
         if crate::digest::current().hex(&bytes) != hash {
             return Err(JournalError::Object {

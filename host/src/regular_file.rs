@@ -84,6 +84,21 @@ pub fn create_fresh(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
+/// The content of a file this program wrote into the state directory and
+/// checks by its content (a before-image, by its hash): read only if it is
+/// a regular file there, not through a link (a link to `/dev/zero` planted
+/// while the directory was shared would never end).
+pub fn read_in_state(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    refuse(&file.metadata()?)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The content of a record this program wrote into the state directory
 /// (a dry-run's): read only if it is a regular file with one name, owned by
 /// this user or root and writable by no one else, so that no one else can
@@ -152,6 +167,11 @@ mod tests {
         std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::symlink(&record, &other).unwrap();
         assert!(read_own_record(&other).is_err());
+        assert!(read_in_state(&other).is_err());
+        assert_eq!(read_in_state(&record).unwrap(), b"{}");
+        std::fs::remove_file(&other).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &other).unwrap();
+        assert!(read_in_state(&other).is_err());
     }
 
     #[test]
