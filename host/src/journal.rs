@@ -891,12 +891,26 @@ pub fn load_without(
     expect_head: Option<&str>,
     without: &[&str],
 ) -> Result<Loaded, JournalError> {
+    let file = crate::regular_file::open(path).map_err(|e| JournalError::Read {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    load_from(path, file, expect_head, without)
+}
+
+/// [`load_without`] of the journal open as `file` (at `path`): a reader
+/// that decides about the file on its descriptor reads these bytes.
+pub fn load_from(
+    path: &Path,
+    mut file: File,
+    expect_head: Option<&str>,
+    without: &[&str],
+) -> Result<Loaded, JournalError> {
     // Read once: the records parsed are the bytes verified. The chain
     // first (on all cores), then the intact records parsed, also on all
     // cores.
     let mut bytes = Vec::new();
-    crate::regular_file::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+    file.read_to_end(&mut bytes)
         .map_err(|e| JournalError::Read {
             path: path.to_path_buf(),
             why: e.to_string(),
@@ -1012,7 +1026,7 @@ pub fn list(state: &Path) -> io::Result<Vec<String>> {
         Ok(entries) => {
             for e in entries {
                 let e = e?;
-                if e.path().join("journal.jsonl").exists()
+                if own_journal(&e.path().join("journal.jsonl"))
                     && let Ok(name) = e.file_name().into_string()
                 {
                     ids.push(name);
@@ -1024,6 +1038,26 @@ pub fn list(state: &Path) -> io::Result<Vec<String>> {
     }
     ids.sort();
     Ok(ids)
+}
+
+/// Whether `journal` (`runs/<id>/journal.jsonl`) is one this user's
+/// defops-wasm wrote: the file and its directory, neither a link, owned by
+/// this user or root and writable by no one else, the file with one name.
+/// Anything else under `runs/` (made while the state directory was
+/// writable by others) is not a run of this host's.
+pub fn own_journal(journal: &Path) -> bool {
+    own_journal_as(journal).is_some()
+}
+
+/// [`own_journal`]: the journal's device and inode when it is one.
+pub fn own_journal_as(journal: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let alone = |m: &fs::Metadata| (m.uid() == me || m.uid() == 0) && m.mode() & 0o022 == 0;
+    let dir = fs::symlink_metadata(journal.parent()?).ok()?;
+    let file = fs::symlink_metadata(journal).ok()?;
+    (dir.is_dir() && alone(&dir) && file.is_file() && alone(&file) && file.nlink() == 1)
+        .then(|| (file.dev(), file.ino()))
 }
 
 #[cfg(test)]

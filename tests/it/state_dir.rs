@@ -484,3 +484,36 @@ fn a_missing_state_directory_in_a_shared_directory_is_made_by_a_reader_only() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(!private.join("state").exists());
 }
+
+/// A run directory someone else made under `runs/` while it was writable
+/// by others, holding a journal with a consistent chain (anyone can write
+/// one): no command counts it as a run of this host's, and rollback
+/// refuses it.
+#[test]
+fn a_run_someone_else_planted_under_runs_is_not_one_of_ours() {
+    let t = crate::util::Tree::new();
+    t.write("grant/app.conf", "max_conn = 20\n");
+    let dry = t.set_max_conn(&t.p("grant/app.conf"), "50", &["--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let real_id = dry.summary()["run_id"].as_str().unwrap().to_string();
+    // The planted run: a copy of a real journal (a consistent chain), in a
+    // directory of the other user's.
+    let planted = t.path("state/runs/20991231T000000Z-abcdef");
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::copy(
+        t.path(&format!("state/runs/{real_id}/journal.jsonl")),
+        planted.join("journal.jsonl"),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&planted, Some(OTHER), Some(OTHER)).unwrap();
+    let list = t.defops().args(&["journal", "list"]).output();
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(list.stdout.contains(&real_id), "{list:?}");
+    assert!(!list.stdout.contains("20991231T000000Z"), "{list:?}");
+    let back = t
+        .defops()
+        .args(&["rollback", "20991231T000000Z-abcdef"])
+        .output();
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains("only this user can write"), "{back:?}");
+}

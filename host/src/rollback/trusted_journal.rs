@@ -9,6 +9,8 @@
 //! anchored (`--expect-head`, the head printed at the end of the run).
 //! Nothing the header says (grants, hash algorithm) is acted on before
 //! that; the chain is checked first only to say what is wrong with it.
+//! The file is opened once, and where it is and who owns it are decided on
+//! that descriptor: the bytes read are the file judged.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -33,7 +35,22 @@ pub fn load(
     expect_head: Option<&str>,
 ) -> Result<(Loaded, Trusted), Stop> {
     let path = journal::locate(state_dir, run).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let loaded = journal::load_without(&path, expect_head, super::UNUSED).map_err(|e| {
+    // Opened once: whether it may be trusted is decided on this descriptor,
+    // and these are the bytes read (a name swapped after the check, or
+    // before the read, changes nothing).
+    let file = crate::regular_file::open(&path).map_err(|e| {
+        Stop::new(
+            Exit::Usage,
+            JournalError::Read {
+                path: path.clone(),
+                why: e.to_string(),
+            },
+        )
+    })?;
+    let opened = file
+        .metadata()
+        .map_err(|e| Stop::new(Exit::Usage, e.to_string()))?;
+    let loaded = journal::load_from(&path, file, expect_head, super::UNUSED).map_err(|e| {
         let exit = match e {
             JournalError::Tampered { .. } => Exit::Refused,
             _ => Exit::Usage,
@@ -66,7 +83,7 @@ pub fn load(
         }
         return Ok((loaded, Trusted::Anchored));
     }
-    match in_state_dir(&path, state_dir) {
+    match in_state_dir(&path, &opened, state_dir) {
         Ok(()) => Ok((loaded, Trusted::StateDir)),
         Err(why) => Err(Stop::new(
             Exit::Refused,
@@ -78,22 +95,62 @@ pub fn load(
     }
 }
 
-/// Whether `path` is a journal only this user's defops-wasm wrote: a
-/// regular file inside the state directory, owned by this user and
-/// writable by nobody else.
-fn in_state_dir(path: &Path, state_dir: &Path) -> Result<(), String> {
+/// Whether the journal open at `path` (its metadata `opened`, from the
+/// descriptor read) is one only this user's defops-wasm wrote: the very
+/// file (same device and inode) at `runs/<id>/journal.jsonl` in the state
+/// directory, which [`journal::own_journal`] accepts there.
+fn in_state_dir(path: &Path, opened: &std::fs::Metadata, state_dir: &Path) -> Result<(), String> {
     let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve it: {e}"))?;
-    let state = std::fs::canonicalize(state_dir).map_err(|e| e.to_string())?;
-    if !real.starts_with(&state) {
-        return Err(format!(
-            "it is outside the state directory {}",
-            state.display()
-        ));
+    let runs = std::fs::canonicalize(state_dir)
+        .map_err(|e| e.to_string())?
+        .join("runs");
+    let id = real
+        .strip_prefix(&runs)
+        .ok()
+        .filter(|rest| rest.components().count() == 2 && rest.ends_with("journal.jsonl"))
+        .and_then(|rest| rest.components().next())
+        .ok_or_else(|| format!("it is outside the state directory's {}", runs.display()))?;
+    let there = runs.join(id).join("journal.jsonl");
+    match journal::own_journal_as(&there) {
+        Some(id) if id == (opened.dev(), opened.ino()) && opened.uid() == me() => Ok(()),
+        Some(_) => Err("it changed while it was read".into()),
+        None => Err("it is not a file only this user can write".into()),
     }
-    let meta = std::fs::symlink_metadata(&real).map_err(|e| e.to_string())?;
-    let me = rustix::process::geteuid().as_raw();
-    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
-        return Err("it is not a file only this user can write".into());
+}
+
+fn me() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decision is about the file read, not whatever the name leads to
+    /// when it is looked at: a descriptor of another file (the name swapped
+    /// between the read and the check) is refused even though the state
+    /// directory's journal is this user's own.
+    #[test]
+    fn trust_is_decided_on_the_file_that_was_read() {
+        let state = tempfile::tempdir().unwrap();
+        let run = state.path().join("runs").join("r1");
+        std::fs::create_dir_all(&run).unwrap();
+        let journal = run.join("journal.jsonl");
+        std::fs::write(&journal, "{}\n").unwrap();
+        let forged = state.path().join("forged.jsonl");
+        std::fs::write(&forged, "{}\n").unwrap();
+        let meta = |p: &Path| std::fs::File::open(p).unwrap().metadata().unwrap();
+        assert_eq!(
+            in_state_dir(&journal, &meta(&journal), state.path()),
+            Ok(())
+        );
+        let why = in_state_dir(&journal, &meta(&forged), state.path()).unwrap_err();
+        assert!(why.contains("changed while it was read"), "{why}");
+        let why = in_state_dir(&forged, &meta(&forged), state.path()).unwrap_err();
+        assert!(why.contains("outside"), "{why}");
+        // A second name for it: what it says could be written elsewhere.
+        std::fs::hard_link(&journal, state.path().join("other")).unwrap();
+        let why = in_state_dir(&journal, &meta(&journal), state.path()).unwrap_err();
+        assert!(why.contains("only this user"), "{why}");
     }
-    Ok(())
 }
