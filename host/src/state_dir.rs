@@ -53,30 +53,14 @@ pub fn default_path() -> Result<PathBuf, StateDirError> {
 /// `/tmp`): then anyone could put a link in its place before it is read,
 /// so it is made now, as [`prepare`] makes it. Refused as for [`prepare`].
 pub fn checked(path: &Path) -> Result<PathBuf, StateDirError> {
-    let create = |source| StateDirError::Create {
-        path: path.to_path_buf(),
-        source,
-    };
-    let absolute = std::path::absolute(path).map_err(create)?;
-    let unsafe_because = |why| StateDirError::Unsafe {
-        path: absolute.clone(),
-        why,
-    };
-    let walked = walk(&absolute).map_err(unsafe_because)?;
-    let mut resolved = walked.dir.clone();
-    resolved.extend(&walked.missing);
+    let (at, walked, resolved) = Asked::walk(path)?;
     let shared = rustix::fs::fstat(&walked.fd).is_ok_and(|st| others_write(&st));
     let fd = match (walked.missing.is_empty(), shared) {
         (true, _) => walked.fd,
         (false, false) => return Ok(resolved),
-        (false, true) => {
-            make_below(walked.fd, &walked.dir, &walked.missing).map_err(|e| match e {
-                Made::Io(e) => create(e),
-                Made::Unsafe(why) => unsafe_because(why),
-            })?
-        }
+        (false, true) => at.make(walked)?,
     };
-    check_contents(&fd, &resolved).map_err(unsafe_because)?;
+    check_contents(&fd, &resolved).map_err(|why| at.unsafe_because(why))?;
     Ok(resolved)
 }
 
@@ -87,26 +71,12 @@ pub fn checked(path: &Path) -> Result<PathBuf, StateDirError> {
 /// grants, by path before anything is made and by identity. Its path,
 /// resolved.
 pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
-    let create = |source| StateDirError::Create {
-        path: path.to_path_buf(),
-        source,
-    };
-    let absolute = std::path::absolute(path).map_err(create)?;
-    let unsafe_because = |why| StateDirError::Unsafe {
-        path: absolute.clone(),
-        why,
-    };
-    let walked = walk(&absolute).map_err(unsafe_because)?;
-    let mut planned = walked.dir.clone();
-    planned.extend(&walked.missing);
-    let inside = |dir: &Path| {
-        grants.overlaps(dir).map(|g| StateDirError::InsideGrant {
-            path: absolute.clone(),
+    let (at, walked, planned) = Asked::walk(path)?;
+    if let Some(g) = grants.overlaps(&planned) {
+        return Err(StateDirError::InsideGrant {
+            path: at.absolute.clone(),
             grant: g.path.to_string(),
-        })
-    };
-    if let Some(e) = inside(&planned) {
-        return Err(e);
+        });
     }
     // What is to be made below a grant's directory (a bind mount shows
     // it under another name) would be inside it too.
@@ -114,22 +84,59 @@ pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
         && let Some(g) = inside_by_identity(&walked.dir, grants)
     {
         return Err(StateDirError::InsideGrant {
-            path: absolute,
+            path: at.absolute.clone(),
             grant: g,
         });
     }
-    let fd = make_below(walked.fd, &walked.dir, &walked.missing).map_err(|e| match e {
-        Made::Io(e) => create(e),
-        Made::Unsafe(why) => unsafe_because(why),
-    })?;
-    check_contents(&fd, &planned).map_err(unsafe_because)?;
+    let fd = at.make(walked)?;
+    check_contents(&fd, &planned).map_err(|why| at.unsafe_because(why))?;
     if let Some(g) = overlaps_by_identity(&planned, grants) {
         return Err(StateDirError::InsideGrant {
-            path: absolute,
+            path: at.absolute.clone(),
             grant: g,
         });
     }
     Ok(planned)
+}
+
+/// The state directory as asked for, for its errors.
+struct Asked<'a> {
+    path: &'a Path,
+    absolute: PathBuf,
+}
+
+impl<'a> Asked<'a> {
+    /// Walks `path`: the walk and the path it resolves to (what is missing
+    /// included).
+    fn walk(path: &'a Path) -> Result<(Asked<'a>, Walked, PathBuf), StateDirError> {
+        let absolute = std::path::absolute(path).map_err(|source| StateDirError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let at = Asked { path, absolute };
+        let walked = walk(&at.absolute).map_err(|why| at.unsafe_because(why))?;
+        let mut resolved = walked.dir.clone();
+        resolved.extend(&walked.missing);
+        Ok((at, walked, resolved))
+    }
+
+    fn unsafe_because(&self, why: String) -> StateDirError {
+        StateDirError::Unsafe {
+            path: self.absolute.clone(),
+            why,
+        }
+    }
+
+    /// Makes what `walked` found missing ([`make_below`]).
+    fn make(&self, walked: Walked) -> Result<OwnedFd, StateDirError> {
+        make_below(walked.fd, &walked.dir, &walked.missing).map_err(|e| match e {
+            Made::Io(source) => StateDirError::Create {
+                path: self.path.to_path_buf(),
+                source,
+            },
+            Made::Unsafe(why) => self.unsafe_because(why),
+        })
+    }
 }
 
 /// A path walked: the deepest directory of it that exists (resolved: no
