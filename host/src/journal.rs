@@ -468,13 +468,14 @@ impl Loaded {
 /// Verifies a journal without building its records: the fast path of
 /// `journal verify`. Same verdicts as [`load`].
 ///
-/// The file is cut into one byte range per core, each range starting after
-/// a newline, and each core reads its own range (by offset, through a
-/// buffer of its own) and checks its lines: each line's hash on its raw
-/// bytes (the body is the line up to `,"hash":`), `seq` and `prev` found by
-/// a scan from the end of the body, each line against the one before it in
-/// the range. Only the first line of each range is then checked against
-/// the last of the range before. No JSON tree is built but the header's.
+/// The file is cut into byte ranges of about 1 MiB (`CHUNK`), each
+/// starting after a newline, that the cores take in turn; each reads its
+/// range by offset, through a buffer of its own, and checks its lines:
+/// each line's hash on its raw bytes (the body is the line up to
+/// `,"hash":`), `seq` and `prev` found by a scan from the end of the body,
+/// each line against the one before it in the range. Only the first line
+/// of each range is then checked against the last of the range before. No
+/// JSON tree is built but the header's.
 pub fn verify_file(path: &Path, expect_head: Option<&str>) -> Result<Verdict, JournalError> {
     let read_error = |e: io::Error| JournalError::Read {
         path: path.to_path_buf(),
@@ -512,8 +513,8 @@ const BUF: usize = 2 << 20;
 /// Journals smaller than this are checked on one core.
 const SPLIT_FROM: u64 = 1 << 20;
 
-/// Reads into `buf[from..]` what `input` holds at `offset`, up to `end`;
-/// how many bytes (fewer only at the end of the input).
+/// Fills `buf` with what `input` holds from `offset`, not past `end`; how
+/// many bytes (fewer than `buf` only at `end` or the end of the input).
 fn read_full(
     input: &(impl ReadAt + ?Sized),
     buf: &mut [u8],

@@ -6,6 +6,10 @@
 //!
 //! A symlink is followed (operators link their files around); what it
 //! leads to is checked, first by path, then again on the open descriptor.
+//!
+//! The files this program keeps in its state directory are another matter
+//! (`create_fresh`, `read_in_state`, `read_own_record`): never through a
+//! link, made afresh, and believed only when this user's alone.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
