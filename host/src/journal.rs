@@ -1041,6 +1041,25 @@ pub fn list(state: &Path) -> io::Result<Vec<String>> {
     Ok(ids)
 }
 
+/// The entries under `runs/` that hold a journal but not one this user's
+/// defops-wasm wrote ([`own_journal`]): [`list`] leaves them out, and a
+/// reader says so rather than count fewer runs in silence.
+pub fn not_own(state: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(state.join("runs")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            let j = e.path().join("journal.jsonl");
+            fs::symlink_metadata(&j).is_ok() && !own_journal(&j)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Whether `journal` (`runs/<id>/journal.jsonl`) is one this user's
 /// defops-wasm wrote: the file and its directory, neither a link, owned by
 /// this user or root and writable by no one else, the file with one name.

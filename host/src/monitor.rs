@@ -125,6 +125,19 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
         *level = (*level).max(l);
         problems.push((l, p));
     };
+    let not_own = crate::journal::not_own(state);
+    if !not_own.is_empty() {
+        raise(
+            Level::Warning,
+            format!(
+                "{} run(s) under {}/runs are not counted: not this user's or root's alone (owner, mode, or a second name): {}; look at them, then restore their owner and `chmod go-w`, or move them out",
+                not_own.len(),
+                state.display(),
+                not_own.join(", ")
+            ),
+            &mut level,
+        );
+    }
     let mut bad_journals = 0u64;
     for r in &rows {
         if matches!(r["verdict"].as_str(), Some("bad" | "unreadable")) {

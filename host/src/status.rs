@@ -121,10 +121,17 @@ pub fn status(state: &Path, config: &Config, last: usize, out: &Printer) -> Resu
         "config": config.path.as_ref().map(|p| p.display().to_string()),
         "fixes": fixes.iter().map(|(name, (real, dry))| json!({"fix": name, "last_real": real, "last_dry_run": dry})).collect::<Vec<_>>(),
         "scheduled": scheduled.values().collect::<Vec<_>>(),
+        "not_counted": crate::journal::not_own(state),
     });
     if out.is_json() {
         out.raw(&report);
         return Ok(Exit::Success);
+    }
+    if let Some(ids) = report["not_counted"].as_array().filter(|a| !a.is_empty()) {
+        out.note(&format!(
+            "not counted: {} run(s) under runs/ that are not this user's or root's alone (owner, mode, or a second name); `defops-wasm check` names them",
+            ids.len()
+        ));
     }
     match pauses.is_empty() {
         true => out.note("paused:   no"),

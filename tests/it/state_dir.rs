@@ -510,6 +510,21 @@ fn a_run_someone_else_planted_under_runs_is_not_one_of_ours() {
     assert_eq!(list.code, 0, "{list:?}");
     assert!(list.stdout.contains(&real_id), "{list:?}");
     assert!(!list.stdout.contains("20991231T000000Z"), "{list:?}");
+    // Not counted, and said so: monitoring warns rather than count fewer
+    // runs in silence (an operator's `chmod 664` of a journal, too).
+    let check = t.defops().args(&["check"]).output();
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(
+        check.stdout.contains("DEFOPS WARNING")
+            && check.stdout.contains("20991231T000000Z-abcdef")
+            && !check.stdout.contains(&real_id),
+        "{check:?}"
+    );
+    let status = t.defops().args(&["status"]).output();
+    assert!(
+        status.stdout.contains("not counted: 1 run(s)"),
+        "{status:?}"
+    );
     let back = t
         .defops()
         .args(&["rollback", "20991231T000000Z-abcdef"])
