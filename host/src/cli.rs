@@ -205,8 +205,8 @@ pub struct RollbackArgs {
     #[arg(long, short = 'n')]
     pub dry_run: bool,
 
-    /// Undo even paths that changed since the run (their current state is
-    /// lost).
+    /// Undo even paths that changed since the run, or that a later run not
+    /// rolled back touched (their current state is lost).
     #[arg(long)]
     pub force: bool,
 

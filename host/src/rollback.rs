@@ -33,13 +33,18 @@
 //!    its header is used only after that ([`trusted_journal`]).
 //! 6. Once a rollback of a run brought the tree back, rolling it back
 //!    again changes nothing.
+//! 7. A rollback undoes only its own run: while a later real run that
+//!    touched one of its paths (the same, above or below) is in force (not
+//!    rolled back), it refuses naming that run and changes nothing unless
+//!    `--force`. The disk cannot tell the later run's changes from the
+//!    run's, nor a crashed run's last effects from the later run's.
 
 mod in_force;
 mod inverse;
 mod tree_back;
 mod trusted_journal;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -141,45 +146,106 @@ fn vpath(v: &Value) -> Result<VPath, Stop> {
     })
 }
 
-/// What earlier rollbacks of the same run did.
+/// What the state directory's other journals say about the run.
 #[derive(Default)]
 struct Earlier {
-    /// The last one brought the tree back: its run id.
+    /// The last rollback of it brought the tree back: its run id.
     complete: Option<String>,
-    /// One started changing the disk since, and did not finish.
+    /// A rollback of it started changing the disk since, and did not finish.
     started: bool,
+    /// Real runs after it, not rolled back since, that touched a path it
+    /// touched (the same, one above or one below): each with the first
+    /// such path, oldest first.
+    later: Vec<(String, String)>,
 }
 
-/// The earlier real rollbacks of `original` in the state directory, oldest
-/// first.
-fn earlier_rollbacks(state_dir: &Path, original: &str) -> Earlier {
+/// Reads the other journals in the state directory, oldest first: the real
+/// rollbacks of `original`, and the later real runs still in force that
+/// touched one of `paths` (those of `original`'s intents).
+fn earlier_rollbacks(state_dir: &Path, original: &str, paths: &BTreeSet<&str>) -> Earlier {
     let mut earlier = Earlier::default();
     for id in journal::list(state_dir).unwrap_or_default() {
+        if id == original {
+            continue;
+        }
         let path = state_dir.join("runs").join(&id).join("journal.jsonl");
         // The header alone says whether it is one: most journals are not.
-        let is_one = first_line(&path).is_some_and(|h| {
-            h["kind"] == "rollback" && h["rollback_of"] == original && h["dry_run"] != json!(true)
-        });
-        let loaded = is_one
+        let Some(h) = first_line(&path) else { continue };
+        if h["dry_run"] == json!(true) {
+            continue;
+        }
+        let of = h["rollback_of"].as_str();
+        let wanted = match h["kind"].as_str() {
+            Some("rollback") => {
+                of == Some(original) || earlier.later.iter().any(|(r, _)| Some(r.as_str()) == of)
+            }
+            Some("run") => id.as_str() > original,
+            _ => false,
+        };
+        let loaded = wanted
             .then(|| journal::load_without(&path, None, UNUSED).ok())
             .flatten();
         let Some(loaded) = loaded.filter(|l| !matches!(l.verdict, Verdict::Bad { .. })) else {
             continue;
         };
         let outcome = loaded.of("outcome").last().map(|o| o["outcome"].clone());
-        match outcome.as_ref().and_then(Value::as_str) {
-            Some("rolled-back" | "nothing-to-undo") => {
-                earlier.complete = Some(id);
-                earlier.started = false;
+        let back = matches!(
+            outcome.as_ref().and_then(Value::as_str),
+            Some("rolled-back" | "nothing-to-undo")
+        );
+        if h["kind"] == "run" {
+            let touched = loaded
+                .of("intent")
+                .filter(|i| i["planned"] != json!(true))
+                .flat_map(|i| {
+                    in_force::paths_of(i)
+                        .into_iter()
+                        .map(move |(key, _)| &i[key])
+                })
+                .filter_map(Value::as_str)
+                .find(|p| overlaps(paths, p));
+            if let Some(p) = touched {
+                earlier.later.push((id, p.to_string()));
             }
-            _ if loaded.of("intent").next().is_some() => {
-                earlier.complete = None;
-                earlier.started = true;
+        } else if of != Some(original) {
+            // A later run's: once that run is back, the disk is as it left it.
+            if back {
+                earlier.later.retain(|(r, _)| Some(r.as_str()) != of);
             }
-            _ => {}
+        } else if back {
+            earlier.complete = Some(id);
+            earlier.started = false;
+        } else if loaded.of("intent").next().is_some() {
+            earlier.complete = None;
+            earlier.started = true;
         }
     }
     earlier
+}
+
+/// Whether `path` is one of `paths`, or above or below one of them.
+fn overlaps(paths: &BTreeSet<&str>, path: &str) -> bool {
+    if paths.contains(path) {
+        return true;
+    }
+    // Below it: the first path after `path/` in order starts with it.
+    let below = format!("{}/", path.trim_end_matches('/'));
+    if paths
+        .range(below.as_str()..)
+        .next()
+        .is_some_and(|p| p.starts_with(&below))
+    {
+        return true;
+    }
+    // Above it: one of its ancestors.
+    let mut p = path;
+    while let Some(i) = p.rfind('/') {
+        p = &p[..i];
+        if paths.contains(if p.is_empty() { "/" } else { p }) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The first record of a journal, parsed (not verified).
@@ -439,7 +505,14 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         ),
     };
     phases.lap("guards");
-    let earlier = earlier_rollbacks(&state_dir, &original);
+    let effects = Effects::read(&loaded);
+    let paths: BTreeSet<&str> = effects
+        .intents
+        .iter()
+        .flat_map(|i| in_force::paths_of(i).into_iter().map(|(key, _)| &i[key]))
+        .filter_map(Value::as_str)
+        .collect();
+    let earlier = earlier_rollbacks(&state_dir, &original, &paths);
     phases.lap("earlier rollbacks");
 
     out.start(&json!({
@@ -450,7 +523,6 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         "grants": header["grants"],
     }));
 
-    let effects = Effects::read(&loaded);
     // The names, before the run, of every intent's paths.
     let origins = in_force::origins(&effects.intents)?;
     let mtimes = tree_back::recorded_mtimes(&effects.intents);
@@ -537,6 +609,27 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             Exit::Refused,
             format!(
                 "refusing to roll back {original}: what it puts back would lead outside the grants: {}; nothing was changed (--force restores it anyway)",
+                list.join("; ")
+            ),
+        ));
+    } else if !earlier.later.is_empty() && earlier.complete.is_none() && !req.force {
+        // The disk shows their changes, or theirs over the run's: undoing
+        // the run now would undo them too, or decide its last effects from
+        // what they left.
+        let list: Vec<String> = earlier
+            .later
+            .iter()
+            .map(|(run, path)| format!("{run} ({path})"))
+            .collect();
+        for l in &list {
+            out.note(&format!("changed since by run {}", crate::escape::line(l)));
+        }
+        let newest = &earlier.later[earlier.later.len() - 1].0;
+        refusal = Some(Stop::new(
+            Exit::Refused,
+            format!(
+                "refusing to roll back {original}: {} later run(s) changed the same paths and are not rolled back: {}; roll them back first, newest first (`defops-wasm rollback {newest}`), or --force to put back the state before {original} over their changes; nothing was changed",
+                list.len(),
                 list.join("; ")
             ),
         ));

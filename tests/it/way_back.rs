@@ -4,6 +4,7 @@
 //! it found, or the rollback refuses naming what changed and changes
 //! nothing.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use defops_host::fuzzing::Rng;
@@ -271,4 +272,157 @@ fn a_host_changed_after_a_complete_run_is_drift_never_undone() {
         cases += 1;
     }
     eprintln!("host changed after the run: {cases} generated plans refused");
+}
+
+/// One run of a sequence: the files it meant to change (its intents), the
+/// grant's contents before it, and whether a rollback of it succeeded.
+struct Step {
+    id: String,
+    touched: BTreeSet<usize>,
+    before: Vec<Option<String>>,
+    back: bool,
+}
+
+/// The contents of `grant/f0`..`grant/fN`.
+fn contents(t: &Tree, files: usize) -> Vec<Option<String>> {
+    (0..files)
+        .map(|i| std::fs::read_to_string(t.path(&format!("grant/f{i}"))).ok())
+        .collect()
+}
+
+/// The run directories in `t`'s state directory, oldest first.
+fn runs_of(t: &Tree) -> Vec<String> {
+    let mut runs: Vec<String> = std::fs::read_dir(t.path("state/runs"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    runs.sort();
+    runs
+}
+
+/// Sequences of real runs on a few shared files, some killed at a fail
+/// point of their commit, and rollbacks of any of them in any order. The
+/// invariant, held against a model of the disk: a rollback undoes only its
+/// own run. While a later run that touched the same files is in force (not
+/// rolled back), rolling back an earlier one refuses (exit 3), names that
+/// run and changes nothing: the disk cannot tell the earlier run's last
+/// effects from the later run's, nor undo one without the other. Otherwise
+/// it succeeds and puts back exactly what its run found, leaving every
+/// other file as it was.
+#[test]
+fn a_rollback_never_undoes_a_later_run() {
+    const FILES: usize = 3;
+    let (mut rollbacks, mut refused) = (0, 0);
+    for seed in seeds(6) {
+        let mut rng = Rng::new(seed ^ 0x5E0);
+        let t = Tree::new();
+        for i in 0..FILES {
+            t.write(&format!("grant/f{i}"), "0");
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        let mut log = Vec::new();
+        for _ in 0..12 {
+            let now = contents(&t, FILES);
+            if steps.is_empty() || rng.below(3) != 0 {
+                // A run writing a few files, killed at a fail point at times.
+                let mut ops = Vec::new();
+                let mut touched = BTreeSet::new();
+                for (i, was) in now.iter().enumerate() {
+                    if rng.below(2) == 0 {
+                        let value = rng.below(3).to_string();
+                        if was.as_deref() != Some(value.as_str()) {
+                            touched.insert(i);
+                        }
+                        ops.push(format!("write {}/f{i} {value}", t.p("grant")));
+                    }
+                }
+                if ops.is_empty() {
+                    continue;
+                }
+                let point = match rng.below(3) {
+                    0 if !touched.is_empty() => {
+                        let n = rng.below(touched.len());
+                        Some(match rng.below(3) {
+                            0 => "after-intents".to_string(),
+                            1 => format!("before-done-{n}"),
+                            _ => format!("after-done-{n}"),
+                        })
+                    }
+                    _ => None,
+                };
+                let known = runs_of(&t);
+                let mut cmd = t.defops();
+                if let Some(p) = &point {
+                    cmd = cmd.env("DEFOPS_FAILPOINT", p);
+                }
+                let ops = format!("ops={}", ops.join(";"));
+                let fsops = crate::util::guest("fsops");
+                let out = cmd
+                    .args(&[
+                        "run",
+                        fsops.to_str().unwrap(),
+                        "--allow",
+                        &t.p("grant"),
+                        "--json",
+                        "-p",
+                        &ops,
+                    ])
+                    .output();
+                let expected = if point.is_some() { -1 } else { 0 };
+                assert_eq!(out.code, expected, "seed {seed}: {log:?}: {out:?}");
+                let id = runs_of(&t)
+                    .into_iter()
+                    .find(|r| !known.contains(r))
+                    .expect("the run has a journal");
+                log.push(format!("run {id} {ops} killed at {point:?}"));
+                steps.push(Step {
+                    id,
+                    touched,
+                    before: now,
+                    back: false,
+                });
+            } else {
+                let a = rng.below(steps.len());
+                let later: Vec<&Step> = steps[a + 1..]
+                    .iter()
+                    .filter(|b| !b.back && !b.touched.is_disjoint(&steps[a].touched))
+                    .collect();
+                let blocked = !steps[a].back && !later.is_empty();
+                let out = rollback(&t, &steps[a].id);
+                log.push(format!("rollback {} -> {}", steps[a].id, out.code));
+                let after = contents(&t, FILES);
+                if blocked {
+                    assert_eq!(out.code, 3, "seed {seed}: {log:?}: {out:?}");
+                    assert_eq!(
+                        after, now,
+                        "seed {seed}: a refused rollback changed the disk"
+                    );
+                    let said = format!("{}{}", out.stdout, out.stderr);
+                    for b in later {
+                        assert!(
+                            said.contains(&b.id),
+                            "seed {seed}: {} not named: {said}",
+                            b.id
+                        );
+                    }
+                    refused += 1;
+                } else {
+                    assert_eq!(out.code, 0, "seed {seed}: {log:?}: {out:?}");
+                    for i in 0..FILES {
+                        let want = match steps[a].touched.contains(&i) && !steps[a].back {
+                            true => &steps[a].before[i],
+                            false => &now[i],
+                        };
+                        assert_eq!(&after[i], want, "seed {seed}: f{i} after {log:?}");
+                    }
+                    steps[a].back = true;
+                    rollbacks += 1;
+                }
+            }
+        }
+    }
+    eprintln!("sequences: {rollbacks} rollbacks done, {refused} refused for a later run");
+    assert!(rollbacks > 0 && refused > 0);
 }
