@@ -33,7 +33,9 @@ use crate::policy::Abort;
 pub enum CommitError {
     /// The disk no longer matches the state the plan expects.
     #[error(
-        "{path} changed since the plan was made ({attribute}): expected {expected}, found {found}"
+        "{path} changed since the plan was made ({attribute}): expected {}, found {}",
+        expected.shown_for(attribute),
+        found.shown_for(attribute)
     )]
     Drift {
         path: VPath,

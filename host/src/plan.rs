@@ -54,6 +54,19 @@ impl State {
 
     /// The first attribute in which `self` (expected) and `found` differ,
     /// named for the operator: presence, type, content, mode or owner.
+    /// As [`Display`](fmt::Display), with what tells two states apart
+    /// when `attribute` (from [`State::difference`]) is one the short form
+    /// does not show: a file's content by the start of its digest.
+    pub fn shown_for(&self, attribute: &str) -> String {
+        match self {
+            State::File { digest, .. } if attribute == "content" => {
+                let start = digest.get(..12).unwrap_or(digest);
+                format!("{self}, content {start}")
+            }
+            _ => self.to_string(),
+        }
+    }
+
     pub fn difference(&self, found: &State) -> Option<&'static str> {
         use State::*;
         match (self, found) {

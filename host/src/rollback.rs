@@ -94,7 +94,7 @@ struct Drift {
 impl Drift {
     fn expected_text(&self) -> String {
         match &self.expected {
-            Some(s) => s.to_string(),
+            Some(s) => s.shown_for(self.attribute),
             None => "a directory".into(),
         }
     }
@@ -440,7 +440,7 @@ fn drift_list(drifts: &[Drift]) -> Vec<String> {
                 d.path,
                 d.attribute,
                 d.expected_text(),
-                d.found
+                d.found.shown_for(d.attribute)
             )
         })
         .collect()

@@ -158,8 +158,14 @@ fn rollback_takes_a_journal_path_and_is_journaled_itself() {
 #[test]
 fn drift_is_refused_naming_the_path_and_attribute() {
     type Drifter = fn(&Tree);
-    let cases: [(&str, Drifter); 4] = [
+    let cases: [(&str, Drifter); 5] = [
         ("content", |t| t.write("grant/d/b", "someone else's edit")),
+        // Only the content differs, not the size: the message still shows
+        // two different states.
+        ("content", |t| {
+            let n = t.read("grant/d/b").len();
+            t.write("grant/d/b", &"\u{1}".repeat(n))
+        }),
         ("mode", |t| {
             std::fs::set_permissions(
                 t.path("grant/d/b"),
@@ -190,6 +196,13 @@ fn drift_is_refused_naming_the_path_and_attribute() {
             "{attribute}: {err}"
         );
         assert!(err.contains("nothing was changed"), "{err}");
+        let named = err
+            .split(&format!("{} ({attribute}: expected ", t.p("grant/d/b")))
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap();
+        let (expected, found) = named.split_once(", found ").unwrap();
+        assert_ne!(expected, found, "{attribute}: {err}");
         assert_eq!(
             t.snapshot(""),
             after_drift,

@@ -101,14 +101,17 @@ pub fn look_again(
     for ((path, (expected, time)), seen) in paths.into_iter().zip(seen) {
         if let Some(expected) = expected {
             let (attribute, found) = match &seen {
-                Ok((s, _)) => (expected.difference(s), s.to_string()),
+                Ok((s, _)) => {
+                    let attribute = expected.difference(s);
+                    (attribute, s.shown_for(attribute.unwrap_or_default()))
+                }
                 Err(e) => (Some("presence"), format!("unreadable ({e})")),
             };
             if let Some(attribute) = attribute {
                 states.push(NotBack {
                     path: path.to_string(),
                     attribute,
-                    expected: expected.to_string(),
+                    expected: expected.shown_for(attribute),
                     found,
                 });
                 continue;
