@@ -102,7 +102,12 @@ pub fn load(
 fn in_state_dir(path: &Path, opened: &std::fs::Metadata, state_dir: &Path) -> Result<(), String> {
     let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve it: {e}"))?;
     let runs = std::fs::canonicalize(state_dir)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            format!(
+                "it is not in the state directory, {}, which cannot be read ({e})",
+                state_dir.display()
+            )
+        })?
         .join("runs");
     let id = real
         .strip_prefix(&runs)
@@ -152,5 +157,11 @@ mod tests {
         std::fs::hard_link(&journal, state.path().join("other")).unwrap();
         let why = in_state_dir(&journal, &meta(&journal), state.path()).unwrap_err();
         assert!(why.contains("only this user"), "{why}");
+        // No state directory at all: said so, not "No such file" of the
+        // journal, which is there.
+        let gone = state.path().join("no-such-state");
+        let why = in_state_dir(&forged, &meta(&forged), &gone).unwrap_err();
+        assert!(why.contains("not in the state directory"), "{why}");
+        assert!(why.contains("no-such-state"), "{why}");
     }
 }
