@@ -16,7 +16,7 @@ pub fn row(state: &Path, id: &str) -> Value {
     match journal::brief(&path) {
         Ok((h, last, verdict)) => {
             let finished = last["type"] == "outcome";
-            json!({
+            let mut row = json!({
                 "run_id": id,
                 "time": h["time"],
                 "kind": h["kind"],
@@ -34,7 +34,11 @@ pub fn row(state: &Path, id: &str) -> Value {
                     Verdict::TornTail { .. } => "torn-tail",
                     Verdict::Bad { .. } => "bad",
                 },
-            })
+            });
+            if let Some(why) = last.get("refused_for").filter(|_| finished) {
+                row["refused_for"] = why.clone();
+            }
+            row
         }
         Err(e) => {
             json!({"run_id": id, "error": e.to_string(), "intact": false, "verdict": "unreadable"})

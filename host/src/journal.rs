@@ -1041,6 +1041,37 @@ pub fn list(state: &Path) -> io::Result<Vec<String>> {
     Ok(ids)
 }
 
+/// The highest `sequence` (see [`crate::policy::RunLock::sequence`]) the
+/// headers of the state directory's journals record; 0 when none does.
+pub fn highest_sequence(state: &Path) -> u64 {
+    list(state)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|id| first_record(&state.join("runs").join(id).join("journal.jsonl")))
+        .filter_map(|h| h["sequence"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The first record of a journal, parsed (not verified): the header.
+pub fn first_record(path: &Path) -> Option<Value> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    io::BufReader::new(crate::regular_file::open(path).ok()?)
+        .read_line(&mut line)
+        .ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+/// Where the journal with `header` (run `id`) stands among a state
+/// directory's runs and rollbacks, in the order they changed the disk: by
+/// the `sequence` taken under the lock. A journal without one (a dry-run's,
+/// or an older version's) sorts before every one with it, by id.
+pub fn change_order(header: &Value, id: &str) -> (bool, u64, String) {
+    let sequence = header["sequence"].as_u64();
+    (sequence.is_some(), sequence.unwrap_or(0), id.to_string())
+}
+
 /// The entries under `runs/` that hold a journal but not one this user's
 /// defops-wasm wrote ([`own_journal`]): [`list`] leaves them out, and a
 /// reader says so rather than count fewer runs in silence.

@@ -7,8 +7,9 @@
 //!   crash) and has not been rolled back; or a rollback ended without the
 //!   tree back (`not-restored`, `error`) and none succeeded since.
 //! - WARNING: paused; the last real run of a fix failed without changing
-//!   anything; a rollback refused because of drift and none succeeded
-//!   since; the last attempt of a scheduled fix failed or was refused
+//!   anything; a rollback refused (drift, a later run on the same paths,
+//!   runs not counted) and none succeeded since; the last attempt of a
+//!   scheduled fix failed or was refused
 //!   (a skip because paused or outside the change window is not a
 //!   failure).
 //! - UNKNOWN: the state directory cannot be read.
@@ -156,7 +157,7 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
     // Successful rollbacks, drifted ones and ones that left the tree not
     // as it was, by the run they undo.
     let mut undone: BTreeMap<String, String> = BTreeMap::new();
-    let mut drifted: BTreeMap<String, String> = BTreeMap::new();
+    let mut drifted: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut not_back: BTreeMap<String, (String, String)> = BTreeMap::new();
     for r in rows
         .iter()
@@ -171,7 +172,10 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
                 undone.insert(of, id);
             }
             Some("refused") => {
-                drifted.insert(of, id);
+                drifted.insert(
+                    of,
+                    (id, r["refused_for"].as_str().unwrap_or("drift").to_string()),
+                );
             }
             Some(other @ ("not-restored" | "error")) => {
                 not_back.insert(of, (id, other.to_string()));
@@ -224,11 +228,17 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
             );
         }
     }
-    for (of, id) in &drifted {
+    for (of, (id, why)) in &drifted {
+        let because = match why.as_str() {
+            "later-runs" => "a later run on the same paths is not rolled back",
+            "uncounted-runs" => "runs in the state directory are not counted",
+            "leads-out" => "what it puts back would lead outside the grants",
+            _ => "of drift",
+        };
         raise(
             Level::Warning,
             format!(
-                "the rollback {id} of run {of} refused because of drift; see `defops-wasm report {id}`"
+                "the rollback {id} of run {of} refused because {because}; see `defops-wasm report {id}`"
             ),
             &mut level,
         );

@@ -13,6 +13,7 @@ use std::time::Duration;
 /// Held while a real run or a rollback changes the disk.
 pub struct RunLock {
     _file: File,
+    sequence: u64,
 }
 
 /// Why the lock could not be taken.
@@ -31,7 +32,9 @@ pub enum LockError {
 }
 
 impl RunLock {
-    /// Takes `<state>/lock` at once, or fails naming who holds it.
+    /// Takes `<state>/lock` at once, or fails naming who holds it. The
+    /// lock also keeps the number of the last change taken under it (see
+    /// [`RunLock::sequence`]).
     pub fn take(state: &Path, what: &str) -> Result<RunLock, LockError> {
         let path = state.join("lock");
         let io = |source| LockError::Io {
@@ -52,7 +55,7 @@ impl RunLock {
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
+                let holder = holder.lines().next().unwrap_or_default().trim();
                 return Err(LockError::Busy {
                     holder: if holder.is_empty() {
                         "unknown".into()
@@ -63,12 +66,37 @@ impl RunLock {
             }
             Err(e) => return Err(io(e.into())),
         }
+        let mut was = String::new();
+        let _ = file.read_to_string(&mut was);
+        // Without one (a lock made by an older version, removed, or cut
+        // while written), the highest any journal here records.
+        let last = was
+            .lines()
+            .find_map(|l| l.strip_prefix(LAST_CHANGE)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| crate::journal::highest_sequence(state));
+        let sequence = last + 1;
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "pid {}, {what}", std::process::id()).map_err(io)?;
-        Ok(RunLock { _file: file })
+        writeln!(file, "{LAST_CHANGE}{sequence}").map_err(io)?;
+        Ok(RunLock {
+            _file: file,
+            sequence,
+        })
+    }
+
+    /// This change's place among the real runs and rollbacks of the state
+    /// directory: one more than the last one's, taken under the lock, so in
+    /// the order they changed the disk (run ids are made before the lock is
+    /// taken, and a clock can go back). Journaled as the header's
+    /// `sequence`.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
     }
 }
+
+/// The lock file's line that keeps the last sequence number.
+const LAST_CHANGE: &str = "last change ";
 
 // ---------------------------------------------------------------------------
 // The off-switch.

@@ -34,18 +34,22 @@
 //! 6. Once a rollback of a run brought the tree back, rolling it back
 //!    again changes nothing.
 //! 7. A rollback undoes only its own run: while a later real run that
-//!    touched one of its paths (the same, above or below) is in force (not
-//!    rolled back), it refuses naming that run and changes nothing unless
-//!    `--force`. The disk cannot tell the later run's changes from the
-//!    run's, nor a crashed run's last effects from the later run's.
+//!    touched one of its paths is in force (not rolled back), or a run in
+//!    the state directory is not counted, it refuses naming them, and any
+//!    drift, and changes nothing unless `--force`. The disk cannot tell
+//!    the later run's changes from the run's, nor a crashed run's last
+//!    effects from the later run's. "Later" is the order the lock gave
+//!    ([`others`]). A directory a later run changed entries of keeps its
+//!    time.
 
 mod in_force;
 mod inverse;
+mod others;
 mod tree_back;
 mod trusted_journal;
 
-use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -144,118 +148,6 @@ fn vpath(v: &Value) -> Result<VPath, Stop> {
             format!("the journal names a bad path {s:?}: {why}"),
         )
     })
-}
-
-/// What the state directory's other journals say about the run.
-#[derive(Default)]
-struct Earlier {
-    /// The last rollback of it brought the tree back: its run id.
-    complete: Option<String>,
-    /// A rollback of it started changing the disk since, and did not finish.
-    started: bool,
-    /// Real runs after it, not rolled back since, that touched a path it
-    /// touched (the same, one above or one below): each with the first
-    /// such path, oldest first.
-    later: Vec<(String, String)>,
-}
-
-/// Reads the other journals in the state directory, oldest first: the real
-/// rollbacks of `original`, and the later real runs still in force that
-/// touched one of `paths` (those of `original`'s intents).
-fn earlier_rollbacks(state_dir: &Path, original: &str, paths: &BTreeSet<&str>) -> Earlier {
-    let mut earlier = Earlier::default();
-    for id in journal::list(state_dir).unwrap_or_default() {
-        if id == original {
-            continue;
-        }
-        let path = state_dir.join("runs").join(&id).join("journal.jsonl");
-        // The header alone says whether it is one: most journals are not.
-        let Some(h) = first_line(&path) else { continue };
-        if h["dry_run"] == json!(true) {
-            continue;
-        }
-        let of = h["rollback_of"].as_str();
-        let wanted = match h["kind"].as_str() {
-            Some("rollback") => {
-                of == Some(original) || earlier.later.iter().any(|(r, _)| Some(r.as_str()) == of)
-            }
-            Some("run") => id.as_str() > original,
-            _ => false,
-        };
-        let loaded = wanted
-            .then(|| journal::load_without(&path, None, UNUSED).ok())
-            .flatten();
-        let Some(loaded) = loaded.filter(|l| !matches!(l.verdict, Verdict::Bad { .. })) else {
-            continue;
-        };
-        let outcome = loaded.of("outcome").last().map(|o| o["outcome"].clone());
-        let back = matches!(
-            outcome.as_ref().and_then(Value::as_str),
-            Some("rolled-back" | "nothing-to-undo")
-        );
-        if h["kind"] == "run" {
-            let touched = loaded
-                .of("intent")
-                .filter(|i| i["planned"] != json!(true))
-                .flat_map(|i| {
-                    in_force::paths_of(i)
-                        .into_iter()
-                        .map(move |(key, _)| &i[key])
-                })
-                .filter_map(Value::as_str)
-                .find(|p| overlaps(paths, p));
-            if let Some(p) = touched {
-                earlier.later.push((id, p.to_string()));
-            }
-        } else if of != Some(original) {
-            // A later run's: once that run is back, the disk is as it left it.
-            if back {
-                earlier.later.retain(|(r, _)| Some(r.as_str()) != of);
-            }
-        } else if back {
-            earlier.complete = Some(id);
-            earlier.started = false;
-        } else if loaded.of("intent").next().is_some() {
-            earlier.complete = None;
-            earlier.started = true;
-        }
-    }
-    earlier
-}
-
-/// Whether `path` is one of `paths`, or above or below one of them.
-fn overlaps(paths: &BTreeSet<&str>, path: &str) -> bool {
-    if paths.contains(path) {
-        return true;
-    }
-    // Below it: the first path after `path/` in order starts with it.
-    let below = format!("{}/", path.trim_end_matches('/'));
-    if paths
-        .range(below.as_str()..)
-        .next()
-        .is_some_and(|p| p.starts_with(&below))
-    {
-        return true;
-    }
-    // Above it: one of its ancestors.
-    let mut p = path;
-    while let Some(i) = p.rfind('/') {
-        p = &p[..i];
-        if paths.contains(if p.is_empty() { "/" } else { p }) {
-            return true;
-        }
-    }
-    false
-}
-
-/// The first record of a journal, parsed (not verified).
-fn first_line(path: &Path) -> Option<Value> {
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(std::fs::File::open(path).ok()?)
-        .read_line(&mut line)
-        .ok()?;
-    serde_json::from_str(&line).ok()
 }
 
 /// The run's grants, opened again from its header.
@@ -431,6 +323,81 @@ fn undo_newest_first(
     })
 }
 
+/// Why the rollback may not go ahead without `--force`: later runs in
+/// force on its paths, runs that are not counted, drift. All are named
+/// together, so `--force` is chosen knowing all of it. With the refusal,
+/// what the outcome record's `refused_for` says (the first reason).
+fn held_back(
+    original: &str,
+    others: &others::Others,
+    drifts: &[Drift],
+    out: &Printer,
+) -> Option<(Stop, &'static str)> {
+    let (mut parts, mut todo, mut why) = (Vec::new(), Vec::new(), None);
+    if let Some((newest, _)) = others.later.last() {
+        // The disk shows their changes, or theirs over the run's: undoing
+        // the run now would undo them too, or decide its last effects from
+        // what they left.
+        let list: Vec<String> = others
+            .later
+            .iter()
+            .map(|(run, path)| format!("{run} ({path})"))
+            .collect();
+        for l in &list {
+            out.note(&format!("changed since by run {}", crate::escape::line(l)));
+        }
+        parts.push(format!(
+            "{} later run(s) not rolled back changed its paths: {}",
+            list.len(),
+            list.join("; ")
+        ));
+        todo.push(format!(
+            "roll them back first, newest first (`defops-wasm rollback {newest}`)"
+        ));
+        why.get_or_insert("later-runs");
+    }
+    if !others.uncounted.is_empty() {
+        for id in &others.uncounted {
+            out.note(&format!("not counted: run {}", crate::escape::line(id)));
+        }
+        parts.push(format!(
+            "{} run(s) in the state directory are not this user's alone ({}), so whether they changed its paths cannot be told",
+            others.uncounted.len(),
+            others.uncounted.join(", ")
+        ));
+        todo.push(
+            "make their run directories and journals this user's alone again (chmod go-w, one name)"
+                .to_string(),
+        );
+        why.get_or_insert("uncounted-runs");
+    }
+    if !drifts.is_empty() {
+        let list = drift_list(drifts);
+        for l in &list {
+            out.note(&format!("drift: {}", crate::escape::line(l)));
+        }
+        parts.push(format!(
+            "{} path(s) changed since the run: {}",
+            list.len(),
+            list.join("; ")
+        ));
+        why.get_or_insert("drift");
+    }
+    let why = why?;
+    let what_to_do = match todo.is_empty() {
+        true => "--force overrides".to_string(),
+        false => format!(
+            "{}; or --force to roll it back anyway, over all of this",
+            todo.join("; ")
+        ),
+    };
+    let message = format!(
+        "refusing to roll back {original}: {}; nothing was changed ({what_to_do})",
+        parts.join("; ")
+    );
+    Some((Stop::new(Exit::Refused, message), why))
+}
+
 fn drift_list(drifts: &[Drift]) -> Vec<String> {
     drifts
         .iter()
@@ -497,7 +464,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     let objects = Objects::open(&state_dir)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot open the object store: {e}")))?;
     let run_id = new_run_id();
-    let _lock = match req.dry_run {
+    let lock = match req.dry_run {
         true => None,
         false => Some(
             RunLock::take(&state_dir, &format!("rollback {run_id} of {original}"))
@@ -506,13 +473,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     };
     phases.lap("guards");
     let effects = Effects::read(&loaded);
-    let paths: BTreeSet<&str> = effects
-        .intents
-        .iter()
-        .flat_map(|i| in_force::paths_of(i).into_iter().map(|(key, _)| &i[key]))
-        .filter_map(Value::as_str)
-        .collect();
-    let earlier = earlier_rollbacks(&state_dir, &original, &paths);
+    let earlier = others::read(&state_dir, &original, &header, &effects.intents);
     phases.lap("earlier rollbacks");
 
     out.start(&json!({
@@ -525,7 +486,18 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
 
     // The names, before the run, of every intent's paths.
     let origins = in_force::origins(&effects.intents)?;
-    let mtimes = tree_back::recorded_mtimes(&effects.intents);
+    let mut mtimes = tree_back::recorded_mtimes(&effects.intents);
+    // A directory a later run changed entries of has that run's time: the
+    // one it has now is put back after the rollback's own changes in it.
+    mtimes.retain(|path, time| {
+        use std::os::unix::fs::MetadataExt;
+        if !earlier.later_dirs.contains(path) {
+            return true;
+        }
+        std::fs::symlink_metadata(path)
+            .map(|m| *time = (m.mtime(), m.mtime_nsec() as u32))
+            .is_ok()
+    });
     phases.lap("effects");
     let overlay = || {
         let mut ov = Overlay::new(
@@ -597,94 +569,71 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         })
         .collect();
     phases.lap("containment");
-    // Refused for drift: journaled all the same (header, drift, outcome),
-    // so monitoring and the report see the attempt.
+    // Refused: journaled all the same (header, drift, outcome), so
+    // monitoring and the report see the attempt.
     let mut refusal = None;
     if !escapes.is_empty() && !req.force {
         let list: Vec<String> = escapes.iter().map(|e| e.why.clone()).collect();
         for l in &list {
             out.note(&format!("would lead out: {}", crate::escape::line(l)));
         }
-        refusal = Some(Stop::new(
-            Exit::Refused,
-            format!(
-                "refusing to roll back {original}: what it puts back would lead outside the grants: {}; nothing was changed (--force restores it anyway)",
-                list.join("; ")
+        refusal = Some((
+            Stop::new(
+                Exit::Refused,
+                format!(
+                    "refusing to roll back {original}: what it puts back would lead outside the grants: {}; nothing was changed (--force restores it anyway)",
+                    list.join("; ")
+                ),
             ),
+            "leads-out",
         ));
-    } else if !earlier.later.is_empty() && earlier.complete.is_none() && !req.force {
-        // The disk shows their changes, or theirs over the run's: undoing
-        // the run now would undo them too, or decide its last effects from
-        // what they left.
-        let list: Vec<String> = earlier
-            .later
-            .iter()
-            .map(|(run, path)| format!("{run} ({path})"))
-            .collect();
-        for l in &list {
-            out.note(&format!("changed since by run {}", crate::escape::line(l)));
-        }
-        let newest = &earlier.later[earlier.later.len() - 1].0;
-        refusal = Some(Stop::new(
-            Exit::Refused,
-            format!(
-                "refusing to roll back {original}: {} later run(s) changed the same paths and are not rolled back: {}; roll them back first, newest first (`defops-wasm rollback {newest}`), or --force to put back the state before {original} over their changes; nothing was changed",
-                list.len(),
-                list.join("; ")
-            ),
-        ));
-    } else if !drifts.is_empty() && !req.force {
-        let list = drift_list(&drifts);
-        for l in &list {
-            out.note(&format!("drift: {}", crate::escape::line(l)));
-        }
-        refusal = Some(Stop::new(
-            Exit::Refused,
-            format!(
-                "refusing to roll back {original}: {} path(s) changed since the run: {}; nothing was changed (--force overrides)",
-                list.len(),
-                list.join("; ")
-            ),
-        ));
+    } else if !req.force && earlier.complete.is_none() && !effects.intents.is_empty() {
+        refusal = held_back(&original, &earlier, &drifts, out);
     }
     let plan = overlay.into_plan();
     let planned_in = started.elapsed();
-    out.plan(&plan, req.dry_run);
+    // A refused rollback changes nothing: no plan is shown as if it would.
+    if refusal.is_none() {
+        out.plan(&plan, req.dry_run);
+    }
     phases.lap("print");
 
     let mut journal = Journal::create(&state_dir, &run_id)
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot write the journal: {e}")))?;
     let jerr = |e: std::io::Error| Stop::new(Exit::Usage, format!("cannot write the journal: {e}"));
-    journal
-        .append(json!({
-            "type": "header",
-            "format": journal::FORMAT,
-            "kind": "rollback",
-            "run_id": run_id,
-            "rollback_of": original,
-            "original_head": match &loaded.verdict { Verdict::Intact { head, .. } | Verdict::TornTail { head, .. } => json!(head), Verdict::Bad { .. } => Value::Null },
-            "head_anchored": trusted == trusted_journal::Trusted::Anchored,
-            "time": rfc3339(started_at),
-            "grants": header["grants"],
-            "dry_run": req.dry_run,
-            "force": req.force,
-            "host": hostname(),
-            "user": user(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "hash_alg": crate::digest::current().name(),
-            "crypto": crate::crypto::describe(),
-        }))
-        .map_err(jerr)?;
+    let mut own_header = json!({
+        "type": "header",
+        "format": journal::FORMAT,
+        "kind": "rollback",
+        "run_id": run_id,
+        "rollback_of": original,
+        "original_head": match &loaded.verdict { Verdict::Intact { head, .. } | Verdict::TornTail { head, .. } => json!(head), Verdict::Bad { .. } => Value::Null },
+        "head_anchored": trusted == trusted_journal::Trusted::Anchored,
+        "time": rfc3339(started_at),
+        "grants": header["grants"],
+        "dry_run": req.dry_run,
+        "force": req.force,
+        "host": hostname(),
+        "user": user(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "hash_alg": crate::digest::current().name(),
+        "crypto": crate::crypto::describe(),
+    });
+    if let Some(lock) = &lock {
+        own_header["sequence"] = json!(lock.sequence());
+    }
+    journal.append(own_header).map_err(jerr)?;
     for d in &drifts {
         journal
             .append(json!({"type": "drift", "path": d.path, "attribute": d.attribute, "expected": d.expected_json(), "found": d.found}))
             .map_err(jerr)?;
     }
-    if let Some(stop) = refusal {
+    if let Some((stop, why)) = refusal {
         journal
             .append(json!({
                 "type": "outcome",
                 "outcome": "refused",
+                "refused_for": why,
                 "changed": 0,
                 "exit_code": stop.exit.code(),
                 "error": stop.message,

@@ -324,7 +324,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     phases.lap("guards");
     // A real run holds the lock from before the fix plans until the commit
     // is done, so two never interleave.
-    let _lock = match req.dry_run {
+    let lock = match req.dry_run {
         true => None,
         false => Some(
             RunLock::take(&state_dir, &format!("run {run_id}"))
@@ -470,6 +470,9 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         "scheduled": req.scheduled,
         "schedule_generation": req.scheduled_generation,
     })];
+    if let Some(lock) = &lock {
+        records[0]["sequence"] = json!(lock.sequence());
+    }
     records.extend(
         state
             .messages

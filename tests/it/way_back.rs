@@ -426,3 +426,159 @@ fn a_rollback_never_undoes_a_later_run() {
     eprintln!("sequences: {rollbacks} rollbacks done, {refused} refused for a later run");
     assert!(rollbacks > 0 && refused > 0);
 }
+
+/// Runs `fsops` with `ops` (paths relative to the grant) in `t`: its id.
+fn fsops(t: &Tree, ops: &[&str], failpoint: Option<&str>) -> String {
+    let g = t.p("grant");
+    let lines: Vec<String> = ops
+        .iter()
+        .map(|o| {
+            let mut words: Vec<String> = o.split(' ').map(str::to_string).collect();
+            words[1] = format!("{g}/{}", words[1]);
+            if words[0] == "mv" {
+                words[2] = format!("{g}/{}", words[2]);
+            }
+            words.join(" ")
+        })
+        .collect();
+    let known = runs_of(t);
+    let mut cmd = t.defops();
+    if let Some(p) = failpoint {
+        cmd = cmd.env("DEFOPS_FAILPOINT", p);
+    }
+    let fsops = crate::util::guest("fsops");
+    let ops = format!("ops={}", lines.join(";"));
+    let out = cmd
+        .args(&[
+            "run",
+            fsops.to_str().unwrap(),
+            "--allow",
+            &g,
+            "--json",
+            "-p",
+            &ops,
+        ])
+        .output();
+    assert_eq!(
+        out.code,
+        if failpoint.is_some() { -1 } else { 0 },
+        "{out:?}"
+    );
+    runs_of(t)
+        .into_iter()
+        .find(|r| !known.contains(r))
+        .expect("the run has a journal")
+}
+
+/// Which run is later is the order they changed the disk, not their ids: a
+/// run whose id was made first (it started first and loaded its fix
+/// slowly) but that changed the disk after is later. Simulated by giving
+/// the later run's directory an id that sorts first.
+#[test]
+fn a_later_run_is_later_by_when_it_changed_the_disk_not_by_its_id() {
+    let t = Tree::new();
+    t.write("grant/f", "0");
+    let a = fsops(&t, &["write f 1"], Some("after-intents"));
+    let b = fsops(&t, &["write f 1"], None);
+    let early = "20000101T000000Z-000aaa";
+    std::fs::rename(
+        t.path(&format!("state/runs/{b}")),
+        t.path(&format!("state/runs/{early}")),
+    )
+    .unwrap();
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(early), "{}", back.stderr);
+    assert_eq!(
+        t.read("grant/f"),
+        "1",
+        "a refused rollback changed the disk"
+    );
+    // The lock keeps the last number; without the lock file, the journals
+    // give it back.
+    let seq = |id: &str| t.header(id)["sequence"].as_u64().unwrap();
+    assert!(seq(early) > seq(&a), "{} {}", seq(early), seq(&a));
+    std::fs::remove_file(t.path("state/lock")).unwrap();
+    let c = fsops(&t, &["write g 1"], None);
+    assert_eq!(seq(&c), seq(early) + 2, "the refused rollback took one too");
+}
+
+/// What a later run did that the rollback does not undo does not hold it
+/// back: a mode changed on a directory above the run's file, a file added
+/// next to it. Its directory's modification time is then the later run's,
+/// and stays.
+#[test]
+fn a_later_run_beside_the_paths_neither_blocks_nor_loses_its_directory_time() {
+    let t = Tree::new();
+    t.write("grant/d/f", "0");
+    let a = fsops(&t, &["write d/f 1"], None);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fsops(&t, &["chmod d 700", "write d/new 1"], None);
+    let time = |p: &str| std::fs::metadata(t.path(p)).unwrap().modified().unwrap();
+    let dir_time = time("grant/d");
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 0, "{back:?}");
+    assert_eq!(t.read("grant/d/f"), "0");
+    assert_eq!(t.read("grant/d/new"), "1");
+    assert_eq!(t.mode("grant/d") & 0o777, 0o700);
+    assert_eq!(
+        time("grant/d"),
+        dir_time,
+        "the later run's directory time was undone"
+    );
+}
+
+/// A refusal names everything that holds the rollback back at once: the
+/// later run and the drift a hand edit made, so `--force` is never chosen
+/// without seeing the drift. `check` then says why it was refused.
+#[test]
+fn a_refusal_names_later_runs_and_drift_together() {
+    let t = Tree::new();
+    t.write("grant/d/f", "0");
+    t.write("grant/e", "0");
+    let a = fsops(&t, &["write d/f 1", "write e 1"], None);
+    let b = fsops(&t, &["mv d d2", "mkdir d", "write d/f 1"], None);
+    t.write("grant/e", "hand edit");
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    let err = back.summary()["error"].as_str().unwrap().to_string();
+    assert!(err.contains(&b), "{err}");
+    assert!(
+        err.contains(&format!("{} (content", t.p("grant/e"))),
+        "{err}"
+    );
+    assert!(err.contains(&format!("defops-wasm rollback {b}")), "{err}");
+    assert!(
+        !back.stdout.contains("changes:"),
+        "a refused rollback shows a plan: {}",
+        back.stdout
+    );
+    assert_eq!(t.read("grant/e"), "hand edit");
+    let check = t.defops().args(&["check"]).output();
+    assert!(
+        check.stdout.contains("a later run on the same paths"),
+        "{}",
+        check.stdout
+    );
+}
+
+/// A run directory that is not this user's alone is not counted, so
+/// whether that run changed the same paths cannot be told: the rollback is
+/// refused, naming it, until it is this user's again.
+#[test]
+fn a_run_that_is_not_counted_holds_a_rollback_back() {
+    let t = Tree::new();
+    t.write("grant/f", "0");
+    let a = fsops(&t, &["write f 1"], None);
+    let b = fsops(&t, &["write g 1"], None);
+    let journal = t.path(&format!("state/runs/{b}/journal.jsonl"));
+    let backup = t.path("journal-backup");
+    std::fs::hard_link(&journal, &backup).unwrap();
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(&b), "{}", back.stderr);
+    assert_eq!(t.read("grant/f"), "1");
+    std::fs::remove_file(&backup).unwrap();
+    rollback(&t, &a).assert_code(0);
+    assert_eq!(t.read("grant/f"), "0");
+}
