@@ -1049,6 +1049,7 @@ pub fn highest_sequence(state: &Path) -> u64 {
         .iter()
         .filter_map(|id| first_record(&state.join("runs").join(id).join("journal.jsonl")))
         .filter_map(|h| h["sequence"].as_u64())
+        .filter(|n| *n < crate::policy::MAX_SEQUENCE)
         .max()
         .unwrap_or(0)
 }

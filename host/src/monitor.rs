@@ -229,16 +229,19 @@ fn assess(state: &Path, warn_age: Duration, last: usize) -> Result<Assessment, S
         }
     }
     for (of, (id, why)) in &drifted {
+        // Said as it was then: what held it back may be dealt with since.
         let because = match why.as_str() {
-            "later-runs" => "a later run on the same paths is not rolled back",
-            "uncounted-runs" => "runs in the state directory are not counted",
-            "leads-out" => "what it puts back would lead outside the grants",
+            "later-runs" => "a later run on the same paths was not rolled back",
+            "uncounted-runs" => "runs in the state directory were not counted",
+            "unverified-runs" => "journals in the state directory failed verification",
+            "order-unknown" => "the order of the runs could not be told",
+            "leads-out" => "what it puts back would have led outside the grants",
             _ => "of drift",
         };
         raise(
             Level::Warning,
             format!(
-                "the rollback {id} of run {of} refused because {because}; see `defops-wasm report {id}`"
+                "the rollback {id} of run {of} was refused because {because}; see `defops-wasm report {id}`, then roll it back again"
             ),
             &mut level,
         );

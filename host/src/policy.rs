@@ -73,12 +73,16 @@ impl RunLock {
         let last = was
             .lines()
             .find_map(|l| l.strip_prefix(LAST_CHANGE)?.trim().parse::<u64>().ok())
+            .filter(|n| *n < MAX_SEQUENCE)
             .unwrap_or_else(|| crate::journal::highest_sequence(state));
         let sequence = last + 1;
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "pid {}, {what}", std::process::id()).map_err(io)?;
         writeln!(file, "{LAST_CHANGE}{sequence}").map_err(io)?;
+        // Durable before the journal that records it: after a power loss
+        // the next number is never one already given.
+        file.sync_data().map_err(io)?;
         Ok(RunLock {
             _file: file,
             sequence,
@@ -97,6 +101,10 @@ impl RunLock {
 
 /// The lock file's line that keeps the last sequence number.
 const LAST_CHANGE: &str = "last change ";
+
+/// Past any count of changes: a larger number was written by hand, and is
+/// not believed (the journals give the count back).
+pub const MAX_SEQUENCE: u64 = 1 << 53;
 
 // ---------------------------------------------------------------------------
 // The off-switch.

@@ -324,58 +324,101 @@ fn undo_newest_first(
 }
 
 /// Why the rollback may not go ahead without `--force`: later runs in
-/// force on its paths, runs that are not counted, drift. All are named
-/// together, so `--force` is chosen knowing all of it. With the refusal,
-/// what the outcome record's `refused_for` says (the first reason).
+/// force on its paths, runs that cannot be counted or verified, an order
+/// of runs that cannot be told, what it puts back leading out, drift. All
+/// are named together, so `--force` is chosen knowing all of it. With the
+/// refusal, what the outcome record's `refused_for` says (the first).
 fn held_back(
     original: &str,
-    others: &others::Others,
+    others: Option<&others::Others>,
+    escapes: &[crate::overlay::Escape],
     drifts: &[Drift],
     out: &Printer,
 ) -> Option<(Stop, &'static str)> {
     let (mut parts, mut todo, mut why) = (Vec::new(), Vec::new(), None);
-    if let Some((newest, _)) = others.later.last() {
-        // The disk shows their changes, or theirs over the run's: undoing
-        // the run now would undo them too, or decide its last effects from
-        // what they left.
-        let list: Vec<String> = others
-            .later
-            .iter()
-            .map(|(run, path)| format!("{run} ({path})"))
-            .collect();
-        for l in &list {
-            out.note(&format!("changed since by run {}", crate::escape::line(l)));
+    let note = |what: &str, l: &str| out.note(&format!("{what}{}", crate::escape::line(l)));
+    if let Some(others) = others {
+        if let Some((newest, _)) = others.later.last() {
+            // The disk shows their changes, or theirs over the run's:
+            // undoing the run now would undo them too, or decide its last
+            // effects from what they left.
+            let list: Vec<String> = others
+                .later
+                .iter()
+                .map(|(run, path)| format!("{run} ({path})"))
+                .collect();
+            list.iter().for_each(|l| note("changed since by run ", l));
+            parts.push(format!(
+                "{} later run(s) not rolled back changed its paths: {}",
+                list.len(),
+                list.join("; ")
+            ));
+            todo.push(format!(
+                "roll them back first, newest first (`defops-wasm rollback {newest}`)"
+            ));
+            why.get_or_insert("later-runs");
         }
+        if !others.uncounted.is_empty() {
+            others
+                .uncounted
+                .iter()
+                .for_each(|id| note("not counted: run ", id));
+            parts.push(format!(
+                "{} run(s) in the state directory are not this user's alone ({}), so whether they changed its paths cannot be told",
+                others.uncounted.len(),
+                others.uncounted.join(", ")
+            ));
+            todo.push(
+                "make their run directories and journals this user's alone again (chmod go-w, one name)"
+                    .to_string(),
+            );
+            why.get_or_insert("uncounted-runs");
+        }
+        if !others.unverified.is_empty() {
+            others
+                .unverified
+                .iter()
+                .for_each(|id| note("cannot be verified: run ", id));
+            parts.push(format!(
+                "{} journal(s) in the state directory cannot be read or fail verification ({}), so whether those runs changed its paths cannot be told",
+                others.unverified.len(),
+                others.unverified.join(", ")
+            ));
+            todo.push(format!(
+                "look at them (`defops-wasm journal verify {}`)",
+                others.unverified[0]
+            ));
+            why.get_or_insert("unverified-runs");
+        }
+        if !others.ambiguous.is_empty() {
+            let list: Vec<String> = others
+                .ambiguous
+                .iter()
+                .map(|(run, path)| format!("{run} ({path})"))
+                .collect();
+            list.iter()
+                .for_each(|l| note("maybe changed since by run ", l));
+            parts.push(format!(
+                "{} run(s) not rolled back changed its paths and have a sequence number another run has too (the state directory's lock file went back), so whether they came after it cannot be told: {}",
+                list.len(),
+                list.join("; ")
+            ));
+            todo.push("roll back first those that came after it (their time in `defops-wasm journal list`)".into());
+            why.get_or_insert("order-unknown");
+        }
+    }
+    if !escapes.is_empty() {
+        let list: Vec<String> = escapes.iter().map(|e| e.why.clone()).collect();
+        list.iter().for_each(|l| note("would lead out: ", l));
         parts.push(format!(
-            "{} later run(s) not rolled back changed its paths: {}",
-            list.len(),
+            "what it puts back would lead outside the grants: {}",
             list.join("; ")
         ));
-        todo.push(format!(
-            "roll them back first, newest first (`defops-wasm rollback {newest}`)"
-        ));
-        why.get_or_insert("later-runs");
-    }
-    if !others.uncounted.is_empty() {
-        for id in &others.uncounted {
-            out.note(&format!("not counted: run {}", crate::escape::line(id)));
-        }
-        parts.push(format!(
-            "{} run(s) in the state directory are not this user's alone ({}), so whether they changed its paths cannot be told",
-            others.uncounted.len(),
-            others.uncounted.join(", ")
-        ));
-        todo.push(
-            "make their run directories and journals this user's alone again (chmod go-w, one name)"
-                .to_string(),
-        );
-        why.get_or_insert("uncounted-runs");
+        why.get_or_insert("leads-out");
     }
     if !drifts.is_empty() {
         let list = drift_list(drifts);
-        for l in &list {
-            out.note(&format!("drift: {}", crate::escape::line(l)));
-        }
+        list.iter().for_each(|l| note("drift: ", l));
         parts.push(format!(
             "{} path(s) changed since the run: {}",
             list.len(),
@@ -570,26 +613,19 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         .collect();
     phases.lap("containment");
     // Refused: journaled all the same (header, drift, outcome), so
-    // monitoring and the report see the attempt.
-    let mut refusal = None;
-    if !escapes.is_empty() && !req.force {
-        let list: Vec<String> = escapes.iter().map(|e| e.why.clone()).collect();
-        for l in &list {
-            out.note(&format!("would lead out: {}", crate::escape::line(l)));
-        }
-        refusal = Some((
-            Stop::new(
-                Exit::Refused,
-                format!(
-                    "refusing to roll back {original}: what it puts back would lead outside the grants: {}; nothing was changed (--force restores it anyway)",
-                    list.join("; ")
-                ),
-            ),
-            "leads-out",
-        ));
-    } else if !req.force && earlier.complete.is_none() && !effects.intents.is_empty() {
-        refusal = held_back(&original, &earlier, &drifts, out);
-    }
+    // monitoring and the report see the attempt. What other runs say
+    // matters only while the run has effects in force.
+    let in_force = earlier.complete.is_none() && !effects.intents.is_empty();
+    let refusal = match req.force {
+        true => None,
+        false => held_back(
+            &original,
+            in_force.then_some(&earlier),
+            &escapes,
+            &drifts,
+            out,
+        ),
+    };
     let plan = overlay.into_plan();
     let planned_in = started.elapsed();
     // A refused rollback changes nothing: no plan is shown as if it would.

@@ -455,8 +455,11 @@ fn fsops(t: &Tree, ops: &[&str], failpoint: Option<&str>) -> String {
         .iter()
         .map(|o| {
             let mut words: Vec<String> = o.split(' ').map(str::to_string).collect();
-            words[1] = format!("{g}/{}", words[1]);
-            if words[0] == "mv" {
+            // `ln TARGET LINK`: the target as given.
+            if words[0] != "ln" {
+                words[1] = format!("{g}/{}", words[1]);
+            }
+            if words[0] == "mv" || words[0] == "ln" {
                 words[2] = format!("{g}/{}", words[2]);
             }
             words.join(" ")
@@ -577,7 +580,9 @@ fn a_refusal_names_later_runs_and_drift_together() {
     assert_eq!(t.read("grant/e"), "hand edit");
     let check = t.defops().args(&["check"]).output();
     assert!(
-        check.stdout.contains("a later run on the same paths"),
+        check
+            .stdout
+            .contains("a later run on the same paths was not rolled back"),
         "{}",
         check.stdout
     );
@@ -602,4 +607,100 @@ fn a_run_that_is_not_counted_holds_a_rollback_back() {
     std::fs::remove_file(&backup).unwrap();
     rollback(&t, &a).assert_code(0);
     assert_eq!(t.read("grant/f"), "0");
+}
+
+/// Every reason is named with the others: a link the rollback would put
+/// back leading out, and the later run that made it so.
+#[test]
+fn leading_out_is_named_with_the_later_run() {
+    let t = Tree::new();
+    t.write("grant/c/f", "1");
+    std::fs::create_dir(t.path("grant/a")).unwrap();
+    let a = fsops(&t, &["mv c a/b"], None);
+    // Inside the grant from a/b; outside once a/b is c again.
+    let b = fsops(&t, &["ln ../../z a/b/l", "write a/b/f B"], None);
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(&b), "{}", back.stderr);
+    assert!(
+        back.stderr.contains("outside the grants"),
+        "{}",
+        back.stderr
+    );
+    assert_eq!(t.read("grant/a/b/f"), "B");
+}
+
+/// A later run whose journal fails verification cannot tell what it
+/// changed: the rollback is refused, naming it, not taken as if it had
+/// changed nothing.
+#[test]
+fn a_later_journal_that_fails_verification_holds_a_rollback_back() {
+    let t = Tree::new();
+    t.write("grant/f", "0");
+    let a = fsops(&t, &["write f 1"], Some("after-intents"));
+    let b = fsops(&t, &["write f 1"], None);
+    let journal = t.path(&format!("state/runs/{b}/journal.jsonl"));
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let last = text.trim_end().rsplit('\n').next().unwrap();
+    let damaged = last.replace("\"outcome\":\"applied\"", "\"outcome\":\"applies\"");
+    assert_ne!(damaged, last);
+    std::fs::write(&journal, text.replace(last, &damaged)).unwrap();
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(&b), "{}", back.stderr);
+    assert!(back.stderr.contains("fail verification"), "{}", back.stderr);
+    assert_eq!(t.read("grant/f"), "1");
+}
+
+/// The lock file keeps the count, synced; a number written by hand past
+/// any count is not believed. A lock file that went back (restored from a
+/// backup) gives a number twice: whether a run with it on the same paths is
+/// later cannot be told, and the rollback says so rather than guess.
+#[test]
+fn a_sequence_given_twice_holds_a_rollback_back() {
+    let t = Tree::new();
+    t.write("grant/f", "0");
+    let seq = |id: &str| t.header(id)["sequence"].as_u64().unwrap();
+    let first = fsops(&t, &["write z 1"], None);
+    let lock = std::fs::read_to_string(t.path("state/lock")).unwrap();
+    fsops(&t, &["write y 1"], None);
+    let a = fsops(&t, &["write f 1"], Some("after-intents"));
+    std::fs::write(t.path("state/lock"), &lock).unwrap();
+    let b = fsops(&t, &["write f 1"], None);
+    assert_eq!(seq(&b), seq(&first) + 1);
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(&b), "{}", back.stderr);
+    assert!(
+        back.stderr.contains("lock file went back"),
+        "{}",
+        back.stderr
+    );
+    assert_eq!(t.read("grant/f"), "1");
+    // Past any count: found again from the journals.
+    std::fs::write(t.path("state/lock"), "last change 18446744073709551615\n").unwrap();
+    let c = fsops(&t, &["write x 1"], None);
+    // The highest the journals record is a's (and the refused rollback's,
+    // given the same number again).
+    assert_eq!(seq(&c), seq(&a) + 1);
+}
+
+/// A later run that only changed an entry's mode, or whose change was never
+/// applied, did not change its directory's time: the rollback puts back
+/// the one before the run.
+#[test]
+fn only_applied_changes_of_entries_keep_a_later_directory_time() {
+    let t = Tree::new();
+    t.write("grant/d/x", "x");
+    t.write("grant/e/x", "x");
+    let time = |p: &str| std::fs::metadata(t.path(p)).unwrap().modified().unwrap();
+    let (d_was, e_was) = (time("grant/d"), time("grant/e"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let a = fsops(&t, &["write d/f A", "write e/f A"], None);
+    fsops(&t, &["chmod d/x 600"], None);
+    fsops(&t, &["write e/g 1"], Some("after-intents"));
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 0, "{back:?}");
+    assert_eq!(time("grant/d"), d_was);
+    assert_eq!(time("grant/e"), e_was);
 }

@@ -35,6 +35,13 @@ pub struct Others {
     /// [`journal::not_own`]): whether they changed the same paths cannot be
     /// told.
     pub uncounted: Vec<String>,
+    /// Journals that could be later runs (or rollbacks of them) but whose
+    /// header cannot be read or that fail verification: the same.
+    pub unverified: Vec<String>,
+    /// Runs in force on its paths (as `later`) whose sequence number
+    /// another journal has too (the lock file went back: restored from a
+    /// backup, edited): whether they came after it cannot be told.
+    pub ambiguous: Vec<(String, String)>,
 }
 
 /// Reads the state directory's other journals: the real rollbacks of
@@ -52,28 +59,47 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         true => journal::change_order(header, original),
         false => (false, 0, original.to_string()),
     };
-    let mut headers: Vec<_> = ids
-        .into_iter()
-        .filter(|id| id != original)
-        .filter_map(|id| {
-            let path = state_dir.join("runs").join(&id).join("journal.jsonl");
-            // The header alone says what it is: most are not needed.
-            let h = journal::first_record(&path)?;
-            (h["dry_run"] != json!(true)).then(|| (journal::change_order(&h, &id), h, path))
-        })
-        .collect();
+    let mut headers = Vec::new();
+    // Each sequence number with how many journals have it.
+    let mut numbers = std::collections::BTreeMap::new();
+    if mine.0 {
+        *numbers.entry(mine.1).or_insert(0) += 1;
+    }
+    for id in ids.into_iter().filter(|id| id != original) {
+        let path = state_dir.join("runs").join(&id).join("journal.jsonl");
+        // The header alone says what it is: most are not needed.
+        let Some(h) = journal::first_record(&path) else {
+            // Empty: killed before its header, it changed nothing.
+            if std::fs::symlink_metadata(&path).map_or(true, |m| m.len() > 0) {
+                others.unverified.push(id);
+            }
+            continue;
+        };
+        if h["dry_run"] == json!(true) {
+            continue;
+        }
+        let order = journal::change_order(&h, &id);
+        if order.0 {
+            *numbers.entry(order.1).or_insert(0) += 1;
+        }
+        headers.push((order, h, path));
+    }
     headers.sort_by(|a, b| a.0.cmp(&b.0));
+    let repeated = |order: &(bool, u64, String)| order.0 && numbers[&order.1] > 1;
 
     // Made when a later run is found: most rollbacks are of the last run.
     let mut paths: Option<Paths> = None;
-    // Later runs in force, with the first path of the run's they touched.
-    let mut later: Vec<(String, Option<String>, BTreeSet<String>)> = Vec::new();
+    // Later runs in force (or maybe later: their number is repeated), with
+    // the first path of the run's they touched and the directories whose
+    // time they changed.
+    let mut later: Vec<(String, Option<String>, BTreeSet<String>, bool)> = Vec::new();
     for (order, h, path) in headers {
         let id = order.2.clone();
         let of = h["rollback_of"].as_str();
+        let maybe = repeated(&order);
         let wanted = match h["kind"].as_str() {
             Some("rollback") => of == Some(original) || later.iter().any(|l| Some(&*l.0) == of),
-            Some("run") => order > mine,
+            Some("run") => order > mine || maybe,
             _ => false,
         };
         if !wanted {
@@ -83,6 +109,7 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
             .ok()
             .filter(|l| !matches!(l.verdict, Verdict::Bad { .. }))
         else {
+            others.unverified.push(id);
             continue;
         };
         let back = loaded.of("outcome").last().is_some_and(|o| {
@@ -95,10 +122,15 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
             let paths = paths.get_or_insert_with(|| Paths::of(intents));
             let mut touched = None;
             let mut dirs = BTreeSet::new();
+            let done: BTreeSet<u64> = loaded.of("done").filter_map(|d| d["n"].as_u64()).collect();
             for i in loaded.of("intent").filter(|i| i["planned"] != json!(true)) {
+                // Applied, and changing entries (not only a mode or owner):
+                // the directory's time is the run's.
+                let dated = !meta_only(i["op"].as_str())
+                    && i["n"].as_u64().is_some_and(|n| done.contains(&n));
                 for (key, _) in paths_of(i) {
                     let Some(p) = i[key].as_str() else { continue };
-                    if let Some((dir, _)) = p.rsplit_once('/') {
+                    if let Some((dir, _)) = p.rsplit_once('/').filter(|_| dated) {
                         dirs.insert(if dir.is_empty() { "/" } else { dir }.to_string());
                     }
                     if touched.is_none() && paths.touched_by(p, i["op"].as_str()) {
@@ -106,7 +138,7 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
                     }
                 }
             }
-            later.push((id, touched, dirs));
+            later.push((id, touched, dirs, maybe));
         } else if of != Some(original) {
             // A later run's: once it is back, the disk is as it found it.
             if back {
@@ -120,10 +152,12 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
             others.started = true;
         }
     }
-    for (id, touched, dirs) in later {
+    for (id, touched, dirs, maybe) in later {
         others.later_dirs.extend(dirs);
-        if let Some(p) = touched {
-            others.later.push((id, p));
+        match (touched, maybe) {
+            (Some(p), false) => others.later.push((id, p)),
+            (Some(p), true) => others.ambiguous.push((id, p)),
+            (None, _) => {}
         }
     }
     others
