@@ -516,8 +516,9 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     };
     phases.lap("guards");
     let effects = Effects::read(&loaded);
+    phases.lap("effects");
     let earlier = others::read(&state_dir, &original, &header, &effects.intents);
-    phases.lap("earlier rollbacks");
+    phases.lap("other runs");
 
     out.start(&json!({
         "type": "start",
@@ -541,7 +542,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             .map(|m| *time = (m.mtime(), m.mtime_nsec() as u32))
             .is_ok()
     });
-    phases.lap("effects");
+    phases.lap("origins");
     let overlay = || {
         let mut ov = Overlay::new(
             grants.clone(),
