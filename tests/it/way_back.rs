@@ -352,31 +352,8 @@ fn a_rollback_never_undoes_a_later_run() {
                     }
                     _ => None,
                 };
-                let known = runs_of(&t);
-                let mut cmd = t.defops();
-                if let Some(p) = &point {
-                    cmd = cmd.env("DEFOPS_FAILPOINT", p);
-                }
-                let ops = format!("ops={}", ops.join(";"));
-                let fsops = crate::util::guest("fsops");
-                let out = cmd
-                    .args(&[
-                        "run",
-                        fsops.to_str().unwrap(),
-                        "--allow",
-                        &t.p("grant"),
-                        "--json",
-                        "-p",
-                        &ops,
-                    ])
-                    .output();
-                let expected = if point.is_some() { -1 } else { 0 };
-                assert_eq!(out.code, expected, "seed {seed}: {log:?}: {out:?}");
-                let id = runs_of(&t)
-                    .into_iter()
-                    .find(|r| !known.contains(r))
-                    .expect("the run has a journal");
-                log.push(format!("run {id} {ops} killed at {point:?}"));
+                let id = fsops_lines(&t, &ops, point.as_deref());
+                log.push(format!("run {id} {ops:?} killed at {point:?}"));
                 steps.push(Step {
                     id,
                     touched,
@@ -465,6 +442,12 @@ fn fsops(t: &Tree, ops: &[&str], failpoint: Option<&str>) -> String {
             words.join(" ")
         })
         .collect();
+    fsops_lines(t, &lines, failpoint)
+}
+
+/// Runs `fsops` with `lines` (absolute paths) in `t`, killed at
+/// `failpoint` when given: the run's id.
+fn fsops_lines(t: &Tree, lines: &[String], failpoint: Option<&str>) -> String {
     let known = runs_of(t);
     let mut cmd = t.defops();
     if let Some(p) = failpoint {
@@ -472,6 +455,7 @@ fn fsops(t: &Tree, ops: &[&str], failpoint: Option<&str>) -> String {
     }
     let fsops = crate::util::guest("fsops");
     let ops = format!("ops={}", lines.join(";"));
+    let g = t.p("grant");
     let out = cmd
         .args(&[
             "run",
@@ -486,7 +470,7 @@ fn fsops(t: &Tree, ops: &[&str], failpoint: Option<&str>) -> String {
     assert_eq!(
         out.code,
         if failpoint.is_some() { -1 } else { 0 },
-        "{out:?}"
+        "{ops}: {out:?}"
     );
     runs_of(t)
         .into_iter()
