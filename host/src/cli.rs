@@ -205,8 +205,10 @@ pub struct RollbackArgs {
     #[arg(long, short = 'n')]
     pub dry_run: bool,
 
-    /// Undo even paths that changed since the run, or that a later run not
-    /// rolled back touched (their current state is lost).
+    /// Roll back whatever held it back: paths that changed since the run,
+    /// later runs not rolled back on its paths, runs not counted or not
+    /// verified, links it puts back that lead outside the grants (what is
+    /// there now is lost). What it went past is printed and journaled.
     #[arg(long)]
     pub force: bool,
 

@@ -1054,6 +1054,25 @@ pub fn highest_sequence(state: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The highest `sequence` the headers of the `newest` journals by run id
+/// record (0: none): a check of the lock file's count that does not read
+/// every journal.
+pub fn recent_highest_sequence(state: &Path, newest: usize) -> u64 {
+    let Ok(entries) = fs::read_dir(state.join("runs")) else {
+        return 0;
+    };
+    let mut ids: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
+    ids.sort();
+    ids.iter()
+        .rev()
+        .take(newest)
+        .filter_map(|id| first_record(&state.join("runs").join(id).join("journal.jsonl")))
+        .filter_map(|h| h["sequence"].as_u64())
+        .filter(|n| *n < crate::policy::MAX_SEQUENCE)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The first record of a journal, parsed (not verified): the header.
 pub fn first_record(path: &Path) -> Option<Value> {
     use std::io::BufRead;

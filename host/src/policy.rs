@@ -69,12 +69,17 @@ impl RunLock {
         let mut was = String::new();
         let _ = file.read_to_string(&mut was);
         // Without one (a lock made by an older version, removed, or cut
-        // while written), the highest any journal here records.
-        let last = was
+        // while written), the highest any journal here records; with one,
+        // no less than the newest journals record (a lock file restored
+        // from a backup).
+        let last = match was
             .lines()
             .find_map(|l| l.strip_prefix(LAST_CHANGE)?.trim().parse::<u64>().ok())
             .filter(|n| *n < MAX_SEQUENCE)
-            .unwrap_or_else(|| crate::journal::highest_sequence(state));
+        {
+            Some(n) => n.max(crate::journal::recent_highest_sequence(state, 16)),
+            None => crate::journal::highest_sequence(state),
+        };
         let sequence = last + 1;
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;

@@ -327,14 +327,15 @@ fn undo_newest_first(
 /// force on its paths, runs that cannot be counted or verified, an order
 /// of runs that cannot be told, what it puts back leading out, drift. All
 /// are named together, so `--force` is chosen knowing all of it. With the
-/// refusal, what the outcome record's `refused_for` says (the first).
+/// refusal, what the outcome record's `refused_for` says (the first), and
+/// the reasons alone.
 fn held_back(
     original: &str,
     others: Option<&others::Others>,
     escapes: &[crate::overlay::Escape],
     drifts: &[Drift],
     out: &Printer,
-) -> Option<(Stop, &'static str)> {
+) -> Option<(Stop, &'static str, String)> {
     let (mut parts, mut todo, mut why) = (Vec::new(), Vec::new(), None);
     let note = |what: &str, l: &str| out.note(&format!("{what}{}", crate::escape::line(l)));
     if let Some(others) = others {
@@ -349,7 +350,7 @@ fn held_back(
                 .collect();
             list.iter().for_each(|l| note("changed since by run ", l));
             parts.push(format!(
-                "{} later run(s) not rolled back changed its paths: {}",
+                "{} later run(s) not rolled back changed its paths, or meant to: {}",
                 list.len(),
                 list.join("; ")
             ));
@@ -385,10 +386,25 @@ fn held_back(
                 others.unverified.join(", ")
             ));
             todo.push(format!(
-                "look at them (`defops-wasm journal verify {}`)",
+                "look at them (`defops-wasm journal verify {}`), and move one damaged beyond use out of the state directory's runs/",
                 others.unverified[0]
             ));
             why.get_or_insert("unverified-runs");
+        }
+        if !others.later_rollbacks.is_empty() {
+            let list: Vec<String> = others
+                .later_rollbacks
+                .iter()
+                .map(|(run, path)| format!("{run} ({path})"))
+                .collect();
+            list.iter()
+                .for_each(|l| note("changed since by rollback ", l));
+            parts.push(format!(
+                "{} later rollback(s) of other runs, forced past it, changed its paths: {}",
+                list.len(),
+                list.join("; ")
+            ));
+            why.get_or_insert("later-runs");
         }
         if !others.ambiguous.is_empty() {
             let list: Vec<String> = others
@@ -399,7 +415,7 @@ fn held_back(
             list.iter()
                 .for_each(|l| note("maybe changed since by run ", l));
             parts.push(format!(
-                "{} run(s) not rolled back changed its paths and have a sequence number another run has too (the state directory's lock file went back), so whether they came after it cannot be told: {}",
+                "{} run(s) not rolled back changed its paths and have a sequence number another journal has too (a lock file restored or edited, a run directory copied), so whether they came after it cannot be told: {}",
                 list.len(),
                 list.join("; ")
             ));
@@ -434,11 +450,10 @@ fn held_back(
             todo.join("; ")
         ),
     };
-    let message = format!(
-        "refusing to roll back {original}: {}; nothing was changed ({what_to_do})",
-        parts.join("; ")
-    );
-    Some((Stop::new(Exit::Refused, message), why))
+    let reasons = parts.join("; ");
+    let message =
+        format!("refusing to roll back {original}: {reasons}; nothing was changed ({what_to_do})");
+    Some((Stop::new(Exit::Refused, message), why, reasons))
 }
 
 fn drift_list(drifts: &[Drift]) -> Vec<String> {
@@ -617,16 +632,25 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     // monitoring and the report see the attempt. What other runs say
     // matters only while the run has effects in force.
     let in_force = earlier.complete.is_none() && !effects.intents.is_empty();
-    let refusal = match req.force {
-        true => None,
-        false => held_back(
-            &original,
-            in_force.then_some(&earlier),
-            &escapes,
-            &drifts,
-            out,
-        ),
+    let mut refusal = held_back(
+        &original,
+        in_force.then_some(&earlier),
+        &escapes,
+        &drifts,
+        out,
+    );
+    // With --force, what it goes past is said and journaled all the same.
+    let overridden = match req.force {
+        true => refusal.take().map(|(_, why, reasons)| (reasons, why)),
+        false => None,
     };
+    if let Some((reasons, _)) = &overridden {
+        out.note(&format!(
+            "--force: rolling back {original} over: {}",
+            crate::escape::line(reasons)
+        ));
+    }
+    let refusal = refusal.map(|(stop, why, _)| (stop, why));
     let plan = overlay.into_plan();
     let planned_in = started.elapsed();
     // A refused rollback changes nothing: no plan is shown as if it would.
@@ -660,6 +684,12 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         own_header["sequence"] = json!(lock.sequence());
     }
     journal.append(own_header).map_err(jerr)?;
+    if let Some((message, why)) = &overridden {
+        // Said of a rollback that went ahead: what it went past.
+        journal
+            .append(json!({"type": "overridden", "reason": why, "reasons": message}))
+            .map_err(jerr)?;
+    }
     for d in &drifts {
         journal
             .append(json!({"type": "drift", "path": d.path, "attribute": d.attribute, "expected": d.expected_json(), "found": d.found}))

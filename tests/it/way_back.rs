@@ -35,7 +35,14 @@ fn only_run(t: &Tree) -> String {
 }
 
 fn rollback(t: &Tree, run: &str) -> Out {
-    t.defops().args(&["rollback", run, "--json"]).output()
+    rollback_with(t, run, &[])
+}
+
+fn rollback_with(t: &Tree, run: &str, extra: &[&str]) -> Out {
+    t.defops()
+        .args(&["rollback", run, "--json"])
+        .args(extra)
+        .output()
 }
 
 /// The fail point stopped the run the way it says.
@@ -636,27 +643,42 @@ fn a_later_journal_that_fails_verification_holds_a_rollback_back() {
     assert_eq!(t.read("grant/f"), "1");
 }
 
-/// The lock file keeps the count, synced; a number written by hand past
-/// any count is not believed. A lock file that went back (restored from a
-/// backup) gives a number twice: whether a run with it on the same paths is
-/// later cannot be told, and the rollback says so rather than guess.
+/// The lock file keeps the count, synced, and a count that went back (the
+/// lock file restored from a backup) is caught up by the newest journals; a
+/// number written by hand past any count is not believed. A number given
+/// twice all the same (a run directory copied) leaves whether a run with it
+/// on the same paths is later untold, and the rollback says so rather than
+/// guess.
 #[test]
-fn a_sequence_given_twice_holds_a_rollback_back() {
+fn the_count_of_changes_does_not_go_back_and_a_repeated_one_holds_a_rollback_back() {
     let t = Tree::new();
     t.write("grant/f", "0");
     let seq = |id: &str| t.header(id)["sequence"].as_u64().unwrap();
-    let first = fsops(&t, &["write z 1"], None);
+    fsops(&t, &["write z 1"], None);
     let lock = std::fs::read_to_string(t.path("state/lock")).unwrap();
     fsops(&t, &["write y 1"], None);
     let a = fsops(&t, &["write f 1"], Some("after-intents"));
     std::fs::write(t.path("state/lock"), &lock).unwrap();
     let b = fsops(&t, &["write f 1"], None);
-    assert_eq!(seq(&b), seq(&first) + 1);
+    assert_eq!(seq(&b), seq(&a) + 1);
     let back = rollback(&t, &a);
     assert_eq!(back.code, 3, "{back:?}");
     assert!(back.stderr.contains(&b), "{}", back.stderr);
+    assert_eq!(t.read("grant/f"), "1");
+    // A copy of b's run directory under an id that sorts first: the same
+    // number twice.
+    let copy = "20000101T000000Z-000bbb";
+    std::fs::create_dir(t.path(&format!("state/runs/{copy}"))).unwrap();
+    std::fs::copy(
+        t.path(&format!("state/runs/{b}/journal.jsonl")),
+        t.path(&format!("state/runs/{copy}/journal.jsonl")),
+    )
+    .unwrap();
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(copy), "{}", back.stderr);
     assert!(
-        back.stderr.contains("lock file went back"),
+        back.stderr.contains("sequence number another"),
         "{}",
         back.stderr
     );
@@ -664,9 +686,12 @@ fn a_sequence_given_twice_holds_a_rollback_back() {
     // Past any count: found again from the journals.
     std::fs::write(t.path("state/lock"), "last change 18446744073709551615\n").unwrap();
     let c = fsops(&t, &["write x 1"], None);
-    // The highest the journals record is a's (and the refused rollback's,
-    // given the same number again).
-    assert_eq!(seq(&c), seq(&a) + 1);
+    let highest = runs_of(&t)
+        .iter()
+        .filter_map(|id| t.header(id)["sequence"].as_u64())
+        .max();
+    assert_eq!(Some(seq(&c)), highest);
+    assert!(seq(&c) > seq(&b));
 }
 
 /// A later run that only changed an entry's mode, or whose change was never
@@ -687,4 +712,89 @@ fn only_applied_changes_of_entries_keep_a_later_directory_time() {
     assert_eq!(back.code, 0, "{back:?}");
     assert_eq!(time("grant/d"), d_was);
     assert_eq!(time("grant/e"), e_was);
+}
+
+/// A journal damaged past reading holds a rollback back only if it could
+/// be later: one last written before the run's own last record cannot be.
+#[test]
+fn an_unreadable_journal_written_before_the_run_does_not_hold_it_back() {
+    let t = Tree::new();
+    t.write("grant/f", "0");
+    let x = fsops(&t, &["write x 1"], None);
+    let journal = t.path(&format!("state/runs/{x}/journal.jsonl"));
+    let len = std::fs::metadata(&journal).unwrap().len() as usize;
+    // Zeros where its records were (a power loss on some file systems),
+    // dated when it was written.
+    let written = std::fs::metadata(&journal).unwrap().modified().unwrap();
+    std::fs::write(&journal, vec![0u8; len]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_modified(written)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let a = fsops(&t, &["write f 1"], None);
+    rollback(&t, &a).assert_code(0);
+    assert_eq!(t.read("grant/f"), "0");
+    // Written after it: it could be later.
+    let a = fsops(&t, &["write f 1"], None);
+    std::fs::File::options()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1))
+        .unwrap();
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(&x), "{}", back.stderr);
+    assert!(
+        back.stderr.contains("move one damaged beyond use"),
+        "{}",
+        back.stderr
+    );
+}
+
+/// `--force` goes past what held the rollback back, and says so: printed,
+/// and journaled as an `overridden` record naming the later run.
+#[test]
+fn force_says_and_journals_what_it_went_past() {
+    let t = Tree::new();
+    t.write("grant/f", "0");
+    let a = fsops(&t, &["write f 1"], None);
+    let b = fsops(&t, &["write f 2"], None);
+    let back = rollback_with(&t, &a, &["--force"]);
+    assert_eq!(back.code, 0, "{back:?}");
+    assert_eq!(t.read("grant/f"), "0");
+    assert!(
+        back.stdout.contains("--force: rolling back"),
+        "{}",
+        back.stdout
+    );
+    let id = back.summary()["run_id"].as_str().unwrap().to_string();
+    let overridden: Vec<_> = t
+        .journal(&id)
+        .into_iter()
+        .filter(|r| r["type"] == "overridden")
+        .collect();
+    assert_eq!(overridden.len(), 1, "{overridden:?}");
+    assert_eq!(overridden[0]["reason"], "later-runs");
+    assert!(overridden[0]["reasons"].as_str().unwrap().contains(&b));
+}
+
+/// A rollback of an earlier run forced past a later one changed the later
+/// one's paths: rolling back the later one names it.
+#[test]
+fn a_forced_rollback_of_an_earlier_run_is_named_as_a_later_change() {
+    let t = Tree::new();
+    t.write("grant/f", "0");
+    let c = fsops(&t, &["write f 1"], None);
+    let a = fsops(&t, &["write f 2"], None);
+    let forced = rollback_with(&t, &c, &["--force"]);
+    forced.assert_code(0);
+    let r = forced.summary()["run_id"].as_str().unwrap().to_string();
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(&r), "{}", back.stderr);
+    assert_eq!(t.read("grant/f"), "0");
 }

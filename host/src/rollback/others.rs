@@ -39,9 +39,12 @@ pub struct Others {
     /// header cannot be read or that fail verification: the same.
     pub unverified: Vec<String>,
     /// Runs in force on its paths (as `later`) whose sequence number
-    /// another journal has too (the lock file went back: restored from a
-    /// backup, edited): whether they came after it cannot be told.
+    /// another journal has too (a lock file restored or edited, a run
+    /// directory copied): whether they came after it cannot be told.
     pub ambiguous: Vec<(String, String)>,
+    /// Rollbacks of other, earlier runs after it (forced past it) that
+    /// touched its paths: changes nothing can undo.
+    pub later_rollbacks: Vec<(String, String)>,
 }
 
 /// Reads the state directory's other journals: the real rollbacks of
@@ -59,6 +62,14 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         true => journal::change_order(header, original),
         false => (false, 0, original.to_string()),
     };
+    // A later run wrote all of its journal after the run's last record (it
+    // took the lock once the run let it go): one last written before that
+    // is not later, header or not.
+    let last_written = |p: &Path| std::fs::symlink_metadata(p).and_then(|m| m.modified()).ok();
+    let mine_written = match mine.0 {
+        true => last_written(&state_dir.join("runs").join(original).join("journal.jsonl")),
+        false => None,
+    };
     let mut headers = Vec::new();
     // Each sequence number with how many journals have it.
     let mut numbers = std::collections::BTreeMap::new();
@@ -70,7 +81,9 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         // The header alone says what it is: most are not needed.
         let Some(h) = journal::first_record(&path) else {
             // Empty: killed before its header, it changed nothing.
-            if std::fs::symlink_metadata(&path).map_or(true, |m| m.len() > 0) {
+            let empty = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() == 0);
+            let before = mine_written.is_some_and(|t| last_written(&path).is_some_and(|w| w < t));
+            if !empty && !before {
                 others.unverified.push(id);
             }
             continue;
@@ -97,8 +110,11 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         let id = order.2.clone();
         let of = h["rollback_of"].as_str();
         let maybe = repeated(&order);
+        let later_run_of = |l: &(String, Option<String>, BTreeSet<String>, bool)| Some(&*l.0) == of;
         let wanted = match h["kind"].as_str() {
-            Some("rollback") => of == Some(original) || later.iter().any(|l| Some(&*l.0) == of),
+            Some("rollback") => {
+                of == Some(original) || order > mine || later.iter().any(later_run_of)
+            }
             Some("run") => order > mine || maybe,
             _ => false,
         };
@@ -120,29 +136,23 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         });
         if h["kind"] == "run" {
             let paths = paths.get_or_insert_with(|| Paths::of(intents));
-            let mut touched = None;
-            let mut dirs = BTreeSet::new();
-            let done: BTreeSet<u64> = loaded.of("done").filter_map(|d| d["n"].as_u64()).collect();
-            for i in loaded.of("intent").filter(|i| i["planned"] != json!(true)) {
-                // Applied, and changing entries (not only a mode or owner):
-                // the directory's time is the run's.
-                let dated = !meta_only(i["op"].as_str())
-                    && i["n"].as_u64().is_some_and(|n| done.contains(&n));
-                for (key, _) in paths_of(i) {
-                    let Some(p) = i[key].as_str() else { continue };
-                    if let Some((dir, _)) = p.rsplit_once('/').filter(|_| dated) {
-                        dirs.insert(if dir.is_empty() { "/" } else { dir }.to_string());
-                    }
-                    if touched.is_none() && paths.touched_by(p, i["op"].as_str()) {
-                        touched = Some(p.to_string());
-                    }
-                }
-            }
+            let (touched, dirs) = what_it_touched(&loaded, paths);
             later.push((id, touched, dirs, maybe));
         } else if of != Some(original) {
-            // A later run's: once it is back, the disk is as it found it.
-            if back {
-                later.retain(|l| Some(&*l.0) != of);
+            if later.iter().any(later_run_of) {
+                // A later run's: once it is back, the disk is as it found it.
+                if back {
+                    later.retain(|l| !later_run_of(l));
+                }
+            } else {
+                // Of an earlier run, after the run (forced past it): a
+                // change of its own, which nothing undoes.
+                let paths = paths.get_or_insert_with(|| Paths::of(intents));
+                let (touched, dirs) = what_it_touched(&loaded, paths);
+                others.later_dirs.extend(dirs);
+                if let Some(p) = touched {
+                    others.later_rollbacks.push((id, p));
+                }
             }
         } else if back {
             others.complete = Some(id);
@@ -161,6 +171,33 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         }
     }
     others
+}
+
+/// The first path of `paths` an applied or planned change in `loaded`
+/// touched, and the directories whose entries its applied changes changed
+/// (their time is its).
+fn what_it_touched(
+    loaded: &journal::Loaded,
+    paths: &Paths<'_>,
+) -> (Option<String>, BTreeSet<String>) {
+    let mut touched = None;
+    let mut dirs = BTreeSet::new();
+    let done: BTreeSet<u64> = loaded.of("done").filter_map(|d| d["n"].as_u64()).collect();
+    for i in loaded.of("intent").filter(|i| i["planned"] != json!(true)) {
+        // Applied, and changing entries (not only a mode or owner).
+        let dated =
+            !meta_only(i["op"].as_str()) && i["n"].as_u64().is_some_and(|n| done.contains(&n));
+        for (key, _) in paths_of(i) {
+            let Some(p) = i[key].as_str() else { continue };
+            if let Some((dir, _)) = p.rsplit_once('/').filter(|_| dated) {
+                dirs.insert(if dir.is_empty() { "/" } else { dir }.to_string());
+            }
+            if touched.is_none() && paths.touched_by(p, i["op"].as_str()) {
+                touched = Some(p.to_string());
+            }
+        }
+    }
+    (touched, dirs)
 }
 
 /// The paths of a run's intents.
