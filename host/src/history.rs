@@ -228,6 +228,7 @@ fn describe(r: &Value) -> String {
         "plan" => format!("plan    {} ({} effects)", s("digest"), r["effects"]),
         "plan-difference" => format!("differs {} {}", s("change"), s("path")),
         "drift" => format!("drift   {} ({})", s("path"), s("attribute")),
+        "overridden" => format!("forced  past {}: {}", s("reason"), s("reasons")),
         "outcome" => format!(
             "outcome {} (changed {}, exit {})",
             s("outcome"),

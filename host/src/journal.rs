@@ -1063,10 +1063,13 @@ pub fn recent_highest_sequence(state: &Path, newest: usize) -> u64 {
     };
     let mut ids: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
     ids.sort();
+    // Only journals this user's defops-wasm wrote count, as in `list`.
     ids.iter()
         .rev()
+        .map(|id| state.join("runs").join(id).join("journal.jsonl"))
+        .filter(|j| own_journal(j))
         .take(newest)
-        .filter_map(|id| first_record(&state.join("runs").join(id).join("journal.jsonl")))
+        .filter_map(|j| first_record(&j))
         .filter_map(|h| h["sequence"].as_u64())
         .filter(|n| *n < crate::policy::MAX_SEQUENCE)
         .max()

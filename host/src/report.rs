@@ -110,6 +110,7 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
         "logs": of("logs"),
         "output": of("output"),
         "drift": of("drift"),
+        "overridden": of("overridden").pop(),
         "plan": of("plan").pop(),
         "plan_differences": of("plan-difference"),
         "outcome": outcome,
@@ -541,6 +542,14 @@ pub fn markdown(f: &Value) -> String {
             })
             .collect::<Vec<_>>(),
     );
+    if let Some(o) = f.get("overridden").filter(|o| !o.is_null()) {
+        let _ = writeln!(
+            m,
+            "\n## Overridden with --force\n\nThe rollback went past what would have refused it ({}): {}",
+            s(&o["reason"]),
+            s(&o["reasons"])
+        );
+    }
     let _ = writeln!(m, "\n## Outcome\n");
     let _ = writeln!(
         m,

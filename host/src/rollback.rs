@@ -339,6 +339,12 @@ fn held_back(
     let (mut parts, mut todo, mut why) = (Vec::new(), Vec::new(), None);
     let note = |what: &str, l: &str| out.note(&format!("{what}{}", crate::escape::line(l)));
     if let Some(others) = others {
+        others.skipped.iter().for_each(|id| {
+            note(
+                "cannot be read, and older than the run: not counted: run ",
+                id,
+            )
+        });
         if let Some((newest, _)) = others.later.last() {
             // The disk shows their changes, or theirs over the run's:
             // undoing the run now would undo them too, or decide its last
@@ -646,7 +652,12 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     };
     if let Some((reasons, _)) = &overridden {
         out.note(&format!(
-            "--force: rolling back {original} over: {}",
+            "--force: {} {original} over: {}",
+            if req.dry_run {
+                "would roll back"
+            } else {
+                "rolling back"
+            },
             crate::escape::line(reasons)
         ));
     }

@@ -683,6 +683,22 @@ fn the_count_of_changes_does_not_go_back_and_a_repeated_one_holds_a_rollback_bac
         back.stderr
     );
     assert_eq!(t.read("grant/f"), "1");
+    // A stray journal that is not this user's alone does not move it.
+    let junk = t.path("state/runs/zzz-junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(
+        junk.join("journal.jsonl"),
+        "{\"type\":\"header\",\"sequence\":9007199254740990}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        junk.join("journal.jsonl"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let d = fsops(&t, &["write w 1"], None);
+    assert!(seq(&d) < 1000, "{}", seq(&d));
+    std::fs::remove_dir_all(&junk).unwrap();
     // Past any count: found again from the journals.
     std::fs::write(t.path("state/lock"), "last change 18446744073709551615\n").unwrap();
     let c = fsops(&t, &["write x 1"], None);
@@ -735,7 +751,13 @@ fn an_unreadable_journal_written_before_the_run_does_not_hold_it_back() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let a = fsops(&t, &["write f 1"], None);
-    rollback(&t, &a).assert_code(0);
+    let back = rollback(&t, &a);
+    back.assert_code(0);
+    assert!(
+        back.stdout.contains("older than the run: not counted"),
+        "{}",
+        back.stdout
+    );
     assert_eq!(t.read("grant/f"), "0");
     // Written after it: it could be later.
     let a = fsops(&t, &["write f 1"], None);
@@ -753,6 +775,20 @@ fn an_unreadable_journal_written_before_the_run_does_not_hold_it_back() {
         "{}",
         back.stderr
     );
+    // A later run's, damaged and dated back (`touch -d`): its id is later.
+    std::fs::remove_dir_all(t.path(&format!("state/runs/{x}"))).unwrap();
+    let b = fsops(&t, &["write g 1"], None);
+    let later = t.path(&format!("state/runs/{b}/journal.jsonl"));
+    std::fs::write(&later, b"\0").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&later)
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let back = rollback(&t, &a);
+    assert_eq!(back.code, 3, "{back:?}");
+    assert!(back.stderr.contains(&b), "{}", back.stderr);
 }
 
 /// `--force` goes past what held the rollback back, and says so: printed,
@@ -780,6 +816,18 @@ fn force_says_and_journals_what_it_went_past() {
     assert_eq!(overridden.len(), 1, "{overridden:?}");
     assert_eq!(overridden[0]["reason"], "later-runs");
     assert!(overridden[0]["reasons"].as_str().unwrap().contains(&b));
+    let show = t.defops().args(&["journal", "show", &id]).output();
+    assert!(
+        show.stdout.contains("forced  past later-runs"),
+        "{}",
+        show.stdout
+    );
+    let report = t.defops().args(&["report", &id]).output();
+    assert!(
+        report.stdout.contains("Overridden with --force"),
+        "{}",
+        report.stdout
+    );
 }
 
 /// A rollback of an earlier run forced past a later one changed the later

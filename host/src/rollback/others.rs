@@ -38,6 +38,9 @@ pub struct Others {
     /// Journals that could be later runs (or rollbacks of them) but whose
     /// header cannot be read or that fail verification: the same.
     pub unverified: Vec<String>,
+    /// Journals that cannot be read but are older than the run, by id and
+    /// by when they were last written: not counted, said.
+    pub skipped: Vec<String>,
     /// Runs in force on its paths (as `later`) whose sequence number
     /// another journal has too (a lock file restored or edited, a run
     /// directory copied): whether they came after it cannot be told.
@@ -80,10 +83,16 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         let path = state_dir.join("runs").join(&id).join("journal.jsonl");
         // The header alone says what it is: most are not needed.
         let Some(h) = journal::first_record(&path) else {
-            // Empty: killed before its header, it changed nothing.
+            // Empty: killed before its header, it changed nothing. Older by
+            // its id and last written before the run's last record: not
+            // later (a name is not changed by a copy or a `touch`; a time
+            // is not by a clock set back between two runs).
             let empty = std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() == 0);
-            let before = mine_written.is_some_and(|t| last_written(&path).is_some_and(|w| w < t));
-            if !empty && !before {
+            let before = id.as_str() < original
+                && mine_written.is_some_and(|t| last_written(&path).is_some_and(|w| w < t));
+            if before {
+                others.skipped.push(id);
+            } else if !empty {
                 others.unverified.push(id);
             }
             continue;
