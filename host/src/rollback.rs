@@ -338,6 +338,12 @@ fn held_back(
 ) -> Option<(Stop, &'static str, String)> {
     let (mut parts, mut todo, mut why) = (Vec::new(), Vec::new(), None);
     let note = |what: &str, l: &str| out.note(&format!("{what}{}", crate::escape::line(l)));
+    // Runs with the first of its paths each touched.
+    let named = |runs: &[(String, String)]| -> Vec<String> {
+        runs.iter()
+            .map(|(run, path)| format!("{run} ({path})"))
+            .collect()
+    };
     if let Some(others) = others {
         others.skipped.iter().for_each(|id| {
             note(
@@ -349,11 +355,7 @@ fn held_back(
             // The disk shows their changes, or theirs over the run's:
             // undoing the run now would undo them too, or decide its last
             // effects from what they left.
-            let list: Vec<String> = others
-                .later
-                .iter()
-                .map(|(run, path)| format!("{run} ({path})"))
-                .collect();
+            let list = named(&others.later);
             list.iter().for_each(|l| note("changed since by run ", l));
             parts.push(format!(
                 "{} later run(s) not rolled back changed its paths, or meant to: {}",
@@ -398,11 +400,7 @@ fn held_back(
             why.get_or_insert("unverified-runs");
         }
         if !others.later_rollbacks.is_empty() {
-            let list: Vec<String> = others
-                .later_rollbacks
-                .iter()
-                .map(|(run, path)| format!("{run} ({path})"))
-                .collect();
+            let list = named(&others.later_rollbacks);
             list.iter()
                 .for_each(|l| note("changed since by rollback ", l));
             parts.push(format!(
@@ -413,11 +411,7 @@ fn held_back(
             why.get_or_insert("later-runs");
         }
         if !others.ambiguous.is_empty() {
-            let list: Vec<String> = others
-                .ambiguous
-                .iter()
-                .map(|(run, path)| format!("{run} ({path})"))
-                .collect();
+            let list = named(&others.ambiguous);
             list.iter()
                 .for_each(|l| note("maybe changed since by run ", l));
             parts.push(format!(
