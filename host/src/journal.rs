@@ -1042,28 +1042,16 @@ pub fn list(state: &Path) -> io::Result<Vec<String>> {
 }
 
 /// The highest `sequence` (see [`crate::policy::RunLock::sequence`]) the
-/// headers of the state directory's journals record; 0 when none does.
-pub fn highest_sequence(state: &Path) -> u64 {
-    list(state)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|id| first_record(&state.join("runs").join(id).join("journal.jsonl")))
-        .filter_map(|h| h["sequence"].as_u64())
-        .filter(|n| *n < crate::policy::MAX_SEQUENCE)
-        .max()
-        .unwrap_or(0)
-}
-
-/// The highest `sequence` the headers of the `newest` journals by run id
-/// record (0: none): a check of the lock file's count that does not read
-/// every journal.
-pub fn recent_highest_sequence(state: &Path, newest: usize) -> u64 {
+/// headers of the state directory's `newest` journals by run id record
+/// (`usize::MAX`: all of them); 0 when none does. Only journals this user's
+/// defops-wasm wrote count, as in [`list`].
+pub fn highest_sequence(state: &Path, newest: usize) -> u64 {
     let Ok(entries) = fs::read_dir(state.join("runs")) else {
         return 0;
     };
+    // Names first: only the newest are looked at further.
     let mut ids: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
     ids.sort();
-    // Only journals this user's defops-wasm wrote count, as in `list`.
     ids.iter()
         .rev()
         .map(|id| state.join("runs").join(id).join("journal.jsonl"))

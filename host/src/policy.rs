@@ -77,8 +77,8 @@ impl RunLock {
             .find_map(|l| l.strip_prefix(LAST_CHANGE)?.trim().parse::<u64>().ok())
             .filter(|n| *n < MAX_SEQUENCE)
         {
-            Some(n) => n.max(crate::journal::recent_highest_sequence(state, 16)),
-            None => crate::journal::highest_sequence(state),
+            Some(n) => n.max(crate::journal::highest_sequence(state, 16)),
+            None => crate::journal::highest_sequence(state, usize::MAX),
         };
         let sequence = last + 1;
         file.set_len(0).map_err(io)?;
