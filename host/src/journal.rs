@@ -507,8 +507,9 @@ impl ReadAt for [u8] {
     }
 }
 
-/// A range's buffer: 2 MiB, grown for a longer line.
-const BUF: usize = 2 << 20;
+/// A range's buffer: 256 KiB (it stays in the core's cache between the
+/// kernel's copy and the hash), grown for a longer line.
+const BUF: usize = 256 << 10;
 
 /// Journals smaller than this are checked on one core.
 const SPLIT_FROM: u64 = 1 << 20;
@@ -603,12 +604,21 @@ fn check_range(
     Ok(range)
 }
 
+/// How far past its range's end a range reads before it knows where its
+/// last line ends; a longer line is read on to its end.
+#[cfg(not(test))]
+const SLACK: u64 = 4 << 10;
+#[cfg(test)]
+const SLACK: u64 = 16;
+
 /// Calls `each` with the lines (without their newline) of `input` that
 /// start at or after the first newline at or after `lo` (at 0 when `lo` is
 /// 0) and end at or before the first newline at or after `hi` (all the rest
 /// when `hi` is `end`), until it says to stop: the ranges of consecutive
 /// `lo..hi` cover every line once. Whether bytes without a newline follow
 /// the last line (a torn line: only the range that reaches `end` has one).
+/// Reads stop a little past `hi` (at `end` when the line there is longer),
+/// so a range copies little more than its own bytes.
 fn for_lines(
     input: &(impl ReadAt + ?Sized),
     (lo, hi, end): (u64, u64, u64),
@@ -619,14 +629,25 @@ fn for_lines(
     let (mut pos, mut have, mut from) = (lo, 0, 0);
     // Past the line cut by `lo`: it belongs to the range before.
     let mut skipping = lo > 0;
+    let mut limit = match hi < end {
+        true => hi.saturating_add(SLACK).min(end),
+        false => end,
+    };
     loop {
         if have == buf.len() {
             // One line longer than the buffer.
             buf.resize(buf.len() * 2, 0);
         }
-        let got = read_full(input, &mut buf[have..], pos + have as u64, end)?;
-        let at_end = have + got < buf.len();
+        if pos + have as u64 >= limit {
+            // The line at `hi` goes on past the slack.
+            limit = end;
+        }
+        let want = (buf.len() - have)
+            .min(usize::try_from(limit - (pos + have as u64)).unwrap_or(usize::MAX));
+        let got = read_full(input, &mut buf[have..have + want], pos + have as u64, limit)?;
         have += got;
+        // At the end: `end` reached, or the input is shorter.
+        let at_end = pos + have as u64 >= end || got < want;
         if skipping {
             match memchr::memchr(b'\n', &buf[..have]) {
                 // That newline ends the range before; at or past `hi`, it
@@ -740,28 +761,35 @@ fn verify_ranges(
         _ => (size * k / ranges, size * (k + 1) / ranges, size),
     };
     let next = std::sync::atomic::AtomicU64::new(0);
-    let work = || {
+    let spawned = std::time::Instant::now();
+    let work = |thread: usize| {
+        let late = spawned.elapsed();
         let mut buf = vec![0u8; BUF.min(usize::try_from(size).unwrap_or(BUF) + 1)];
         let mut done = Vec::new();
         loop {
             let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if k >= ranges {
-                return done;
+                break;
             }
             done.push((k, check_range(input, bounds(k), alg, expect_head, &mut buf)));
         }
-    };
-    let mut checked: Vec<(u64, io::Result<Range>)> = std::thread::scope(|scope| {
-        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut checked = work();
-        for h in others {
-            match h.join() {
-                Ok(more) => checked.extend(more),
-                Err(_) => checked.push((0, Err(io::Error::other("a verifier thread failed")))),
-            }
+        if thread > 0 {
+            tracing::debug!(
+                "verify: helper {thread} started {:.3} ms after its spawn and checked {} of {ranges} ranges",
+                late.as_secs_f64() * 1e3,
+                done.len()
+            );
         }
-        checked
-    });
+        done
+    };
+    let mut checked: Vec<(u64, io::Result<Range>)> = crate::cores::on_cores(threads, work)
+        .into_iter()
+        .flatten()
+        .collect();
+    tracing::debug!(
+        "verify: {ranges} ranges on {threads} threads in {:.3} ms",
+        spawned.elapsed().as_secs_f64() * 1e3
+    );
     checked.sort_by_key(|(k, _)| *k);
     let ranges = checked.into_iter().map(|(_, r)| r);
 

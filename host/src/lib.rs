@@ -32,6 +32,7 @@ pub mod binding;
 pub mod cli;
 pub mod commit;
 pub mod config;
+pub mod cores;
 pub mod crypto;
 pub mod digest;
 pub mod disk;
@@ -90,9 +91,9 @@ pub fn drop_later<T: Send + 'static>(value: T) {
 }
 
 /// `f` over `items`, the results in order: the second half on a thread of
-/// its own when there are at least `from` items (on this one otherwise, or
-/// when no thread can be had). For work that waits on system calls, so two
-/// halves run at once on two cores.
+/// its own, started on another core, when there are at least `from` items
+/// (on this one otherwise, or when no thread can be had). For work that
+/// waits on system calls, so two halves run at once on two cores.
 pub fn in_two_halves<T: Sync, R: Send>(
     items: &[T],
     from: usize,
@@ -102,16 +103,9 @@ pub fn in_two_halves<T: Sync, R: Send>(
         return f(items);
     }
     let (first, second) = items.split_at(items.len() / 2);
-    std::thread::scope(|scope| {
-        let other = std::thread::Builder::new().spawn_scoped(scope, || f(second));
-        let mut done = f(first);
-        match other {
-            Ok(handle) => match handle.join() {
-                Ok(rest) => done.extend(rest),
-                Err(panic) => std::panic::resume_unwind(panic),
-            },
-            Err(_) => done.extend(f(second)),
-        }
-        done
-    })
+    let halves = [first, second];
+    cores::on_cores(2, |i| f(halves[i]))
+        .into_iter()
+        .flatten()
+        .collect()
 }

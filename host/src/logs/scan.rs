@@ -393,12 +393,8 @@ pub(super) fn grep(
             results.lock().unwrap_or_else(|e| e.into_inner())[j] = Some(out);
         }
     };
-    std::thread::scope(|s| {
-        for _ in 1..threads.min(parts.len()) {
-            s.spawn(work);
-        }
-        work();
-    });
+    // The helpers start on other cores (see `cores`).
+    crate::cores::on_cores(threads.min(parts.len()).max(1), |_| work());
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut scan = Scan::default();
     let mut lines_before = 0;
