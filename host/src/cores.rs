@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 const STACK: usize = 2 << 20;
 
 /// `work(0)` on this thread and `work(1)` .. `work(n - 1)` on helper
-/// threads, at once; the results in order. A panic in any is resumed here
+/// threads, at once; the results in order (none when `n` is 0). A panic in any is resumed here
 /// once all have ended. A helper that cannot be had runs here, after.
 pub fn on_cores<R: Send>(n: usize, work: impl Fn(usize) -> R + Sync) -> Vec<R> {
     placed(n, work).0
@@ -25,7 +25,7 @@ pub fn on_cores<R: Send>(n: usize, work: impl Fn(usize) -> R + Sync) -> Vec<R> {
 /// [`on_cores`], and the core each helper started on.
 fn placed<R: Send>(n: usize, work: impl Fn(usize) -> R + Sync) -> (Vec<R>, Vec<Option<usize>>) {
     if n <= 1 {
-        return (vec![work(0)], Vec::new());
+        return ((0..n).map(&work).collect(), Vec::new());
     }
     let work: &(dyn Fn(usize) -> R + Sync) = &work;
     let masks = Masks::here();
@@ -198,7 +198,7 @@ mod tests {
             );
             (libc::sched_getcpu(), all)
         };
-        for n in 1..5 {
+        for n in 0..5 {
             let (out, began_on) = placed(n, |i| {
                 calls.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: as above.
@@ -225,7 +225,11 @@ mod tests {
                 );
             }
         }
-        assert_eq!(calls.load(Ordering::Relaxed), 1 + 2 + 3 + 4);
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            1 + 2 + 3 + 4,
+            "work ran once per index"
+        );
     }
 
     /// A panic on a helper or here reaches the caller, after every helper

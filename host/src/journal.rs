@@ -954,24 +954,17 @@ pub fn load_from(
         .map_or(1, |n| n.get())
         .clamp(1, 8);
     let per = lines.len().div_ceil(workers).max(1);
-    let parsed: Vec<Result<Value, usize>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = lines
-            .chunks(per)
+    let parts: Vec<&[&[u8]]> = lines.chunks(per).collect();
+    let parsed: Vec<Result<Value, usize>> = crate::cores::on_cores(parts.len(), |c| {
+        parts[c]
+            .iter()
             .enumerate()
-            .map(|(c, part)| {
-                scope.spawn(move || {
-                    part.iter()
-                        .enumerate()
-                        .map(|(i, l)| parse_without(l, without).map_err(|_| c * per + i))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+            .map(|(i, l)| parse_without(l, without).map_err(|_| c * per + i))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     let mut records = Vec::with_capacity(parsed.len());
     for r in parsed {
         match r {

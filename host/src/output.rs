@@ -332,17 +332,10 @@ impl Printer {
             };
             let parts: Vec<String> = match block.len() < 64 || workers == 1 {
                 true => vec![text(b * BLOCK, block)],
-                false => std::thread::scope(|scope| {
-                    let handles: Vec<_> = block
-                        .chunks(per)
-                        .enumerate()
-                        .map(|(j, part)| scope.spawn(move || text(b * BLOCK + j * per, part)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_default())
-                        .collect()
-                }),
+                false => {
+                    let parts: Vec<&[Effect]> = block.chunks(per).collect();
+                    crate::cores::on_cores(parts.len(), |j| text(b * BLOCK + j * per, parts[j]))
+                }
             };
             for part in parts {
                 let _ = out.write_all(part.as_bytes());
