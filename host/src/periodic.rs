@@ -5,12 +5,14 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 /// Calls its function every interval until the function returns `false`
-/// or this is dropped. Dropping wakes the thread at once and does not wait
-/// for it to end: the caller never waits out the rest of an interval, nor
-/// the thread's own teardown (it makes no call after it is woken).
+/// or this is dropped. Dropping wakes the thread at once and waits for it
+/// to end (never for the rest of an interval): a thread still alive when
+/// the process exits costs the exit far more (on a 2-core VM, 0.5 ms of a
+/// 4 ms dry-run) than the wait for one just woken.
 pub struct Periodic {
     /// Dropped to stop the thread (its receiver then sees the hang-up).
     stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Periodic {
@@ -25,14 +27,20 @@ impl Periodic {
                 }
             }
         });
-        drop(thread);
-        Periodic { stop: Some(stop) }
+        Periodic {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 }
 
 impl Drop for Periodic {
     fn drop(&mut self) {
         drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // A tick that panicked has said so on stderr already.
+            let _ = thread.join();
+        }
     }
 }
 
@@ -44,7 +52,7 @@ mod tests {
     use std::time::Instant;
 
     #[test]
-    fn ticks_until_dropped_and_the_drop_does_not_wait_out_the_interval() {
+    fn ticks_until_dropped_and_the_drop_waits_for_the_thread_not_the_interval() {
         let ticks = Arc::new(AtomicU32::new(0));
         let seen = ticks.clone();
         let p = Periodic::start(Duration::from_secs(3600), move || {
@@ -57,17 +65,11 @@ mod tests {
             assert!(waiting.elapsed() < Duration::from_secs(30));
             std::thread::yield_now();
         }
+        // An hour's interval: the drop returns only once the thread has
+        // ended (its function, holding `seen`, dropped with it), and so
+        // only if the drop woke it.
         drop(p);
-        // An hour's interval: the thread ends only if the drop woke it,
-        // and then its function (holding `seen`) is dropped too.
-        let waiting = Instant::now();
-        while Arc::strong_count(&ticks) > 1 {
-            assert!(
-                waiting.elapsed() < Duration::from_secs(30),
-                "the thread was not woken by the drop"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert_eq!(Arc::strong_count(&ticks), 1, "the thread outlived the drop");
         // Woken, it ended without another tick.
         assert_eq!(ticks.load(Ordering::Relaxed), 1);
     }
