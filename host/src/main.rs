@@ -1,4 +1,3 @@
-use clap::Parser;
 use defops_host::cli::Cli;
 use defops_host::exit::Exit;
 use defops_host::output::error_line;
@@ -32,7 +31,7 @@ fn init_tracing(verbose: u8) {
 /// like every other error (`--help` and `--version` print as usual).
 fn parse() -> Cli {
     use clap::error::ErrorKind;
-    match Cli::try_parse() {
+    match Cli::parse_args(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             e.exit()
