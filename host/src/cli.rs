@@ -405,6 +405,23 @@ pub fn parse_output(s: &str) -> Result<u64, String> {
     crate::units::size(s, crate::units::MAX_OUTPUT)
 }
 
+/// What adds a subcommand's arguments to its command.
+type Augment = fn(clap::Command) -> clap::Command;
+
+/// The subcommands `Cli::parse_one` parses alone, with what adds their
+/// arguments: those a script or a timer calls.
+const ONE_SUBCOMMAND: [(&str, Augment); 9] = [
+    ("run", RunArgs::augment_args),
+    ("rollback", RollbackArgs::augment_args),
+    ("journal", JournalArgs::augment_args),
+    ("pause", PauseArgs::augment_args),
+    ("resume", ResumeArgs::augment_args),
+    ("status", StatusArgs::augment_args),
+    ("report", ReportArgs::augment_args),
+    ("check", CheckArgs::augment_args),
+    ("schedule", crate::schedule::ScheduleArgs::augment_args),
+];
+
 impl Cli {
     /// Parses `argv`. When a subcommand is named first (`run ...`, as every
     /// script and timer calls it), only that subcommand's arguments are
@@ -423,21 +440,10 @@ impl Cli {
     /// one that has its own arguments and the parse succeeds.
     fn parse_one(argv: &[std::ffi::OsString]) -> Option<Cli> {
         use clap::FromArgMatches;
-        type Augment = fn(clap::Command) -> clap::Command;
-        let (name, augment): (&'static str, Augment) = match argv.get(1)?.to_str()? {
-            "run" => ("run", RunArgs::augment_args),
-            "rollback" => ("rollback", RollbackArgs::augment_args),
-            "journal" => ("journal", JournalArgs::augment_args),
-            "pause" => ("pause", PauseArgs::augment_args),
-            "resume" => ("resume", ResumeArgs::augment_args),
-            "status" => ("status", StatusArgs::augment_args),
-            "report" => ("report", ReportArgs::augment_args),
-            "check" => ("check", CheckArgs::augment_args),
-            "schedule" => ("schedule", crate::schedule::ScheduleArgs::augment_args),
-            _ => return None,
-        };
+        let given = argv.get(1)?.to_str()?;
+        let (name, augment) = ONE_SUBCOMMAND.iter().find(|(name, _)| *name == given)?;
         let root = Common::augment_args(clap::Command::new("defops-wasm"))
-            .subcommand(augment(clap::Command::new(name)));
+            .subcommand(augment(clap::Command::new(*name)));
         let matches = root.try_get_matches_from(argv).ok()?;
         Cli::from_arg_matches(&matches).ok()
     }
@@ -774,10 +780,6 @@ mod tests {
                 words(sub, out);
             }
         }
-        const SUBS: [&str; 9] = [
-            "run", "rollback", "journal", "pause", "resume", "status", "report", "check",
-            "schedule",
-        ];
         const VALUES: [&str; 16] = [
             "fix.wasm",
             "/tmp/d",
@@ -796,7 +798,7 @@ mod tests {
             "-vv",
             "--json=true",
         ];
-        let name = SUBS[rng.below(SUBS.len())];
+        let name = ONE_SUBCOMMAND[rng.below(ONE_SUBCOMMAND.len())].0;
         let mut vocabulary = vec!["--json".to_string(), "-v".into(), "-q".into()];
         vocabulary.extend(["--state-dir".into(), "--config".into(), "--help".into()]);
         words(full.find_subcommand(name).unwrap(), &mut vocabulary);
