@@ -6,7 +6,8 @@
 //!
 //! * [`cli`]: the command line.
 //! * [`grants`]: what was granted; path validation; the one ambient open.
-//! * [`sandbox`]: wasmtime engine, linker, import allowlist, limits, cache.
+//! * [`sandbox`]: wasmtime engine, linker, import allowlist, limits, cache;
+//!   [`ticks`], its clock.
 //! * [`world`]: the `defops:fix` WIT world's host side.
 //! * [`logs`]: the log-read capability and the streaming scanner.
 //! * [`overlay`]: the fix's view: planned mutations over the real tree.
@@ -63,6 +64,7 @@ pub mod scaffold;
 pub mod schedule;
 pub mod state_dir;
 pub mod status;
+pub mod ticks;
 pub mod units;
 pub mod window;
 pub mod world;

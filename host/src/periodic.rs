@@ -1,5 +1,6 @@
 //! A thread that does something every so often while a run goes on: the
-//! epoch ticker of the sandbox, the pause watcher of a real run.
+//! pause watcher of a real run, and the sandbox's epoch ticker where no
+//! timer signal can be had ([`crate::ticks`]).
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;

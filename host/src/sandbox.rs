@@ -815,7 +815,7 @@ impl Sandbox {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
-        let ticker = epoch_ticker(self.engine.clone());
+        let ticker = crate::ticks::Ticks::start(&self.engine, EPOCH_TICK);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
@@ -1061,14 +1061,6 @@ impl RunState {
         }
         end
     }
-}
-
-/// Advances the engine's epoch while a fix runs.
-fn epoch_ticker(engine: Engine) -> crate::periodic::Periodic {
-    crate::periodic::Periodic::start(EPOCH_TICK, move || {
-        engine.increment_epoch();
-        true
-    })
 }
 
 /// Owned by this user and writable by nobody else.
