@@ -299,7 +299,10 @@ mod tests {
             stop.store(true, Ordering::Relaxed);
             reader.join().unwrap()
         });
-        assert!(whole > 0, "no read overlapped the rewrites ({none} refused)");
+        assert!(
+            whole > 0,
+            "no read overlapped the rewrites ({none} refused)"
+        );
     }
 
     #[test]
