@@ -436,8 +436,8 @@ pub fn dry_run_key(
 }
 
 /// Notes a successful dry-run and the plan it showed, so a real run of the
-/// same can follow it and be held to that plan. One file, rewritten:
-/// `<state>/dry-runs/KEY.json` = `{"run_id", "time",
+/// same can follow it and be held to that plan. One file, replaced
+/// atomically: `<state>/dry-runs/KEY.json` = `{"run_id", "time",
 /// "plan_digest", "plan"}` (`plan` a saved plan, as `--save-plan` writes).
 pub fn record_dry_run(
     state: &Path,
@@ -451,29 +451,22 @@ pub fn record_dry_run(
         .recursive(true)
         .mode(0o700)
         .create(&dir)?;
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
     let record = serde_json::json!({
         "run_id": run_id,
         "time": time,
         "plan_digest": plan.digest,
         "plan": plan,
-    })
-    .to_string();
+    });
+    let mut f = crate::regular_file::create_fresh(&tmp, 0o600)?;
+    f.write_all(record.to_string().as_bytes())?;
     // Not synced, like the dry-run's journal: after a crash the record may
     // be empty (read as no dry-run: a real run is refused until the next
     // one) or still the one before, which a real run checks like any other
-    // (its age, the plan it is held to).
-    let dest = dir.join(format!("{key}.json"));
-    // The same dry-run again, the usual case: its record is rewritten in
-    // place (no inode made; see `rewrite_own_record`).
-    if crate::regular_file::rewrite_own_record(&dest, record.as_bytes())? {
-        return Ok(());
-    }
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
-    let mut f = crate::regular_file::create_fresh(&tmp, 0o600)?;
-    f.write_all(record.as_bytes())?;
-    // What had the record's name (not this user's alone) is removed first:
+    // (its age, the plan it is held to). The old record is removed first:
     // ext4 flushes a file renamed over another at once, which is the sync
     // this record does without.
+    let dest = dir.join(format!("{key}.json"));
     match std::fs::remove_file(&dest) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}

@@ -8,9 +8,8 @@
 //! leads to is checked, first by path, then again on the open descriptor.
 //!
 //! The files this program keeps in its state directory are another matter
-//! (`create_fresh`, `read_in_state`, `read_own_record`,
-//! `rewrite_own_record`): never through a link, made afresh or rewritten
-//! only when this user's alone, and believed only when this user's alone.
+//! (`create_fresh`, `read_in_state`, `read_own_record`): never through a
+//! link, made afresh, and believed only when this user's alone.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
@@ -123,76 +122,9 @@ pub fn read_own_record(path: &Path) -> io::Result<String> {
             "it is not this user's alone (owner, links or mode)",
         ));
     }
-    // Not while it is rewritten in place (`rewrite_own_record`): that
-    // takes microseconds, so a holder for longer is stopped, and the
-    // record is given up. Where there are no locks, it was not rewritten.
-    let mut tries = 0;
-    loop {
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
-            Err(rustix::io::Errno::WOULDBLOCK) if tries < 100 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "it is being rewritten by a process that does not finish",
-                ));
-            }
-            _ => break,
-        }
-    }
     let mut text = String::new();
     (&file).read_to_string(&mut text)?;
     Ok(text)
-}
-
-/// Replaces the content of a record this program keeps in its state
-/// directory, in place, when there is one at `path` that is this user's
-/// alone: a regular file, not reached through a link, owned by this user,
-/// with one name and writable by nobody else. `Ok(false)`, nothing
-/// changed, when there is none such (not there, a link, a FIFO, someone
-/// else's): the caller then makes a fresh one.
-///
-/// No new inode is made, where ext4 without a journal scans every inode
-/// freed in the last five minutes (while their table is not yet written)
-/// before it hands one out. Never half one record and half another: a
-/// reader ([`read_own_record`]) waits for the exclusive lock (`flock`)
-/// held while it is rewritten (when another holds it, `Ok(false)`), and a
-/// writer killed part way leaves a NUL as the first byte: that byte becomes
-/// a NUL, then the rest is written and the file cut to its length, then
-/// the first byte is written. A record this is used for must read as none
-/// when it starts with a NUL (JSON does). Nor is the file emptied on the
-/// way: ext4 writes out a file emptied and written again when it is
-/// closed.
-pub fn rewrite_own_record(path: &Path, content: &[u8]) -> io::Result<bool> {
-    use std::os::unix::fs::{FileExt, MetadataExt};
-    let Ok(file) = OpenOptions::new()
-        .write(true)
-        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
-        .open(path)
-    else {
-        return Ok(false);
-    };
-    let meta = file.metadata()?;
-    let me = rustix::process::geteuid().as_raw();
-    if !meta.file_type().is_file()
-        || meta.uid() != me
-        || meta.nlink() != 1
-        || meta.mode() & 0o022 != 0
-        || rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
-    {
-        return Ok(false);
-    }
-    let Some((first, rest)) = content.split_first() else {
-        file.set_len(0)?;
-        return Ok(true);
-    };
-    file.write_all_at(&[0], 0)?;
-    file.write_all_at(rest, 1)?;
-    file.set_len(content.len() as u64)?;
-    file.write_all_at(&[*first], 0)?;
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -202,109 +134,6 @@ mod tests {
     /// A temp name planted as a hard link or a symlink to a file of
     /// someone else's: a fresh file is made in its place, the other file
     /// untouched.
-    /// A record is rewritten in place only when it is this user's alone;
-    /// anything else at its name is left as it is (the caller makes a
-    /// fresh one), and what a link leads to is never written.
-    #[test]
-    fn a_record_is_rewritten_in_place_only_when_it_is_this_users_alone() {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let dir = tempfile::tempdir().unwrap();
-        let record = dir.path().join("k.json");
-        assert!(!rewrite_own_record(&record, b"x").unwrap());
-        assert!(!record.exists());
-        std::fs::write(&record, "a longer first record\n").unwrap();
-        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let ino = std::fs::metadata(&record).unwrap().ino();
-        for content in ["short\n", "", "a record longer than the first one was\n"] {
-            assert!(rewrite_own_record(&record, content.as_bytes()).unwrap());
-            assert_eq!(std::fs::read_to_string(&record).unwrap(), content);
-            assert_eq!(std::fs::metadata(&record).unwrap().ino(), ino);
-        }
-        // Locked by a reader: left alone; locked by a writer: not read.
-        let reader = std::fs::File::open(&record).unwrap();
-        rustix::fs::flock(&reader, rustix::fs::FlockOperation::LockShared).unwrap();
-        assert!(!rewrite_own_record(&record, b"x").unwrap());
-        drop(reader);
-        let writer = std::fs::File::open(&record).unwrap();
-        rustix::fs::flock(&writer, rustix::fs::FlockOperation::LockExclusive).unwrap();
-        let e = read_own_record(&record).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
-        drop(writer);
-        assert!(read_own_record(&record).is_ok());
-        // Written by others too: left alone.
-        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o620)).unwrap();
-        assert!(!rewrite_own_record(&record, b"x").unwrap());
-        std::fs::remove_file(&record).unwrap();
-        let precious = dir.path().join("precious");
-        std::fs::write(&precious, "keep\n").unwrap();
-        std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).unwrap();
-        for plant in [std::fs::hard_link, std::os::unix::fs::symlink] {
-            plant(&precious, &record).unwrap();
-            assert!(!rewrite_own_record(&record, b"x").unwrap());
-            assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep\n");
-            std::fs::remove_file(&record).unwrap();
-        }
-        // A FIFO nobody reads and a directory: refused at once.
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &record,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-        assert!(!rewrite_own_record(&record, b"x").unwrap());
-        std::fs::remove_file(&record).unwrap();
-        std::fs::create_dir(&record).unwrap();
-        assert!(!rewrite_own_record(&record, b"x").unwrap());
-    }
-
-    /// A record rewritten again and again, in lengths that go up and down,
-    /// while another thread reads it: every read is one whole record or
-    /// none, never parts of two.
-    #[test]
-    fn a_reader_never_takes_parts_of_two_records() {
-        use std::os::unix::fs::PermissionsExt;
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.json");
-        let record = |n: usize| {
-            serde_json::json!({"a": n, "pad": "x".repeat(n * 7919 % 3000), "z": n}).to_string()
-        };
-        std::fs::write(&path, record(0)).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let stop = AtomicBool::new(false);
-        let (whole, none) = std::thread::scope(|s| {
-            let reader = s.spawn(|| {
-                let (mut whole, mut none) = (0, 0);
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(text) = read_own_record(&path) else {
-                        none += 1;
-                        continue;
-                    };
-                    match serde_json::from_str::<serde_json::Value>(&text) {
-                        Ok(v) => {
-                            let n = v["a"].as_u64().unwrap() as usize;
-                            assert_eq!(text, record(n), "a read mixed two records");
-                            whole += 1;
-                        }
-                        Err(_) => panic!("a read found no whole record: {text:?}"),
-                    }
-                }
-                (whole, none)
-            });
-            for n in 1..3000 {
-                rewrite_own_record(&path, record(n).as_bytes()).unwrap();
-            }
-            stop.store(true, Ordering::Relaxed);
-            reader.join().unwrap()
-        });
-        assert!(
-            whole > 0,
-            "no read overlapped the rewrites ({none} refused)"
-        );
-    }
-
     #[test]
     fn a_fresh_file_never_writes_through_what_had_its_name() {
         use std::io::Write;
