@@ -23,18 +23,23 @@
 //! interrupts (gcsfuse, rclone, JuiceFS), where every retry would be cut
 //! off again by the next tick. A thread asleep in a system call uses no
 //! CPU time, and the kernel checks a CPU-time timer only as the thread
-//! returns to user space (`POSIX_CPU_TIMERS_TASK_WORK`, x86-64 and arm64
-//! since Linux 5.11), after the call is done. A guest computing is what
-//! the epoch is for, and it uses CPU time: it yields every 10 ms of it
-//! (later in wall time on a loaded machine). A guest asleep or in a long
-//! host call is woken by the runtime's own timers, as before. The handler
-//! is installed with `SA_RESTART` and `SA_ONSTACK` all the same.
+//! returns to user space, after the call is done: where it expires them
+//! from task work (`POSIX_CPU_TIMERS_TASK_WORK`, x86 since Linux 5.9).
+//! Elsewhere (older kernels, other architectures) the tick interrupt can
+//! fire a timer while the thread works in a system call, so a thread
+//! ticks instead. A guest computing is what the epoch is for, and it uses
+//! CPU time: it yields every 10 ms of it, later in wall time when the
+//! process gets little CPU (a run's deadline and a pause wait for that
+//! yield). Host calls run on the same thread, between yields, and check
+//! the deadline and a pause themselves. The handler is installed with
+//! `SA_RESTART` and `SA_ONSTACK` all the same.
 //!
 //! Where no timer can be had, a ticking thread (on the wall clock) does
-//! the same work: the signal has another handler already (a program that
-//! embeds this one; a handler it installs after the first timer is not
-//! seen), it is blocked on this thread (it would never arrive), this
-//! thread has a timer armed already, or the kernel refuses one.
+//! the same work: the kernel is not one of the above, the signal has
+//! another handler already (a program that embeds this one; a handler it
+//! installs after the first timer is not seen), it is blocked on this
+//! thread (it would never arrive), this thread has a timer armed already,
+//! or the kernel refuses one.
 
 use std::marker::PhantomData;
 use std::sync::OnceLock;
@@ -133,6 +138,23 @@ fn handler_installed() -> bool {
     })
 }
 
+/// Whether this kernel fires a thread's CPU-time timers only as the thread
+/// returns to user space: x86-64, Linux 5.9 or later.
+fn timers_fire_outside_calls() -> bool {
+    static KERNEL: OnceLock<bool> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        cfg!(target_arch = "x86_64")
+            && release_at_least(&rustix::system::uname().release().to_string_lossy(), (5, 9))
+    })
+}
+
+/// Whether a kernel release (`uname -r`) is at least `major.minor`.
+fn release_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    let mut next = || numbers.next().and_then(|n| n.parse::<u32>().ok());
+    matches!((next(), next()), (Some(a), Some(b)) if (a, b) >= (major, minor))
+}
+
 /// Whether the signal is blocked on this thread (then it never arrives).
 fn blocked_here() -> bool {
     // SAFETY: reads this thread's mask into a set owned here.
@@ -154,7 +176,11 @@ struct Timer {
 
 impl Timer {
     fn arm(engine: &Engine, every: Duration) -> Option<Timer> {
-        if !handler_installed() || blocked_here() || !engine_here().is_null() {
+        if !timers_fire_outside_calls()
+            || !handler_installed()
+            || blocked_here()
+            || !engine_here().is_null()
+        {
             return None;
         }
         let engine = Box::new(engine.clone());
@@ -397,6 +423,24 @@ mod tests {
                 "the sleep was cut off: {}",
                 std::io::Error::last_os_error()
             );
+        }
+    }
+
+    #[test]
+    fn kernel_releases_are_compared_by_major_and_minor() {
+        for (release, at_least) in [
+            ("6.18.44", true),
+            ("5.9.0", true),
+            ("5.11.0-rc1", true),
+            ("5.10.0-28-amd64", true),
+            ("10.0", true),
+            ("5.8.18-1-default", false),
+            ("4.18.0-553.el8_10.x86_64", false),
+            ("3", false),
+            ("", false),
+            ("linux", false),
+        ] {
+            assert_eq!(release_at_least(release, (5, 9)), at_least, "{release}");
         }
     }
 }
