@@ -461,8 +461,8 @@ pub fn record_dry_run(
     let mut f = crate::regular_file::create_fresh(&tmp, 0o600)?;
     f.write_all(record.to_string().as_bytes())?;
     // Not synced, like the dry-run's journal: after a crash the record may
-    // be empty (read as no dry-run: a real run is refused until the next
-    // one) or still the one before, which a real run checks like any other
+    // be empty (a real run is refused, and says why, until the next
+    // dry-run) or still the one before, which a real run checks like any other
     // (its age, the plan it is held to). The old record is removed first:
     // ext4 flushes a file renamed over another at once, which is the sync
     // this record does without.
@@ -487,16 +487,27 @@ pub struct DryRun {
     pub plan: Option<serde_json::Value>,
 }
 
-/// The last successful dry-run of `key`.
-pub fn last_dry_run(state: &Path, key: &str) -> Option<DryRun> {
-    let text =
-        crate::regular_file::read_own_record(&state.join("dry-runs").join(format!("{key}.json")))
-            .ok()?;
-    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some(DryRun {
-        run_id: v["run_id"].as_str()?.to_string(),
-        time: v["time"].as_i64()?,
+/// The last successful dry-run of `key`: none when there is no record,
+/// and why when there is one that cannot be read or is not a record (cut
+/// short by a crash, someone else's, damaged). A run must not take that
+/// for no dry-run: the operator did one and expects to be held to it.
+pub fn last_dry_run(state: &Path, key: &str) -> Result<Option<DryRun>, String> {
+    let path = state.join("dry-runs").join(format!("{key}.json"));
+    let bad = |why: String| format!("{}: {why}", path.display());
+    let text = match crate::regular_file::read_own_record(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a dry-run record ({e})")))?;
+    let (Some(run_id), Some(time)) = (v["run_id"].as_str(), v["time"].as_i64()) else {
+        return Err(bad("not a dry-run record (no run_id or time)".into()));
+    };
+    Ok(Some(DryRun {
+        run_id: run_id.to_string(),
+        time,
         plan_digest: v["plan_digest"].as_str().map(str::to_string),
         plan: v.get_mut("plan").map(serde_json::Value::take),
-    })
+    }))
 }

@@ -108,6 +108,41 @@ fn a_dry_run_that_found_nothing_to_do_does_not_cover_a_run_that_applies() {
 }
 
 #[test]
+fn a_dry_run_record_that_cannot_be_read_is_not_taken_for_none() {
+    // With dry-run-first required, and off: the run refuses, says why and
+    // changes nothing (it would otherwise go unbound to the plan the
+    // operator reviewed); the override still follows no dry-run.
+    for config in ["", "[dry-run-first]\nrequired = false\n"] {
+        let t = Tree::new();
+        let file = config_file(&t, "max_conn = 20\n");
+        let cfg = t.config("c.toml", config);
+        t.set_max_conn(&file, "50", &["--config", &cfg, "--dry-run"])
+            .assert_code(0);
+        let records: Vec<_> = std::fs::read_dir(t.path("state/dry-runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(records.len(), 1, "{records:?}");
+        for damaged in ["", "{\"run_id\": \"20261204T000000Z-abcdef\"", "\0{}", "[]"] {
+            std::fs::write(&records[0], damaged).unwrap();
+            let before = t.snapshot("");
+            let real = t.set_max_conn(&file, "50", &["--config", &cfg]);
+            real.assert_code(3)
+                .assert_stderr("the record of the last dry-run")
+                .assert_stderr("cannot be read");
+            assert_eq!(t.snapshot(""), before, "{config:?} {damaged:?}");
+        }
+        t.set_max_conn(
+            &file,
+            "50",
+            &["--config", &cfg, "--no-dry-run-first", "--reason", "INC-7"],
+        )
+        .assert_code(0);
+        assert_eq!(t.read("grant/app.conf"), "max_conn = 50\n");
+    }
+}
+
+#[test]
 fn accept_new_plan_commits_the_new_plan_and_journals_who_and_why() {
     let t = Tree::new();
     let file = config_file(&t, "max_conn = 20\n");

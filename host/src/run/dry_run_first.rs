@@ -213,7 +213,15 @@ pub(super) fn dry_run_gate(
     }
     let max_age = rule.max_age.as_secs() as i64;
     let age_text = crate::sandbox::humantime(rule.max_age);
-    let last = crate::policy::last_dry_run(state, key);
+    let last = crate::policy::last_dry_run(state, key).map_err(|why| {
+        Stop::new(
+            Exit::Refused,
+            format!(
+                "refused: the record of the last dry-run of {fix_name} with these grants and params cannot be read ({why}); run the dry-run again: {}, or pass --no-dry-run-first --reason TEXT to follow none",
+                dry_run_command(req)
+            ),
+        )
+    })?;
     let recent = last.as_ref().filter(|d| now_secs() - d.time <= max_age);
     if let Some(d) = recent {
         let record =
