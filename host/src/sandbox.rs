@@ -55,8 +55,9 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:filesystem/preopens",
 ];
 
-/// How often the epoch advances; a computing fix yields this often so the
-/// deadline can fire.
+/// How often the epoch advances, in the running thread's CPU time (see
+/// `ticks`); a computing fix yields this often so the deadline and a pause
+/// can fire.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Limits of one run.
