@@ -436,9 +436,17 @@ pub fn dry_run_key(
 }
 
 /// Notes a successful dry-run and the plan it showed, so a real run of the
-/// same can follow it and be held to that plan. One file, replaced
-/// atomically: `<state>/dry-runs/KEY.json` = `{"run_id", "time",
-/// "plan_digest", "plan"}` (`plan` a saved plan, as `--save-plan` writes).
+/// same can follow it and be held to that plan: `<state>/dry-runs/KEY.json`
+/// = `{"run_id", "time", "plan_digest", "plan"}` (`plan` a saved plan, as
+/// `--save-plan` writes).
+///
+/// The record is never absent or half-written while it is replaced: the
+/// new one is written whole into a spare file, `.KEY.spare`, which is then
+/// swapped with the record in one step (`renameat2(RENAME_EXCHANGE)`). The
+/// spare then holds the record before, and is written over by the next
+/// dry-run, so replacing a record makes no new file. Writers hold the
+/// directory's lock from the write to the swap; readers hold it shared
+/// (`last_dry_run`), so no reader sees a spare being written over.
 pub fn record_dry_run(
     state: &Path,
     key: &str,
@@ -446,32 +454,83 @@ pub fn record_dry_run(
     time: i64,
     plan: &crate::binding::PlanFile,
 ) -> std::io::Result<()> {
+    use rustix::fs::{FlockOperation, RenameFlags};
+    use rustix::io::Errno;
     let dir = state.join("dry-runs");
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)?;
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let dir = open_dir(&dir)?;
+    rustix::fs::flock(&dir, FlockOperation::LockExclusive)?;
     let record = serde_json::json!({
         "run_id": run_id,
         "time": time,
         "plan_digest": plan.digest,
         "plan": plan,
-    });
-    let mut f = crate::regular_file::create_fresh(&tmp, 0o600)?;
-    f.write_all(record.to_string().as_bytes())?;
-    // Not synced, like the dry-run's journal: after a crash the record may
-    // be empty (a real run is refused, and says why, until the next
-    // dry-run) or still the one before, which a real run checks like any other
-    // (its age, the plan it is held to). The old record is removed first:
-    // ext4 flushes a file renamed over another at once, which is the sync
-    // this record does without.
-    let dest = dir.join(format!("{key}.json"));
-    match std::fs::remove_file(&dest) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    })
+    .to_string();
+    let (spare, dest) = (format!(".{key}.spare"), format!("{key}.json"));
+    let mut f = spare_file(&dir, &spare)?;
+    f.write_all(record.as_bytes())?;
+    // Cut to the new length after the write, never to zero before it:
+    // ext4 flushes a file cut to zero when it is closed, and this record,
+    // like the dry-run's journal, is not synced. After a crash it may be
+    // empty (a real run is refused, and says why, until the next dry-run)
+    // or still the one before, which a real run checks like any other (its
+    // age, the plan it is held to).
+    f.set_len(record.len() as u64)?;
+    drop(f);
+    match rustix::fs::renameat_with(&dir, &spare, &dir, &dest, RenameFlags::EXCHANGE) {
+        Ok(()) => Ok(()),
+        // No record yet (ENOENT), or a file system that cannot swap: a
+        // rename over it, atomic too.
+        Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            rustix::fs::renameat(&dir, &spare, &dir, &dest).map_err(Into::into)
+        }
+        Err(e) => Err(e.into()),
     }
-    std::fs::rename(tmp, dest)
+}
+
+/// The directory at `path`, opened (not through a link) to lock it and to
+/// name files in it.
+fn open_dir(path: &Path) -> std::io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(Into::into)
+}
+
+/// The spare file `name` in `dir`, opened for writing from its start: the
+/// one there if it is a regular file of this user's alone (as a record
+/// must be to be believed), else a fresh one made in its place.
+fn spare_file(dir: &rustix::fd::OwnedFd, name: &str) -> std::io::Result<File> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    if let Ok(fd) = rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+            && st.st_uid == rustix::process::geteuid().as_raw()
+            && st.st_nlink == 1
+            && st.st_mode & 0o022 == 0
+        {
+            return Ok(File::from(fd));
+        }
+    }
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::CREATE | OFlags::EXCL,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok(File::from(fd))
 }
 
 /// A dry-run a real run can follow.
@@ -492,9 +551,16 @@ pub struct DryRun {
 /// short by a crash, someone else's, damaged). A run must not take that
 /// for no dry-run: the operator did one and expects to be held to it.
 pub fn last_dry_run(state: &Path, key: &str) -> Result<Option<DryRun>, String> {
-    let path = state.join("dry-runs").join(format!("{key}.json"));
+    let dir = state.join("dry-runs");
+    let path = dir.join(format!("{key}.json"));
     let bad = |why: String| format!("{}: {why}", path.display());
-    let text = match crate::regular_file::read_own_record(&path) {
+    let read = || {
+        let dir = open_dir(&dir)?;
+        // Shared: the writer swapping a record in holds it alone.
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockShared)?;
+        crate::regular_file::read_own_record(&path)
+    };
+    let text = match read() {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(bad(e.to_string())),
@@ -510,4 +576,112 @@ pub fn last_dry_run(state: &Path, key: &str) -> Result<Option<DryRun>, String> {
         plan_digest: v["plan_digest"].as_str().map(str::to_string),
         plan: v.get_mut("plan").map(serde_json::Value::take),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::{CanonicalPlan, Made, MadeFor, PlanFile};
+    use std::collections::BTreeMap;
+
+    /// A plan file of one of several sizes, so that a record cut short or
+    /// made of two would show.
+    fn plan_file(n: usize) -> PlanFile {
+        let params = BTreeMap::from([("pad".to_string(), "x".repeat(n % 5 * 20_000))]);
+        let plan = CanonicalPlan {
+            format: crate::binding::FORMAT,
+            hash_alg: "blake3".into(),
+            made_for: MadeFor::new(&"ab".repeat(32), &[], &params, "web-1"),
+            effects: vec![],
+        };
+        let made = Made {
+            dry_run: format!("run-{n}"),
+            time: "2026-12-04T00:00:00Z".into(),
+            fix: "ab".repeat(32),
+            fix_name: "fix".into(),
+            outcome: "planned".into(),
+            idempotent: Some(true),
+        };
+        PlanFile::new(plan, made).unwrap()
+    }
+
+    /// While dry-runs (three writers at once) replace the record of one key
+    /// again and again, a real run reading it always finds a whole record:
+    /// never none, never one it cannot read, and always one whose digest is
+    /// that of its plan. Replacing a record leaves one spare beside it.
+    #[test]
+    fn a_record_being_replaced_is_always_there_and_whole() {
+        let state = tempfile::tempdir().unwrap();
+        let state = state.path();
+        record_dry_run(state, "k", "run-0", 0, &plan_file(0)).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (1..=3)
+            .map(|w| {
+                let state = state.to_path_buf();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let n = w * 1000 + i;
+                        let id = format!("run-{n}");
+                        record_dry_run(&state, "k", &id, n as i64, &plan_file(n)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let reader = {
+            let (state, done) = (state.to_path_buf(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) || reads < 100 {
+                    let found = last_dry_run(&state, "k").unwrap().expect("a record");
+                    let plan: PlanFile = serde_json::from_value(found.plan.unwrap()).unwrap();
+                    assert_eq!(plan.made.dry_run, found.run_id);
+                    assert_eq!(Some(plan.plan.digest().unwrap()), found.plan_digest);
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() >= 100);
+        let mut names: Vec<_> = std::fs::read_dir(state.join("dry-runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".k.spare", "k.json"]);
+    }
+
+    /// A spare that is not this user's file alone (a hard link to another
+    /// file, a link, a FIFO) is never written through: a fresh one is made.
+    #[test]
+    fn a_planted_spare_is_replaced_not_written_through() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = state.path().join("dry-runs");
+        std::fs::create_dir(&dir).unwrap();
+        let precious = state.path().join("precious");
+        std::fs::write(&precious, "keep\n").unwrap();
+        let spare = dir.join(".k.spare");
+        for plant in 0..3 {
+            let _ = std::fs::remove_file(&spare);
+            match plant {
+                0 => std::fs::hard_link(&precious, &spare).unwrap(),
+                1 => std::os::unix::fs::symlink(&precious, &spare).unwrap(),
+                _ => rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &spare,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap(),
+            }
+            record_dry_run(state.path(), "k", "run-1", 1, &plan_file(1)).unwrap();
+            assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep\n");
+            let found = last_dry_run(state.path(), "k").unwrap().unwrap();
+            assert_eq!(found.run_id, "run-1");
+        }
+    }
 }
