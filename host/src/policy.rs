@@ -406,15 +406,26 @@ impl Until {
 pub const PAUSE_POLL: Duration = Duration::from_millis(50);
 
 /// Watches for a pause of a fix known by `names` while a real run goes on;
-/// triggers `abort` when one lands. Stops when dropped.
-pub fn watch_pauses(state: &Path, names: &[String], abort: Abort) -> crate::periodic::Periodic {
+/// triggers `abort` when one lands. From then on, calls `wake` at once and
+/// at every poll (the sandbox's epoch: a computing guest yields, so its
+/// runtime sees the pause and, after the grace, stops it, however little
+/// CPU the process gets). Stops when dropped.
+pub fn watch_pauses(
+    state: &Path,
+    names: &[String],
+    abort: Abort,
+    wake: impl Fn() + Send + 'static,
+) -> crate::periodic::Periodic {
     let (state, names) = (state.to_path_buf(), names.to_vec());
-    crate::periodic::Periodic::start(PAUSE_POLL, move || match paused_for(&state, &names) {
-        Some(p) => {
-            abort.trigger(describe_pause(&p));
-            false
+    crate::periodic::Periodic::start(PAUSE_POLL, move || {
+        if abort.reason().is_none() {
+            match paused_for(&state, &names) {
+                Some(p) => abort.trigger(describe_pause(&p)),
+                None => return true,
+            }
         }
-        None => true,
+        wake();
+        true
     })
 }
 
@@ -583,6 +594,35 @@ mod tests {
     use super::*;
     use crate::binding::{CanonicalPlan, Made, MadeFor, PlanFile};
     use std::collections::BTreeMap;
+
+    /// Nothing wakes a running fix until a pause lands; from then on, the
+    /// watcher wakes it at once and at every poll, so a fix that gets
+    /// little CPU yields, and its runtime sees the pause and, after the
+    /// grace, stops it.
+    #[test]
+    fn the_pause_watcher_wakes_the_fix_once_a_pause_lands() {
+        use std::sync::atomic::AtomicU32;
+        let state = tempfile::tempdir().unwrap();
+        let (abort, wakes) = (Abort::default(), Arc::new(AtomicU32::new(0)));
+        let woken = wakes.clone();
+        let watch = watch_pauses(state.path(), &["fix".into()], abort.clone(), move || {
+            woken.fetch_add(1, Ordering::SeqCst);
+        });
+        std::thread::sleep(PAUSE_POLL * 4);
+        assert_eq!(wakes.load(Ordering::SeqCst), 0, "woken with no pause");
+        assert!(abort.reason().is_none());
+        pause(state.path(), &Scope::Fix("fix".into()), "test").unwrap();
+        let since = std::time::Instant::now();
+        while wakes.load(Ordering::SeqCst) < 3 {
+            assert!(since.elapsed() < Duration::from_secs(30), "not woken");
+            std::thread::sleep(PAUSE_POLL / 5);
+        }
+        assert!(abort.reason().unwrap().contains("test"));
+        drop(watch);
+        let after = wakes.load(Ordering::SeqCst);
+        std::thread::sleep(PAUSE_POLL * 3);
+        assert_eq!(wakes.load(Ordering::SeqCst), after, "woken after the drop");
+    }
 
     /// A plan file of one of several sizes, so that a record cut short or
     /// made of two would show.

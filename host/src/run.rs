@@ -335,8 +335,8 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     // From here a pause stops the run: host calls fail, the guest is
     // dropped, a commit stops between two changes.
     let abort = crate::policy::Abort::default();
-    let _watch =
-        (!req.dry_run).then(|| crate::policy::watch_pauses(&state_dir, &names, abort.clone()));
+    let _watch = (!req.dry_run)
+        .then(|| crate::policy::watch_pauses(&state_dir, &names, abort.clone(), sandbox.waker()));
     out.start(&json!({
         "type": "start",
         "run_id": run_id,

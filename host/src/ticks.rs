@@ -34,6 +34,14 @@
 //! the deadline and a pause themselves. The handler is installed with
 //! `SA_RESTART` and `SA_ONSTACK` all the same.
 //!
+//! One tick more comes on the wall clock, just after the run's deadline
+//! (a one-shot `CLOCK_MONOTONIC` timer), so a computing guest that gets
+//! little CPU (a throttled cgroup, a starved host) yields when its
+//! deadline passes, not up to 10 ms of its own CPU time later: under a
+//! 1% CPU quota, that was a second or two past a 2 s deadline. This one
+//! signal can cut off a system call of host code's; past the deadline,
+//! host calls fail anyway.
+//!
 //! Where no timer can be had, a ticking thread (on the wall clock) does
 //! the same work: the kernel is not one of the above, the signal has
 //! another handler already (a program that embeds this one; a handler it
@@ -44,7 +52,7 @@
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
@@ -61,11 +69,12 @@ enum How {
 
 impl Ticks {
     /// Advances `engine`'s epoch every `every` of this thread's CPU time
-    /// from now on (of the wall clock where a thread ticks).
-    pub fn start(engine: &Engine, every: Duration) -> Ticks {
+    /// from now on (of the wall clock where a thread ticks), and once more
+    /// just after `deadline` on the wall clock.
+    pub fn start(engine: &Engine, every: Duration, deadline: Instant) -> Ticks {
         // A zero interval would disarm the timer, and no tick would come.
         assert!(!every.is_zero(), "the epoch's interval must not be zero");
-        match Timer::arm(engine, every) {
+        match Timer::arm(engine, every, deadline) {
             Some(timer) => Ticks(How::Signal { _timer: timer }),
             None => {
                 let engine = engine.clone();
@@ -165,9 +174,17 @@ fn blocked_here() -> bool {
     }
 }
 
-/// A POSIX timer that signals this thread, and the engine it ticks.
+/// How long after a run's deadline its wall-clock tick comes: enough for
+/// the async runtime's timer (whole milliseconds, rounded up) to have
+/// expired when the guest yields to it.
+const PAST_DEADLINE: Duration = Duration::from_millis(3);
+
+/// POSIX timers that signal this thread, and the engine they tick.
 struct Timer {
+    /// Every interval of CPU time.
     id: libc::timer_t,
+    /// Once, just past the deadline, on the wall clock.
+    deadline: libc::timer_t,
     /// Kept here, boxed: the thread-local points at it.
     _engine: Box<Engine>,
     /// Dropped on the thread that armed it, whose thread-local it clears.
@@ -175,7 +192,7 @@ struct Timer {
 }
 
 impl Timer {
-    fn arm(engine: &Engine, every: Duration) -> Option<Timer> {
+    fn arm(engine: &Engine, every: Duration, deadline: Instant) -> Option<Timer> {
         if !timers_fire_outside_calls()
             || !handler_installed()
             || blocked_here()
@@ -185,48 +202,79 @@ impl Timer {
         }
         let engine = Box::new(engine.clone());
         set_engine_here(&*engine);
-        let interval = libc::timespec {
-            tv_sec: every.as_secs() as libc::time_t,
-            tv_nsec: every.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: plain calls with structures owned here. The timer signals
-        // this thread only (`SIGEV_THREAD_ID`); it is deleted in `drop`,
-        // on this thread (`Timer` is not `Send`).
-        let id = unsafe {
-            let mut event: libc::sigevent = std::mem::zeroed();
-            event.sigev_notify = libc::SIGEV_THREAD_ID;
-            event.sigev_signo = signal();
-            event.sigev_notify_thread_id = libc::gettid();
-            let mut id: libc::timer_t = std::mem::zeroed();
-            if libc::timer_create(libc::CLOCK_THREAD_CPUTIME_ID, &mut event, &mut id) != 0 {
-                set_engine_here(std::ptr::null());
-                return None;
+        let interval = timespec(every);
+        let past = timespec(deadline.saturating_duration_since(Instant::now()) + PAST_DEADLINE);
+        let zero = timespec(Duration::ZERO);
+        let made = one_timer(libc::CLOCK_THREAD_CPUTIME_ID, interval, interval).and_then(|id| {
+            match one_timer(libc::CLOCK_MONOTONIC, past, zero) {
+                Some(deadline) => Some((id, deadline)),
+                None => {
+                    // SAFETY: the timer just made, deleted once.
+                    unsafe { libc::timer_delete(id) };
+                    None
+                }
             }
-            let spec = libc::itimerspec {
-                it_interval: interval,
-                it_value: interval,
-            };
-            if libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) != 0 {
-                libc::timer_delete(id);
-                set_engine_here(std::ptr::null());
-                return None;
-            }
-            id
+        });
+        let Some((id, deadline)) = made else {
+            set_engine_here(std::ptr::null());
+            return None;
         };
         Some(Timer {
             id,
+            deadline,
             _engine: engine,
             _here: PhantomData,
         })
     }
 }
 
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// A timer on `clock` that signals this thread after `value`, then every
+/// `interval` (never if zero).
+fn one_timer(
+    clock: libc::clockid_t,
+    value: libc::timespec,
+    interval: libc::timespec,
+) -> Option<libc::timer_t> {
+    // SAFETY: plain calls with structures owned here. The timer signals
+    // this thread only (`SIGEV_THREAD_ID`); it is deleted in `Timer`'s
+    // `drop`, on this thread (`Timer` is not `Send`), or here.
+    unsafe {
+        let mut event: libc::sigevent = std::mem::zeroed();
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = signal();
+        event.sigev_notify_thread_id = libc::gettid();
+        let mut id: libc::timer_t = std::mem::zeroed();
+        if libc::timer_create(clock, &mut event, &mut id) != 0 {
+            return None;
+        }
+        let spec = libc::itimerspec {
+            it_interval: interval,
+            it_value: value,
+        };
+        if libc::timer_settime(id, 0, &spec, std::ptr::null_mut()) != 0 {
+            libc::timer_delete(id);
+            return None;
+        }
+        Some(id)
+    }
+}
+
 impl Drop for Timer {
     fn drop(&mut self) {
-        // SAFETY: the timer made in `arm`, deleted once. A signal already
-        // on its way is handled before the next line runs, or finds the
-        // pointer cleared.
-        unsafe { libc::timer_delete(self.id) };
+        // SAFETY: the timers made in `arm`, each deleted once. A signal
+        // already on its way is handled before the next line runs, or
+        // finds the pointer cleared.
+        unsafe {
+            libc::timer_delete(self.id);
+            libc::timer_delete(self.deadline);
+        }
         set_engine_here(std::ptr::null());
     }
 }
@@ -260,6 +308,11 @@ mod tests {
             );
         }
         here
+    }
+
+    /// A deadline no test reaches.
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
     }
 
     fn new_engine() -> Engine {
@@ -314,7 +367,7 @@ mod tests {
         let engine = new_engine();
         let mut by_signal = false;
         let (took, ticked) = spin_until_ticked(&engine, || {
-            let t = Ticks::start(&engine, Duration::from_millis(10));
+            let t = Ticks::start(&engine, Duration::from_millis(10), far());
             by_signal = t.by_signal();
             t
         });
@@ -322,8 +375,30 @@ mod tests {
         assert!(ticked, "the guest ran on until the watchdog ({took:?})");
         // Disarmed: this thread may arm a timer again.
         assert!(engine_here().is_null());
-        let again = Ticks::start(&engine, Duration::from_millis(10));
+        let again = Ticks::start(&engine, Duration::from_millis(10), far());
         assert!(again.by_signal());
+    }
+
+    /// A guest that gets no CPU time to speak of still yields when its
+    /// deadline passes: ticks an hour of CPU time apart, a deadline 50 ms
+    /// away, and the guest stops long before the watchdog.
+    #[test]
+    fn a_tick_comes_just_past_the_deadline_on_the_wall_clock() {
+        if !timers_here() {
+            return;
+        }
+        let engine = new_engine();
+        let (took, ticked) = spin_until_ticked(&engine, || {
+            let deadline = Instant::now() + Duration::from_millis(50);
+            let t = Ticks::start(&engine, Duration::from_secs(3600), deadline);
+            assert!(t.by_signal(), "no timer: the thread ticked");
+            t
+        });
+        assert!(ticked, "the guest ran on until the watchdog ({took:?})");
+        assert!(
+            took >= Duration::from_millis(50),
+            "ticked before the deadline ({took:?})"
+        );
     }
 
     #[test]
@@ -338,7 +413,7 @@ mod tests {
                 std::thread::spawn(|| {
                     let engine = new_engine();
                     let (took, ticked) = spin_until_ticked(&engine, || {
-                        let t = Ticks::start(&engine, Duration::from_millis(10));
+                        let t = Ticks::start(&engine, Duration::from_millis(10), far());
                         assert!(t.by_signal(), "no timer: the thread ticked");
                         t
                     });
@@ -359,10 +434,10 @@ mod tests {
         let engine = new_engine();
         // A second timer on one thread, and a thread that blocks the
         // signal: both tick by thread, and still stop the guest.
-        let first = Ticks::start(&engine, Duration::from_secs(3600));
+        let first = Ticks::start(&engine, Duration::from_secs(3600), far());
         assert!(first.by_signal());
         let (_, ticked) = spin_until_ticked(&engine, || {
-            let t = Ticks::start(&engine, Duration::from_millis(10));
+            let t = Ticks::start(&engine, Duration::from_millis(10), far());
             assert!(!t.by_signal());
             t
         });
@@ -381,7 +456,7 @@ mod tests {
             }
             let engine = new_engine();
             let (_, ticked) = spin_until_ticked(&engine, || {
-                let t = Ticks::start(&engine, Duration::from_millis(10));
+                let t = Ticks::start(&engine, Duration::from_millis(10), far());
                 assert!(!t.by_signal());
                 t
             });
@@ -403,7 +478,7 @@ mod tests {
             return;
         }
         let engine = new_engine();
-        let ticks = Ticks::start(&engine, Duration::from_millis(1));
+        let ticks = Ticks::start(&engine, Duration::from_millis(1), far());
         assert!(ticks.by_signal());
         for _ in 0..20 {
             let computing = Instant::now();

@@ -45,6 +45,75 @@ fn a_sleeping_guest_hits_the_deadline() {
     assert!(started.elapsed().as_secs() < 60);
 }
 
+/// The CPU time, in milliseconds, that the threads of `pid` have had.
+fn cpu_ms(pid: u32) -> f64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let ns: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e6
+}
+
+/// A computing guest that got no CPU time from before its deadline until
+/// after it (its process stopped, as a throttled or starved one is) stops
+/// as soon as it runs again, not after computing on to its next tick of
+/// CPU time: a tick comes on the wall clock just past the deadline, and a
+/// guest that yields past its deadline is not resumed to find out. (Under
+/// a 1% CPU quota each 10 ms tick of CPU time took a second.) Measured in
+/// the CPU time the process takes after it continues, which a busy
+/// machine does not stretch: about 1 ms to end, 20 ms when the guest
+/// computes on for two ticks.
+#[test]
+fn a_guest_starved_past_its_deadline_stops_without_computing_on() {
+    let t = Tree::new();
+    let hostile = guest("hostile");
+    let args = [
+        "run",
+        hostile.to_str().unwrap(),
+        "--allow",
+        &t.p("grant"),
+        "--dry-run",
+        "-p",
+        "mode=loop",
+        "--timeout",
+        "1s",
+        "--json",
+    ];
+    let (mut child, _lines) = t.spawn_until(&args, "\"start\"");
+    let (pid, started) = (child.id(), std::time::Instant::now());
+    // Stopped once the guest computes (the host's work between the start
+    // line and the guest is far less than 30 ms of CPU time).
+    let before = cpu_ms(pid);
+    while cpu_ms(pid) - before < 30.0 {
+        assert!(started.elapsed().as_secs() < 60, "the guest never ran");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let pid = pid as libc::pid_t;
+    // SAFETY: signals to the child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(std::time::Duration::from_millis(1300).saturating_sub(started.elapsed()));
+    let stopped_at = cpu_ms(pid as u32);
+    // SAFETY: as above; `wait4` reaps the child and fills a struct owned here.
+    let (status, usage) = unsafe {
+        assert_eq!(libc::kill(pid, libc::SIGCONT), 0);
+        let (mut status, mut usage) = (0, std::mem::zeroed::<libc::rusage>());
+        assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid);
+        (status, usage)
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    let after = ms(usage.ru_utime) + ms(usage.ru_stime) - stopped_at;
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 4,
+        "not stopped by the deadline ({status:#x})"
+    );
+    assert!(
+        after < 5.0,
+        "the guest computed on for {after:.1} ms of CPU time"
+    );
+    drop(child.stdout.take());
+}
+
 #[test]
 fn a_memory_bomb_hits_the_memory_cap() {
     let t = Tree::new();
