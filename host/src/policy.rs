@@ -482,6 +482,20 @@ pub fn record_dry_run(
     })
     .to_string();
     let (spare, dest) = (format!(".{key}.spare"), format!("{key}.json"));
+    // Only a file is swapped out: anything else there (a directory) would
+    // become the spare, and every dry-run after fail on it.
+    match rustix::fs::statat(&dir, &dest, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                != rustix::fs::FileType::RegularFile =>
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{dest} is not a file; remove it"),
+            ));
+        }
+        _ => {}
+    }
     let mut f = spare_file(&dir, &spare)?;
     f.write_all(record.as_bytes())?;
     // Cut to the new length after the write, never to zero before it:
@@ -622,6 +636,19 @@ mod tests {
         let after = wakes.load(Ordering::SeqCst);
         std::thread::sleep(PAUSE_POLL * 3);
         assert_eq!(wakes.load(Ordering::SeqCst), after, "woken after the drop");
+    }
+
+    /// A directory where the record goes is named and left, not swapped
+    /// out to become a spare that every later dry-run fails on.
+    #[test]
+    fn a_directory_at_the_record_is_refused_by_name() {
+        let state = tempfile::tempdir().unwrap();
+        let record = state.path().join("dry-runs/k.json");
+        std::fs::create_dir_all(&record).unwrap();
+        let e = record_dry_run(state.path(), "k", "run-1", 1, &plan_file(1)).unwrap_err();
+        assert!(e.to_string().contains("k.json is not a file"), "{e}");
+        assert!(record.is_dir());
+        assert!(!state.path().join("dry-runs/.k.spare").exists());
     }
 
     /// A plan file of one of several sizes, so that a record cut short or

@@ -671,7 +671,15 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     } else if let (Some(file), Exit::Success) = (&reviewed_plan, exit) {
         // What a real run of the same must follow, and the plan it is held to.
         crate::policy::record_dry_run(&state_dir, &dry_run_key, &run_id, started_at, file)
-            .map_err(journal_error)?;
+            .map_err(|e| {
+                Stop::new(
+                    Exit::Usage,
+                    format!(
+                        "cannot record the dry-run in {}: {e}; nothing was changed. Check the state directory (--state-dir), then run the dry-run again",
+                        state_dir.join("dry-runs").display()
+                    ),
+                )
+            })?;
     }
     phases.lap("record");
     summary["head"] = json!(journal.head());

@@ -62,13 +62,35 @@ fn cpu_ms(pid: u32) -> f64 {
 /// guest that yields past its deadline is not resumed to find out. (Under
 /// a 1% CPU quota each 10 ms tick of CPU time took a second.) Measured in
 /// the CPU time the process takes after it continues, which a busy
-/// machine does not stretch: about 1 ms to end, 20 ms when the guest
-/// computes on for two ticks.
+/// machine does not stretch: 2-4 ms to end, 4-14 ms when the guest is
+/// resumed once more (the rest of a tick), so three trials must all end
+/// under 6 ms. The timer signal is the one path checked: where the kernel
+/// would have a thread tick instead, the test is skipped.
 #[test]
 fn a_guest_starved_past_its_deadline_stops_without_computing_on() {
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("skipped: the ticks come from a thread on this architecture");
+        return;
+    }
+    let took: Vec<f64> = (0..3)
+        .map(|_| cpu_after_a_stop_past_the_deadline())
+        .collect();
+    assert!(
+        took.iter().all(|&ms| ms < 6.0),
+        "the guest computed on after its deadline: {took:.1?} ms of CPU time"
+    );
+}
+
+/// One trial: the CPU time, in milliseconds, a dry-run of a looping guest
+/// takes to end once continued after a stop from before its 1 s deadline
+/// to after it.
+fn cpu_after_a_stop_past_the_deadline() -> f64 {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
     let t = Tree::new();
     let hostile = guest("hostile");
-    let args = [
+    let mut cmd = t.defops().into_command();
+    cmd.args([
         "run",
         hostile.to_str().unwrap(),
         "--allow",
@@ -79,8 +101,28 @@ fn a_guest_starved_past_its_deadline_stops_without_computing_on() {
         "--timeout",
         "1s",
         "--json",
-    ];
-    let (mut child, _lines) = t.spawn_until(&args, "\"start\"");
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    // SAFETY: between fork and exec, only async-signal-safe calls: the
+    // tick's signal as the binary expects it (default, unblocked), whatever
+    // the test harness inherited.
+    unsafe {
+        cmd.pre_exec(|| {
+            let sig = libc::SIGRTMIN() + 4;
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    // Reaped by `wait4` below, which also gives its CPU time.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().contains("\"start\"")));
     let (pid, started) = (child.id(), std::time::Instant::now());
     // Stopped once the guest computes (the host's work between the start
     // line and the guest is far less than 30 ms of CPU time).
@@ -101,17 +143,12 @@ fn a_guest_starved_past_its_deadline_stops_without_computing_on() {
         assert_eq!(libc::wait4(pid, &mut status, 0, &mut usage), pid);
         (status, usage)
     };
-    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
-    let after = ms(usage.ru_utime) + ms(usage.ru_stime) - stopped_at;
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 4,
         "not stopped by the deadline ({status:#x})"
     );
-    assert!(
-        after < 5.0,
-        "the guest computed on for {after:.1} ms of CPU time"
-    );
-    drop(child.stdout.take());
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime) - stopped_at
 }
 
 #[test]
