@@ -107,6 +107,29 @@ fn a_dry_run_that_found_nothing_to_do_does_not_cover_a_run_that_applies() {
     }
 }
 
+/// A dry-run whose record cannot be written (here `dry-runs` is a file)
+/// says so, naming where the record goes (not the journal), exits 2, and
+/// leaves the tree as it was; a real run is then still refused.
+#[test]
+fn a_dry_run_that_cannot_record_itself_says_where() {
+    let t = Tree::new();
+    let file = config_file(&t, "max_conn = 20\n");
+    std::fs::create_dir_all(t.path("state")).unwrap();
+    std::fs::write(t.path("state/dry-runs"), "").unwrap();
+    let out = t.set_max_conn(&file, "50", &["--dry-run"]);
+    out.assert_code(2);
+    let dir = t.path("state/dry-runs").display().to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("cannot record the dry-run in {dir}")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "max_conn = 20\n");
+    t.set_max_conn(&file, "50", &[]).assert_code(3);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "max_conn = 20\n");
+}
+
 #[test]
 fn a_dry_run_record_that_cannot_be_read_is_not_taken_for_none() {
     // With dry-run-first required, and off: the run refuses, says why and
