@@ -28,6 +28,73 @@ use crate::journal::{Journal, Objects};
 use crate::plan::{Effect, Op, Plan, State};
 use crate::policy::Abort;
 
+/// Where a run keeps the files it replaces (`runs/RUN/kept/N` for its
+/// effect N, on the file system of the grants), so that its rollback
+/// renames them back rather than writing them again: an exchange of two
+/// names, whatever the size, and the very file (its inode, extended
+/// attributes, hard links elsewhere) comes back. The object store keeps
+/// its copy all the same: a kept file is put back only when it is exactly
+/// the before-image (content, mode, owner, time), which a process that
+/// held it open could have changed. After a rollback, the names hold what
+/// the run wrote.
+pub struct Kept {
+    dir: std::os::fd::OwnedFd,
+    dev: u64,
+    /// For a rollback: the kept file of the first write to each path.
+    by_path: HashMap<VPath, String>,
+}
+
+impl Kept {
+    /// A run's, made in its journal's directory `run_dir`.
+    pub fn make(run_dir: &std::path::Path) -> io::Result<Kept> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = run_dir.join("kept");
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Kept::open(&path, HashMap::new())
+    }
+
+    /// What the run whose journal is in `run_dir` kept, by the paths its
+    /// writes replaced (`intents`); `None` when it kept nothing.
+    pub fn of(run_dir: &std::path::Path, intents: &[&Value]) -> Option<Kept> {
+        let mut by_path = HashMap::new();
+        for i in intents {
+            if i["op"] == "write"
+                && i["before"]["kind"] == "file"
+                && let (Some(path), Some(n)) = (i["path"].as_str(), i["n"].as_u64())
+                && let Ok(path) = VPath::parse(path)
+            {
+                by_path.entry(path).or_insert_with(|| n.to_string());
+            }
+        }
+        if by_path.is_empty() {
+            return None;
+        }
+        Kept::open(&run_dir.join("kept"), by_path).ok()
+    }
+
+    fn open(path: &std::path::Path, by_path: HashMap<VPath, String>) -> io::Result<Kept> {
+        use rustix::fs::{Mode, OFlags};
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        #[allow(clippy::unnecessary_cast)]
+        let dev = rustix::fs::fstat(&dir)?.st_dev as u64;
+        Ok(Kept { dir, dev, by_path })
+    }
+
+    /// Where the file at `path` (on device `dev`) is kept by a run, or
+    /// found by its rollback: only on the same file system.
+    fn slot<'a>(&'a self, dev: u64, name: &'a str) -> Option<disk::Slot<'a>> {
+        use std::os::fd::AsFd;
+        (dev == self.dev).then(|| disk::Slot {
+            dir: self.dir.as_fd(),
+            name,
+        })
+    }
+}
+
 /// Why a commit stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -211,6 +278,7 @@ pub fn commit(
     run_id: &str,
     journal: &mut Journal,
     objects: Option<&Objects>,
+    kept: Option<&Kept>,
     abort: Option<&Abort>,
 ) -> Result<Committed, CommitError> {
     let jerr = CommitError::Journal;
@@ -389,7 +457,7 @@ pub fn commit(
         let tmp = format!(".defops-tmp-{run_id}-{n}");
         let written = match failpoint_is(&format!("enospc-at-{n}")) {
             true => Err((effect.op.path(), io::Error::from_raw_os_error(28))),
-            false => apply(grants, effect, &tmp),
+            false => apply(grants, effect, &tmp, kept, n),
         };
         let written = match written {
             Ok(w) => w,
@@ -455,6 +523,8 @@ fn apply<'a>(
     grants: &Grants,
     effect: &'a Effect,
     tmp: &str,
+    kept: Option<&Kept>,
+    n: usize,
 ) -> Result<Option<State>, (&'a VPath, io::Error)> {
     let path = effect.op.path();
     let at = |p: &'a VPath| locate_for_change(grants, p).map_err(|e| (p, e));
@@ -468,9 +538,28 @@ fn apply<'a>(
             mtime,
             ..
         } => {
-            let st = loc
-                .replace_file(content, *mode, *uid, *gid, *mtime, tmp)
-                .map_err(|e| (path, e))?;
+            let file = disk::FileSpec {
+                content,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                mtime: *mtime,
+            };
+            let dev = grants.find(path).map_or(u64::MAX, |g| g.dev);
+            // A rollback: the file the run kept, when it is this one.
+            if let Some(k) = kept
+                && let Some(name) = k.by_path.get(path)
+                && let Some(slot) = k.slot(dev, name)
+                && let Some(st) = loc.put_back(slot, &file).map_err(|e| (path, e))?
+            {
+                return Ok(Some(State::file(content, st.mode, st.uid, st.gid)));
+            }
+            // A run: the file replaced is kept.
+            let name = n.to_string();
+            let keep = kept
+                .filter(|k| k.by_path.is_empty() && matches!(effect.before, State::File { .. }))
+                .and_then(|k| k.slot(dev, &name));
+            let st = loc.replace_file(&file, tmp, keep).map_err(|e| (path, e))?;
             return Ok(Some(State::file(content, st.mode, st.uid, st.gid)));
         }
         Op::CreateDir { mode, .. } => loc.create_dir(*mode),

@@ -468,15 +468,24 @@ impl Loc<'_> {
     /// Replaces the file here atomically: a temporary file in the same
     /// directory, written, given its mode and owner, renamed over the name.
     /// The caller syncs the file system afterwards.
+    ///
+    /// With `keep`, the file it replaces (a regular file of one name, at
+    /// most [`KEEP_MAX`] bytes) is moved there instead of being freed: the
+    /// new file is exchanged with it, then it is renamed into `keep`. A
+    /// crash in between leaves it at `tmp`, where a rollback removes it.
     pub fn replace_file(
         &self,
-        content: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        mtime: Option<(i64, u32)>,
+        file: &FileSpec<'_>,
         tmp: &str,
+        keep: Option<Slot<'_>>,
     ) -> io::Result<Stat> {
+        let &FileSpec {
+            content,
+            mode,
+            uid,
+            gid,
+            mtime,
+        } = file;
         let name = self.name()?;
         let dir = self.parent_fd();
         let fd = rustix::fs::openat(
@@ -510,7 +519,10 @@ impl Loc<'_> {
                 _ => Stat::from_rustix(&rustix::fs::fstat(&file)?),
             };
             // Not synced here: the commit flushes the file system once.
-            rustix::fs::renameat(dir, tmp, dir, name)?;
+            let keep = keep.filter(|_| replaced.as_ref().is_some_and(keepable));
+            if !(keep.is_some() && exchange_and_keep(dir, tmp, name, keep)?) {
+                rustix::fs::renameat(dir, tmp, dir, name)?;
+            }
             // The replaced file is freed when its last descriptor closes:
             // on another thread (see `release_later`), on a local file
             // system (a network one would keep a `.nfs` file for it).
@@ -525,6 +537,67 @@ impl Loc<'_> {
             let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
         }
         result
+    }
+
+    /// Puts the file kept in `kept` (by [`Loc::replace_file`]) back here,
+    /// by exchanging the two names, when it is exactly the file asked for:
+    /// a regular file of one name, with this content, mode, owner and (when
+    /// given) modification time. What it replaces goes to `kept` in its
+    /// place. `None` when it is not that file, or the two names cannot be
+    /// exchanged: then nothing changed, and the caller writes the file.
+    pub fn put_back(&self, kept: Slot<'_>, file: &FileSpec<'_>) -> io::Result<Option<Stat>> {
+        let &FileSpec {
+            content,
+            mode,
+            uid,
+            gid,
+            mtime,
+        } = file;
+        let name = self.name()?;
+        let dir = self.parent_fd();
+        let Ok(fd) = rustix::fs::openat(
+            kept.dir,
+            kept.name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return Ok(None);
+        };
+        let st = Stat::from_rustix(&rustix::fs::fstat(&fd)?);
+        let same = st.kind == Kind::File
+            && st.nlink == 1
+            && st.size == content.len() as u64
+            && st.mode == mode & 0o7777
+            && (st.uid, st.gid) == (uid, gid)
+            && mtime.is_none_or(|t| t == (st.mtime, st.mtime_nsec));
+        if !same {
+            return Ok(None);
+        }
+        let mut read = Vec::with_capacity(content.len() + 1);
+        std::fs::File::from(fd)
+            .take(content.len() as u64 + 1)
+            .read_to_end(&mut read)?;
+        if read != content {
+            return Ok(None);
+        }
+        if rustix::fs::renameat_with(
+            kept.dir,
+            kept.name,
+            dir,
+            name,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .is_err()
+        {
+            return Ok(None);
+        }
+        // The commit looked at what is here just before; were it swapped
+        // for a directory since, it would now be out of the grants.
+        if !is_file_at(kept.dir, kept.name) {
+            swap_back(dir, name, kept.dir, kept.name)?;
+            return Ok(None);
+        }
+        Ok(Some(st))
     }
 
     pub fn create_dir(&self, mode: u32) -> io::Result<()> {
@@ -626,6 +699,82 @@ impl Loc<'_> {
     pub fn symlink(&self, target: &str) -> io::Result<()> {
         rustix::fs::symlinkat(target, self.parent_fd(), self.name()?).map_err(Into::into)
     }
+}
+
+/// The largest file [`Loc::replace_file`] keeps: the disk it takes is
+/// the price of a rollback that renames rather than writes.
+pub const KEEP_MAX: u64 = 1 << 20;
+
+/// A regular file as it is to be: content, permission bits, owner and,
+/// when given, modification time.
+pub struct FileSpec<'a> {
+    pub content: &'a [u8],
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Option<(i64, u32)>,
+}
+
+/// A name in a directory where a replaced file is kept.
+#[derive(Clone, Copy)]
+pub struct Slot<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub name: &'a str,
+}
+
+/// Whether the file open on `fd` can be kept: a regular file of one name
+/// (another name would still see what is written to it) and not large.
+fn keepable(fd: &OwnedFd) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        let st = Stat::from_rustix(&st);
+        st.kind == Kind::File && st.nlink == 1 && st.size <= KEEP_MAX
+    })
+}
+
+fn is_file_at(dir: BorrowedFd<'_>, name: &str) -> bool {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+}
+
+fn swap_back(a: BorrowedFd<'_>, an: &str, b: BorrowedFd<'_>, bn: &str) -> io::Result<()> {
+    rustix::fs::renameat_with(a, an, b, bn, rustix::fs::RenameFlags::EXCHANGE).map_err(Into::into)
+}
+
+/// Puts the file at `tmp` in place of `name` and moves what it replaces
+/// into `keep`. `false` when the file system cannot exchange two names
+/// (nothing happened). Once exchanged, the replace has happened: if the
+/// replaced file cannot be kept, it is removed, as a rename would have.
+fn exchange_and_keep(
+    dir: BorrowedFd<'_>,
+    tmp: &str,
+    name: &str,
+    keep: Option<Slot<'_>>,
+) -> io::Result<bool> {
+    let Some(keep) = keep else { return Ok(false) };
+    match rustix::fs::renameat_with(dir, tmp, dir, name, rustix::fs::RenameFlags::EXCHANGE) {
+        Ok(()) => {}
+        // Gone since it was opened: a rename makes the file all the same.
+        Err(
+            rustix::io::Errno::INVAL
+            | rustix::io::Errno::NOSYS
+            | rustix::io::Errno::OPNOTSUPP
+            | rustix::io::Errno::NOENT,
+        ) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // The commit checked what was here just before: a rename over it would
+    // fail on a directory swapped in since, and so does this.
+    if !is_file_at(dir, tmp) && swap_back(dir, tmp, dir, name).is_ok() {
+        return Err(io::Error::from_raw_os_error(
+            rustix::io::Errno::ISDIR.raw_os_error(),
+        ));
+    }
+    crate::commit::failpoint("after-exchange");
+    // Left at `tmp` if this fails too: a rollback removes it.
+    if rustix::fs::renameat(dir, tmp, keep.dir, keep.name).is_err() {
+        let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
+    }
+    Ok(true)
 }
 
 /// A modification time, leaving the access time alone.
@@ -821,6 +970,55 @@ pub fn hard_links(n: u64) -> io::Error {
 mod tests {
     use super::*;
     use crate::grants::{Access, Grants};
+
+    /// A kept file is put back over a file, never over a directory that
+    /// took the file's place after the commit looked: that one would be
+    /// moved out of the grants. And over a file, the two swap places.
+    #[test]
+    fn a_kept_file_is_put_back_over_a_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = (dir.path().join("g"), dir.path().join("k"));
+        std::fs::create_dir_all(g.join("x")).unwrap();
+        std::fs::write(g.join("x/inside"), "in").unwrap();
+        std::fs::create_dir(&k).unwrap();
+        std::fs::write(k.join("0"), "hello").unwrap();
+        let st = std::fs::metadata(k.join("0")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let (mode, uid, gid) = (st.mode() & 0o7777, st.uid(), st.gid());
+        let kept = std::fs::File::open(&k).unwrap();
+        let slot = Slot {
+            dir: kept.as_fd(),
+            name: "0",
+        };
+        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
+        let grant = grants.iter().next().unwrap();
+
+        let here = locate(grant, &grant.path.join("x")).unwrap();
+        let spec = |content, mode| FileSpec {
+            content,
+            mode,
+            uid,
+            gid,
+            mtime: None,
+        };
+        let put = here.put_back(slot, &spec(b"hello", mode)).unwrap();
+        assert!(put.is_none());
+        assert_eq!(std::fs::read_to_string(g.join("x/inside")).unwrap(), "in");
+        assert_eq!(std::fs::read_to_string(k.join("0")).unwrap(), "hello");
+
+        // Not the file asked for: nothing moves.
+        std::fs::write(g.join("y"), "new").unwrap();
+        let here = locate(grant, &grant.path.join("y")).unwrap();
+        for (content, mode) in [(&b"hellO"[..], mode), (b"hello", mode ^ 0o100)] {
+            let put = here.put_back(slot, &spec(content, mode)).unwrap();
+            assert!(put.is_none());
+            assert_eq!(std::fs::read_to_string(g.join("y")).unwrap(), "new");
+        }
+        let put = here.put_back(slot, &spec(b"hello", mode)).unwrap();
+        assert_eq!(put.map(|s| s.kind), Some(Kind::File));
+        assert_eq!(std::fs::read_to_string(g.join("y")).unwrap(), "hello");
+        assert_eq!(std::fs::read_to_string(k.join("0")).unwrap(), "new");
+    }
 
     /// A cache finds what a fresh walk finds, whatever order paths come in
     /// (down, up, sideways, absent, through files), and keeps few

@@ -739,7 +739,19 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     phases.lap("journal");
     let committed = match req.dry_run || plan.effects.is_empty() {
         true => Ok(()),
-        false => commit::commit(&grants, &plan, &run_id, &mut journal, None, None).map(|_| ()),
+        false => {
+            let kept = kept_by_run(&loaded, &state_dir, trusted, &effects.intents);
+            commit::commit(
+                &grants,
+                &plan,
+                &run_id,
+                &mut journal,
+                None,
+                kept.as_ref(),
+                None,
+            )
+            .map(|_| ())
+        }
     };
     phases.lap("apply");
     let exit = match committed {
@@ -821,6 +833,24 @@ fn fs_stop(e: FsError) -> Stop {
 /// Removes the temporary files (`.defops-tmp-RUN-N`, next to each write's
 /// target) a killed run left; how many there were. Each directory written
 /// in is listed once, not asked about every write's name.
+/// The files the run kept for its rollback (see [`commit::Kept`]): only
+/// for a journal in this state directory's `runs/`, never one given from
+/// elsewhere.
+fn kept_by_run(
+    loaded: &journal::Loaded,
+    state_dir: &std::path::Path,
+    trusted: trusted_journal::Trusted,
+    intents: &[&Value],
+) -> Option<commit::Kept> {
+    let run_dir = loaded.path.parent()?;
+    let ours = trusted == trusted_journal::Trusted::StateDir
+        || std::fs::canonicalize(run_dir)
+            .ok()
+            .and_then(|d| Some(d.parent()? == std::fs::canonicalize(state_dir.join("runs")).ok()?))
+            .unwrap_or(false);
+    ours.then(|| commit::Kept::of(run_dir, intents)).flatten()
+}
+
 fn remove_orphans(grants: &Grants, run_id: &str, intents: &[&Value]) -> usize {
     use std::collections::{BTreeMap, BTreeSet};
     let mut written: BTreeMap<VPath, BTreeSet<u64>> = BTreeMap::new();

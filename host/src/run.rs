@@ -19,7 +19,7 @@ use crate::journal::{Journal, Objects};
 use crate::manifest::Manifest;
 use crate::output::Printer;
 use crate::overlay::{Overlay, OverlayLimits};
-use crate::plan::Plan;
+use crate::plan::{Op, Plan, State};
 use crate::policy::RunLock;
 use crate::sandbox::{GuestEnd, Limiter, Limits, OutputBudget, Sandbox};
 use crate::world::RunState;
@@ -756,7 +756,27 @@ fn commit_plan(
     abort: &crate::policy::Abort,
     summary: &mut serde_json::Value,
 ) -> Exit {
-    match commit::commit(grants, plan, run_id, journal, Some(objects), Some(abort)) {
+    // The files the run replaces are kept for its rollback, when they
+    // can be (see `Kept`); without, it writes them back from the objects.
+    let replaces = plan
+        .effects
+        .iter()
+        .any(|e| matches!(e.op, Op::Write { .. }) && matches!(e.before, State::File { .. }));
+    let kept = match replaces {
+        true => commit::Kept::make(journal.dir())
+            .inspect_err(|e| tracing::debug!("the replaced files are not kept: {e}"))
+            .ok(),
+        false => None,
+    };
+    match commit::commit(
+        grants,
+        plan,
+        run_id,
+        journal,
+        Some(objects),
+        kept.as_ref(),
+        Some(abort),
+    ) {
         Ok(done) => {
             summary["outcome"] = json!("applied");
             summary["syncs"] = json!(done.syncs);

@@ -13,6 +13,7 @@ mod guards;
 mod guests;
 mod honest;
 mod journal;
+mod kept;
 mod logs;
 mod mutations;
 mod operator;

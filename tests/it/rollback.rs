@@ -292,7 +292,12 @@ fn crash_at_every_write_ahead_boundary_then_rollback_restores() {
     all_kinds_setup(&probe);
     let dry = ops(&probe, &all_kinds(&probe), &["--dry-run"]);
     let effects = dry.summary()["changed"].as_u64().unwrap();
-    let mut points = vec!["after-objects".to_string(), "after-intents".to_string()];
+    let mut points = vec![
+        "after-objects".to_string(),
+        "after-intents".to_string(),
+        // A replaced file exchanged out, not yet moved to `kept`.
+        "after-exchange".to_string(),
+    ];
     for n in 0..effects {
         points.push(format!("before-done-{n}"));
         points.push(format!("after-done-{n}"));
