@@ -19,6 +19,9 @@
 //! [approval]
 //! required = true
 //! allowed-signers = "/etc/defops-wasm/allowed_signers"
+//!
+//! [rollback]
+//! keep-replaced = true
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -49,6 +52,9 @@ pub struct Config {
     /// FIPS mode on a binary built without the FIPS module: approved
     /// algorithms, unvalidated implementation (journaled).
     pub fips_accept_unvalidated: bool,
+    /// Real runs keep the files they replace for an exact, rename-only
+    /// rollback (`commit::Kept`).
+    pub keep_replaced: bool,
 }
 
 impl Config {
@@ -103,6 +109,7 @@ impl Default for Config {
             approval: ApprovalRule::default(),
             fips: false,
             fips_accept_unvalidated: false,
+            keep_replaced: false,
         }
     }
 }
@@ -124,6 +131,13 @@ struct RawConfig {
     change_window: Option<RawWindow>,
     dry_run_first: Option<RawDryRunFirst>,
     approval: Option<RawApproval>,
+    rollback: Option<RawRollback>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRollback {
+    keep_replaced: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +241,9 @@ impl Config {
                     .map_err(|e| bad(&age.span(), format!("max-age: {e}")))?;
             }
         }
+        if let Some(r) = raw.rollback {
+            config.keep_replaced = r.keep_replaced.unwrap_or(false);
+        }
         if let Some(a) = raw.approval {
             config.approval.required = a.required.unwrap_or(false);
             if let Some(p) = a.allowed_signers {
@@ -279,8 +296,14 @@ mod tests {
         let c = Config::parse(text).unwrap();
         let d = Config::default();
         assert_eq!(
-            (c.fips, c.window.is_none(), c.dry_run_first, c.approval),
-            (d.fips, true, d.dry_run_first, d.approval)
+            (
+                c.fips,
+                c.window.is_none(),
+                c.dry_run_first,
+                c.approval,
+                c.keep_replaced
+            ),
+            (d.fips, true, d.dry_run_first, d.approval, false)
         );
         // Every commented example, uncommented, is a valid configuration.
         let examples: String = text

@@ -616,7 +616,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
                     &plan,
                     &run_id,
                     &mut journal,
-                    &objects,
+                    (&objects, config.keep_replaced),
                     &abort,
                     &mut summary,
                 )
@@ -752,16 +752,18 @@ fn commit_plan(
     plan: &Plan,
     run_id: &str,
     journal: &mut Journal,
-    objects: &Objects,
+    (objects, keep_replaced): (&Objects, bool),
     abort: &crate::policy::Abort,
     summary: &mut serde_json::Value,
 ) -> Exit {
-    // The files the run replaces are kept for its rollback, when they
-    // can be (see `Kept`); without, it writes them back from the objects.
-    let replaces = plan
-        .effects
-        .iter()
-        .any(|e| matches!(e.op, Op::Write { .. }) && matches!(e.before, State::File { .. }));
+    // With `keep-replaced`, the files the run replaces are kept for its
+    // rollback, when they can be (see `Kept`); without, the rollback
+    // writes them back from the objects.
+    let replaces = keep_replaced
+        && plan
+            .effects
+            .iter()
+            .any(|e| matches!(e.op, Op::Write { .. }) && matches!(e.before, State::File { .. }));
     let kept = match replaces {
         true => commit::Kept::make(journal.dir())
             .inspect_err(|e| tracing::debug!("the replaced files are not kept: {e}"))

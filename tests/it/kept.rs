@@ -1,5 +1,5 @@
-//! A run keeps the files it replaces (`runs/RUN/kept`) and its rollback
-//! renames them back: the very files come back, inode and extended
+//! With `keep-replaced`, a run keeps the files it replaces
+//! (`runs/RUN/kept`) and its rollback renames them back: the very files come back, inode and extended
 //! attributes. A kept file is put back only when it is exactly the
 //! before-image; anything else there (changed, a link, a directory) is
 //! left where it is and the file is written from the object store.
@@ -12,7 +12,16 @@ use crate::util::{Out, Tree};
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 
+/// The tree's configuration with `keep-replaced = true`.
+fn keeping(t: &Tree) {
+    t.write(
+        "config.toml",
+        "[dry-run-first]\nrequired = false\n[rollback]\nkeep-replaced = true\n",
+    );
+}
+
 fn setup(t: &Tree) {
+    keeping(t);
     for n in NAMES {
         t.write(
             &format!("grant/{n}.conf"),
@@ -162,8 +171,24 @@ fn a_kept_file_that_is_not_the_before_image_is_not_put_back() {
 }
 
 #[test]
+fn by_default_nothing_is_kept() {
+    let t = Tree::new();
+    setup(&t);
+    t.write("config.toml", "[dry-run-first]\nrequired = false\n");
+    let before = t.snapshot("");
+    let originals = inodes(&t);
+    let run = run_all(&t);
+    assert!(!kept_dir(&t, &run).exists());
+    rollback(&t, &run).assert_code(0);
+    assert_eq!(t.snapshot(""), before);
+    let now = inodes(&t);
+    assert!(NAMES.iter().all(|n| now[n] != originals[n]), "{now:?}");
+}
+
+#[test]
 fn a_large_file_is_written_back_not_kept() {
     let t = Tree::new();
+    keeping(&t);
     let mut big = String::from("max_conn = 20\n");
     while big.len() <= 1 << 20 {
         big.push_str("# padding padding padding padding padding padding\n");

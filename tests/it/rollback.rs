@@ -305,6 +305,11 @@ fn crash_at_every_write_ahead_boundary_then_rollback_restores() {
     points.push("after-sync".to_string());
     for point in &points {
         let t = Tree::new();
+        // With replaced files kept: every point, and the exchange's own.
+        t.write(
+            "config.toml",
+            "[dry-run-first]\nrequired = false\n[rollback]\nkeep-replaced = true\n",
+        );
         all_kinds_setup(&t);
         let before = t.snapshot("");
         let ops_line = format!("ops={}", all_kinds(&t).join(";"));
