@@ -2,7 +2,8 @@
 //! bash loop with `cp` backups and `sed -i` and against the native floor
 //! (the same atomic replaces in Rust, one sync at the end: no sandbox, no
 //! journal); the rollback of that run; `report` against `journal show
-//! --json`; `journal verify`. Every tree is on disk (synced) before a case
+//! --json`; `journal verify`; the same run and rollback with
+//! `keep-replaced` (reported). Every tree is on disk (synced) before a case
 //! starts, as a real one would be. Alone: `defops-bench edits`.
 
 use std::fs;
@@ -23,54 +24,18 @@ pub fn run(env: &Env, config_set: &Path, reps: usize, files: usize, line: &mut d
     let mut verify_rate = Vec::new();
     let (mut report_times, mut show_times) = (Vec::new(), Vec::new());
     let mut syncs = 0;
+    let keep_config = env.work.join("keep.toml");
+    fs::write(
+        &keep_config,
+        "[dry-run-first]\nrequired = false\n[rollback]\nkeep-replaced = true\n",
+    )
+    .unwrap();
+    let (mut keep_runs, mut keep_backs) = (Vec::new(), Vec::new());
     let (mut run_rss, mut back_rss) = (0u64, 0u64);
     for rep in 0..reps {
         make_tree(&tree, files);
         let state = env.work.join(format!("state-edit-{rep}"));
-        fresh_dir(&state);
-        // Warm the compile cache, as an operator's second run would be.
-        let _ = Command::new(&env.bin)
-            .env("DEFOPS_STATE_DIR", &state)
-            .args([
-                "run",
-                config_set.to_str().unwrap(),
-                "--allow",
-                tree.to_str().unwrap(),
-                "--dry-run",
-                "-p",
-                "file=/nonexistent",
-                "-p",
-                "key=a",
-                "-p",
-                "value=b",
-            ])
-            .output();
-        let mut run_cmd = defops(env, &state);
-        run_cmd
-            .args([
-                "run",
-                config_set.to_str().unwrap(),
-                "--allow",
-                tree.to_str().unwrap(),
-                "--json",
-            ])
-            .args([
-                "-p",
-                &format!("file={}/*.conf", tree.display()),
-                "-p",
-                "key=max_conn",
-                "-p",
-                "value=50",
-            ])
-            .args([
-                "--timeout",
-                "10m",
-                "--max-memory",
-                "1GiB",
-                "--max-output",
-                "64MiB",
-            ]);
-        let (took, rss, out) = with_rss(&run_cmd);
+        let (took, rss, out) = journaled_run(env, config_set, &tree, &state, None);
         ours.push(took);
         run_rss = run_rss.max(rss);
         let summary = last_json_line(&out.stdout);
@@ -126,6 +91,28 @@ pub fn run(env: &Env, config_set: &Path, reps: usize, files: usize, line: &mut d
         make_tree(&tree, files);
         floor.push(native_edit(&tree));
         let _ = fs::remove_dir_all(&state);
+
+        // The same run and its rollback with `keep-replaced` (reported).
+        make_tree(&tree, files);
+        let state = env.work.join(format!("state-keep-{rep}"));
+        let (took, _, out) = journaled_run(env, config_set, &tree, &state, Some(&keep_config));
+        let run_id = last_json_line(&out.stdout)["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut rollback_cmd = defops(env, &state);
+        rollback_cmd
+            .env("DEFOPS_CONFIG", &keep_config)
+            .args(["rollback", &run_id]);
+        let (back_took, _, out) = with_rss(&rollback_cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        keep_runs.push(took);
+        keep_backs.push(back_took);
+        let _ = fs::remove_dir_all(&state);
     }
     let (ours, theirs, floor, back) = (median(ours), median(theirs), median(floor), median(back));
     line(format!(
@@ -170,6 +157,24 @@ pub fn run(env: &Env, config_set: &Path, reps: usize, files: usize, line: &mut d
         back.as_secs_f64() / floor.as_secs_f64(),
         ours.as_secs_f64() / floor.as_secs_f64(),
     ));
+    let (keep_run, keep_back) = (median(keep_runs), median(keep_backs));
+    line(format!(
+        "| the run with `keep-replaced` (the files it replaces kept for the rollback) | {} | the run without {} | {:.2}x | (reported) |",
+        secs(keep_run),
+        secs(ours),
+        keep_run.as_secs_f64() / ours.as_secs_f64(),
+    ));
+    line(format!(
+        "| its rollback (the kept files renamed back) | {} | its run {} | {:.2}x | (reported; at most 0.8x the run: {}) |",
+        secs(keep_back),
+        secs(keep_run),
+        keep_back.as_secs_f64() / keep_run.as_secs_f64(),
+        if keep_back.as_secs_f64() <= 0.8 * keep_run.as_secs_f64() {
+            "met"
+        } else {
+            "MISSED"
+        }
+    ));
     let (bytes, took) = verify_rate[verify_rate.len() / 2];
     let mbps = bytes as f64 / 1e6 / took.as_secs_f64();
     line(format!(
@@ -191,4 +196,61 @@ pub fn run(env: &Env, config_set: &Path, reps: usize, files: usize, line: &mut d
             "MISSED"
         }
     ));
+}
+
+/// A journaled run of config-set over every file of `tree`, its compile
+/// cache warmed first (as an operator's second run would find it), with the
+/// state directory `state` made afresh and, when given, a configuration.
+fn journaled_run(
+    env: &Env,
+    config_set: &Path,
+    tree: &Path,
+    state: &Path,
+    config: Option<&Path>,
+) -> (std::time::Duration, u64, std::process::Output) {
+    fresh_dir(state);
+    let _ = defops(env, state)
+        .args([
+            "run",
+            config_set.to_str().unwrap(),
+            "--allow",
+            tree.to_str().unwrap(),
+            "--dry-run",
+            "-p",
+            "file=/nonexistent",
+            "-p",
+            "key=a",
+            "-p",
+            "value=b",
+        ])
+        .output();
+    let mut run_cmd = defops(env, state);
+    if let Some(c) = config {
+        run_cmd.env("DEFOPS_CONFIG", c);
+    }
+    run_cmd
+        .args([
+            "run",
+            config_set.to_str().unwrap(),
+            "--allow",
+            tree.to_str().unwrap(),
+            "--json",
+        ])
+        .args([
+            "-p",
+            &format!("file={}/*.conf", tree.display()),
+            "-p",
+            "key=max_conn",
+            "-p",
+            "value=50",
+        ])
+        .args([
+            "--timeout",
+            "10m",
+            "--max-memory",
+            "1GiB",
+            "--max-output",
+            "64MiB",
+        ]);
+    with_rss(&run_cmd)
 }
