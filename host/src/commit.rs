@@ -31,12 +31,13 @@ use crate::policy::Abort;
 /// Where a run keeps the files it replaces (`runs/RUN/kept/N` for its
 /// effect N, on the file system of the grants), so that its rollback
 /// renames them back rather than writing them again: an exchange of two
-/// names, whatever the size, and the very file (its inode, extended
-/// attributes, hard links elsewhere) comes back. The object store keeps
-/// its copy all the same: a kept file is put back only when it is exactly
-/// the before-image (content, mode, owner, time), which a process that
-/// held it open could have changed. After a rollback, the names hold what
-/// the run wrote.
+/// names, whatever the size, and the very file (its inode, and with it
+/// its extended attributes) comes back. The object store keeps its copy
+/// all the same: a kept file is put back only when it is exactly the
+/// before-image (content, mode, owner, time, and the extended attributes
+/// a written rollback would give it), which a process that held it open
+/// could have changed. After a rollback, the names hold what the run
+/// wrote. Only with `[rollback] keep-replaced = true`.
 pub struct Kept {
     dir: std::os::fd::OwnedFd,
     dev: u64,

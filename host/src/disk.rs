@@ -470,13 +470,39 @@ impl Loc<'_> {
     /// The caller syncs the file system afterwards.
     ///
     /// With `keep`, the file it replaces (a regular file of one name, at
-    /// most [`KEEP_MAX`] bytes) is moved there instead of being freed: the
-    /// new file is exchanged with it, then it is renamed into `keep`. A
-    /// crash in between leaves it at `tmp`, where a rollback removes it.
+    /// most [`KEEP_MAX`] bytes) is kept there instead of being freed: the
+    /// new file is made in `keep`, where no one else can reach it, and the
+    /// two are exchanged; what the exchange brought into `keep` must be the
+    /// file replaced, or it is exchanged back and the replace fails. A
+    /// crash leaves either the new file in `keep` and nothing changed, or
+    /// the replaced file there and the new one in place.
     pub fn replace_file(
         &self,
         file: &FileSpec<'_>,
         tmp: &str,
+        keep: Option<Slot<'_>>,
+    ) -> io::Result<Stat> {
+        let name = self.name()?;
+        let dir = self.parent_fd();
+        let original = open_nofollow_at(dir, name)?;
+        match keep.filter(|_| original.as_ref().is_some_and(keepable)) {
+            Some(slot) => match self.replace_at(file, slot.dir, slot.name, original, Some(slot)) {
+                Err(e) if is_cannot_keep(&e) => {
+                    self.replace_at(file, dir, tmp, open_nofollow_at(dir, name)?, None)
+                }
+                other => other,
+            },
+            None => self.replace_at(file, dir, tmp, original, None),
+        }
+    }
+
+    /// [`Loc::replace_file`], the new file made at `at`/`at_name`.
+    fn replace_at(
+        &self,
+        file: &FileSpec<'_>,
+        at: BorrowedFd<'_>,
+        at_name: &str,
+        replaced: Option<OwnedFd>,
         keep: Option<Slot<'_>>,
     ) -> io::Result<Stat> {
         let &FileSpec {
@@ -489,11 +515,15 @@ impl Loc<'_> {
         let name = self.name()?;
         let dir = self.parent_fd();
         let fd = rustix::fs::openat(
-            dir,
-            tmp,
+            at,
+            at_name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
-        )?;
+        )
+        .map_err(|e| match keep {
+            Some(_) => cannot_keep(),
+            None => e.into(),
+        })?;
         let result = (|| {
             let mut file = std::fs::File::from(fd);
             file.write_all(content)?;
@@ -501,7 +531,9 @@ impl Loc<'_> {
             #[allow(clippy::unnecessary_cast)]
             let dev = before.st_dev as u64;
             let owned = (!chowned).then(|| Stat::from_rustix(&before));
-            let replaced = copy_xattrs(dir, name, &file)?;
+            if let Some(from) = &replaced {
+                copy_xattrs(from, &file)?;
+            }
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))?;
             if let Some((secs, nsec)) = mtime {
                 rustix::fs::futimens(&file, &times(secs, nsec))?;
@@ -519,9 +551,9 @@ impl Loc<'_> {
                 _ => Stat::from_rustix(&rustix::fs::fstat(&file)?),
             };
             // Not synced here: the commit flushes the file system once.
-            let keep = keep.filter(|_| replaced.as_ref().is_some_and(keepable));
-            if !(keep.is_some() && exchange_and_keep(dir, tmp, name, keep)?) {
-                rustix::fs::renameat(dir, tmp, dir, name)?;
+            match (keep, &replaced) {
+                (Some(slot), Some(original)) => exchange_in(slot, dir, name, original)?,
+                _ => rustix::fs::renameat(at, at_name, dir, name)?,
             }
             // The replaced file is freed when its last descriptor closes:
             // on another thread (see `release_later`), on a local file
@@ -534,7 +566,7 @@ impl Loc<'_> {
             Ok(st)
         })();
         if result.is_err() {
-            let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(at, at_name, AtFlags::empty());
         }
         result
     }
@@ -580,24 +612,29 @@ impl Loc<'_> {
         if read != content {
             return Ok(None);
         }
-        if rustix::fs::renameat_with(
+        // What is here now (the commit has just checked it): a rollback
+        // that writes the file gives it this one's extended attributes, so
+        // the kept one must have the same.
+        let Some(here) = open_nofollow_at(dir, name)? else {
+            return Ok(None);
+        };
+        if Stat::from_rustix(&rustix::fs::fstat(&here)?).kind != Kind::File {
+            return Ok(None);
+        }
+        let kept_fd = rustix::fs::openat(
             kept.dir,
             kept.name,
-            dir,
-            name,
-            rustix::fs::RenameFlags::EXCHANGE,
-        )
-        .is_err()
-        {
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if !same_inode(&kept_fd, st.identity) || xattrs(&kept_fd)? != xattrs(&here)? {
             return Ok(None);
         }
-        // The commit looked at what is here just before; were it swapped
-        // for a directory since, it would now be out of the grants.
-        if !is_file_at(kept.dir, kept.name) {
-            swap_back(dir, name, kept.dir, kept.name)?;
-            return Ok(None);
+        match exchange_in(kept, dir, name, &here) {
+            Ok(()) => Ok(Some(st)),
+            Err(e) if is_cannot_keep(&e) => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(Some(st))
     }
 
     pub fn create_dir(&self, mode: u32) -> io::Result<()> {
@@ -731,50 +768,102 @@ fn keepable(fd: &OwnedFd) -> bool {
     })
 }
 
-fn is_file_at(dir: BorrowedFd<'_>, name: &str) -> bool {
-    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+/// Why a file could not be kept: the two names cannot be exchanged
+/// (another file system, no `RENAME_EXCHANGE`, the name gone) or the new
+/// file cannot be made in the slot. Nothing changed; the file is written
+/// the usual way.
+#[derive(Debug, thiserror::Error)]
+#[error("the replaced file cannot be kept")]
+struct CannotKeep;
+
+fn cannot_keep() -> io::Error {
+    io::Error::other(CannotKeep)
 }
 
-fn swap_back(a: BorrowedFd<'_>, an: &str, b: BorrowedFd<'_>, bn: &str) -> io::Result<()> {
-    rustix::fs::renameat_with(a, an, b, bn, rustix::fs::RenameFlags::EXCHANGE).map_err(Into::into)
+fn is_cannot_keep(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|e| e.is::<CannotKeep>())
 }
 
-/// Puts the file at `tmp` in place of `name` and moves what it replaces
-/// into `keep`. `false` when the file system cannot exchange two names
-/// (nothing happened). Once exchanged, the replace has happened: if the
-/// replaced file cannot be kept, it is removed, as a rename would have.
-fn exchange_and_keep(
+/// What is at `name` in `dir`, opened without following a link or
+/// blocking on a FIFO; `None` when nothing is.
+fn open_nofollow_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<OwnedFd>> {
+    match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn same_inode(fd: &OwnedFd, id: Identity) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|st| {
+        let st = Stat::from_rustix(&st);
+        (st.identity.dev, st.identity.ino) == (id.dev, id.ino)
+    })
+}
+
+/// Exchanges the file in `slot` with what is at `name` in `dir`, which must
+/// be the file open on `expected`: what the exchange brought into the slot
+/// (which no one else can reach) is looked at, and anything else (a
+/// directory swapped in meanwhile) is exchanged back, or returned to
+/// `name`, and refused. [`CannotKeep`] when the names cannot be
+/// exchanged: nothing changed.
+fn exchange_in(
+    slot: Slot<'_>,
     dir: BorrowedFd<'_>,
-    tmp: &str,
     name: &str,
-    keep: Option<Slot<'_>>,
-) -> io::Result<bool> {
-    let Some(keep) = keep else { return Ok(false) };
-    match rustix::fs::renameat_with(dir, tmp, dir, name, rustix::fs::RenameFlags::EXCHANGE) {
+    expected: &OwnedFd,
+) -> io::Result<()> {
+    use rustix::fs::RenameFlags;
+    use rustix::io::Errno;
+    #[cfg(test)]
+    tests::race("before-exchange");
+    match rustix::fs::renameat_with(slot.dir, slot.name, dir, name, RenameFlags::EXCHANGE) {
         Ok(()) => {}
-        // Gone since it was opened: a rename makes the file all the same.
-        Err(
-            rustix::io::Errno::INVAL
-            | rustix::io::Errno::NOSYS
-            | rustix::io::Errno::OPNOTSUPP
-            | rustix::io::Errno::NOENT,
-        ) => return Ok(false),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::XDEV | Errno::NOENT) => {
+            return Err(cannot_keep());
+        }
         Err(e) => return Err(e.into()),
     }
-    // The commit checked what was here just before: a rename over it would
-    // fail on a directory swapped in since, and so does this.
-    if !is_file_at(dir, tmp) && swap_back(dir, tmp, dir, name).is_ok() {
-        return Err(io::Error::from_raw_os_error(
-            rustix::io::Errno::ISDIR.raw_os_error(),
-        ));
-    }
     crate::commit::failpoint("after-exchange");
-    // Left at `tmp` if this fails too: a rollback removes it.
-    if rustix::fs::renameat(dir, tmp, keep.dir, keep.name).is_err() {
-        let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
+    #[cfg(test)]
+    tests::race("after-exchange");
+    let expected = Stat::from_rustix(&rustix::fs::fstat(expected)?).identity;
+    let brought = rustix::fs::statat(slot.dir, slot.name, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| Stat::from_rustix(&st).identity);
+    if brought.is_ok_and(|b| (b.dev, b.ino) == (expected.dev, expected.ino)) {
+        return Ok(());
     }
-    Ok(true)
+    // Not the file looked at: back where it was.
+    if rustix::fs::renameat_with(slot.dir, slot.name, dir, name, RenameFlags::EXCHANGE).is_err() {
+        // The name is gone as well: what was there goes back to it.
+        let _ = rustix::fs::renameat_with(slot.dir, slot.name, dir, name, RenameFlags::NOREPLACE);
+    }
+    Err(io::Error::other(format!(
+        "{name} changed while it was replaced"
+    )))
+}
+
+/// The extended attributes of the file open on `fd`, by name.
+fn xattrs(fd: &OwnedFd) -> io::Result<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let size = match rustix::fs::flistxattr_query(fd) {
+        Ok(0) | Err(rustix::io::Errno::NOTSUP) => return Ok(out),
+        Ok(n) => n,
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = vec![0u8; size];
+    let n = rustix::fs::flistxattr(fd, &mut names[..])?;
+    let mut value = vec![0u8; 64 << 10];
+    for attr in names[..n].split(|b| *b == 0).filter(|a| !a.is_empty()) {
+        let len = rustix::fs::fgetxattr(fd, std::ffi::OsStr::from_bytes(attr), &mut value[..])?;
+        out.insert(attr.to_vec(), value[..len].to_vec());
+    }
+    Ok(out)
 }
 
 /// A modification time, leaving the access time alone.
@@ -791,41 +880,30 @@ fn times(secs: i64, nsec: u32) -> rustix::fs::Timestamps {
     }
 }
 
-/// Gives `to` the extended attributes of the file `name` in `dir` (when
-/// there is one): its POSIX ACL above all, so an atomic replace never
-/// widens who may read the file, and its labels. Not file capabilities:
-/// the kernel drops those when a file's content changes, and so does this.
-/// A file whose attributes cannot be copied is not replaced. Returns the
-/// file opened (when there was one), to be released after the replace.
-fn copy_xattrs(dir: BorrowedFd<'_>, name: &str, to: &std::fs::File) -> io::Result<Option<OwnedFd>> {
-    let from = match rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+/// Gives `to` the extended attributes of the file open on `from` (the one
+/// replaced): its POSIX ACL above all, so an atomic replace never widens
+/// who may read the file, and its labels. Not file capabilities: the
+/// kernel drops those when a file's content changes, and so does this. A
+/// file whose attributes cannot be copied is not replaced.
+fn copy_xattrs(from: &OwnedFd, to: &std::fs::File) -> io::Result<()> {
     // Most files have none: ask for the size of the list first.
-    let size = match rustix::fs::flistxattr_query(&from) {
-        Ok(0) | Err(rustix::io::Errno::NOTSUP) => return Ok(Some(from)),
+    let size = match rustix::fs::flistxattr_query(from) {
+        Ok(0) | Err(rustix::io::Errno::NOTSUP) => return Ok(()),
         Ok(n) => n,
         Err(e) => return Err(e.into()),
     };
     let mut names = vec![0u8; size];
-    let n = rustix::fs::flistxattr(&from, &mut names[..])?;
+    let n = rustix::fs::flistxattr(from, &mut names[..])?;
     let mut value = vec![0u8; 64 << 10];
     for attr in names[..n].split(|b| *b == 0).filter(|a| !a.is_empty()) {
         if attr == b"security.capability" {
             continue;
         }
         let attr = std::ffi::OsStr::from_bytes(attr);
-        let len = rustix::fs::fgetxattr(&from, attr, &mut value[..])?;
+        let len = rustix::fs::fgetxattr(from, attr, &mut value[..])?;
         rustix::fs::fsetxattr(to, attr, &value[..len], rustix::fs::XattrFlags::empty())?;
     }
-    Ok(Some(from))
+    Ok(())
 }
 
 /// Gives `fd` the owner `uid`:`gid`. Returns its metadata from before, and
@@ -970,6 +1048,194 @@ pub fn hard_links(n: u64) -> io::Error {
 mod tests {
     use super::*;
     use crate::grants::{Access, Grants};
+
+    type Race = Box<dyn FnOnce()>;
+    thread_local! {
+        /// What "someone else" does to the tree at a named moment.
+        static RACE: std::cell::RefCell<Vec<(&'static str, Race)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn race(at: &str) {
+        let due: Vec<Race> = RACE.with(|r| {
+            let mut r = r.borrow_mut();
+            let (now, later): (Vec<_>, Vec<_>) = r.drain(..).partition(|(a, _)| *a == at);
+            *r = later;
+            now.into_iter().map(|(_, f)| f).collect()
+        });
+        for f in due {
+            f();
+        }
+    }
+
+    fn at(moment: &'static str, f: impl FnOnce() + 'static) {
+        RACE.with(|r| r.borrow_mut().push((moment, Box::new(f))));
+    }
+
+    /// A grant `g` with `f` (a file) and an attacker's directory `evil`
+    /// with a file in it, and a slot directory `k` beside it.
+    fn raced_tree() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (g, k) = (dir.path().join("g"), dir.path().join("k"));
+        std::fs::create_dir_all(g.join("evil")).unwrap();
+        std::fs::write(g.join("evil/inside"), "theirs").unwrap();
+        std::fs::write(g.join("f"), "before").unwrap();
+        std::fs::create_dir(&k).unwrap();
+        (dir, g, k)
+    }
+
+    fn spec(content: &[u8]) -> FileSpec<'_> {
+        FileSpec {
+            content,
+            mode: 0o644,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            mtime: None,
+        }
+    }
+
+    /// A directory swapped in at the name just before the exchange is
+    /// exchanged back out of the slot and the replace fails: nothing of
+    /// the grant's stays in the state directory.
+    #[test]
+    fn a_directory_swapped_in_before_the_keep_is_sent_back() {
+        let (_d, g, k) = raced_tree();
+        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
+        let grant = grants.iter().next().unwrap();
+        let kept = std::fs::File::open(&k).unwrap();
+        let slot = Slot {
+            dir: kept.as_fd(),
+            name: "0",
+        };
+        let here = locate(grant, &grant.path.join("f")).unwrap();
+        let gg = g.clone();
+        at("before-exchange", move || {
+            std::fs::rename(gg.join("f"), gg.join("f.moved")).unwrap();
+            std::fs::rename(gg.join("evil"), gg.join("f")).unwrap();
+        });
+        let e = here
+            .replace_file(&spec(b"new"), ".tmp", Some(slot))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("changed while it was replaced"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(g.join("f/inside")).unwrap(),
+            "theirs"
+        );
+        assert_eq!(std::fs::read_dir(&k).unwrap().count(), 0);
+        assert!(!g.join(".tmp").exists());
+    }
+
+    /// The same, and the name taken away after the exchange too: what was
+    /// brought into the slot goes back to the name.
+    #[test]
+    fn a_directory_brought_into_the_slot_goes_back_even_if_the_name_is_gone() {
+        let (_d, g, k) = raced_tree();
+        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
+        let grant = grants.iter().next().unwrap();
+        let kept = std::fs::File::open(&k).unwrap();
+        let slot = Slot {
+            dir: kept.as_fd(),
+            name: "0",
+        };
+        let here = locate(grant, &grant.path.join("f")).unwrap();
+        let gg = g.clone();
+        at("before-exchange", move || {
+            std::fs::rename(gg.join("f"), gg.join("f.moved")).unwrap();
+            std::fs::rename(gg.join("evil"), gg.join("f")).unwrap();
+        });
+        let gg = g.clone();
+        at("after-exchange", move || {
+            std::fs::rename(gg.join("f"), gg.join("ours")).unwrap();
+        });
+        assert!(
+            here.replace_file(&spec(b"new"), ".tmp", Some(slot))
+                .is_err()
+        );
+        assert_eq!(
+            std::fs::read_to_string(g.join("f/inside")).unwrap(),
+            "theirs"
+        );
+        assert_eq!(std::fs::read_dir(&k).unwrap().count(), 0);
+    }
+
+    /// A rollback's exchange meets a directory swapped in just before it:
+    /// the kept file stays kept, the directory where it was, and it fails.
+    #[test]
+    fn a_put_back_that_meets_a_directory_sends_it_back() {
+        let (_d, g, k) = raced_tree();
+        std::fs::write(k.join("0"), "old").unwrap();
+        std::fs::set_permissions(
+            k.join("0"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
+        let grant = grants.iter().next().unwrap();
+        let kept = std::fs::File::open(&k).unwrap();
+        let slot = Slot {
+            dir: kept.as_fd(),
+            name: "0",
+        };
+        let here = locate(grant, &grant.path.join("f")).unwrap();
+        let gg = g.clone();
+        at("before-exchange", move || {
+            std::fs::rename(gg.join("f"), gg.join("f.moved")).unwrap();
+            std::fs::rename(gg.join("evil"), gg.join("f")).unwrap();
+        });
+        assert!(here.put_back(slot, &spec(b"old")).is_err());
+        assert_eq!(
+            std::fs::read_to_string(g.join("f/inside")).unwrap(),
+            "theirs"
+        );
+        assert_eq!(std::fs::read_to_string(k.join("0")).unwrap(), "old");
+    }
+
+    /// Attributes added to a kept file after the run (an ACL entry, a user
+    /// attribute) keep it from being put back.
+    #[test]
+    fn a_kept_file_with_other_attributes_is_not_put_back() {
+        let (_d, g, k) = raced_tree();
+        std::fs::write(k.join("0"), "old").unwrap();
+        std::fs::set_permissions(
+            k.join("0"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        if rustix::fs::setxattr(
+            k.join("0"),
+            "user.added",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_err()
+        {
+            eprintln!("skipped: no user attributes on this file system");
+            return;
+        }
+        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
+        let grant = grants.iter().next().unwrap();
+        let kept = std::fs::File::open(&k).unwrap();
+        let slot = Slot {
+            dir: kept.as_fd(),
+            name: "0",
+        };
+        let here = locate(grant, &grant.path.join("f")).unwrap();
+        assert!(here.put_back(slot, &spec(b"old")).unwrap().is_none());
+        assert_eq!(std::fs::read_to_string(g.join("f")).unwrap(), "before");
+        // The same attribute on both: put back.
+        rustix::fs::setxattr(
+            g.join("f"),
+            "user.added",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        assert!(here.put_back(slot, &spec(b"old")).unwrap().is_some());
+        assert_eq!(std::fs::read_to_string(g.join("f")).unwrap(), "old");
+    }
 
     /// A kept file is put back over a file, never over a directory that
     /// took the file's place after the commit looked: that one would be
