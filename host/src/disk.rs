@@ -1073,15 +1073,49 @@ mod tests {
     }
 
     /// A grant `g` with `f` (a file) and an attacker's directory `evil`
-    /// with a file in it, and a slot directory `k` beside it.
-    fn raced_tree() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    /// with a file in it, and a slot directory `k` beside it: `test` gets
+    /// both, `f` located and slot `k/0`.
+    fn raced(test: impl FnOnce(&std::path::Path, &std::path::Path, &Loc<'_>, Slot<'_>)) {
         let dir = tempfile::tempdir().unwrap();
         let (g, k) = (dir.path().join("g"), dir.path().join("k"));
         std::fs::create_dir_all(g.join("evil")).unwrap();
         std::fs::write(g.join("evil/inside"), "theirs").unwrap();
         std::fs::write(g.join("f"), "before").unwrap();
         std::fs::create_dir(&k).unwrap();
-        (dir, g, k)
+        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
+        let grant = grants.iter().next().unwrap();
+        let kept = std::fs::File::open(&k).unwrap();
+        let slot = Slot {
+            dir: kept.as_fd(),
+            name: "0",
+        };
+        test(&g, &k, &locate(grant, &grant.path.join("f")).unwrap(), slot);
+    }
+
+    /// Just before the exchange, `f` is moved away and `evil` put there.
+    fn directory_swapped_in(g: &std::path::Path) {
+        let g = g.to_path_buf();
+        at("before-exchange", move || {
+            std::fs::rename(g.join("f"), g.join("f.moved")).unwrap();
+            std::fs::rename(g.join("evil"), g.join("f")).unwrap();
+        });
+    }
+
+    fn theirs_is_back(g: &std::path::Path) {
+        assert_eq!(
+            std::fs::read_to_string(g.join("f/inside")).unwrap(),
+            "theirs"
+        );
+    }
+
+    /// A kept file, as a run leaves it.
+    fn kept_file(k: &std::path::Path, content: &str) {
+        std::fs::write(k.join("0"), content).unwrap();
+        std::fs::set_permissions(
+            k.join("0"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
     }
 
     fn spec(content: &[u8]) -> FileSpec<'_> {
@@ -1099,142 +1133,73 @@ mod tests {
     /// the grant's stays in the state directory.
     #[test]
     fn a_directory_swapped_in_before_the_keep_is_sent_back() {
-        let (_d, g, k) = raced_tree();
-        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
-        let grant = grants.iter().next().unwrap();
-        let kept = std::fs::File::open(&k).unwrap();
-        let slot = Slot {
-            dir: kept.as_fd(),
-            name: "0",
-        };
-        let here = locate(grant, &grant.path.join("f")).unwrap();
-        let gg = g.clone();
-        at("before-exchange", move || {
-            std::fs::rename(gg.join("f"), gg.join("f.moved")).unwrap();
-            std::fs::rename(gg.join("evil"), gg.join("f")).unwrap();
+        raced(|g, k, here, slot| {
+            directory_swapped_in(g);
+            let e = here
+                .replace_file(&spec(b"new"), ".tmp", Some(slot))
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("changed while it was replaced"),
+                "{e}"
+            );
+            theirs_is_back(g);
+            assert_eq!(std::fs::read_dir(k).unwrap().count(), 0);
+            assert!(!g.join(".tmp").exists());
         });
-        let e = here
-            .replace_file(&spec(b"new"), ".tmp", Some(slot))
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("changed while it was replaced"),
-            "{e}"
-        );
-        assert_eq!(
-            std::fs::read_to_string(g.join("f/inside")).unwrap(),
-            "theirs"
-        );
-        assert_eq!(std::fs::read_dir(&k).unwrap().count(), 0);
-        assert!(!g.join(".tmp").exists());
     }
 
     /// The same, and the name taken away after the exchange too: what was
     /// brought into the slot goes back to the name.
     #[test]
     fn a_directory_brought_into_the_slot_goes_back_even_if_the_name_is_gone() {
-        let (_d, g, k) = raced_tree();
-        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
-        let grant = grants.iter().next().unwrap();
-        let kept = std::fs::File::open(&k).unwrap();
-        let slot = Slot {
-            dir: kept.as_fd(),
-            name: "0",
-        };
-        let here = locate(grant, &grant.path.join("f")).unwrap();
-        let gg = g.clone();
-        at("before-exchange", move || {
-            std::fs::rename(gg.join("f"), gg.join("f.moved")).unwrap();
-            std::fs::rename(gg.join("evil"), gg.join("f")).unwrap();
+        raced(|g, k, here, slot| {
+            directory_swapped_in(g);
+            let gg = g.to_path_buf();
+            at("after-exchange", move || {
+                std::fs::rename(gg.join("f"), gg.join("ours")).unwrap();
+            });
+            assert!(
+                here.replace_file(&spec(b"new"), ".tmp", Some(slot))
+                    .is_err()
+            );
+            theirs_is_back(g);
+            assert_eq!(std::fs::read_dir(k).unwrap().count(), 0);
         });
-        let gg = g.clone();
-        at("after-exchange", move || {
-            std::fs::rename(gg.join("f"), gg.join("ours")).unwrap();
-        });
-        assert!(
-            here.replace_file(&spec(b"new"), ".tmp", Some(slot))
-                .is_err()
-        );
-        assert_eq!(
-            std::fs::read_to_string(g.join("f/inside")).unwrap(),
-            "theirs"
-        );
-        assert_eq!(std::fs::read_dir(&k).unwrap().count(), 0);
     }
 
     /// A rollback's exchange meets a directory swapped in just before it:
     /// the kept file stays kept, the directory where it was, and it fails.
     #[test]
     fn a_put_back_that_meets_a_directory_sends_it_back() {
-        let (_d, g, k) = raced_tree();
-        std::fs::write(k.join("0"), "old").unwrap();
-        std::fs::set_permissions(
-            k.join("0"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .unwrap();
-        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
-        let grant = grants.iter().next().unwrap();
-        let kept = std::fs::File::open(&k).unwrap();
-        let slot = Slot {
-            dir: kept.as_fd(),
-            name: "0",
-        };
-        let here = locate(grant, &grant.path.join("f")).unwrap();
-        let gg = g.clone();
-        at("before-exchange", move || {
-            std::fs::rename(gg.join("f"), gg.join("f.moved")).unwrap();
-            std::fs::rename(gg.join("evil"), gg.join("f")).unwrap();
+        raced(|g, k, here, slot| {
+            kept_file(k, "old");
+            directory_swapped_in(g);
+            assert!(here.put_back(slot, &spec(b"old")).is_err());
+            theirs_is_back(g);
+            assert_eq!(std::fs::read_to_string(k.join("0")).unwrap(), "old");
         });
-        assert!(here.put_back(slot, &spec(b"old")).is_err());
-        assert_eq!(
-            std::fs::read_to_string(g.join("f/inside")).unwrap(),
-            "theirs"
-        );
-        assert_eq!(std::fs::read_to_string(k.join("0")).unwrap(), "old");
     }
 
     /// Attributes added to a kept file after the run (an ACL entry, a user
     /// attribute) keep it from being put back.
     #[test]
     fn a_kept_file_with_other_attributes_is_not_put_back() {
-        let (_d, g, k) = raced_tree();
-        std::fs::write(k.join("0"), "old").unwrap();
-        std::fs::set_permissions(
-            k.join("0"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .unwrap();
-        if rustix::fs::setxattr(
-            k.join("0"),
-            "user.added",
-            b"1",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .is_err()
-        {
-            eprintln!("skipped: no user attributes on this file system");
-            return;
-        }
-        let grants = Grants::open(&[(g.clone(), Access::ReadWrite)]).unwrap();
-        let grant = grants.iter().next().unwrap();
-        let kept = std::fs::File::open(&k).unwrap();
-        let slot = Slot {
-            dir: kept.as_fd(),
-            name: "0",
-        };
-        let here = locate(grant, &grant.path.join("f")).unwrap();
-        assert!(here.put_back(slot, &spec(b"old")).unwrap().is_none());
-        assert_eq!(std::fs::read_to_string(g.join("f")).unwrap(), "before");
-        // The same attribute on both: put back.
-        rustix::fs::setxattr(
-            g.join("f"),
-            "user.added",
-            b"1",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
-        assert!(here.put_back(slot, &spec(b"old")).unwrap().is_some());
-        assert_eq!(std::fs::read_to_string(g.join("f")).unwrap(), "old");
+        raced(|g, k, here, slot| {
+            kept_file(k, "old");
+            let tag = |p: std::path::PathBuf| {
+                rustix::fs::setxattr(p, "user.added", b"1", rustix::fs::XattrFlags::empty())
+            };
+            if tag(k.join("0")).is_err() {
+                eprintln!("skipped: no user attributes on this file system");
+                return;
+            }
+            assert!(here.put_back(slot, &spec(b"old")).unwrap().is_none());
+            assert_eq!(std::fs::read_to_string(g.join("f")).unwrap(), "before");
+            // The same attribute on both: put back.
+            tag(g.join("f")).unwrap();
+            assert!(here.put_back(slot, &spec(b"old")).unwrap().is_some());
+            assert_eq!(std::fs::read_to_string(g.join("f")).unwrap(), "old");
+        });
     }
 
     /// A kept file is put back over a file, never over a directory that
