@@ -524,6 +524,9 @@ impl Loc<'_> {
             Some(_) => cannot_keep(),
             None => e.into(),
         })?;
+        // What this made: on failure, only that is removed from where it
+        // was made (a name in the grant can be swapped meanwhile).
+        let made = Stat::from_rustix(&rustix::fs::fstat(&fd)?).identity;
         let result = (|| {
             let mut file = std::fs::File::from(fd);
             file.write_all(content)?;
@@ -552,7 +555,7 @@ impl Loc<'_> {
             };
             // Not synced here: the commit flushes the file system once.
             match (keep, &replaced) {
-                (Some(slot), Some(original)) => exchange_in(slot, dir, name, original)?,
+                (Some(slot), Some(original)) => exchange_in(slot, dir, name, original, made)?,
                 _ => rustix::fs::renameat(at, at_name, dir, name)?,
             }
             // The replaced file is freed when its last descriptor closes:
@@ -565,7 +568,15 @@ impl Loc<'_> {
             }
             Ok(st)
         })();
-        if result.is_err() {
+        if result.is_err()
+            && slot_holds(
+                Slot {
+                    dir: at,
+                    name: at_name,
+                },
+                made,
+            )
+        {
             let _ = rustix::fs::unlinkat(at, at_name, AtFlags::empty());
         }
         result
@@ -630,7 +641,7 @@ impl Loc<'_> {
         if !same_inode(&kept_fd, st.identity) || xattrs(&kept_fd)? != xattrs(&here)? {
             return Ok(None);
         }
-        match exchange_in(kept, dir, name, &here) {
+        match exchange_in(kept, dir, name, &here, st.identity) {
             Ok(()) => Ok(Some(st)),
             Err(e) if is_cannot_keep(&e) => Ok(None),
             Err(e) => Err(e),
@@ -806,17 +817,21 @@ fn same_inode(fd: &OwnedFd, id: Identity) -> bool {
     })
 }
 
-/// Exchanges the file in `slot` with what is at `name` in `dir`, which must
-/// be the file open on `expected`: what the exchange brought into the slot
-/// (which no one else can reach) is looked at, and anything else (a
-/// directory swapped in meanwhile) is exchanged back, or returned to
-/// `name`, and refused. [`CannotKeep`] when the names cannot be
-/// exchanged: nothing changed.
+/// Exchanges the file in `slot` (`ours`) with what is at `name` in `dir`,
+/// which must be the file open on `expected`: what the exchange brought
+/// into the slot (which no one else can reach) is looked at, and anything
+/// else (a directory swapped in meanwhile) is exchanged back and refused.
+/// If the slot then holds something that is not `ours` (the name was
+/// swapped again), that goes back into the grant under a new name beside
+/// `name`, never over anything: nothing of the grant stays in the state
+/// directory. [`CannotKeep`] when the names cannot be exchanged: nothing
+/// changed.
 fn exchange_in(
     slot: Slot<'_>,
     dir: BorrowedFd<'_>,
     name: &str,
     expected: &OwnedFd,
+    ours: Identity,
 ) -> io::Result<()> {
     use rustix::fs::RenameFlags;
     use rustix::io::Errno;
@@ -833,19 +848,50 @@ fn exchange_in(
     #[cfg(test)]
     tests::race("after-exchange");
     let expected = Stat::from_rustix(&rustix::fs::fstat(expected)?).identity;
-    let brought = rustix::fs::statat(slot.dir, slot.name, AtFlags::SYMLINK_NOFOLLOW)
-        .map(|st| Stat::from_rustix(&st).identity);
-    if brought.is_ok_and(|b| (b.dev, b.ino) == (expected.dev, expected.ino)) {
+    if slot_holds(slot, expected) {
         return Ok(());
     }
     // Not the file looked at: back where it was.
-    if rustix::fs::renameat_with(slot.dir, slot.name, dir, name, RenameFlags::EXCHANGE).is_err() {
-        // The name is gone as well: what was there goes back to it.
-        let _ = rustix::fs::renameat_with(slot.dir, slot.name, dir, name, RenameFlags::NOREPLACE);
-    }
-    Err(io::Error::other(format!(
-        "{name} changed while it was replaced"
-    )))
+    let _ = rustix::fs::renameat_with(slot.dir, slot.name, dir, name, RenameFlags::EXCHANGE);
+    #[cfg(test)]
+    tests::race("after-exchange-back");
+    let stranded = rustix::fs::statat(slot.dir, slot.name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+        && !slot_holds(slot, ours)
+        && !return_to_grant(slot, dir);
+    Err(io::Error::other(match stranded {
+        false => format!("{name} changed while it was replaced"),
+        true => format!(
+            "{name} changed while it was replaced, and what took its place could not be put back: it is in the run's kept/ directory"
+        ),
+    }))
+}
+
+/// Whether the slot holds the file of identity `id` (device and inode).
+fn slot_holds(slot: Slot<'_>, id: Identity) -> bool {
+    rustix::fs::statat(slot.dir, slot.name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+        let st = Stat::from_rustix(&st);
+        (st.identity.dev, st.identity.ino) == (id.dev, id.ino)
+    })
+}
+
+/// Moves what is in the slot into `dir` under a new name no one can guess
+/// (never over anything); whether it went.
+fn return_to_grant(slot: Slot<'_>, dir: BorrowedFd<'_>) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    (0..8).any(|k| {
+        let back = format!(".defops-returned-{}-{now}-{k}", std::process::id());
+        rustix::fs::renameat_with(
+            slot.dir,
+            slot.name,
+            dir,
+            back.as_str(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .is_ok()
+    })
 }
 
 /// The extended attributes of the file open on `fd`, by name.
@@ -1149,7 +1195,7 @@ mod tests {
     }
 
     /// The same, and the name taken away after the exchange too: what was
-    /// brought into the slot goes back to the name.
+    /// brought into the slot goes back into the grant, under a new name.
     #[test]
     fn a_directory_brought_into_the_slot_goes_back_even_if_the_name_is_gone() {
         raced(|g, k, here, slot| {
@@ -1158,12 +1204,70 @@ mod tests {
             at("after-exchange", move || {
                 std::fs::rename(gg.join("f"), gg.join("ours")).unwrap();
             });
+            let e = here
+                .replace_file(&spec(b"new"), ".tmp", Some(slot))
+                .unwrap_err();
+            assert!(e.to_string().contains("changed while"), "{e}");
+            assert_eq!(std::fs::read_dir(k).unwrap().count(), 0);
+            let returned: Vec<_> = std::fs::read_dir(g)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(".defops-returned-")
+                })
+                .collect();
+            assert_eq!(returned.len(), 1, "{returned:?}");
+            assert_eq!(
+                std::fs::read_to_string(returned[0].join("inside")).unwrap(),
+                "theirs"
+            );
+            assert_eq!(std::fs::read_to_string(g.join("ours")).unwrap(), "new");
+        });
+    }
+
+    /// The name swapped once more between the exchange and the exchange
+    /// back: what that brings into the slot goes back into the grant under
+    /// a new name, and nothing there is removed.
+    #[test]
+    fn what_a_second_swap_brings_into_the_slot_goes_back_to_the_grant() {
+        raced(|g, k, here, slot| {
+            std::fs::create_dir_all(g.join("evil2")).unwrap();
+            std::fs::write(g.join("evil2/inside"), "theirs too").unwrap();
+            directory_swapped_in(g);
+            let gg = g.to_path_buf();
+            at("after-exchange", move || {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    gg.join("f"),
+                    rustix::fs::CWD,
+                    gg.join("evil2"),
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .unwrap();
+            });
             assert!(
                 here.replace_file(&spec(b"new"), ".tmp", Some(slot))
                     .is_err()
             );
-            theirs_is_back(g);
             assert_eq!(std::fs::read_dir(k).unwrap().count(), 0);
+            // Every file and directory of the grant is still in it.
+            let mut found = Vec::new();
+            for e in std::fs::read_dir(g).unwrap() {
+                let p = e.unwrap().path();
+                found.push(match p.is_dir() {
+                    true => std::fs::read_to_string(p.join("inside")).unwrap(),
+                    false => std::fs::read_to_string(p).unwrap(),
+                });
+            }
+            found.sort();
+            assert_eq!(
+                found,
+                ["before", "new", "theirs", "theirs too"],
+                "{found:?}"
+            );
         });
     }
 
