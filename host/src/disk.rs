@@ -585,9 +585,11 @@ impl Loc<'_> {
     /// Puts the file kept in `kept` (by [`Loc::replace_file`]) back here,
     /// by exchanging the two names, when it is exactly the file asked for:
     /// a regular file of one name, with this content, mode, owner and (when
-    /// given) modification time. What it replaces goes to `kept` in its
-    /// place. `None` when it is not that file, or the two names cannot be
-    /// exchanged: then nothing changed, and the caller writes the file.
+    /// given) modification time, and the extended attributes of the regular
+    /// file here (those a written file would get). What it replaces goes to
+    /// `kept` in its place. `None` when it is not that file, or the two
+    /// names cannot be exchanged: then nothing changed, and the caller
+    /// writes the file.
     pub fn put_back(&self, kept: Slot<'_>, file: &FileSpec<'_>) -> io::Result<Option<Stat>> {
         let &FileSpec {
             content,
