@@ -42,6 +42,8 @@ pub struct Kept {
     dir: std::os::fd::OwnedFd,
     dev: u64,
     /// For a rollback: the kept file of the first write to each path.
+    /// Empty for a run's (`Kept::of` makes none without an entry): a run
+    /// keeps, a rollback puts back.
     by_path: HashMap<VPath, String>,
 }
 

@@ -67,6 +67,13 @@ pub struct Identity {
     ctime: (i64, u64),
 }
 
+impl Identity {
+    /// The same file (device and inode), whatever changed in it.
+    fn same_file(self, other: Identity) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
 impl Stat {
     // The stat field types differ between architectures.
     #[allow(clippy::unnecessary_cast)]
@@ -813,10 +820,7 @@ fn open_nofollow_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<OwnedF
 }
 
 fn same_inode(fd: &OwnedFd, id: Identity) -> bool {
-    rustix::fs::fstat(fd).is_ok_and(|st| {
-        let st = Stat::from_rustix(&st);
-        (st.identity.dev, st.identity.ino) == (id.dev, id.ino)
-    })
+    rustix::fs::fstat(fd).is_ok_and(|st| Stat::from_rustix(&st).identity.same_file(id))
 }
 
 /// Exchanges the file in `slot` (`ours`) with what is at `name` in `dir`,
@@ -870,10 +874,8 @@ fn exchange_in(
 
 /// Whether the slot holds the file of identity `id` (device and inode).
 fn slot_holds(slot: Slot<'_>, id: Identity) -> bool {
-    rustix::fs::statat(slot.dir, slot.name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
-        let st = Stat::from_rustix(&st);
-        (st.identity.dev, st.identity.ino) == (id.dev, id.ino)
-    })
+    rustix::fs::statat(slot.dir, slot.name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| Stat::from_rustix(&st).identity.same_file(id))
 }
 
 /// Moves what is in the slot into `dir` under a new name no one can guess

@@ -830,9 +830,6 @@ fn fs_stop(e: FsError) -> Stop {
     Stop::new(Exit::Refused, format!("cannot plan the rollback: {e}"))
 }
 
-/// Removes the temporary files (`.defops-tmp-RUN-N`, next to each write's
-/// target) a killed run left; how many there were. Each directory written
-/// in is listed once, not asked about every write's name.
 /// The files the run kept for its rollback (see [`commit::Kept`]): only
 /// for a journal in this state directory's `runs/`, never one given from
 /// elsewhere.
@@ -851,6 +848,9 @@ fn kept_by_run(
     ours.then(|| commit::Kept::of(run_dir, intents)).flatten()
 }
 
+/// Removes the temporary files (`.defops-tmp-RUN-N`, next to each write's
+/// target) a killed run left; how many there were. Each directory written
+/// in is listed once, not asked about every write's name.
 fn remove_orphans(grants: &Grants, run_id: &str, intents: &[&Value]) -> usize {
     use std::collections::{BTreeMap, BTreeSet};
     let mut written: BTreeMap<VPath, BTreeSet<u64>> = BTreeMap::new();
