@@ -242,3 +242,38 @@ fn a_state_directory_on_another_file_system_keeps_nothing() {
         .assert_code(0);
     assert_eq!(t.snapshot(""), before);
 }
+
+/// A sequence: two runs on the same files, the later rolled back, the
+/// earlier's rollback killed right after its first exchange, then run
+/// again: the tree is as before both, to the inode, with nothing left over.
+#[test]
+fn stacked_runs_and_a_rollback_cut_off_midway_come_back_to_the_very_files() {
+    let t = Tree::new();
+    setup(&t);
+    let before = t.snapshot("");
+    let originals = inodes(&t);
+    let first = run_all(&t);
+    let out = t.set_max_conn(&t.p("grant/*.conf"), "70", &[]);
+    out.assert_code(0);
+    let second = out.summary()["run_id"].as_str().unwrap().to_string();
+    rollback(&t, &second).assert_code(0);
+    let killed = t
+        .defops()
+        .env("DEFOPS_FAILPOINT", "after-exchange")
+        .args(&["rollback", &first, "--json"])
+        .output();
+    assert_eq!(killed.code, -1, "the fail point did not fire: {killed:?}");
+    rollback(&t, &first).assert_code(0);
+    assert_eq!(t.snapshot(""), before);
+    assert_eq!(inodes(&t), originals);
+    for n in NAMES {
+        let st = std::fs::metadata(t.path(&format!("grant/{n}.conf"))).unwrap();
+        assert_eq!(st.nlink(), 1, "{n}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(t.path("grant"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".defops"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
