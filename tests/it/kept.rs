@@ -41,6 +41,15 @@ fn inodes(t: &Tree) -> BTreeMap<&'static str, u64> {
         .collect()
 }
 
+/// Each file open, so that while these are held no inode number of theirs
+/// can be given to another file: an equal number then means the same file.
+fn hold(t: &Tree) -> Vec<std::fs::File> {
+    NAMES
+        .iter()
+        .map(|n| std::fs::File::open(t.path(&format!("grant/{n}.conf"))).unwrap())
+        .collect()
+}
+
 fn run_all(t: &Tree) -> String {
     let out = t.set_max_conn(&t.p("grant/*.conf"), "50", &[]);
     out.assert_code(0);
@@ -89,6 +98,7 @@ fn a_rollback_puts_back_the_very_files_the_run_replaced() {
     .is_ok();
     let before = t.snapshot("");
     let originals = inodes(&t);
+    let _held = hold(&t);
     let run = run_all(&t);
 
     let kept: BTreeSet<u64> = std::fs::read_dir(kept_dir(&t, &run))
@@ -129,6 +139,7 @@ fn a_kept_file_that_is_not_the_before_image_is_not_put_back() {
     let outside = t.snapshot("outside");
     let before = t.snapshot("");
     let originals = inodes(&t);
+    let _held = hold(&t);
     let run = run_all(&t);
     let kept = kept_by_name(&t, &run);
     assert_eq!(kept.len(), NAMES.len(), "{kept:?}");
@@ -177,6 +188,7 @@ fn by_default_nothing_is_kept() {
     t.write("config.toml", "[dry-run-first]\nrequired = false\n");
     let before = t.snapshot("");
     let originals = inodes(&t);
+    let _held = hold(&t);
     let run = run_all(&t);
     assert!(!kept_dir(&t, &run).exists());
     rollback(&t, &run).assert_code(0);
@@ -252,6 +264,7 @@ fn stacked_runs_and_a_rollback_cut_off_midway_come_back_to_the_very_files() {
     setup(&t);
     let before = t.snapshot("");
     let originals = inodes(&t);
+    let _held = hold(&t);
     let first = run_all(&t);
     let out = t.set_max_conn(&t.p("grant/*.conf"), "70", &[]);
     out.assert_code(0);
