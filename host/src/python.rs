@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// The runtime this binary was made for: its `defops-runtime` custom
 /// section must say exactly this.
-pub const RUNTIME_TAG: &str = "defops-python-runtime 1";
+pub const RUNTIME_TAG: &str = "defops-python-runtime 2";
 /// The custom section that carries [`RUNTIME_TAG`].
 pub const RUNTIME_SECTION: &str = "defops-runtime";
 /// What `$DEFOPS_PYTHON_RUNTIME` names: the runtime to use.

@@ -359,6 +359,22 @@ pub struct Runtime {
     pub sha256: String,
 }
 
+/// The largest compiled script the cache keeps (CPython's code objects
+/// are a few times their source).
+const MAX_SCRIPT_CODE: usize = 16 << 20;
+
+/// The cache's name for a script's compiled code: a digest of what the
+/// code depends on, the runtime (CPython's version and `marshal` format),
+/// the script's bytes and its file name (in every traceback).
+fn script_code_name(runtime: &RuntimeDigests, script: &str, name: &str) -> String {
+    let mut h = crate::digest::current().hasher();
+    for part in ["defops-python-code 1", &runtime.sha256, script, name] {
+        h.update(part.as_bytes());
+        h.update(&[0]);
+    }
+    format!("script-{}.code", h.hex())
+}
+
 /// A loaded component.
 pub struct Loaded {
     pub pre: FixPre<RunState>,
@@ -525,12 +541,28 @@ impl Sandbox {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "fix.py".into());
+        let digest = crate::digest::current().hex(&bytes);
+        let (code, keep_code_at) = match cache_dir {
+            Some(dir) => {
+                let at = dir.join(script_code_name(&runtime_digests, &digest, &name));
+                match self.cached_script_code(&at) {
+                    Some(code) => (code, None),
+                    None => (Vec::new(), private_dir(dir).then_some(at)),
+                }
+            }
+            None => (Vec::new(), None),
+        };
         Ok(Loaded {
             pre,
-            digest: crate::digest::current().hex(&bytes),
+            digest,
             size: bytes.len() as u64,
             cache_hit,
-            script: Some(crate::world::Script { source, name }),
+            script: Some(crate::world::Script {
+                source,
+                name,
+                code: code.into(),
+                keep_code_at,
+            }),
             runtime: Some(Runtime {
                 digest: match crate::digest::current() {
                     crate::digest::Alg::Sha256 => runtime_digests.sha256.clone(),
@@ -640,6 +672,17 @@ impl Sandbox {
             .map(|m| private(&m) && m.is_file())
             .unwrap_or(false);
         is_file && path.parent().is_some_and(private_dir)
+    }
+
+    /// The code the runtime compiled for a script before, from the cache:
+    /// a regular file private to this user, of at most
+    /// [`MAX_SCRIPT_CODE`] bytes, as the compiled fixes are.
+    fn cached_script_code(&self, path: &Path) -> Option<Vec<u8>> {
+        if !self.trusted(path) {
+            return None;
+        }
+        let code = crate::regular_file::read(path).ok()?;
+        (code.len() <= MAX_SCRIPT_CODE).then_some(code)
     }
 
     /// [`Sandbox::compile`], saying on stderr that a large component is
@@ -949,10 +992,17 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
         .data_mut()
         .overlay
         .set_read_only(Some("check runs read-only; make changes in apply"));
-    let fix = match pre.instantiate_async(&mut *store).await {
+    let instance = match pre.instance_pre().instantiate_async(&mut *store).await {
+        Ok(i) => i,
+        Err(e) => return classify(Phase::Check, e),
+    };
+    let fix = match crate::world::PythonFix::new(&mut *store, &instance) {
         Ok(f) => f,
         Err(e) => return classify(Phase::Check, e),
     };
+    if let Some(end) = compile_script(&instance, store).await {
+        return end;
+    }
     let check = match fix.call_check(&mut *store).await {
         Ok(Ok(Applicability::Applies(why))) => why,
         // Negative testing: study the branch that would otherwise never run.
@@ -1008,6 +1058,34 @@ async fn drive(pre: &FixPre<RunState>, store: &mut Store<RunState>) -> GuestEnd 
             message,
         },
         Err(e) => classify(Phase::Apply, e),
+    }
+}
+
+/// A Python fix whose compiled code the cache lacks: the runtime compiles
+/// the script now, on the fresh instance, before anything of the script
+/// has run (so the code is the runtime's doing alone), and it is kept for
+/// the next runs. The instance goes on with that code. A trap (the
+/// deadline, memory, a compiler's deep recursion) ends the run as it would
+/// have in `check`; a script that does not compile is left to `check` to
+/// report, and a runtime without the export compiles in `check` as before.
+async fn compile_script(
+    instance: &wasmtime::component::Instance,
+    store: &mut Store<RunState>,
+) -> Option<GuestEnd> {
+    let at = store.data().script.as_ref()?.keep_code_at.clone()?;
+    type Compile = wasmtime::component::TypedFunc<(), (Result<Vec<u8>, String>,)>;
+    let func: Compile = instance
+        .get_typed_func(&mut *store, "compile-script")
+        .ok()?;
+    match func.call_async(&mut *store, ()).await {
+        Ok((Ok(code),)) if code.len() <= MAX_SCRIPT_CODE => {
+            if let Err(e) = store_cached(&at, &code) {
+                tracing::debug!("cannot keep the compiled script at {}: {e}", at.display());
+            }
+            None
+        }
+        Ok(_) => None,
+        Err(e) => Some(classify(Phase::Check, e)),
     }
 }
 

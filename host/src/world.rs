@@ -44,6 +44,12 @@ pub struct Message {
 pub struct Script {
     pub source: String,
     pub name: String,
+    /// The script as the runtime compiled it for an earlier run, from the
+    /// compile cache (empty when there is none).
+    pub code: std::sync::Arc<[u8]>,
+    /// Where to keep the code the runtime compiles this time, when the
+    /// cache has none: the run asks for it before the script runs.
+    pub keep_code_at: Option<std::path::PathBuf>,
 }
 
 /// A call the sandbox refused.

@@ -2,7 +2,9 @@
 
 The host hands over the script (``script.source``/``script.name``); this
 module compiles it under its own file name, runs it once per instance, and
-calls its ``check()`` and ``apply()``. Whatever the script raises comes back
+calls its ``check()`` and ``apply()``. The code it compiled for an earlier
+run comes back as ``script.code`` (the host keeps what ``compile_script``
+returned on a fresh instance, before anything of the script ran). Whatever the script raises comes back
 to the host as the fix's error, with a traceback that names the script's
 file and line.
 
@@ -46,6 +48,7 @@ import itertools
 import json
 import linecache
 import logging
+import marshal
 import math
 import operator
 import os
@@ -108,10 +111,29 @@ class _NotInRuntime:
 sys.meta_path.append(_NotInRuntime())  # type: ignore[arg-type]
 
 _loaded: dict[str, object] | None = None
+_code: types.CodeType | None = None
 
 
 def _name() -> str:
     return str(script.name())
+
+
+def _compiled(name: str, source: str) -> types.CodeType:
+    """The script's code: as compiled for an earlier run when the host kept
+    it (and it reads back as this script's), else compiled now."""
+    global _code
+    if _code is None:
+        kept = bytes(script.code())
+        if kept:
+            try:
+                code = marshal.loads(kept)
+            except (EOFError, ValueError, TypeError):
+                code = None
+            if isinstance(code, types.CodeType) and code.co_filename == name:
+                _code = code
+        if _code is None:
+            _code = compile(source, name, "exec", dont_inherit=True)
+    return _code
 
 
 def _load() -> dict[str, object]:
@@ -121,7 +143,7 @@ def _load() -> dict[str, object]:
         name, source = _name(), str(script.source())
         # Tracebacks show the script's own lines.
         linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        code = compile(source, name, "exec", dont_inherit=True)
+        code = _compiled(name, source)
         module = types.ModuleType("__fix__")
         module.__file__ = name
         # A module like any imported one: dataclasses, typing and pickle look
@@ -165,6 +187,12 @@ def _call(function: str) -> object:
 
 class WitWorld(_World):
     """The exports the host calls."""
+
+    def compile_script(self) -> bytes:
+        try:
+            return marshal.dumps(_compiled(_name(), str(script.source())))
+        except BaseException as e:  # noqa: BLE001 - check() reports it
+            raise Err(_failure(e)) from None
 
     def check(self) -> wit.Applicability:
         r = _call("check")

@@ -179,6 +179,80 @@ fn hostile_scripts_are_stopped_and_change_nothing() {
     assert!(!std::path::Path::new("/tmp/pwned").exists());
 }
 
+/// A script's compiled code is kept in the cache and what later runs
+/// start from; only a cache file private to the user is used, one that
+/// does not read back as code is not, and a script that does not compile
+/// keeps nothing.
+#[test]
+fn a_script_s_compiled_code_is_kept_and_only_a_private_one_is_used() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = Tree::new();
+    t.warm_python();
+    let source = |who: &str| {
+        format!(
+            "import defops\ndef check():\n    print('this is {who}')\n    return defops.not_needed('x')\n"
+        )
+    };
+    // Two scripts of the same file name, so each one's code would pass
+    // for the other's.
+    t.write("a/fix.py", &source("A"));
+    t.write("b/fix.py", &source("B"));
+    let kept = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir(t.path("state/cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("script-")
+            })
+            .collect()
+    };
+    let says = |dir: &str, who: &str| {
+        let out = t.run(&t.path(&format!("{dir}/fix.py")), &["--dry-run"]);
+        out.assert_code(0);
+        assert!(
+            out.stdout.contains(&format!("this is {who}")),
+            "{dir}/fix.py did not run {who}'s code: {}",
+            out.stdout
+        );
+    };
+    says("a", "A");
+    let a_code = kept().into_iter().next().expect("A's code kept");
+    says("b", "B");
+    let b_code = kept()
+        .into_iter()
+        .find(|p| *p != a_code)
+        .expect("B's code kept apart from A's");
+    assert_eq!(std::fs::metadata(&a_code).unwrap().mode() & 0o777, 0o600);
+    // A later run uses the kept file and does not write it again.
+    let ino = std::fs::metadata(&a_code).unwrap().ino();
+    says("a", "A");
+    assert_eq!(std::fs::metadata(&a_code).unwrap().ino(), ino);
+    // What runs is the kept code: B's in A's place runs B.
+    std::fs::copy(&b_code, &a_code).unwrap();
+    says("a", "B");
+    // Writable by others: ignored, and replaced by A's own code.
+    std::fs::set_permissions(&a_code, std::fs::Permissions::from_mode(0o666)).unwrap();
+    says("a", "A");
+    assert_eq!(std::fs::metadata(&a_code).unwrap().mode() & 0o777, 0o600);
+    // Not code at all: the script is compiled again.
+    std::fs::write(&a_code, "not a code object").unwrap();
+    says("a", "A");
+    // A script that does not compile: the usual error, nothing kept.
+    let before = kept();
+    t.write("c/fix.py", "def check(:\n    pass\n");
+    let c = t.run(&t.path("c/fix.py"), &["--dry-run"]);
+    assert_eq!(c.code, 1, "{}", c.stderr);
+    assert!(
+        c.stderr.contains("SyntaxError") || c.stdout.contains("SyntaxError"),
+        "{}",
+        c.stdout
+    );
+    assert_eq!(kept(), before);
+}
+
 #[test]
 fn manifest_errors_in_the_metadata_block_name_the_script_s_line() {
     let t = Tree::new();
@@ -278,7 +352,7 @@ fn a_missing_or_foreign_runtime_is_named() {
         .assert_stderr(&format!("looked at {}", t.p("nowhere/python.wasm")));
     // The same runtime, tagged for another release.
     let mut bytes = std::fs::read(crate::util::python_runtime()).unwrap();
-    let tag = b"defops-python-runtime 1";
+    let tag = b"defops-python-runtime 2";
     let at = bytes.len() - tag.len();
     assert_eq!(&bytes[at..], tag);
     *bytes.last_mut().unwrap() = b'9';
@@ -290,7 +364,7 @@ fn a_missing_or_foreign_runtime_is_named() {
         .output();
     foreign
         .assert_code(2)
-        .assert_stderr("not the \"defops-python-runtime 1\"");
+        .assert_stderr("not the \"defops-python-runtime 2\"");
 }
 
 /// FIPS mode covers a Python run: the script's digest and the runtime's

@@ -13,6 +13,15 @@ impl Host for RunState {
             .unwrap_or_default())
     }
 
+    fn code(&mut self) -> wasmtime::Result<Vec<u8>> {
+        self.trap_if_aborted()?;
+        Ok(self
+            .script
+            .as_ref()
+            .map(|s| s.code.to_vec())
+            .unwrap_or_default())
+    }
+
     fn name(&mut self) -> wasmtime::Result<String> {
         Ok(self
             .script
