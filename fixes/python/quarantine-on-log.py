@@ -62,12 +62,13 @@ import defops
 
 DEFAULT_PATTERN = r"checksum mismatch in segment (\S+)"
 
-# What Rust's str::trim strips (Unicode White_Space). Python's str.strip()
-# also strips the separators \x1c-\x1f; the twin must not.
-WHITESPACE = "".join(
-    ch
-    for ch in map(chr, range(0x3001))
-    if ch.isspace() and ch not in "\x1c\x1d\x1e\x1f"
+# What Rust's str::trim strips: Unicode's White_Space, spelled out (finding
+# them with str.isspace() took 12,289 steps at every start). Python's
+# str.strip() also strips the separators \x1c-\x1f; a line starting with
+# one of them must not be read differently from the Rust twin.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 
 
