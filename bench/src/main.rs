@@ -254,6 +254,10 @@ fn main() {
         edits::run(&env, &config_set, reps, files, &mut line);
         return;
     }
+    if args.iter().any(|a| a == "python") {
+        python::run(&env, &root, reps, &mut line);
+        return;
+    }
 
     // 1. Start, and the peak RSS of a small fix.
     start::run(&env, &config_set, reps, &mut line);
