@@ -108,6 +108,14 @@ pub fn read_in_state(path: &Path) -> io::Result<Vec<u8>> {
 /// this user or root and writable by no one else, so that no one else can
 /// have written it or can write it still.
 pub fn read_own_record(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_own(path, u64::MAX)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
+/// The content of a file this program wrote into the state directory, by
+/// the rule of [`read_own_record`], when it is at most `max` bytes (its
+/// size is checked before anything is read).
+pub fn read_own(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::MetadataExt;
     let file = OpenOptions::new()
         .read(true)
@@ -122,9 +130,23 @@ pub fn read_own_record(path: &Path) -> io::Result<String> {
             "it is not this user's alone (owner, links or mode)",
         ));
     }
-    let mut text = String::new();
-    (&file).read_to_string(&mut text)?;
-    Ok(text)
+    if meta.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is {} bytes, over {max}", meta.len()),
+        ));
+    }
+    let mut bytes = Vec::new();
+    (&file)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it grew over {max} bytes while read"),
+        ));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

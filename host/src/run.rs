@@ -411,6 +411,15 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     }
     let denied = state.denials.total();
     let second_pass = state.second_pass;
+    // How a Python fix's script was compiled: from the cache, ahead in
+    // this run (then kept), or only inside the sandbox (neither).
+    let script_code = state.script.as_ref().map(|s| match &s.code_digest {
+        Some(digest) => json!({
+            "digest": digest,
+            "from": if s.code.is_empty() { "compiled" } else { "cache" },
+        }),
+        None => json!({"digest": null, "from": "compiled in check"}),
+    });
     let flipped = state.flipped;
     let plan = state.overlay.into_plan();
 
@@ -456,6 +465,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
                 "digest": r.digest,
                 "sha256": r.sha256,
             })),
+            "script_code": script_code,
         },
         "grants": grants_json,
         "params": req.params,

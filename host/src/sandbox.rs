@@ -363,16 +363,51 @@ pub struct Runtime {
 /// are a few times their source).
 const MAX_SCRIPT_CODE: usize = 16 << 20;
 
-/// The cache's name for a script's compiled code: a digest of what the
-/// code depends on, the runtime (CPython's version and `marshal` format),
-/// the script's bytes and its file name (in every traceback).
-fn script_code_name(runtime: &RuntimeDigests, script: &str, name: &str) -> String {
+/// The first line of a kept script's code file.
+const SCRIPT_CODE_FORMAT: &str = "defops-python-code 1";
+
+/// The cache's key for a script's compiled code (its file is
+/// `script-KEY.code`): a digest of what the code depends on, the runtime
+/// (CPython's version and `marshal` format), the script's bytes and its
+/// file name (in every traceback).
+fn script_code_key(runtime: &RuntimeDigests, script: &str, name: &str) -> String {
     let mut h = crate::digest::current().hasher();
-    for part in ["defops-python-code 1", &runtime.sha256, script, name] {
+    for part in [SCRIPT_CODE_FORMAT, &runtime.sha256, script, name] {
         h.update(part.as_bytes());
         h.update(&[0]);
     }
-    format!("script-{}.code", h.hex())
+    h.hex()
+}
+
+/// A kept script's code file: the format, the key it was kept under and
+/// the digest of the code, a line each, then the code. A file copied from
+/// another key, or damaged, is not that code.
+fn script_code_file(key: &str, code: &[u8]) -> Vec<u8> {
+    let digest = crate::digest::current().hex(code);
+    let mut file = format!("{SCRIPT_CODE_FORMAT}\n{key}\n{digest}\n").into_bytes();
+    file.extend_from_slice(code);
+    file
+}
+
+/// The code kept under `key` at `path`: only from a regular file of one
+/// name that no one else can write, in a directory no one else can, of
+/// at most [`MAX_SCRIPT_CODE`] bytes (its size checked before it is read),
+/// whose lines name this format and this key and the digest of what
+/// follows them.
+fn cached_script_code(path: &Path, key: &str) -> Option<Vec<u8>> {
+    if !path.parent().is_some_and(private_dir) {
+        return None;
+    }
+    let file = crate::regular_file::read_own(path, MAX_SCRIPT_CODE as u64 + 512).ok()?;
+    let mut lines = file.splitn(4, |b| *b == b'\n');
+    let (format, kept_as, digest, code) =
+        (lines.next()?, lines.next()?, lines.next()?, lines.next()?);
+    let digest_now = crate::digest::current().hex(code);
+    (format == SCRIPT_CODE_FORMAT.as_bytes()
+        && kept_as == key.as_bytes()
+        && digest == digest_now.as_bytes()
+        && code.len() <= MAX_SCRIPT_CODE)
+        .then(|| code.to_vec())
 }
 
 /// A loaded component.
@@ -544,10 +579,13 @@ impl Sandbox {
         let digest = crate::digest::current().hex(&bytes);
         let (code, keep_code_at) = match cache_dir {
             Some(dir) => {
-                let at = dir.join(script_code_name(&runtime_digests, &digest, &name));
-                match self.cached_script_code(&at) {
+                let key = script_code_key(&runtime_digests, &digest, &name);
+                let at = dir.join(format!("script-{key}.code"));
+                match cached_script_code(&at, &key) {
                     Some(code) => (code, None),
-                    None => (Vec::new(), private_dir(dir).then_some(at)),
+                    // Missing, or not what was kept under this key: made
+                    // again, in its place.
+                    None => (Vec::new(), private_dir(dir).then_some((at, key))),
                 }
             }
             None => (Vec::new(), None),
@@ -560,6 +598,7 @@ impl Sandbox {
             script: Some(crate::world::Script {
                 source,
                 name,
+                code_digest: (!code.is_empty()).then(|| crate::digest::current().hex(&code)),
                 code: code.into(),
                 keep_code_at,
             }),
@@ -672,17 +711,6 @@ impl Sandbox {
             .map(|m| private(&m) && m.is_file())
             .unwrap_or(false);
         is_file && path.parent().is_some_and(private_dir)
-    }
-
-    /// The code the runtime compiled for a script before, from the cache:
-    /// a regular file private to this user, of at most
-    /// [`MAX_SCRIPT_CODE`] bytes, as the compiled fixes are.
-    fn cached_script_code(&self, path: &Path) -> Option<Vec<u8>> {
-        if !self.trusted(path) {
-            return None;
-        }
-        let code = crate::regular_file::read(path).ok()?;
-        (code.len() <= MAX_SCRIPT_CODE).then_some(code)
     }
 
     /// [`Sandbox::compile`], saying on stderr that a large component is
@@ -1072,15 +1100,18 @@ async fn compile_script(
     instance: &wasmtime::component::Instance,
     store: &mut Store<RunState>,
 ) -> Option<GuestEnd> {
-    let at = store.data().script.as_ref()?.keep_code_at.clone()?;
+    let (at, key) = store.data().script.as_ref()?.keep_code_at.clone()?;
     type Compile = wasmtime::component::TypedFunc<(), (Result<Vec<u8>, String>,)>;
     let func: Compile = instance
         .get_typed_func(&mut *store, "compile-script")
         .ok()?;
     match func.call_async(&mut *store, ()).await {
         Ok((Ok(code),)) if code.len() <= MAX_SCRIPT_CODE => {
-            if let Err(e) = store_cached(&at, &code) {
+            if let Err(e) = store_cached(&at, &script_code_file(&key, &code)) {
                 tracing::debug!("cannot keep the compiled script at {}: {e}", at.display());
+            }
+            if let Some(script) = store.data_mut().script.as_mut() {
+                script.code_digest = Some(crate::digest::current().hex(&code));
             }
             None
         }

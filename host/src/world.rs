@@ -47,9 +47,13 @@ pub struct Script {
     /// The script as the runtime compiled it for an earlier run, from the
     /// compile cache (empty when there is none).
     pub code: std::sync::Arc<[u8]>,
-    /// Where to keep the code the runtime compiles this time, when the
-    /// cache has none: the run asks for it before the script runs.
-    pub keep_code_at: Option<std::path::PathBuf>,
+    /// Where (and under which key) to keep the code the runtime compiles
+    /// this time, when the cache has none: the run asks for it before the
+    /// script runs.
+    pub keep_code_at: Option<(std::path::PathBuf, String)>,
+    /// The digest of the compiled code the script ran as, when the host
+    /// had it: kept from an earlier run, or compiled ahead in this one.
+    pub code_digest: Option<String>,
 }
 
 /// A call the sandbox refused.

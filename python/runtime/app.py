@@ -17,12 +17,14 @@ that names the list.
 from __future__ import annotations
 
 # The standard library a fix gets. Keep this list, STDLIB below and the
-# README's list the same.
+# README's list the same; builtins, marshal and warnings are the runtime's
+# own (the first two are built in, and the list's modules import the third).
 import abc
 import argparse
 import base64
 import binascii
 import bisect
+import builtins
 import calendar
 import collections
 import configparser
@@ -70,6 +72,7 @@ import types
 import typing
 import urllib.parse
 import uuid
+import warnings
 import zlib
 from importlib.machinery import ModuleSpec
 
@@ -111,29 +114,56 @@ class _NotInRuntime:
 sys.meta_path.append(_NotInRuntime())  # type: ignore[arg-type]
 
 _loaded: dict[str, object] | None = None
-_code: types.CodeType | None = None
+# The script's code, and what the compiler warned of (category, message,
+# line): said again wherever the code comes from.
+Compiled = tuple[types.CodeType, list[tuple[str, str, int]]]
+_code: Compiled | None = None
 
 
 def _name() -> str:
     return str(script.name())
 
 
-def _compiled(name: str, source: str) -> types.CodeType:
+def _compile_now(name: str, source: str) -> Compiled:
+    """Compiles the script, keeping the compiler's warnings to say later."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = compile(source, name, "exec", dont_inherit=True)
+    return code, [(w.category.__name__, str(w.message), w.lineno) for w in caught]
+
+
+def _compiled(name: str, source: str) -> Compiled:
     """The script's code: as compiled for an earlier run when the host kept
     it (and it reads back as this script's), else compiled now."""
     global _code
     if _code is None:
+        found: object = None
         kept = bytes(script.code())
         if kept:
             try:
-                code = marshal.loads(kept)
-            except (EOFError, ValueError, TypeError):
-                code = None
-            if isinstance(code, types.CodeType) and code.co_filename == name:
-                _code = code
-        if _code is None:
-            _code = compile(source, name, "exec", dont_inherit=True)
+                found = marshal.loads(kept)
+            except Exception:  # noqa: BLE001 - any damage: compile instead
+                found = None
+        if (
+            isinstance(found, tuple)
+            and len(found) == 2
+            and isinstance(found[0], types.CodeType)
+            and found[0].co_filename == name
+            and isinstance(found[1], list)
+        ):
+            _code = (found[0], found[1])
+        else:
+            _code = _compile_now(name, source)
     return _code
+
+
+def _warn(said: list[tuple[str, str, int]], name: str) -> None:
+    """Says the compiler's warnings, as the compiler would have."""
+    for category, message, line in said:
+        kind = getattr(builtins, str(category), None)
+        if not (isinstance(kind, type) and issubclass(kind, Warning)):
+            kind = SyntaxWarning
+        warnings.warn_explicit(str(message), kind, name, int(line))
 
 
 def _load() -> dict[str, object]:
@@ -143,7 +173,8 @@ def _load() -> dict[str, object]:
         name, source = _name(), str(script.source())
         # Tracebacks show the script's own lines.
         linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        code = _compiled(name, source)
+        code, said = _compiled(name, source)
+        _warn(said, name)
         module = types.ModuleType("__fix__")
         module.__file__ = name
         # A module like any imported one: dataclasses, typing and pickle look

@@ -180,21 +180,22 @@ fn hostile_scripts_are_stopped_and_change_nothing() {
 }
 
 /// A script's compiled code is kept in the cache and what later runs
-/// start from; only a cache file private to the user is used, one that
-/// does not read back as code is not, and a script that does not compile
-/// keeps nothing.
+/// start from: only from a file of one name that no one else can write,
+/// whose lines name the key it was kept under and the digest of the code.
+/// Anything else there is compiled over; a script that does not compile
+/// keeps nothing; the compiler's warnings are said on every run.
 #[test]
-fn a_script_s_compiled_code_is_kept_and_only_a_private_one_is_used() {
+fn a_script_s_compiled_code_is_kept_and_only_its_own_is_used() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let t = Tree::new();
     t.warm_python();
     let source = |who: &str| {
         format!(
-            "import defops\ndef check():\n    print('this is {who}')\n    return defops.not_needed('x')\n"
+            "import defops\nPATTERN = '\\d'\ndef check():\n    print('this is {who}')\n    return defops.not_needed('x')\n"
         )
     };
     // Two scripts of the same file name, so each one's code would pass
-    // for the other's.
+    // for the other's inside the runtime.
     t.write("a/fix.py", &source("A"));
     t.write("b/fix.py", &source("B"));
     let kept = || -> std::collections::BTreeSet<std::path::PathBuf> {
@@ -209,7 +210,7 @@ fn a_script_s_compiled_code_is_kept_and_only_a_private_one_is_used() {
             })
             .collect()
     };
-    let says = |dir: &str, who: &str| {
+    let says = |dir: &str, who: &str| -> serde_json::Value {
         let out = t.run(&t.path(&format!("{dir}/fix.py")), &["--dry-run"]);
         out.assert_code(0);
         assert!(
@@ -217,9 +218,18 @@ fn a_script_s_compiled_code_is_kept_and_only_a_private_one_is_used() {
             "{dir}/fix.py did not run {who}'s code: {}",
             out.stdout
         );
+        // The compiler's warning, whether it compiled this time or not.
+        assert!(
+            out.stdout.contains("SyntaxWarning") || out.stderr.contains("SyntaxWarning"),
+            "{}",
+            out.stdout
+        );
+        let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+        t.header(&run_id)["fix"]["script_code"]["from"].clone()
     };
-    says("a", "A");
+    assert_eq!(says("a", "A"), "compiled");
     let a_code = kept().into_iter().next().expect("A's code kept");
+    let a_kept = std::fs::read(&a_code).unwrap();
     says("b", "B");
     let b_code = kept()
         .into_iter()
@@ -228,18 +238,80 @@ fn a_script_s_compiled_code_is_kept_and_only_a_private_one_is_used() {
     assert_eq!(std::fs::metadata(&a_code).unwrap().mode() & 0o777, 0o600);
     // A later run uses the kept file and does not write it again.
     let ino = std::fs::metadata(&a_code).unwrap().ino();
-    says("a", "A");
+    assert_eq!(says("a", "A"), "cache");
     assert_eq!(std::fs::metadata(&a_code).unwrap().ino(), ino);
-    // What runs is the kept code: B's in A's place runs B.
-    std::fs::copy(&b_code, &a_code).unwrap();
-    says("a", "B");
-    // Writable by others: ignored, and replaced by A's own code.
-    std::fs::set_permissions(&a_code, std::fs::Permissions::from_mode(0o666)).unwrap();
-    says("a", "A");
-    assert_eq!(std::fs::metadata(&a_code).unwrap().mode() & 0o777, 0o600);
-    // Not code at all: the script is compiled again.
-    std::fs::write(&a_code, "not a code object").unwrap();
-    says("a", "A");
+    // The file's lines: format, key, digest of the code.
+    let lines = |bytes: &[u8]| -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let mut l = bytes.splitn(4, |b| *b == b'\n');
+        let (format, key, _, code) = (l.next(), l.next(), l.next(), l.next());
+        (
+            format.unwrap().to_vec(),
+            key.unwrap().to_vec(),
+            code.unwrap().to_vec(),
+        )
+    };
+    let (format, a_key, _) = lines(&a_kept);
+    let (_, _, b_bytes) = lines(&std::fs::read(&b_code).unwrap());
+    let file_of = |key: &[u8], code: &[u8]| {
+        let mut f = [
+            &format[..],
+            key,
+            blake3::hash(code).to_hex().as_bytes(),
+            code,
+        ]
+        .join(&b'\n');
+        f.truncate(f.len());
+        f
+    };
+    let plant = |bytes: &[u8], mode: u32| {
+        let _ = std::fs::remove_file(&a_code);
+        std::fs::write(&a_code, bytes).unwrap();
+        std::fs::set_permissions(&a_code, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // What runs is the kept code: B's, kept under A's key, runs B.
+    plant(&file_of(&a_key, &b_bytes), 0o600);
+    assert_eq!(says("a", "B"), "cache");
+    // B's file as it is (its own key), in A's place: compiled over.
+    plant(&std::fs::read(&b_code).unwrap(), 0o600);
+    assert_eq!(says("a", "A"), "compiled");
+    assert_eq!(std::fs::read(&a_code).unwrap(), a_kept);
+    let others = [
+        // The code changed after its digest was taken.
+        {
+            let mut f = file_of(&a_key, &b_bytes);
+            let last = f.len() - 1;
+            f[last] ^= 1;
+            (f, 0o600)
+        },
+        // Writable by others.
+        (file_of(&a_key, &b_bytes), 0o666),
+        // Over the size kept, read no further than its size.
+        (Vec::new(), 0o600),
+    ];
+    for (i, (bytes, mode)) in others.into_iter().enumerate() {
+        plant(&bytes, mode);
+        if i == 2 {
+            std::fs::File::options()
+                .write(true)
+                .open(&a_code)
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap();
+        }
+        assert_eq!(says("a", "A"), "compiled", "case {i}");
+        assert_eq!(std::fs::read(&a_code).unwrap(), a_kept, "case {i}");
+    }
+    // Not code at all, under a right digest (only its owner could have
+    // written that): handed over, and the runtime compiles the script.
+    plant(&file_of(&a_key, b"not a code object"), 0o600);
+    assert_eq!(says("a", "A"), "cache");
+    plant(&a_kept, 0o600);
+    // A second name: not used.
+    std::fs::hard_link(&a_code, t.path("another-name")).unwrap();
+    plant(&file_of(&a_key, &b_bytes), 0o600);
+    std::fs::remove_file(t.path("another-name")).unwrap();
+    std::fs::hard_link(&a_code, t.path("another-name")).unwrap();
+    assert_eq!(says("a", "A"), "compiled");
     // A script that does not compile: the usual error, nothing kept.
     let before = kept();
     t.write("c/fix.py", "def check(:\n    pass\n");
