@@ -80,6 +80,11 @@ impl LogGrants {
         self.patterns.is_empty()
     }
 
+    /// The granted directories, opened (their paths resolved).
+    pub fn dirs(&self) -> &Grants {
+        &self.dirs
+    }
+
     /// The granted globs, for the journal and the operator.
     pub fn globs(&self) -> Vec<String> {
         self.patterns

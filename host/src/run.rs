@@ -217,6 +217,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;
+    crate::state_dir::check_log_grants(&state_dir, &logs).map_err(|e| Stop::new(Exit::Usage, e))?;
     // A saved plan is read and checked, and where one will be saved is
     // checked, before the fix runs.
     let save_target = req

@@ -28,6 +28,10 @@ pub enum StateDirError {
         "the state directory {path} overlaps the granted directory {grant}; a fix could reach its own records. Choose another with --state-dir"
     )]
     InsideGrant { path: PathBuf, grant: String },
+    #[error(
+        "--allow-log: the log directory {dir} is inside the state directory {path}, where a fix could read every run's records (journals, before-images, compiled code); grant logs outside it, or choose another state directory with --state-dir"
+    )]
+    LogsInside { path: PathBuf, dir: String },
     #[error("no state directory: HOME is not set; pass --state-dir or set DEFOPS_STATE_DIR")]
     NoHome,
     #[error("the state directory {path} is not safe: {why}")]
@@ -393,6 +397,26 @@ pub fn safe(dir: &Path) -> Option<PathBuf> {
     let walked = walk(&std::path::absolute(dir).ok()?).ok()?;
     (walked.missing.is_empty() && check_contents(&walked.fd, &walked.dir).is_ok())
         .then_some(walked.dir)
+}
+
+/// Refuses log grants whose directory is the state directory `state` or
+/// lies inside it, by path or by identity (a bind mount shows it under
+/// other names): a fix reads logs there through the host.
+pub fn check_log_grants(state: &Path, logs: &crate::logs::LogGrants) -> Result<(), StateDirError> {
+    let Some(state_id) = identity(state) else {
+        return Ok(());
+    };
+    let inside = logs.dirs().iter().find(|g| {
+        let dir = Path::new(g.path.as_str());
+        (g.dev, g.ino) == state_id || dir.starts_with(state) || ancestry(dir).contains(&state_id)
+    });
+    match inside {
+        None => Ok(()),
+        Some(g) => Err(StateDirError::LogsInside {
+            path: state.to_path_buf(),
+            dir: g.path.to_string(),
+        }),
+    }
 }
 
 /// The grant the state directory overlaps by identity, whatever the names

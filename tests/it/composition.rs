@@ -791,6 +791,47 @@ fn a_state_directory_a_grant_reaches_by_identity_is_refused() {
         .assert_stderr("overlaps the granted directory");
 }
 
+/// A log grant in the state directory, by path, through a symlink or by
+/// a bind mount's identity, is refused before anything runs: a fix would
+/// read every run's records through it (journals, before-images, compiled
+/// code). Logs beside it are granted as ever.
+#[test]
+fn a_log_grant_inside_the_state_directory_is_refused() {
+    let t = Tree::new();
+    t.write("grant/app.conf", "max_conn = 20\n");
+    t.write("logs/app.log", "ok\n");
+    let file = t.p("grant/app.conf");
+    t.set_max_conn(&file, "50", &["--dry-run"]).assert_code(0);
+    std::os::unix::fs::symlink(t.path("state/objects"), t.path("alias")).unwrap();
+    let mut globs = vec![
+        t.p("state/objects/*"),
+        t.p("state/*"),
+        t.p("state/cache/*.cwasm"),
+        t.p("alias/*"),
+    ];
+    std::fs::create_dir_all(t.path("shown")).unwrap();
+    let bind = Bind::new(&t.p("state"), &t.p("shown"));
+    if bind.is_some() {
+        globs.push(t.p("shown/objects/*"));
+    }
+    for glob in &globs {
+        let before = t.snapshot("");
+        t.set_max_conn(&file, "50", &["--dry-run", "--allow-log", glob])
+            .assert_code(2)
+            .assert_stderr("inside the state directory");
+        assert_eq!(t.snapshot(""), before, "{glob}");
+    }
+    // Beside it: past this check, to config-set's manifest (which
+    // declares no logs).
+    t.set_max_conn(
+        &file,
+        "50",
+        &["--dry-run", "--allow-log", &t.p("logs/*.log")],
+    )
+    .assert_code(3)
+    .assert_stderr("not within the logs the manifest declares");
+}
+
 /// A replaced file keeps its POSIX ACL and extended attributes: an atomic
 /// replace never widens who may read it.
 #[test]
