@@ -97,6 +97,19 @@ pub struct Grants {
     /// so a directory mounted there under another name is never changed
     /// through it.
     mounts: Vec<VPath>,
+    /// The whole mount table (read when there are grants), to tell where a
+    /// directory lies within its file system.
+    table: Vec<Mount>,
+}
+
+/// A mount: where it shows (its point) the directory `root` of its file
+/// system. A bind mount of a subdirectory has that subdirectory as root.
+#[derive(Clone, Debug)]
+pub struct Mount {
+    /// The file system's device, as the table names it (`major:minor`).
+    pub device: String,
+    pub point: PathBuf,
+    pub root: PathBuf,
 }
 
 impl Grants {
@@ -160,21 +173,24 @@ impl Grants {
         }
         // No grant, no mount point inside one (a run without log grants
         // need not read the mount table).
-        let mounts = match grants.is_empty() {
+        let table = match grants.is_empty() {
             true => Vec::new(),
-            false => mount_points(),
-        }
-        .into_iter()
-        .filter(|m| {
-            grants
-                .iter()
-                .any(|g| m.starts_with(&g.path) && *m != g.path)
-        })
-        .collect();
+            false => mount_table(),
+        };
+        let mounts = table
+            .iter()
+            .filter_map(|m| VPath::parse(m.point.to_str()?).ok())
+            .filter(|m| {
+                grants
+                    .iter()
+                    .any(|g| m.starts_with(&g.path) && *m != g.path)
+            })
+            .collect();
         Ok(Grants {
             grants,
             named_through,
             mounts,
+            table,
         })
     }
 
@@ -289,9 +305,30 @@ impl Grants {
     }
 }
 
-/// Every mount point of this process's mount namespace (none when
-/// `/proc/self/mountinfo` cannot be read).
-fn mount_points() -> Vec<VPath> {
+impl Grants {
+    /// Where the directory `dir` (canonical) lies within its file system:
+    /// the file system's device, and the root of the mount that shows it
+    /// followed by the rest of its path. Two directories of one file
+    /// system are one inside the other exactly when these paths are,
+    /// whatever bind mounts show them as. `None` without a mount table.
+    pub fn within_file_system(&self, dir: &Path) -> Option<(String, PathBuf)> {
+        // The deepest mount point over `dir`; of mounts at one point, the
+        // last (the one on top).
+        let m = self
+            .table
+            .iter()
+            .filter(|m| dir.starts_with(&m.point))
+            .max_by_key(|m| m.point.components().count())?;
+        Some((
+            m.device.clone(),
+            m.root.join(dir.strip_prefix(&m.point).ok()?),
+        ))
+    }
+}
+
+/// This process's mount table (empty when `/proc/self/mountinfo` cannot
+/// be read).
+fn mount_table() -> Vec<Mount> {
     // Sized up front: a file under /proc says it is empty, and reading it
     // from an empty buffer starts with a 32-byte read.
     let mut text = String::with_capacity(64 << 10);
@@ -301,8 +338,15 @@ fn mount_points() -> Vec<VPath> {
         return Vec::new();
     }
     text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter_map(|m| VPath::parse(&unescape_octal(m)).ok())
+        .filter_map(|l| {
+            let mut fields = l.split(' ').skip(2);
+            let (device, root, point) = (fields.next()?, fields.next()?, fields.next()?);
+            Some(Mount {
+                device: device.to_string(),
+                point: PathBuf::from(unescape_octal(point)),
+                root: PathBuf::from(unescape_octal(root)),
+            })
+        })
         .collect()
 }
 

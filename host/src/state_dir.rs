@@ -29,7 +29,7 @@ pub enum StateDirError {
     )]
     InsideGrant { path: PathBuf, grant: String },
     #[error(
-        "--allow-log: the log directory {dir} is inside the state directory {path}, where a fix could read every run's records (journals, before-images, compiled code); grant logs outside it, or choose another state directory with --state-dir"
+        "--allow-log: the log directory {dir} is within the state directory {path}, where a fix could read every run's records (journals, before-images, compiled code); grant logs outside it, or choose another state directory with --state-dir"
     )]
     LogsInside { path: PathBuf, dir: String },
     #[error("no state directory: HOME is not set; pass --state-dir or set DEFOPS_STATE_DIR")]
@@ -85,7 +85,15 @@ pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
     // What is to be made below a grant's directory (a bind mount shows
     // it under another name) would be inside it too.
     if !walked.missing.is_empty()
-        && let Some(g) = inside_by_identity(&walked.dir, grants)
+        && let Some(g) = inside_by_identity(&walked.dir, grants).or_else(|| {
+            grants
+                .iter()
+                .find(|g| {
+                    nested_in_file_system(grants, &walked.dir, Path::new(g.path.as_str()))
+                        .is_some_and(|(in_grant, _)| in_grant)
+                })
+                .map(|g| g.path.to_string())
+        })
     {
         return Err(StateDirError::InsideGrant {
             path: at.absolute.clone(),
@@ -408,7 +416,10 @@ pub fn check_log_grants(state: &Path, logs: &crate::logs::LogGrants) -> Result<(
     };
     let inside = logs.dirs().iter().find(|g| {
         let dir = Path::new(g.path.as_str());
-        (g.dev, g.ino) == state_id || dir.starts_with(state) || ancestry(dir).contains(&state_id)
+        (g.dev, g.ino) == state_id
+            || dir.starts_with(state)
+            || ancestry(dir).contains(&state_id)
+            || nested_in_file_system(logs.dirs(), state, dir).is_some_and(|(_, inside)| inside)
     });
     match inside {
         None => Ok(()),
@@ -429,8 +440,24 @@ fn overlaps_by_identity(state: &Path, grants: &Grants) -> Option<String> {
     let state_id = identity(state)?;
     grants
         .iter()
-        .find(|g| ancestry(Path::new(g.path.as_str())).contains(&state_id))
+        .find(|g| {
+            ancestry(Path::new(g.path.as_str())).contains(&state_id)
+                || nested_in_file_system(grants, state, Path::new(g.path.as_str()))
+                    .is_some_and(|(state_in_dir, dir_in_state)| state_in_dir || dir_in_state)
+        })
         .map(|g| g.path.to_string())
+}
+
+/// Whether the state directory lies inside `dir`, and whether `dir` lies
+/// inside it, within their file system (see
+/// [`Grants::within_file_system`]), whichever mounts show them: a bind
+/// mount of a directory of the state directory (or of a grant) elsewhere
+/// has none of the other's identities among its ancestors. `None` when
+/// they are on different file systems or there is no mount table.
+fn nested_in_file_system(grants: &Grants, state: &Path, dir: &Path) -> Option<(bool, bool)> {
+    let (sd, s) = grants.within_file_system(state)?;
+    let (dd, d) = grants.within_file_system(dir)?;
+    (sd == dd).then(|| (s.starts_with(&d), d.starts_with(&s)))
 }
 
 /// The grant `dir` lies inside by identity: one of its directories is a

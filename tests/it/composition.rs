@@ -789,6 +789,29 @@ fn a_state_directory_a_grant_reaches_by_identity_is_refused() {
     run(&t.p("state"), &t.p("grant"))
         .assert_code(2)
         .assert_stderr("overlaps the granted directory");
+    // A directory of the state directory shown elsewhere, granted: none
+    // of the state directory's identities is above it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(t.path("state2/cache")).unwrap();
+    std::fs::set_permissions(t.path("state2"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        t.path("state2/cache"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::create_dir_all(t.path("cache-shown")).unwrap();
+    let _cache = Bind::new(&t.p("state2/cache"), &t.p("cache-shown")).unwrap();
+    run(&t.p("state2"), &t.p("cache-shown"))
+        .assert_code(2)
+        .assert_stderr("overlaps the granted directory");
+    // The state directory in a directory of a grant shown elsewhere.
+    std::fs::create_dir_all(t.path("srv/G/sub")).unwrap();
+    std::fs::create_dir_all(t.path("sub-shown")).unwrap();
+    let _sub = Bind::new(&t.p("srv/G/sub"), &t.p("sub-shown")).unwrap();
+    run(&t.p("sub-shown/st"), &t.p("srv/G"))
+        .assert_code(2)
+        .assert_stderr("overlaps the granted directory");
+    assert!(!t.path("srv/G/sub/st").exists());
 }
 
 /// A log grant in the state directory, by path, through a symlink or by
@@ -810,15 +833,19 @@ fn a_log_grant_inside_the_state_directory_is_refused() {
         t.p("alias/*"),
     ];
     std::fs::create_dir_all(t.path("shown")).unwrap();
+    std::fs::create_dir_all(t.path("objects-shown")).unwrap();
     let bind = Bind::new(&t.p("state"), &t.p("shown"));
-    if bind.is_some() {
+    let objects = Bind::new(&t.p("state/objects"), &t.p("objects-shown"));
+    if bind.is_some() && objects.is_some() {
         globs.push(t.p("shown/objects/*"));
+        // A directory of it shown elsewhere.
+        globs.push(t.p("objects-shown/*"));
     }
     for glob in &globs {
         let before = t.snapshot("");
         t.set_max_conn(&file, "50", &["--dry-run", "--allow-log", glob])
             .assert_code(2)
-            .assert_stderr("inside the state directory");
+            .assert_stderr("within the state directory");
         assert_eq!(t.snapshot(""), before, "{glob}");
     }
     // Beside it: past this check, to config-set's manifest (which
