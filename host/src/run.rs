@@ -415,10 +415,16 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     // How a Python fix's script was compiled: from the cache, ahead in
     // this run (then kept), or only inside the sandbox (neither).
     let script_code = state.script.as_ref().map(|s| match &s.code_digest {
-        Some(digest) => json!({
-            "digest": digest,
-            "from": if s.code.is_empty() { "compiled" } else { "cache" },
-        }),
+        Some(digest) => {
+            let mut code = json!({
+                "digest": digest,
+                "from": if s.code.is_empty() { "compiled" } else { "cache" },
+            });
+            if let Some(why) = &s.not_kept {
+                code["not_kept"] = json!(why);
+            }
+            code
+        }
         None => json!({"digest": null, "from": "compiled in check"}),
     });
     let flipped = state.flipped;

@@ -599,6 +599,7 @@ impl Sandbox {
                 source,
                 name,
                 code_digest: (!code.is_empty()).then(|| crate::digest::current().hex(&code)),
+                not_kept: None,
                 code: code.into(),
                 keep_code_at,
             }),
@@ -1107,11 +1108,13 @@ async fn compile_script(
         .ok()?;
     match func.call_async(&mut *store, ()).await {
         Ok((Ok(code),)) if code.len() <= MAX_SCRIPT_CODE => {
-            if let Err(e) = store_cached(&at, &script_code_file(&key, &code)) {
+            let kept = store_cached(&at, &script_code_file(&key, &code));
+            if let Err(e) = &kept {
                 tracing::debug!("cannot keep the compiled script at {}: {e}", at.display());
             }
             if let Some(script) = store.data_mut().script.as_mut() {
                 script.code_digest = Some(crate::digest::current().hex(&code));
+                script.not_kept = kept.err().map(|e| format!("{}: {e}", at.display()));
             }
             None
         }

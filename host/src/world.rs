@@ -54,6 +54,8 @@ pub struct Script {
     /// The digest of the compiled code the script ran as, when the host
     /// had it: kept from an earlier run, or compiled ahead in this one.
     pub code_digest: Option<String>,
+    /// Why the code compiled ahead in this run could not be kept.
+    pub not_kept: Option<String>,
 }
 
 /// A call the sandbox refused.

@@ -150,11 +150,23 @@ def _compiled(name: str, source: str) -> Compiled:
             and isinstance(found[0], types.CodeType)
             and found[0].co_filename == name
             and isinstance(found[1], list)
+            and all(_is_warning(w) for w in found[1])
         ):
             _code = (found[0], found[1])
         else:
             _code = _compile_now(name, source)
     return _code
+
+
+def _is_warning(w: object) -> bool:
+    """A compiler's warning as kept: (category name, message, line)."""
+    return (
+        isinstance(w, tuple)
+        and len(w) == 3
+        and isinstance(w[0], str)
+        and isinstance(w[1], str)
+        and isinstance(w[2], int)
+    )
 
 
 def _warn(said: list[tuple[str, str, int]], name: str) -> None:

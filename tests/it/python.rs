@@ -312,6 +312,20 @@ fn a_script_s_compiled_code_is_kept_and_only_its_own_is_used() {
     std::fs::remove_file(t.path("another-name")).unwrap();
     std::fs::hard_link(&a_code, t.path("another-name")).unwrap();
     assert_eq!(says("a", "A"), "compiled");
+    // A directory in its place: compiled, and the journal says it was not
+    // kept.
+    std::fs::remove_file(&a_code).unwrap();
+    std::fs::remove_file(t.path("another-name")).unwrap();
+    std::fs::create_dir(&a_code).unwrap();
+    let out = t.run(&t.path("a/fix.py"), &["--dry-run"]);
+    out.assert_code(0);
+    let run_id = out.summary()["run_id"].as_str().unwrap().to_string();
+    let code = &t.header(&run_id)["fix"]["script_code"];
+    assert_eq!(code["from"], "compiled");
+    assert!(code["not_kept"].is_string(), "{code}");
+    std::fs::remove_dir(&a_code).unwrap();
+    assert_eq!(says("a", "A"), "compiled");
+    assert_eq!(std::fs::read(&a_code).unwrap(), a_kept);
     // A script that does not compile: the usual error, nothing kept.
     let before = kept();
     t.write("c/fix.py", "def check(:\n    pass\n");
