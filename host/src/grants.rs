@@ -106,6 +106,8 @@ pub struct Grants {
 /// system. A bind mount of a subdirectory has that subdirectory as root.
 #[derive(Clone, Debug)]
 pub struct Mount {
+    /// The mount's ID (what `statx` gives as `stx_mnt_id`).
+    pub id: u64,
     /// The file system's device, as the table names it (`major:minor`).
     pub device: String,
     pub point: PathBuf,
@@ -312,17 +314,44 @@ impl Grants {
     /// system are one inside the other exactly when these paths are,
     /// whatever bind mounts show them as. `None` without a mount table.
     pub fn within_file_system(&self, dir: &Path) -> Option<(String, PathBuf)> {
-        // The deepest mount point over `dir`; of mounts at one point, the
-        // last (the one on top).
-        let m = self
-            .table
-            .iter()
-            .filter(|m| dir.starts_with(&m.point))
-            .max_by_key(|m| m.point.components().count())?;
+        // The mount that shows `dir`, by its ID (a mount hidden under
+        // another at a shorter path is still in the table); without
+        // `STATX_MNT_ID` (Linux before 5.8), the deepest mount point over
+        // it, of those at one point the last (the one on top).
+        let by_id = rustix::fs::statx(
+            rustix::fs::CWD,
+            dir,
+            rustix::fs::AtFlags::empty(),
+            rustix::fs::StatxFlags::MNT_ID,
+        )
+        .ok()
+        .filter(|x| x.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0)
+        .map(|x| x.stx_mnt_id);
+        let m = match by_id {
+            Some(id) => self.table.iter().find(|m| m.id == id)?,
+            None => self
+                .table
+                .iter()
+                .filter(|m| dir.starts_with(&m.point))
+                .max_by_key(|m| m.point.components().count())?,
+        };
         Some((
             m.device.clone(),
             m.root.join(dir.strip_prefix(&m.point).ok()?),
         ))
+    }
+
+    /// The mounts whose points lie strictly inside the directory `dir`
+    /// (canonical): their file systems are reached through it too.
+    pub fn mounts_inside(&self, dir: &Path) -> impl Iterator<Item = &Mount> {
+        self.table
+            .iter()
+            .filter(move |m| m.point.starts_with(dir) && m.point != dir)
+    }
+
+    /// True when there are grants but no mount table to place them by.
+    pub fn lacks_mount_table(&self) -> bool {
+        !self.grants.is_empty() && self.table.is_empty()
     }
 }
 
@@ -339,9 +368,12 @@ fn mount_table() -> Vec<Mount> {
     }
     text.lines()
         .filter_map(|l| {
-            let mut fields = l.split(' ').skip(2);
+            let mut fields = l.split(' ');
+            let id = fields.next()?.parse().ok()?;
+            let mut fields = fields.skip(1);
             let (device, root, point) = (fields.next()?, fields.next()?, fields.next()?);
             Some(Mount {
+                id,
                 device: device.to_string(),
                 point: PathBuf::from(unescape_octal(point)),
                 root: PathBuf::from(unescape_octal(root)),

@@ -76,6 +76,7 @@ pub fn checked(path: &Path) -> Result<PathBuf, StateDirError> {
 /// resolved.
 pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
     let (at, walked, planned) = Asked::walk(path)?;
+    need_mount_table(&at.absolute, grants)?;
     if let Some(g) = grants.overlaps(&planned) {
         return Err(StateDirError::InsideGrant {
             path: at.absolute.clone(),
@@ -411,6 +412,7 @@ pub fn safe(dir: &Path) -> Option<PathBuf> {
 /// lies inside it, by path or by identity (a bind mount shows it under
 /// other names): a fix reads logs there through the host.
 pub fn check_log_grants(state: &Path, logs: &crate::logs::LogGrants) -> Result<(), StateDirError> {
+    need_mount_table(state, logs.dirs())?;
     let Some(state_id) = identity(state) else {
         return Ok(());
     };
@@ -449,15 +451,33 @@ fn overlaps_by_identity(state: &Path, grants: &Grants) -> Option<String> {
 }
 
 /// Whether the state directory lies inside `dir`, and whether `dir` lies
-/// inside it, within their file system (see
+/// inside it, within their file systems (see
 /// [`Grants::within_file_system`]), whichever mounts show them: a bind
 /// mount of a directory of the state directory (or of a grant) elsewhere
-/// has none of the other's identities among its ancestors. `None` when
-/// they are on different file systems or there is no mount table.
+/// has none of the other's identities among its ancestors. The state
+/// directory holds, besides its own place, every file system mounted
+/// inside it (from its root). `(false, false)` when nothing can be placed.
 fn nested_in_file_system(grants: &Grants, state: &Path, dir: &Path) -> Option<(bool, bool)> {
-    let (sd, s) = grants.within_file_system(state)?;
     let (dd, d) = grants.within_file_system(dir)?;
-    (sd == dd).then(|| (s.starts_with(&d), d.starts_with(&s)))
+    let (sd, s) = grants.within_file_system(state)?;
+    let state_in_dir = sd == dd && s.starts_with(&d);
+    let dir_in_state = (sd == dd && d.starts_with(&s))
+        || grants
+            .mounts_inside(state)
+            .any(|m| m.device == dd && d.starts_with(&m.root));
+    Some((state_in_dir, dir_in_state))
+}
+
+/// Refuses grants that cannot be placed: without a mount table, a bind
+/// mount of a directory of the state directory would pass for another.
+fn need_mount_table(path: &Path, grants: &Grants) -> Result<(), StateDirError> {
+    match grants.lacks_mount_table() {
+        false => Ok(()),
+        true => Err(StateDirError::Unsafe {
+            path: path.to_path_buf(),
+            why: "the mount table (/proc/self/mountinfo) cannot be read, so the grants cannot be kept apart from it; mount /proc and run again".into(),
+        }),
+    }
 }
 
 /// The grant `dir` lies inside by identity: one of its directories is a

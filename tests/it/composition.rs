@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::util::{Tree, guest};
+use crate::util::{Tree, fix, guest};
 
 const DEFAULT_CASES: u64 = 1000;
 
@@ -646,6 +646,15 @@ fn a_read_only_grant_reached_under_another_name_is_never_changed() {
 struct Bind(String);
 
 impl Bind {
+    /// A fresh tmpfs (mode 0700) on `dest`.
+    fn tmpfs(dest: &str) -> Option<Bind> {
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0700", "tmpfs", dest])
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| Bind(dest.to_string()))
+    }
+
     fn new(src: &str, dest: &str) -> Option<Bind> {
         std::process::Command::new("mount")
             .args(["--bind", src, dest])
@@ -812,6 +821,62 @@ fn a_state_directory_a_grant_reaches_by_identity_is_refused() {
         .assert_code(2)
         .assert_stderr("overlaps the granted directory");
     assert!(!t.path("srv/G/sub/st").exists());
+    // A file system mounted inside the state directory, shown elsewhere.
+    std::fs::create_dir_all(t.path("fs-shown")).unwrap();
+    let _fs = Bind::tmpfs(&t.p("state2/cache")).unwrap();
+    let _fs_shown = Bind::new(&t.p("state2/cache"), &t.p("fs-shown")).unwrap();
+    run(&t.p("state2"), &t.p("fs-shown"))
+        .assert_code(2)
+        .assert_stderr("overlaps the granted directory");
+    // A directory of it shown by a mount that covers another mount at a
+    // longer path: the mount that shows it counts, not the longest path.
+    for d in ["state2/runs/R", "covered/R", "unrelated"] {
+        std::fs::create_dir_all(t.path(d)).unwrap();
+    }
+    std::fs::set_permissions(
+        t.path("state2/runs"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        t.path("state2/runs/R"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    let _hidden = Bind::new(&t.p("unrelated"), &t.p("covered/R")).unwrap();
+    let _over = Bind::new(&t.p("state2/runs"), &t.p("covered")).unwrap();
+    run(&t.p("state2"), &t.p("covered/R"))
+        .assert_code(2)
+        .assert_stderr("overlaps the granted directory");
+}
+
+/// Without a mount table the grants cannot be placed within their file
+/// systems: a run with grants is refused, not let through on names alone.
+#[test]
+fn without_a_mount_table_a_run_with_grants_is_refused() {
+    let t = Tree::new();
+    t.write("grant/app.conf", "max_conn = 20\n");
+    let script = format!(
+        "mount -t tmpfs tmpfs /proc && exec {} run {} --allow {} --dry-run -p file={} -p key=max_conn -p value=50",
+        env!("CARGO_BIN_EXE_defops-wasm"),
+        fix("config-set").display(),
+        t.p("grant"),
+        t.p("grant/app.conf"),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("DEFOPS_STATE_DIR", t.path("state"))
+        .env("DEFOPS_CONFIG", t.path("config.toml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("unshare failed") || stderr.contains("mount: ") {
+        eprintln!("skipped: cannot hide /proc here: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mount table"), "{stderr}");
+    assert_eq!(t.read("grant/app.conf"), "max_conn = 20\n");
 }
 
 /// A log grant in the state directory, by path, through a symlink or by
