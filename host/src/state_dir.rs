@@ -101,6 +101,13 @@ pub fn prepare(path: &Path, grants: &Grants) -> Result<PathBuf, StateDirError> {
             grant: g,
         });
     }
+    if !grants.is_empty() {
+        placeable(
+            grants,
+            &walked.dir,
+            grants.iter().map(|g| Path::new(g.path.as_str())),
+        )?;
+    }
     let fd = at.make(walked)?;
     check_contents(&fd, &planned).map_err(|why| at.unsafe_because(why))?;
     if let Some(g) = overlaps_by_identity(&planned, grants) {
@@ -413,6 +420,13 @@ pub fn safe(dir: &Path) -> Option<PathBuf> {
 /// other names): a fix reads logs there through the host.
 pub fn check_log_grants(state: &Path, logs: &crate::logs::LogGrants) -> Result<(), StateDirError> {
     need_mount_table(state, logs.dirs())?;
+    if !logs.is_empty() {
+        placeable(
+            logs.dirs(),
+            state,
+            logs.dirs().iter().map(|g| Path::new(g.path.as_str())),
+        )?;
+    }
     let Some(state_id) = identity(state) else {
         return Ok(());
     };
@@ -461,11 +475,36 @@ fn nested_in_file_system(grants: &Grants, state: &Path, dir: &Path) -> Option<(b
     let (dd, d) = grants.within_file_system(dir)?;
     let (sd, s) = grants.within_file_system(state)?;
     let state_in_dir = sd == dd && s.starts_with(&d);
+    // A file system mounted inside the state directory is its: a grant
+    // inside what is mounted there, or holding it, reaches the state.
     let dir_in_state = (sd == dd && d.starts_with(&s))
         || grants
             .mounts_inside(state)
-            .any(|m| m.device == dd && d.starts_with(&m.root));
+            .any(|m| m.device == dd && (d.starts_with(&m.root) || m.root.starts_with(&d)));
     Some((state_in_dir, dir_in_state))
+}
+
+/// Refuses what cannot be placed within its file system: a directory
+/// whose mount the table does not list (in a chroot, the mounts outside
+/// it are left out of the table) would pass for apart from any other.
+fn placeable<'a>(
+    grants: &Grants,
+    state: &'a Path,
+    dirs: impl IntoIterator<Item = &'a Path>,
+) -> Result<(), StateDirError> {
+    let unplaced = std::iter::once(state)
+        .chain(dirs)
+        .find(|d| grants.within_file_system(d).is_none());
+    match unplaced {
+        None => Ok(()),
+        Some(d) => Err(StateDirError::Unsafe {
+            path: state.to_path_buf(),
+            why: format!(
+                "the mount that shows {} is not in the mount table (/proc/self/mountinfo; in a chroot, mounts outside it are left out), so it cannot be kept apart from the grants; run where the whole mount table is seen",
+                d.display()
+            ),
+        }),
+    }
 }
 
 /// Refuses grants that cannot be placed: without a mount table, a bind

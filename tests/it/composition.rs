@@ -848,6 +848,23 @@ fn a_state_directory_a_grant_reaches_by_identity_is_refused() {
     run(&t.p("state2"), &t.p("covered/R"))
         .assert_code(2)
         .assert_stderr("overlaps the granted directory");
+    // A directory from elsewhere mounted into the state directory (its
+    // objects on a bigger disk, say): granting what holds it is refused,
+    // a sibling of it is not.
+    for d in ["big/objects", "big/other", "state2/objects"] {
+        std::fs::create_dir_all(t.path(d)).unwrap();
+    }
+    for d in ["state2/objects", "big/objects"] {
+        std::fs::set_permissions(t.path(d), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let _objects = Bind::new(&t.p("big/objects"), &t.p("state2/objects")).unwrap();
+    for grant in ["big", "big/objects"] {
+        run(&t.p("state2"), &t.p(grant))
+            .assert_code(2)
+            .assert_stderr("overlaps the granted directory");
+    }
+    let sibling = run(&t.p("state2"), &t.p("big/other"));
+    assert!(!sibling.stderr.contains("overlaps"), "{}", sibling.stderr);
 }
 
 /// Without a mount table the grants cannot be placed within their file
@@ -877,6 +894,50 @@ fn without_a_mount_table_a_run_with_grants_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("mount table"), "{stderr}");
     assert_eq!(t.read("grant/app.conf"), "max_conn = 20\n");
+}
+
+/// In a chroot the table leaves out the mounts outside it, the one that
+/// holds the state directory among them: such a run is refused, not let
+/// through because nothing could be compared.
+#[test]
+fn a_run_whose_mounts_the_table_leaves_out_is_refused() {
+    let t = Tree::new();
+    let root = t.path("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let script = r#"set -e
+R="$1"
+mkdir -p "$R/usr" "$R/proc" "$R/bin" "$R/state" "$R/data" "$R/fix"
+ln -sfn usr/lib "$R/lib"
+ln -sfn usr/lib64 "$R/lib64"
+chmod 700 "$R/state"
+mount --rbind /usr "$R/usr"
+mount -t proc proc "$R/proc"
+touch "$R/bin/dw"
+mount --bind "$2" "$R/bin/dw"
+cp "$3" "$R/fix/f.wasm"
+echo 'max_conn = 20' > "$R/data/app.conf"
+exec chroot "$R" /bin/dw --state-dir /state run /fix/f.wasm --allow /data --dry-run -p file=/data/app.conf -p key=max_conn -p value=50
+"#;
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&root)
+        .arg(env!("CARGO_BIN_EXE_defops-wasm"))
+        .arg(fix("config-set"))
+        .env_remove("DEFOPS_STATE_DIR")
+        .env_remove("DEFOPS_CONFIG")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // The binary ran (it said something of its own), or the set-up failed.
+    if !stderr.contains("defops-wasm") && !stdout.contains("dry-run") {
+        eprintln!("skipped: cannot run in a chroot here: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{stderr}{stdout}");
+    assert!(stderr.contains("not in the mount table"), "{stderr}");
 }
 
 /// A log grant in the state directory, by path, through a symlink or by
