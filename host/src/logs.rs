@@ -378,7 +378,18 @@ impl LogGrants {
             scan.bytes += counts.bytes;
             scan.files.push(path.to_string());
         }
+        // What a tail found: the lines it returns.
+        scan.total = last.len() as u64;
         Ok((scan, last.into_iter().collect()))
+    }
+}
+
+/// What a log read found, for people: `3 matching lines`, or for `tail`
+/// (whose record counts the lines it returned) `the last 3 lines`.
+pub fn found(call: &str, lines: &serde_json::Value) -> String {
+    match call {
+        "tail" => format!("the last {lines} lines"),
+        _ => format!("{lines} matching lines"),
     }
 }
 

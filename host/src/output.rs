@@ -246,14 +246,14 @@ impl Printer {
                 escape::line(e)
             )),
             None => emit(&format!(
-                "  logs  {pass}{} {} {}-> {} matching lines in {files} files ({} bytes read)",
+                "  logs  {pass}{} {} {}-> {} in {files} files ({} bytes read)",
                 field(&r["call"]),
                 field(&r["glob"]),
                 r["pattern"]
                     .as_str()
                     .map(|p| format!("/{}/ ", escape::line(p)))
                     .unwrap_or_default(),
-                r["matches"],
+                crate::logs::found(r["call"].as_str().unwrap_or(""), &r["matches"]),
                 r["bytes"],
             )),
         }

@@ -487,14 +487,14 @@ pub fn markdown(f: &Value) -> String {
             .map(|l| match l["error"].as_str() {
                 Some(e) => format!("{} `{}`: {e}", s(&l["call"]), s(&l["glob"])),
                 None => format!(
-                    "{} `{}`{}: {} matching lines in {} files ({} bytes)",
+                    "{} `{}`{}: {} in {} files ({} bytes)",
                     s(&l["call"]),
                     s(&l["glob"]),
                     l["pattern"]
                         .as_str()
                         .map(|p| format!(" /{p}/"))
                         .unwrap_or_default(),
-                    s(&l["matches"]),
+                    crate::logs::found(&s(&l["call"]), &l["matches"]),
                     l["files"].as_array().map_or(0, Vec::len),
                     s(&l["bytes"])
                 ),

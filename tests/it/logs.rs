@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+use serde_json::json;
+
 use crate::util::{Out, Tree, fix, guest};
 
 fn gzip(t: &Tree, rel: &str, text: &[u8]) {
@@ -90,6 +92,52 @@ fn count_tail_and_truncation() {
         "{m:?}"
     );
     assert!(m[2].contains("total=3 truncated=true"), "{m:?}");
+    // A tail's record counts the lines it returned, and says so.
+    let reads = out.of("logs");
+    let calls: Vec<_> = reads.iter().map(|r| (&r["call"], &r["matches"])).collect();
+    assert_eq!(
+        calls,
+        [
+            (&json!("count"), &json!(3)),
+            (&json!("tail"), &json!(3)),
+            (&json!("grep"), &json!(3))
+        ]
+    );
+    let run = out.summary()["run_id"].as_str().unwrap().to_string();
+    let report = t.defops().args(&["report", &run]).output();
+    report.assert_code(0);
+    assert!(
+        report
+            .stdout
+            .contains(&format!("tail `{l}/db.log*`: the last 3 lines in 3 files")),
+        "{}",
+        report.stdout
+    );
+    let ops = format!("ops=tail {l}/db.log* 2");
+    let text = t
+        .defops()
+        .args(&[
+            "run",
+            guest("fsops").to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+        ])
+        .args(&[
+            "--allow-log",
+            &format!("{l}/db.log*"),
+            "-p",
+            &ops,
+            "--dry-run",
+        ])
+        .output();
+    text.assert_code(0);
+    assert!(
+        text.stdout.contains(&format!(
+            "logs  tail {l}/db.log* -> the last 2 lines in 3 files"
+        )),
+        "{}",
+        text.stdout
+    );
 }
 
 /// `lines` lines of 100 bytes; those numbered in `needles` (from 1) say
