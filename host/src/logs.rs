@@ -39,7 +39,18 @@ const REGEX_SIZE_LIMIT: usize = 8 << 20;
 #[derive(Debug, Default)]
 pub struct LogGrants {
     dirs: Grants,
-    patterns: Vec<(VPath, String)>,
+    patterns: Vec<LogGlob>,
+}
+
+/// One `--allow-log` glob.
+#[derive(Debug)]
+struct LogGlob {
+    /// Its directory as the operator spelled it (through links, maybe).
+    spelled: VPath,
+    /// The granted directory it is: the canonical path of its grant.
+    dir: VPath,
+    /// The file-name pattern.
+    pattern: String,
 }
 
 impl LogGrants {
@@ -68,12 +79,37 @@ impl LogGrants {
             let dir = if dir.is_empty() { "/" } else { dir };
             specs.push((PathBuf::from(dir), Access::ReadOnly));
             let vdir = VPath::parse(dir).map_err(|why| invalid(&why))?;
-            patterns.push((vdir, pattern.to_string()));
+            patterns.push((glob, vdir, pattern.to_string()));
         }
-        Ok(LogGrants {
-            dirs: Grants::open(&specs)?,
-            patterns,
-        })
+        let dirs = Grants::open(&specs)?;
+        // Each glob's directory as the grant it opened, by the canonical
+        // path: one spelled through a link is read there (a fix may name
+        // it either way).
+        let patterns = patterns
+            .into_iter()
+            .map(|(glob, spelled, pattern)| {
+                let by_name = dirs
+                    .iter()
+                    .find(|g| g.path == spelled || g.alias.as_ref() == Some(&spelled))
+                    .map(|g| g.path.clone());
+                let dir = by_name
+                    .or_else(|| {
+                        let real = std::fs::canonicalize(spelled.as_str()).ok()?;
+                        let real = VPath::parse(real.to_str()?).ok()?;
+                        dirs.iter().find(|g| g.path == real).map(|g| g.path.clone())
+                    })
+                    .ok_or_else(|| GrantError::Invalid {
+                        path: glob.clone(),
+                        why: "its directory changed while it was opened; try again".into(),
+                    })?;
+                Ok(LogGlob {
+                    spelled,
+                    dir,
+                    pattern,
+                })
+            })
+            .collect::<Result<_, GrantError>>()?;
+        Ok(LogGrants { dirs, patterns })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,7 +125,14 @@ impl LogGrants {
     pub fn globs(&self) -> Vec<String> {
         self.patterns
             .iter()
-            .map(|(d, p)| format!("{}/{p}", if d.is_root() { "" } else { d.as_str() }))
+            .map(|g| {
+                let d = &g.spelled;
+                format!(
+                    "{}/{}",
+                    if d.is_root() { "" } else { d.as_str() },
+                    g.pattern
+                )
+            })
             .collect()
     }
 
@@ -108,23 +151,30 @@ impl LogGrants {
             )));
         }
         let dir = VPath::parse(if dir.is_empty() { "/" } else { dir }).map_err(denied)?;
+        // The granted directory, named as the operator spelled it or by
+        // its canonical path.
+        let real = self
+            .patterns
+            .iter()
+            .find(|g| g.spelled == dir || g.dir == dir)
+            .map(|g| &g.dir);
         let granted: Vec<&String> = self
             .patterns
             .iter()
-            .filter(|(d, _)| *d == dir)
-            .map(|(_, p)| p)
+            .filter(|g| Some(&g.dir) == real)
+            .map(|g| &g.pattern)
             .collect();
         let Some(grant) = self
             .dirs
             .iter()
-            .find(|g| g.path == dir)
+            .find(|g| Some(&g.path) == real)
             .filter(|_| !granted.is_empty())
         else {
             return Err(denied(format!(
                 "{dir} holds no granted log (grant one with --allow-log)"
             )));
         };
-        let entries = disk::locate(grant, &dir)
+        let entries = disk::locate(grant, &grant.path)
             .and_then(|loc| loc.read_dir(&mut || Ok(())))
             .map_err(|e| FsError::Io(format!("{glob}: {e}")))?;
         let mut wanted: Vec<(String, Kind)> = Vec::new();
@@ -163,7 +213,7 @@ impl LogGrants {
         let mut files: Vec<(String, VPath)> = Vec::new();
         for (name, kind) in wanted {
             match kind {
-                Kind::File => files.push((name.clone(), dir.join(&name))),
+                Kind::File => files.push((name.clone(), grant.path.join(&name))),
                 Kind::Symlink => files.push((name.clone(), self.follow(grant, &dir, &name)?)),
                 _ => {}
             }
@@ -205,7 +255,7 @@ impl LogGrants {
                     .find(|g| {
                         self.patterns
                             .iter()
-                            .any(|(d, p)| *d == g.path && wildcard(p, file))
+                            .any(|l| l.dir == g.path && wildcard(&l.pattern, file))
                     })
                     .map(|g| g.path.join(file))
             });

@@ -274,6 +274,55 @@ fn bad_and_pathological_patterns() {
     assert!(m[2].ends_with("-> ok 0"), "{m:?}");
 }
 
+/// A glob spelled through a linked directory (`/var/log/app` a link to
+/// another disk) grants that directory: a fix reads it by either name,
+/// and a link inside it to a granted log is followed; what the directory
+/// holds outside the pattern stays denied.
+#[test]
+fn a_log_glob_through_a_linked_directory_reads_the_directory_it_leads_to() {
+    let t = logs_tree();
+    std::os::unix::fs::symlink(t.path("logs"), t.path("linked")).unwrap();
+    std::os::unix::fs::symlink("db.log.1", t.path("logs/db.log.3")).unwrap();
+    let (linked, real) = (t.p("linked"), t.p("logs"));
+    let line = format!(
+        "count {linked}/db.log* mismatch; count {real}/db.log* mismatch; \
+         tail {linked}/db.log.3 1; count {linked}/other.txt mismatch"
+    );
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &format!("{linked}/db.log*"),
+            "-p",
+            &format!("ops={line}"),
+            "-p",
+            "ignore_errors=1",
+        ],
+    );
+    out.assert_code(0);
+    let m = out.messages();
+    // db.log.3 leads to db.log.1 and is counted as itself.
+    assert!(m[0].ends_with("-> ok 4"), "{m:?}");
+    assert!(m[1].ends_with("-> ok 4"), "{m:?}");
+    assert!(m[2].ends_with("-> ok ok"), "{m:?}");
+    assert!(m[3].contains("-> denied:"), "{m:?}");
+    let reads = out.of("logs");
+    assert_eq!(
+        reads[0]["files"],
+        json!([
+            format!("{linked}/db.log.3"),
+            format!("{linked}/db.log.2.gz"),
+            format!("{linked}/db.log.1"),
+            format!("{linked}/db.log"),
+        ])
+    );
+    // The grant is shown as it was spelled.
+    assert_eq!(
+        out.of("start")[0]["grants"][1],
+        json!({"access": "log", "path": format!("{linked}/db.log*")})
+    );
+}
+
 #[test]
 fn logs_outside_the_grants_are_denied() {
     let t = logs_tree();
