@@ -193,6 +193,59 @@ fn cpu_after_a_stop_past_the_deadline() -> f64 {
     took
 }
 
+/// A file-system call cut short with EINTR (as on a FUSE file system that
+/// honours interrupts, when the deadline's signal arrives during the call)
+/// ends the run as its deadline when it returns past it, not as the fix's
+/// failure; before the deadline the fix is handed the error. `strace`
+/// makes the one `openat` of the file fail so, delayed past the deadline
+/// or not.
+#[test]
+fn an_fs_call_interrupted_past_the_deadline_ends_the_run_at_its_deadline() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no strace to inject the failure");
+        return;
+    }
+    for (delay_us, code, outcome) in [(1_500_000, 4, "limit"), (0, 1, "failed")] {
+        let t = Tree::new();
+        t.write("grant/target.txt", "hello\n");
+        let inject = format!("inject=openat:error=EINTR:delay_enter={delay_us}");
+        let out = t
+            .defops_under(&[
+                "strace",
+                "-f",
+                "-o",
+                "/dev/null",
+                "-P",
+                "target.txt",
+                "-e",
+                "trace=openat",
+                "-e",
+                &inject,
+            ])
+            .args(&[
+                "run",
+                guest("fsops").to_str().unwrap(),
+                "--allow",
+                &t.p("grant"),
+            ])
+            .args(&["--dry-run", "--json", "--timeout", "1s"])
+            .args(&["-p", &format!("ops=read {}", t.p("grant/target.txt"))])
+            .output();
+        out.assert_code(code);
+        let s = out.summary();
+        assert_eq!(s["outcome"], outcome, "{s}");
+        let error = s["error"].as_str().unwrap();
+        match code {
+            4 => assert!(error.contains("deadline of 1s"), "{error}"),
+            _ => assert!(error.contains("Interrupted system call"), "{error}"),
+        }
+    }
+}
+
 #[test]
 fn a_memory_bomb_hits_the_memory_cap() {
     let t = Tree::new();

@@ -236,6 +236,21 @@ impl Tree {
         Cmd { cmd }
     }
 
+    /// `WRAPPER... defops-wasm ARGS`: as [`Tree::defops`], run under
+    /// another program (`strace`, to inject a system call's failure).
+    pub fn defops_under(&self, wrapper: &[&str]) -> Cmd {
+        let inner = self.defops().into_command();
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..]).arg(inner.get_program());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        Cmd { cmd }
+    }
+
     /// Starts `defops-wasm ARGS` and returns once a line of its stdout
     /// contains `marker`, with the rest of its lines.
     pub fn spawn_until<S: AsRef<std::ffi::OsStr>>(&self, args: &[S], marker: &str) -> Running {
