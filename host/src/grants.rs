@@ -118,7 +118,14 @@ impl Grants {
     /// Opens every granted directory. Relative paths are taken from the
     /// current directory; symlinks and `..` are resolved by the kernel.
     pub fn open(specs: &[(PathBuf, Access)]) -> Result<Grants, GrantError> {
+        Grants::open_each(specs).map(|(grants, _)| grants)
+    }
+
+    /// Like [`Grants::open`], with the canonical path of the grant each
+    /// spec became (one directory named twice is one grant).
+    pub fn open_each(specs: &[(PathBuf, Access)]) -> Result<(Grants, Vec<VPath>), GrantError> {
         let mut grants: Vec<Grant> = Vec::new();
+        let mut each: Vec<VPath> = Vec::new();
         let mut named_through: Vec<VPath> = Vec::new();
         for (raw, access) in specs {
             let shown = raw.display().to_string();
@@ -162,8 +169,10 @@ impl Grants {
                     });
                 }
                 same.alias = same.alias.take().or(alias);
+                each.push(same.path.clone());
                 continue;
             }
+            each.push(path.clone());
             grants.push(Grant {
                 path,
                 alias,
@@ -188,12 +197,13 @@ impl Grants {
                     .any(|g| m.starts_with(&g.path) && *m != g.path)
             })
             .collect();
-        Ok(Grants {
+        let grants = Grants {
             grants,
             named_through,
             mounts,
             table,
-        })
+        };
+        Ok((grants, each))
     }
 
     /// The mount point strictly inside `path`'s grant that `path` is at or

@@ -79,36 +79,21 @@ impl LogGrants {
             let dir = if dir.is_empty() { "/" } else { dir };
             specs.push((PathBuf::from(dir), Access::ReadOnly));
             let vdir = VPath::parse(dir).map_err(|why| invalid(&why))?;
-            patterns.push((glob, vdir, pattern.to_string()));
+            patterns.push((vdir, pattern.to_string()));
         }
-        let dirs = Grants::open(&specs)?;
-        // Each glob's directory as the grant it opened, by the canonical
-        // path: one spelled through a link is read there (a fix may name
-        // it either way).
+        // Each glob's directory as the grant it opened (by the handle's
+        // identity: one directory named twice is one grant): one spelled
+        // through a link is read there, and a fix may name it either way.
+        let (dirs, each) = Grants::open_each(&specs)?;
         let patterns = patterns
             .into_iter()
-            .map(|(glob, spelled, pattern)| {
-                let by_name = dirs
-                    .iter()
-                    .find(|g| g.path == spelled || g.alias.as_ref() == Some(&spelled))
-                    .map(|g| g.path.clone());
-                let dir = by_name
-                    .or_else(|| {
-                        let real = std::fs::canonicalize(spelled.as_str()).ok()?;
-                        let real = VPath::parse(real.to_str()?).ok()?;
-                        dirs.iter().find(|g| g.path == real).map(|g| g.path.clone())
-                    })
-                    .ok_or_else(|| GrantError::Invalid {
-                        path: glob.clone(),
-                        why: "its directory changed while it was opened; try again".into(),
-                    })?;
-                Ok(LogGlob {
-                    spelled,
-                    dir,
-                    pattern,
-                })
+            .zip(each)
+            .map(|((spelled, pattern), dir)| LogGlob {
+                spelled,
+                dir,
+                pattern,
             })
-            .collect::<Result<_, GrantError>>()?;
+            .collect();
         Ok(LogGrants { dirs, patterns })
     }
 
@@ -121,17 +106,17 @@ impl LogGrants {
         &self.dirs
     }
 
-    /// The granted globs, for the journal and the operator.
-    pub fn globs(&self) -> Vec<String> {
+    /// The granted globs, for the journal and the operator: each as
+    /// spelled, with the glob it is in the directory it leads to when that
+    /// differs.
+    pub fn globs(&self) -> Vec<(String, Option<String>)> {
+        let glob =
+            |d: &VPath, p: &str| format!("{}/{p}", if d.is_root() { "" } else { d.as_str() });
         self.patterns
             .iter()
             .map(|g| {
-                let d = &g.spelled;
-                format!(
-                    "{}/{}",
-                    if d.is_root() { "" } else { d.as_str() },
-                    g.pattern
-                )
+                let resolved = (g.dir != g.spelled).then(|| glob(&g.dir, &g.pattern));
+                (glob(&g.spelled, &g.pattern), resolved)
             })
             .collect()
     }
@@ -151,6 +136,8 @@ impl LogGrants {
             )));
         }
         let dir = VPath::parse(if dir.is_empty() { "/" } else { dir }).map_err(denied)?;
+        // `dir/name` for messages (one slash under `/`).
+        let under = |name: &str| format!("{}/{name}", dir.as_str().trim_end_matches('/'));
         // The granted directory, named as the operator spelled it or by
         // its canonical path.
         let real = self
@@ -186,8 +173,8 @@ impl LogGrants {
                 // string can address.
                 Err(bytes) if wildcard(pattern, &String::from_utf8_lossy(&bytes)) => {
                     return Err(denied(format!(
-                        "{dir}/{} is not UTF-8 and cannot be read by a fix",
-                        disk::escaped(&bytes)
+                        "{} is not UTF-8 and cannot be read by a fix",
+                        under(&disk::escaped(&bytes))
                     )));
                 }
                 Err(_) => {}
@@ -199,16 +186,18 @@ impl LogGrants {
             .find(|(n, _)| !granted.iter().any(|g| wildcard(g, n)))
         {
             return Err(denied(format!(
-                "{dir}/{name} is not a granted log (--allow-log)"
+                "{} is not a granted log (--allow-log)",
+                under(name)
             )));
         }
         if !pattern.contains(['*', '?']) && !granted.iter().any(|g| wildcard(g, pattern)) {
             return Err(denied(format!(
-                "{dir}/{pattern} is not a granted log (--allow-log)"
+                "{} is not a granted log (--allow-log)",
+                under(pattern)
             )));
         }
         if !pattern.contains(['*', '?']) && wanted.is_empty() {
-            return Err(FsError::NotFound(format!("{dir}/{pattern}")));
+            return Err(FsError::NotFound(under(pattern)));
         }
         let mut files: Vec<(String, VPath)> = Vec::new();
         for (name, kind) in wanted {
@@ -270,16 +259,17 @@ impl LogGrants {
     /// Opens one log for reading: `path` the name the glob matched,
     /// `read` the granted file it leads to.
     fn open_file(&self, path: &VPath, read: &VPath) -> Result<scan::Log, FsError> {
+        let shown = self.shown(path, read);
         let grant = self
             .dirs
             .find(read)
-            .ok_or_else(|| FsError::Denied(format!("{read}: not a granted log")))?;
+            .ok_or_else(|| FsError::Denied(format!("{shown}: not a granted log")))?;
         let (file, stat) = disk::locate(grant, read)
             .and_then(|loc| loc.open_file())
             .map_err(|e| match e.kind() {
-                io::ErrorKind::PermissionDenied => FsError::Denied(format!("{read}: {e}")),
-                io::ErrorKind::NotFound => FsError::NotFound(read.to_string()),
-                _ => FsError::Io(format!("{read}: {e}")),
+                io::ErrorKind::PermissionDenied => FsError::Denied(format!("{shown}: {e}")),
+                io::ErrorKind::NotFound => FsError::NotFound(shown.clone()),
+                _ => FsError::Io(format!("{shown}: {e}")),
             })?;
         Ok(scan::Log {
             path: path.clone(),
@@ -287,6 +277,22 @@ impl LogGrants {
             size: stat.size,
             gz: read.as_str().ends_with(".gz"),
         })
+    }
+}
+
+impl LogGrants {
+    /// How a log is named to the fix: as the fix named it (`path`), and
+    /// where it leads when it is a link to another log (`read`); a file of
+    /// a directory named through a link is not one.
+    fn shown(&self, path: &VPath, read: &VPath) -> String {
+        let plain = path == read
+            || self.patterns.iter().any(|g| {
+                path.parent().as_ref() == Some(&g.spelled) && g.dir.join(path.file_name()) == *read
+            });
+        match plain {
+            true => path.to_string(),
+            false => format!("{path} (a link to {read})"),
+        }
     }
 }
 
@@ -434,12 +440,23 @@ impl LogGrants {
     }
 }
 
-/// What a log read found, for people: `3 matching lines`, or for `tail`
-/// (whose record counts the lines it returned) `the last 3 lines`.
-pub fn found(call: &str, lines: &serde_json::Value) -> String {
-    match call {
-        "tail" => format!("the last {lines} lines"),
-        _ => format!("{lines} matching lines"),
+/// What a log read found, for people, from its record: `3 matching
+/// lines in 2 files`, or for `tail` `the last 3 lines of 2 files` (its
+/// record's `lines`; a record written before tails counted them has none).
+pub fn found(r: &serde_json::Value) -> String {
+    let files = r["files"].as_array().map_or(0, Vec::len);
+    let files = match files {
+        1 => "1 file".to_string(),
+        n => format!("{n} files"),
+    };
+    match (r["call"].as_str(), r["lines"].as_u64()) {
+        (Some("tail"), Some(1)) => format!("the last line of {files}"),
+        (Some("tail"), Some(n)) => format!("the last {n} lines of {files}"),
+        (Some("tail"), None) => format!("the last lines of {files}"),
+        _ => match r["matches"].as_u64().unwrap_or(0) {
+            1 => format!("1 matching line in {files}"),
+            n => format!("{n} matching lines in {files}"),
+        },
     }
 }
 

@@ -236,7 +236,6 @@ impl Printer {
         if self.hushed() {
             return;
         }
-        let files = r["files"].as_array().map_or(0, Vec::len);
         let pass = pass_mark(r["pass"].as_u64().unwrap_or(1) as u8);
         match r["error"].as_str() {
             Some(e) => emit(&format!(
@@ -246,14 +245,14 @@ impl Printer {
                 escape::line(e)
             )),
             None => emit(&format!(
-                "  logs  {pass}{} {} {}-> {} in {files} files ({} bytes read)",
+                "  logs  {pass}{} {} {}-> {} ({} bytes read)",
                 field(&r["call"]),
                 field(&r["glob"]),
                 r["pattern"]
                     .as_str()
                     .map(|p| format!("/{}/ ", escape::line(p)))
                     .unwrap_or_default(),
-                crate::logs::found(r["call"].as_str().unwrap_or(""), &r["matches"]),
+                crate::logs::found(r),
                 r["bytes"],
             )),
         }

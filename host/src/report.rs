@@ -487,15 +487,14 @@ pub fn markdown(f: &Value) -> String {
             .map(|l| match l["error"].as_str() {
                 Some(e) => format!("{} `{}`: {e}", s(&l["call"]), s(&l["glob"])),
                 None => format!(
-                    "{} `{}`{}: {} in {} files ({} bytes)",
+                    "{} `{}`{}: {} ({} bytes)",
                     s(&l["call"]),
                     s(&l["glob"]),
                     l["pattern"]
                         .as_str()
                         .map(|p| format!(" /{p}/"))
                         .unwrap_or_default(),
-                    crate::logs::found(&s(&l["call"]), &l["matches"]),
-                    l["files"].as_array().map_or(0, Vec::len),
+                    crate::logs::found(l),
                     s(&l["bytes"])
                 ),
             })

@@ -290,11 +290,13 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         .iter()
         .map(|g| json!({"path": g.path, "access": g.access}))
         .collect();
-    grants_json.extend(
-        logs.globs()
-            .into_iter()
-            .map(|g| json!({"path": g, "access": "log"})),
-    );
+    grants_json.extend(logs.globs().into_iter().map(|(g, resolved)| {
+        let mut g = json!({"path": g, "access": "log"});
+        if let Some(resolved) = resolved {
+            g["resolved"] = json!(resolved);
+        }
+        g
+    }));
     tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded; checking the guards");
     let fix_sha256 = loaded.sha256();
     let dry_run_key =

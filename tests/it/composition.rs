@@ -643,7 +643,7 @@ fn a_read_only_grant_reached_under_another_name_is_never_changed() {
 
 /// Mounts `src` on `dest` (a bind mount) for the life of the guard; `None`
 /// where mounting is not allowed (not root).
-struct Bind(String);
+pub(crate) struct Bind(String);
 
 impl Bind {
     /// A fresh tmpfs (mode 0700) on `dest`.
@@ -655,7 +655,7 @@ impl Bind {
             .then(|| Bind(dest.to_string()))
     }
 
-    fn new(src: &str, dest: &str) -> Option<Bind> {
+    pub(crate) fn new(src: &str, dest: &str) -> Option<Bind> {
         std::process::Command::new("mount")
             .args(["--bind", src, dest])
             .status()

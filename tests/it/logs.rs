@@ -109,7 +109,7 @@ fn count_tail_and_truncation() {
     assert!(
         report
             .stdout
-            .contains(&format!("tail `{l}/db.log*`: the last 3 lines in 3 files")),
+            .contains(&format!("tail `{l}/db.log*`: the last 3 lines of 3 files")),
         "{}",
         report.stdout
     );
@@ -133,7 +133,7 @@ fn count_tail_and_truncation() {
     text.assert_code(0);
     assert!(
         text.stdout.contains(&format!(
-            "logs  tail {l}/db.log* -> the last 2 lines in 3 files"
+            "logs  tail {l}/db.log* -> the last 2 lines of 3 files"
         )),
         "{}",
         text.stdout
@@ -316,11 +316,87 @@ fn a_log_glob_through_a_linked_directory_reads_the_directory_it_leads_to() {
             format!("{linked}/db.log"),
         ])
     );
-    // The grant is shown as it was spelled.
+    // The grant is journaled as it was spelled, and where it led.
     assert_eq!(
         out.of("start")[0]["grants"][1],
-        json!({"access": "log", "path": format!("{linked}/db.log*")})
+        json!({
+            "access": "log",
+            "path": format!("{linked}/db.log*"),
+            "resolved": format!("{real}/db.log*"),
+        })
     );
+    // An error names the log as the fix did, not where the directory leads.
+    std::fs::hard_link(t.path("logs/db.log"), t.path("db.log.second")).unwrap();
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &format!("{linked}/db.log"),
+            "-p",
+            &format!("ops=tail {linked}/db.log 1"),
+            "-p",
+            "ignore_errors=1",
+        ],
+    );
+    let m = first(&out);
+    assert!(m.contains(&format!("-> denied: {linked}/db.log: ")), "{m}");
+}
+
+/// A dry-run through a linked log directory counts for the real run only
+/// while the link leads where it did: repointed, the real run is refused
+/// (exit 3) until a dry-run of the new directory, or the link is put back.
+#[test]
+fn a_dry_run_through_a_linked_log_directory_binds_the_real_run_to_it() {
+    let t = logs_tree();
+    std::fs::create_dir(t.path("logs2")).unwrap();
+    t.write("logs2/db.log", "checksum mismatch elsewhere\n");
+    let strict = t.config("strict.toml", "");
+    let linked = t.p("linked");
+    let point = |to: &str| {
+        let _ = std::fs::remove_file(t.path("linked"));
+        std::os::unix::fs::symlink(t.path(to), t.path("linked")).unwrap();
+    };
+    let ops = format!("ops=count {linked}/db.log* mismatch");
+    let glob = format!("{linked}/db.log*");
+    let args = ["--allow-log", &glob, "-p", &ops, "--config", &strict];
+    let dry: Vec<&str> = args.iter().copied().chain(["--dry-run"]).collect();
+    point("logs");
+    t.run(&guest("fsops"), &dry).assert_code(0);
+    point("logs2");
+    t.run(&guest("fsops"), &args)
+        .assert_code(3)
+        .assert_stderr("no successful dry-run of fsops");
+    point("logs");
+    t.run(&guest("fsops"), &args).assert_code(0);
+}
+
+/// One directory granted under two names that are not links (a bind
+/// mount): one grant, read by either name.
+#[test]
+fn a_log_directory_granted_under_two_names_is_one_grant() {
+    let t = logs_tree();
+    std::fs::create_dir(t.path("bound")).unwrap();
+    let (real, bound) = (t.p("logs"), t.p("bound"));
+    let Some(_bind) = crate::composition::Bind::new(&real, &bound) else {
+        eprintln!("skipped: cannot bind-mount here (not root)");
+        return;
+    };
+    let line = format!("count {real}/db.log mismatch; count {bound}/db.log* mismatch");
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &format!("{real}/db.log"),
+            "--allow-log",
+            &format!("{bound}/db.log*"),
+            "-p",
+            &format!("ops={line}"),
+        ],
+    );
+    out.assert_code(0);
+    let m = out.messages();
+    assert!(m[0].ends_with("-> ok 1"), "{m:?}");
+    assert!(m[1].ends_with("-> ok 3"), "{m:?}");
 }
 
 #[test]

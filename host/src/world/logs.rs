@@ -22,10 +22,17 @@ impl RunState {
         result: &Result<Scan, FsError>,
     ) {
         let record = match result {
-            Ok(scan) => json!({
-                "call": call, "glob": glob, "pattern": pattern, "files": scan.files,
-                "matches": scan.total, "bytes": scan.bytes,
-            }),
+            Ok(scan) => {
+                let mut r = json!({
+                    "call": call, "glob": glob, "pattern": pattern, "files": scan.files,
+                    "matches": scan.total, "bytes": scan.bytes,
+                });
+                // A tail's `total` is the lines it returned.
+                if call == "tail" {
+                    r["lines"] = json!(scan.total);
+                }
+                r
+            }
             Err(e) => {
                 json!({"call": call, "glob": glob, "pattern": pattern, "error": e.to_string()})
             }
