@@ -63,6 +63,13 @@ impl LogGrants {
                 path: glob.clone(),
                 why: why.to_string(),
             };
+            // `absolute` drops a last `.`: `DIR/.` would become the file
+            // `DIR`.
+            if matches!(glob.rsplit('/').next(), Some("." | "..")) || glob.ends_with('/') {
+                return Err(invalid(
+                    "the glob names a directory, not files; add a pattern like DIR/*.log",
+                ));
+            }
             let absolute = std::path::absolute(glob).map_err(|e| invalid(&e.to_string()))?;
             let text = absolute.to_str().ok_or_else(|| invalid("not UTF-8"))?;
             let (dir, pattern) = text
@@ -472,6 +479,30 @@ fn scan_error(path: &VPath, e: io::Error, until: &Until) -> FsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A glob must name files in a directory: one that names the
+    /// directory itself is refused, not read as a file of its parent.
+    #[test]
+    fn a_glob_naming_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        for glob in [
+            format!("{d}/."),
+            format!("{d}/"),
+            format!("{d}/.."),
+            format!("{d}/*/a.log"),
+        ] {
+            let e = LogGrants::open(std::slice::from_ref(&glob))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&glob) && (e.contains("names a directory") || e.contains("wildcards")),
+                "{glob}: {e}"
+            );
+        }
+        let ok = LogGrants::open(&[format!("{d}/*.log")]).unwrap();
+        assert_eq!(ok.globs(), [(format!("{d}/*.log"), None)]);
+    }
 
     #[test]
     fn wildcards_and_rotation_order() {
