@@ -271,6 +271,10 @@ impl LogGrants {
             .dirs
             .find(read)
             .ok_or_else(|| FsError::Denied(format!("{shown}: not a granted log")))?;
+        // A link to a granted log directory: a directory, not a log.
+        if grant.path == *read {
+            return Err(FsError::Denied(format!("{shown}: a directory, not a log")));
+        }
         let (file, stat) = disk::locate(grant, read)
             .and_then(|loc| loc.open_file())
             .map_err(|e| match e.kind() {

@@ -340,6 +340,29 @@ fn a_log_glob_through_a_linked_directory_reads_the_directory_it_leads_to() {
     );
     let m = first(&out);
     assert!(m.contains(&format!("-> denied: {linked}/db.log: ")), "{m}");
+    // A link in one granted log directory to another is not a log.
+    std::fs::create_dir(t.path("logs/pods")).unwrap();
+    std::os::unix::fs::symlink("pods", t.path("logs/pol")).unwrap();
+    let out = t.run(
+        &guest("fsops"),
+        &[
+            "--allow-log",
+            &format!("{real}/po*"),
+            "--allow-log",
+            &format!("{real}/pods/*"),
+            "-p",
+            &format!("ops=tail {real}/pol 1"),
+            "-p",
+            "ignore_errors=1",
+        ],
+    );
+    let m = first(&out);
+    assert!(
+        m.ends_with(&format!(
+            "-> denied: {real}/pol (a link to {real}/pods): a directory, not a log"
+        )),
+        "{m}"
+    );
 }
 
 /// A dry-run through a linked log directory counts for the real run only
