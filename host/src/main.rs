@@ -37,6 +37,21 @@ fn parse() -> Cli {
             e.exit()
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        // clap says only that one argument was not UTF-8: which one.
+        Err(e) if e.kind() == ErrorKind::InvalidUtf8 => {
+            let bad = std::env::args_os()
+                .enumerate()
+                .find(|(_, a)| a.to_str().is_none());
+            let line = match bad {
+                Some((n, a)) => format!(
+                    "argument {n}, {:?}, is not valid UTF-8; name paths and parameters in UTF-8",
+                    a.to_string_lossy()
+                ),
+                None => "an argument is not valid UTF-8".to_string(),
+            };
+            error_line(&format!("{line} (see --help)"));
+            std::process::exit(Exit::Usage.code());
+        }
         Err(e) => {
             // clap's message, then the indented lines that complete it
             // (the missing arguments), on one line; not the usage.

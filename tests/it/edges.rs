@@ -49,6 +49,30 @@ fn one_line_error(out: &Out, code: i32, needle: &str) {
     );
 }
 
+/// A parameter that is not UTF-8 is named, on one line, exit 2.
+#[test]
+fn an_argument_that_is_not_utf8_is_named() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let t = Tree::new();
+    let (grant, config_set) = (t.p("grant"), fix("config-set"));
+    let args = [
+        OsStr::new("run"),
+        config_set.as_os_str(),
+        OsStr::new("--allow"),
+        OsStr::new(&grant),
+        OsStr::new("-p"),
+        OsStr::from_bytes(b"key=a\xffb"),
+    ];
+    let out = t.defops().args(&args).output();
+    out.assert_code(2);
+    assert_eq!(
+        out.stderr,
+        "defops-wasm: error: argument 6, \"key=a\u{fffd}b\", is not valid UTF-8; \
+         name paths and parameters in UTF-8 (see --help)\n"
+    );
+}
+
 #[test]
 fn absurd_durations_and_sizes_are_one_line_usage_errors() {
     let t = Tree::new();
