@@ -451,6 +451,21 @@ impl LogGrants {
     }
 }
 
+/// `glob` with its directory resolved (links, `.`), as a log grant of it
+/// would read it now; unchanged where the directory cannot be resolved.
+pub fn canonical_glob(glob: &str) -> String {
+    let Some((dir, pattern)) = glob.rsplit_once('/') else {
+        return glob.to_string();
+    };
+    match std::fs::canonicalize(if dir.is_empty() { "/" } else { dir }) {
+        Ok(d) => format!(
+            "{}/{pattern}",
+            d.display().to_string().trim_end_matches('/')
+        ),
+        Err(_) => glob.to_string(),
+    }
+}
+
 /// What a log read found, for people, from its record: `3 matching
 /// lines in 2 files`, or for `tail` `the last 3 lines of 2 files` (its
 /// record's `lines`; a record written before tails counted them has none).

@@ -942,8 +942,10 @@ fn same_as_now(inst: &Instance, header: &Value) -> Result<(), String> {
         .into_iter()
         .flatten()
         .map(|g| {
+            // A log glob through a link: where it led.
+            let path = g.get("resolved").unwrap_or(&g["path"]);
             (
-                g["path"].as_str().unwrap_or("").to_string(),
+                path.as_str().unwrap_or("").to_string(),
                 g["access"].as_str().unwrap_or("").to_string(),
             )
         })
@@ -963,7 +965,7 @@ fn same_as_now(inst: &Instance, header: &Value) -> Result<(), String> {
     wanted.extend(
         inst.allow_log
             .iter()
-            .map(|g| (g.clone(), "log".to_string())),
+            .map(|g| (crate::logs::canonical_glob(g), "log".to_string())),
     );
     then.sort();
     wanted.sort();

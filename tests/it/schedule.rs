@@ -561,6 +561,47 @@ fn a_real_run_happens_only_for_what_was_promoted() {
         .assert_stderr("chmod go-w");
 }
 
+/// A log grant spelled through a link is promoted as the directory it
+/// led to: repointed since, the real run is refused until promoted again.
+#[test]
+fn a_log_grant_whose_link_was_repointed_since_the_promotion_is_not_run() {
+    let t = Tree::outside_tmp();
+    std::fs::create_dir_all(t.path("grant/data")).unwrap();
+    t.write("logs/db.log", "fine\n");
+    t.write("logs2/db.log", "fine\n");
+    let point = |to: &str| {
+        let _ = std::fs::remove_file(t.path("linked"));
+        std::os::unix::fs::symlink(t.path(to), t.path("linked")).unwrap();
+    };
+    point("logs");
+    let glob = format!("{}/db.log*", t.p("linked"));
+    schedule(&t)
+        .args(&["add", "q", fix("quarantine-on-log").to_str().unwrap()])
+        .args(&[
+            "--allow",
+            &t.p("grant"),
+            "--allow-log",
+            &glob,
+            "--every",
+            "15min",
+        ])
+        .args(&["-p", &format!("log={glob}")])
+        .args(&["-p", &format!("data_dir={}", t.p("grant/data"))])
+        .args(&["-p", &format!("quarantine_dir={}", t.p("grant/q"))])
+        .output()
+        .assert_code(0);
+    exec_start(&t, "q").assert_code(0);
+    schedule(&t).args(&["promote", "q"]).output().assert_code(0);
+    point("logs2");
+    exec_start(&t, "q")
+        .assert_code(3)
+        .assert_stderr("changed since it was promoted");
+    assert_eq!(last_attempt(&t, "q")["outcome"], "not-promoted");
+    // Its dry-run ran on the new directory: promoted again, it runs.
+    schedule(&t).args(&["promote", "q"]).output().assert_code(0);
+    exec_start(&t, "q").assert_code(0);
+}
+
 #[test]
 fn attempts_that_cannot_start_are_recorded_and_removal_clears_them() {
     let t = Tree::outside_tmp();

@@ -291,13 +291,19 @@ impl Instance {
     }
 
     /// The digest of what a promotion covers besides the fix itself: the
-    /// grants (canonical), log grants, params and timeout.
+    /// grants and log grants (canonical: a link repointed since asks for a
+    /// new promotion), params and timeout.
     pub fn basis(&self) -> String {
         let canon = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        let logs: Vec<String> = self
+            .allow_log
+            .iter()
+            .map(|g| crate::logs::canonical_glob(g))
+            .collect();
         let v = serde_json::json!({
             "allow": self.allow.iter().map(canon).collect::<Vec<_>>(),
             "allow_ro": self.allow_ro.iter().map(canon).collect::<Vec<_>>(),
-            "allow_log": self.allow_log,
+            "allow_log": logs,
             "params": self.params,
             "timeout": self.timeout,
         });
