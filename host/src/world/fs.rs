@@ -56,7 +56,9 @@ impl RunState {
             // deadline's one signal makes a system call on a FUSE file
             // system that honours interrupts fail with EINTR. The run ends
             // as that limit, not as the fix's own failure.
-            Err(e) if !matches!(e, FsError::Denied(_)) => Err(self.until.stop().unwrap_or(e)),
+            Err(e) if !matches!(e, FsError::Denied(_) | FsError::PlanLimit(_)) => {
+                Err(self.until.stop().unwrap_or(e))
+            }
             result => result,
         }
     }
