@@ -37,17 +37,21 @@ fn parse() -> Cli {
             e.exit()
         }
         Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-        // clap says only that one argument was not UTF-8: which one.
+        // clap says only that an argument was not UTF-8: which (paths may
+        // be anything; a parameter or a name may not).
         Err(e) if e.kind() == ErrorKind::InvalidUtf8 => {
-            let bad = std::env::args_os()
+            let bad: Vec<String> = std::env::args_os()
                 .enumerate()
-                .find(|(_, a)| a.to_str().is_none());
-            let line = match bad {
-                Some((n, a)) => format!(
-                    "argument {n}, {:?}, is not valid UTF-8; name paths and parameters in UTF-8",
-                    a.to_string_lossy()
+                .skip(1)
+                .filter(|(_, a)| a.to_str().is_none())
+                .map(|(n, a)| format!("{n} ({:?})", a.to_string_lossy()))
+                .collect();
+            let line = match bad.as_slice() {
+                [one] => format!("argument {one} is not valid UTF-8, which it must be"),
+                many => format!(
+                    "one of the arguments {} is not valid UTF-8, which it must be",
+                    many.join(", ")
                 ),
-                None => "an argument is not valid UTF-8".to_string(),
             };
             error_line(&format!("{line} (see --help)"));
             std::process::exit(Exit::Usage.code());

@@ -68,8 +68,8 @@ fn an_argument_that_is_not_utf8_is_named() {
     out.assert_code(2);
     assert_eq!(
         out.stderr,
-        "defops-wasm: error: argument 6, \"key=a\u{fffd}b\", is not valid UTF-8; \
-         name paths and parameters in UTF-8 (see --help)\n"
+        "defops-wasm: error: argument 6 (\"key=a\u{fffd}b\") is not valid UTF-8, \
+         which it must be (see --help)\n"
     );
 }
 
