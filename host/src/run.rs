@@ -215,6 +215,11 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     let grants = Grants::open(&req.grants).map_err(|e| Stop::new(Exit::Usage, e))?;
     let logs = crate::logs::LogGrants::open(&req.logs)
         .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
+    // The fix is read, and what its manifest says of the parameters and
+    // the grants checked, before anything is written: a missing or
+    // misspelt --param leaves no state directory and no compiled fix.
+    let fix = crate::sandbox::FixFile::read(&req.fix).map_err(|e| Stop::new(Exit::Usage, e))?;
+    let manifest = check_manifest(&req, &fix, &grants)?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     crate::state_dir::check_log_grants(&state_dir, &logs).map_err(|e| Stop::new(Exit::Usage, e))?;
@@ -256,7 +261,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         .map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
     phases.lap("engine");
     let loaded = sandbox
-        .load(&req.fix, Some(&state_dir.join("cache")))
+        .load(fix, Some(&state_dir.join("cache")))
         .map_err(|e| {
             let exit = match e {
                 crate::sandbox::LoadError::Imports { .. } => Exit::Refused,
@@ -267,8 +272,6 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     let loaded_in = started.elapsed();
     phases.lap("load fix");
 
-    // What the fix declares: the grants must lie within it.
-    let manifest = check_manifest(&req, &loaded, &grants)?;
     if let Some(m) = &manifest
         && !names.contains(&m.name)
     {
@@ -881,11 +884,11 @@ fn refuse_if_paused(state: &std::path::Path, names: &[String]) -> Result<(), Sto
 /// given, every grant within what it declares.
 fn check_manifest(
     req: &RunRequest,
-    loaded: &crate::sandbox::Loaded,
+    fix_file: &crate::sandbox::FixFile,
     grants: &Grants,
 ) -> Result<Option<Manifest>, Stop> {
     let fix = req.fix.display();
-    let text = match loaded.manifest_text() {
+    let text = match fix_file.manifest_text() {
         None => return Ok(None),
         Some(Err(e)) => return Err(Stop::new(Exit::Usage, format!("{fix}: {e}"))),
         Some(Ok(t)) => t,
@@ -893,9 +896,9 @@ fn check_manifest(
     let m = Manifest::parse(&text).map_err(|e| {
         Stop::new(
             Exit::Usage,
-            match loaded.script {
-                Some(_) => format!("{fix}: the [tool.defops] metadata is invalid: {e}; fix the `# /// script` block"),
-                None => format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
+            match fix_file.is_script() {
+                true => format!("{fix}: the [tool.defops] metadata is invalid: {e}; fix the `# /// script` block"),
+                false => format!("{fix}: the embedded manifest is invalid: {e}; rebuild the fix"),
             },
         )
     })?;

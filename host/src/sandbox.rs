@@ -434,15 +434,76 @@ impl Loaded {
             None => crate::digest::Alg::Sha256.hex(&self.bytes),
         }
     }
+}
+
+/// A fix's file, read once before anything is written: its manifest is
+/// checked against the command line from these bytes, and the same bytes
+/// are what is loaded (a file swapped in between is never run unchecked).
+pub struct FixFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// A Python fix's source (a `.py` file).
+    source: Option<String>,
+}
+
+impl FixFile {
+    /// Reads the component or script at `path`: a regular file, a
+    /// component (not a core module) or UTF-8 text.
+    pub fn read(path: &Path) -> Result<FixFile, LoadError> {
+        if !crate::python::is_script(path) {
+            return Ok(FixFile {
+                path: path.to_path_buf(),
+                bytes: read_component(path)?,
+                source: None,
+            });
+        }
+        let bytes = read_regular(path)?;
+        let source = String::from_utf8(bytes.clone()).map_err(|_| LoadError::NotText {
+            path: path.to_path_buf(),
+        })?;
+        Ok(FixFile {
+            path: path.to_path_buf(),
+            bytes,
+            source: Some(source),
+        })
+    }
 
     /// The manifest the fix carries: a component's embedded section, or a
     /// script's PEP 723 block.
     pub fn manifest_text(&self) -> Option<Result<String, String>> {
-        match &self.script {
-            Some(s) => crate::python::manifest_text(&s.source),
+        match &self.source {
+            Some(s) => crate::python::manifest_text(s),
             None => crate::manifest::embedded(&self.bytes),
         }
     }
+
+    pub fn is_script(&self) -> bool {
+        self.source.is_some()
+    }
+}
+
+fn read_regular(path: &Path) -> Result<Vec<u8>, LoadError> {
+    crate::regular_file::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The bytes of the component at `path`, refused when they are not a
+/// component's.
+fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    let bytes = read_regular(path)?;
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm {
+            path: path.to_path_buf(),
+        });
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The engine and the linker, set up once per process.
@@ -524,12 +585,19 @@ impl Sandbox {
         Ok(Sandbox { engine, linker })
     }
 
-    /// Reads, checks, compiles (or loads from `cache_dir`) and links a fix.
-    pub fn load(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
-        if crate::python::is_script(path) {
-            return self.load_script(path, cache_dir);
+    /// Compiles (or loads from `cache_dir`) and links a fix read by
+    /// [`FixFile::read`].
+    pub fn load(&self, fix: FixFile, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
+        let FixFile {
+            path,
+            bytes,
+            source,
+        } = fix;
+        let path = path.as_path();
+        if let Some(source) = source {
+            return self.load_script(path, bytes, source, cache_dir);
         }
-        let (bytes, digest, component, cache_hit) = self.compile(path, cache_dir)?;
+        let (bytes, digest, component, cache_hit) = self.compile_bytes(path, bytes, cache_dir)?;
         let sha256 = self.sha256_memo(&bytes, &digest, cache_dir);
         self.check_imports(path, &component, &[])?;
         let pre = self
@@ -554,14 +622,13 @@ impl Sandbox {
 
     /// A Python fix: the script is read and hashed; the runtime is found,
     /// checked, compiled once (or loaded from the cache) and linked.
-    fn load_script(&self, path: &Path, cache_dir: Option<&Path>) -> Result<Loaded, LoadError> {
-        let bytes = crate::regular_file::read(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let source = String::from_utf8(bytes.clone()).map_err(|_| LoadError::NotText {
-            path: path.to_path_buf(),
-        })?;
+    fn load_script(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        source: String,
+        cache_dir: Option<&Path>,
+    ) -> Result<Loaded, LoadError> {
         let runtime = crate::python::locate_runtime().map_err(LoadError::Runtime)?;
         let (runtime_digests, component, cache_hit) = self.load_runtime(&runtime, cache_dir)?;
         self.check_imports(&runtime, &component, RUNTIME_IMPORTS)?;
@@ -783,20 +850,18 @@ impl Sandbox {
         path: &Path,
         cache_dir: Option<&Path>,
     ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
-        let bytes = crate::regular_file::read(path).map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(LoadError::NotWasm {
-                path: path.to_path_buf(),
-            });
-        }
-        if bytes[4..8] == [1, 0, 0, 0] {
-            return Err(LoadError::CoreModule {
-                path: path.to_path_buf(),
-            });
-        }
+        let bytes = read_component(path)?;
+        self.compile_bytes(path, bytes, cache_dir)
+    }
+
+    /// [`Sandbox::compile`] of the bytes of `path`, read and checked by
+    /// [`read_component`].
+    fn compile_bytes(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        cache_dir: Option<&Path>,
+    ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
         let digest = crate::digest::current().hex(&bytes);
         let cached = cache_dir.map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_key())));
         let mut cache_hit = false;

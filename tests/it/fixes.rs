@@ -100,7 +100,31 @@ fn config_set_human_output_shows_the_diff_and_counts() {
 #[test]
 fn config_set_missing_param_fails_clearly() {
     let t = Tree::new();
-    // The manifest says `file` is required: refused before the fix runs.
+    // The manifest says `file` is required: refused before the fix runs,
+    // and before anything is written: no state directory, no compiled fix.
+    let fresh = t.p("fresh-state");
+    let refused = |extra: &[&str]| {
+        let fix = fix("config-set");
+        let grant = t.p("grant");
+        let args = [
+            &["run", fix.to_str().unwrap(), "--allow", grant.as_str()][..],
+            extra,
+        ]
+        .concat();
+        t.defops()
+            .env("DEFOPS_STATE_DIR", &fresh)
+            .args(&args)
+            .output()
+    };
+    refused(&["-p", "key=a", "-p", "value=b"])
+        .assert_code(2)
+        .assert_stderr("config-set needs --param file=...");
+    let out = refused(&[
+        "-p", "file=x", "-p", "key=a", "-p", "value=b", "-p", "kye=c",
+    ]);
+    out.assert_code(2)
+        .assert_stderr("does not declare --param kye");
+    assert!(!t.path("fresh-state").exists(), "{}", out.stderr);
     let out = t.run(&fix("config-set"), &["-p", "key=a", "-p", "value=b"]);
     out.assert_code(2)
         .assert_stderr("config-set needs --param file=...");

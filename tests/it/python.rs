@@ -340,6 +340,33 @@ fn a_script_s_compiled_code_is_kept_and_only_its_own_is_used() {
 }
 
 #[test]
+fn a_missing_param_of_a_script_is_refused_before_anything_is_written() {
+    let t = Tree::new();
+    t.defops()
+        .args(&["new", "add-line", "--lang", "python", "--dir", &t.p("")])
+        .output()
+        .assert_code(0);
+    let fresh = t.p("fresh-state");
+    let file = format!("file={}", t.p("grant/app.conf"));
+    let out = t
+        .defops()
+        .env("DEFOPS_STATE_DIR", &fresh)
+        .args(&[
+            "run",
+            &t.p("add-line.py"),
+            "--allow",
+            &t.p("grant"),
+            "--dry-run",
+            "-p",
+            &file,
+        ])
+        .output();
+    out.assert_code(2)
+        .assert_stderr("add-line needs --param line=...");
+    assert!(!t.path("fresh-state").exists(), "{}", out.stderr);
+}
+
+#[test]
 fn manifest_errors_in_the_metadata_block_name_the_script_s_line() {
     let t = Tree::new();
     let fix = "import defops\ndef check():\n    return defops.applies('x')\ndef apply():\n    return ''\n";
