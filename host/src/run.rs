@@ -215,14 +215,19 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     let grants = Grants::open(&req.grants).map_err(|e| Stop::new(Exit::Usage, e))?;
     let logs = crate::logs::LogGrants::open(&req.logs)
         .map_err(|e| Stop::new(Exit::Usage, format!("--allow-log: {e}")))?;
-    // The fix is read, and what its manifest says of the parameters and
-    // the grants checked, before anything is written: a missing or
-    // misspelt --param leaves no state directory and no compiled fix.
+    // The fix is read, and what its manifest says of the parameters
+    // checked, before anything is written: a missing or misspelt --param
+    // leaves no state directory and no compiled fix.
     let fix = crate::sandbox::FixFile::read(&req.fix).map_err(|e| Stop::new(Exit::Usage, e))?;
-    let manifest = check_manifest(&req, &fix, &grants)?;
+    let manifest = check_manifest(&req, &fix)?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;
     crate::state_dir::check_log_grants(&state_dir, &logs).map_err(|e| Stop::new(Exit::Usage, e))?;
+    // The grants within what it declares: after what the state directory
+    // refuses (the graver), before the fix is compiled.
+    if let Some(m) = &manifest {
+        check_manifest_grants(&req, m, &grants)?;
+    }
     // A saved plan is read and checked, and where one will be saved is
     // checked, before the fix runs.
     let save_target = req
@@ -880,12 +885,11 @@ fn refuse_if_paused(state: &std::path::Path, names: &[String]) -> Result<(), Sto
     }
 }
 
-/// The embedded manifest, checked against the request: required params
-/// given, every grant within what it declares.
+/// The embedded manifest, checked against the request's params: the
+/// required given, none it does not declare.
 fn check_manifest(
     req: &RunRequest,
     fix_file: &crate::sandbox::FixFile,
-    grants: &Grants,
 ) -> Result<Option<Manifest>, Stop> {
     let fix = req.fix.display();
     let text = match fix_file.manifest_text() {
@@ -918,6 +922,11 @@ fn check_manifest(
             ),
         ));
     }
+    Ok(Some(m))
+}
+
+/// Every grant within what the manifest `m` declares.
+fn check_manifest_grants(req: &RunRequest, m: &Manifest, grants: &Grants) -> Result<(), Stop> {
     // The grants in the canonical form the sandbox enforces (symlinks and
     // `..` resolved when they were opened), like the manifest's paths.
     let canonical = |access: Access| -> Vec<PathBuf> {
@@ -933,7 +942,7 @@ fn check_manifest(
         rw.iter().map(PathBuf::as_path).collect(),
         ro.iter().map(PathBuf::as_path).collect(),
     );
-    crate::manifest::check_grants(&m, &req.params, &rw, &ro, &logs).map_err(|problems| {
+    crate::manifest::check_grants(m, &req.params, &rw, &ro, &logs).map_err(|problems| {
         Stop::new(
             Exit::Refused,
             format!(
@@ -944,7 +953,7 @@ fn check_manifest(
             ),
         )
     })?;
-    Ok(Some(m))
+    Ok(())
 }
 
 /// A `--param` the manifest does not declare is a typo or a fix of another
