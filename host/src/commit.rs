@@ -59,7 +59,9 @@ impl Kept {
     /// What the run whose journal is in `run_dir` kept, by the paths its
     /// writes replaced (`intents`); `None` when it kept nothing.
     pub fn of(run_dir: &std::path::Path, intents: &[&Value]) -> Option<Kept> {
-        let mut by_path = HashMap::new();
+        // A run that kept nothing has no `kept/`: its intents are not read.
+        let mut kept = Kept::open(&run_dir.join("kept"), HashMap::new()).ok()?;
+        let by_path = &mut kept.by_path;
         for i in intents {
             if i["op"] == "write"
                 && i["before"]["kind"] == "file"
@@ -69,10 +71,7 @@ impl Kept {
                 by_path.entry(path).or_insert_with(|| n.to_string());
             }
         }
-        if by_path.is_empty() {
-            return None;
-        }
-        Kept::open(&run_dir.join("kept"), by_path).ok()
+        (!by_path.is_empty()).then_some(kept)
     }
 
     fn open(path: &std::path::Path, by_path: HashMap<VPath, String>) -> io::Result<Kept> {
@@ -155,7 +154,9 @@ pub struct Committed {
 /// A place where a test can have the process killed: set
 /// `DEFOPS_FAILPOINT` to `after-objects`, `after-intents`, `before-done-N`
 /// (effect N applied, its done record not written), `after-done-N` or
-/// `after-sync`. The process then dies by SIGKILL at that point.
+/// `after-sync`, or `before-rename-N` (effect N's new file written next to
+/// its target, or in `kept/`, not yet renamed into place). The process then
+/// dies by SIGKILL at that point.
 /// `pause-before-N` instead acts as if a pause landed right before effect N,
 /// `pause-while-checking` as if one landed while the plan is checked (before
 /// anything is journaled), `enospc-at-N` as if the disk were full when effect
@@ -167,12 +168,27 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// [`failpoint`] `PREFIX-SUFFIX`, the name compared without being formatted.
+pub fn failpoint_at(prefix: &str, suffix: &str) {
+    let named = failpoint_set().is_some_and(|set| {
+        set.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('-'))
+            == Some(suffix)
+    });
+    if named {
+        failpoint(failpoint_set().unwrap_or_default());
+    }
+}
+
 fn failpoint_is(name: &str) -> bool {
+    failpoint_set() == Some(name)
+}
+
+fn failpoint_set() -> Option<&'static str> {
     // Read once: a commit asks several times per effect.
     static SET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     SET.get_or_init(|| std::env::var("DEFOPS_FAILPOINT").ok())
         .as_deref()
-        == Some(name)
 }
 
 fn locate<'g>(grants: &'g Grants, path: &VPath) -> io::Result<Loc<'g>> {

@@ -560,6 +560,8 @@ impl Loc<'_> {
                 }
                 _ => Stat::from_rustix(&rustix::fs::fstat(&file)?),
             };
+            // The effect's number ends the name (`.defops-tmp-RUN-N`, `N`).
+            crate::commit::failpoint_at("before-rename", at_name.rsplit('-').next().unwrap_or(""));
             // Not synced here: the commit flushes the file system once.
             match (keep, &replaced) {
                 (Some(slot), Some(original)) => exchange_in(slot, dir, name, original, made)?,

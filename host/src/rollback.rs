@@ -557,6 +557,14 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             .map(|m| *time = (m.mtime(), m.mtime_nsec() as u32))
             .is_ok()
     });
+    // A run killed between writing a temporary file and renaming it over
+    // its target leaves that file behind: removing it is the undo's first
+    // step, planned and journaled like the rest (a directory the run made
+    // can then be removed).
+    let orphans = match &earlier.complete {
+        Some(_) => Vec::new(),
+        None => find_orphans(&grants, &original, &effects, &earlier.unfinished_writes),
+    };
     phases.lap("origins");
     let overlay = || {
         let mut ov = Overlay::new(
@@ -567,6 +575,10 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             },
         );
         ov.set_restoring();
+        for orphan in &orphans {
+            // One that cannot be removed is named where it is in the way.
+            let _ = ov.remove_file(orphan);
+        }
         ov
     };
     let Planned {
@@ -727,14 +739,8 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     if let Some(id) = &earlier.complete {
         summary["rolled_back_by"] = json!(id);
     }
-    // A run killed between writing a temporary file and renaming it over
-    // its target leaves that file behind: it goes, as part of the undo.
-    let orphans = match req.dry_run || earlier.complete.is_some() {
-        true => 0,
-        false => remove_orphans(&grants, &original, &effects.intents),
-    };
-    if orphans > 0 {
-        summary["temporary_files_removed"] = json!(orphans);
+    if !orphans.is_empty() && !req.dry_run {
+        summary["temporary_files_removed"] = json!(orphans.len());
     }
     phases.lap("journal");
     let committed = match req.dry_run || plan.effects.is_empty() {
@@ -848,23 +854,38 @@ fn kept_by_run(
     ours.then(|| commit::Kept::of(run_dir, intents)).flatten()
 }
 
-/// Removes the temporary files (`.defops-tmp-RUN-N`, next to each write's
-/// target) a killed run left; how many there were. Each directory written
-/// in is listed once, not asked about every write's name.
-fn remove_orphans(grants: &Grants, run_id: &str, intents: &[&Value]) -> usize {
+/// The temporary files (`.defops-tmp-RUN-N`, next to each write's target)
+/// a killed run, or a rollback of it cut off, left. Only a write without a
+/// `done` record can have left one (a `done` follows its rename), so for a
+/// run that finished no directory is listed. Each directory written in is
+/// listed once, not asked about every write's name.
+fn find_orphans(
+    grants: &Grants,
+    run_id: &str,
+    effects: &in_force::Effects<'_>,
+    unfinished: &[(String, String, u64)],
+) -> Vec<VPath> {
     use std::collections::{BTreeMap, BTreeSet};
-    let mut written: BTreeMap<VPath, BTreeSet<u64>> = BTreeMap::new();
-    for i in intents.iter().filter(|i| i["op"] == "write") {
-        let (Some(path), Some(n)) = (i["path"].as_str(), i["n"].as_u64()) else {
-            continue;
-        };
+    let own = effects
+        .intents
+        .iter()
+        .filter(|i| i["op"] == "write")
+        .filter_map(|i| Some((run_id, i["path"].as_str()?, i["n"].as_u64()?)))
+        .filter(|(_, _, n)| !effects.is_done(*n));
+    let theirs = unfinished
+        .iter()
+        .map(|(id, path, n)| (id.as_str(), path.as_str(), *n));
+    let mut names: BTreeMap<VPath, BTreeSet<String>> = BTreeMap::new();
+    for (id, path, n) in own.chain(theirs) {
         if let Some(parent) = VPath::parse(path).ok().and_then(|p| p.parent()) {
-            written.entry(parent).or_default().insert(n);
+            names
+                .entry(parent)
+                .or_default()
+                .insert(format!(".defops-tmp-{id}-{n}"));
         }
     }
-    let prefix = format!(".defops-tmp-{run_id}-");
-    let mut removed = 0;
-    for (parent, ns) in &written {
+    let mut found = Vec::new();
+    for (parent, names) in &names {
         let Some(grant) = grants.find(parent) else {
             continue;
         };
@@ -875,26 +896,21 @@ fn remove_orphans(grants: &Grants, run_id: &str, intents: &[&Value]) -> usize {
         };
         for (name, _) in entries {
             let Ok(name) = name else { continue };
-            // Exactly `.defops-tmp-RUN-N` for a write's N.
-            let ours = name
-                .strip_prefix(&prefix)
-                .and_then(|n| n.parse::<u64>().ok().filter(|k| k.to_string() == n))
-                .is_some_and(|n| ns.contains(&n));
-            let Some(tmp) = ours.then(|| parent.join(&name)) else {
+            if !names.contains(&name) {
                 continue;
-            };
+            }
+            let tmp = parent.join(&name);
             let Ok(loc) = crate::disk::locate(grant, &tmp) else {
                 continue;
             };
             if let Ok(Some(st)) = loc.lstat()
                 && st.kind == crate::disk::Kind::File
-                && loc.remove_file().is_ok()
             {
-                removed += 1;
+                found.push(tmp);
             }
         }
     }
-    removed
+    found
 }
 
 /// The symlinks (path, target) the run removed or moved away that led

@@ -302,6 +302,12 @@ fn crash_at_every_write_ahead_boundary_then_rollback_restores() {
         points.push(format!("before-done-{n}"));
         points.push(format!("after-done-{n}"));
     }
+    // A write's new file made (in `kept/`, with replaced files kept), not
+    // yet exchanged into place.
+    let writes = dry.lines().into_iter().filter(|l| l["type"] == "effect");
+    for (n, _) in writes.enumerate().filter(|(_, e)| e["op"] == "write") {
+        points.push(format!("before-rename-{n}"));
+    }
     points.push("after-sync".to_string());
     for point in &points {
         let t = Tree::new();
@@ -345,7 +351,7 @@ fn crash_at_every_write_ahead_boundary_then_rollback_restores() {
             .output();
         assert!(verify.code == 0 || verify.code == 1, "{point}: {verify:?}");
         let back = rollback(&t, journal.to_str().unwrap(), &[]);
-        back.assert_code(0);
+        assert_eq!(back.code, 0, "{point}: {back:?}");
         assert_eq!(
             t.snapshot(""),
             before,
@@ -468,4 +474,62 @@ fn drift_anywhere_in_a_long_rollback_is_named() {
     }
     assert_eq!(now, was);
     assert_eq!(t.read("outside/secret"), "keep\n");
+}
+
+/// A run killed between writing a file's new content next to it and
+/// renaming it into place leaves `.defops-tmp-RUN-N`; its rollback removes
+/// that file and says so. A file of that name for an effect that was done
+/// is not the run's (its own was renamed into place): it is left alone.
+#[test]
+fn a_run_killed_before_a_rename_leaves_a_temporary_file_its_rollback_removes() {
+    let t = Tree::new();
+    t.write("grant/a", "1");
+    t.write("grant/b", "1");
+    let before = t.snapshot("grant");
+    let ops_line = format!("ops=write {g}/a 2;write {g}/b 2", g = t.p("grant"));
+    let killed = t
+        .defops()
+        .into_command()
+        .env("DEFOPS_FAILPOINT", "before-rename-1")
+        .args([
+            "run",
+            guest("fsops").to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+            "--json",
+            "-p",
+            &ops_line,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9),
+        "the fail point did not fire: {}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    let temporary: Vec<String> = std::fs::read_dir(t.path("grant"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".defops-tmp-"))
+        .collect();
+    assert_eq!(temporary.len(), 1, "{temporary:?}");
+    let (run_id, n) = temporary[0]["..defops-tmp-".len() - 1..]
+        .rsplit_once('-')
+        .unwrap();
+    assert_eq!(n, "1");
+    assert_eq!(t.read("grant/a"), "2");
+    let planted = format!("grant/.defops-tmp-{run_id}-0");
+    t.write(&planted, "someone else's");
+    let back = rollback(&t, run_id, &[]);
+    back.assert_code(0);
+    assert_eq!(back.summary()["temporary_files_removed"], 1, "{back:?}");
+    assert!(!t.path(&format!("grant/{}", temporary[0])).exists());
+    assert_eq!(t.read(&planted), "someone else's");
+    std::fs::remove_file(t.path(&planted)).unwrap();
+    // The directory's time is the removal's, just now.
+    let (mut after, mut before) = (t.snapshot("grant"), before);
+    after.remove("/");
+    before.remove("/");
+    assert_eq!(after, before);
 }

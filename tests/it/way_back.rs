@@ -12,16 +12,29 @@ use defops_host::fuzzing::Rng;
 use crate::plangen::{Case, Snapshot, change_one_path, seeds};
 use crate::util::{Out, Tree};
 
-/// Every fail point of a commit of `effects` effects.
-fn fail_points(effects: u64) -> Vec<String> {
+/// Every fail point of a commit of effects with these `ops`.
+fn fail_points(ops: &[String]) -> Vec<String> {
     let mut points = vec!["after-objects".to_string(), "after-intents".to_string()];
-    for n in 0..effects {
+    for (n, op) in ops.iter().enumerate() {
         for p in ["before-done", "after-done", "enospc-at", "pause-before"] {
             points.push(format!("{p}-{n}"));
+        }
+        // A write's new file made next to its target, not renamed yet.
+        if op == "write" {
+            points.push(format!("before-rename-{n}"));
         }
     }
     points.push("after-sync".to_string());
     points
+}
+
+/// The `op` of every effect a `--json` output lists.
+fn ops_of(out: &Out) -> Vec<String> {
+    out.lines()
+        .iter()
+        .filter(|l| l["type"] == "effect")
+        .map(|l| l["op"].as_str().unwrap_or_default().to_string())
+        .collect()
 }
 
 /// The one run in `t`'s state directory.
@@ -124,15 +137,21 @@ fn lose_done_records(journal: &Path, keep: usize) {
     std::fs::write(journal, out).unwrap();
 }
 
-/// The number of effects of `case`'s plan, from a dry-run.
-fn effects_of(case: &Case) -> u64 {
+/// The effects of `case`'s plan (their `op`s), from a dry-run.
+fn effects_of(case: &Case) -> Vec<String> {
     let probe = Tree::new();
     case.build(&probe);
     let dry = case.run(&probe, None, &["--dry-run"]);
     assert_eq!(dry.code, 0, "dry-run: {dry:?}\n{}", case.describe());
-    let effects = dry.summary()["changed"].as_u64().unwrap();
-    assert!(effects > 0, "{}", case.describe());
-    effects
+    let ops = ops_of(&dry);
+    assert_eq!(
+        Some(ops.len() as u64),
+        dry.summary()["changed"].as_u64(),
+        "{}",
+        case.describe()
+    );
+    assert!(!ops.is_empty(), "{}", case.describe());
+    ops
 }
 
 /// Every generated plan, stopped at every fail point of its commit, rolls
@@ -142,7 +161,7 @@ fn generated_plans_roll_back_from_every_fail_point() {
     let (mut plans, mut runs) = (0, 0);
     for seed in seeds(8) {
         let case = Case::generate(seed);
-        let points = fail_points(effects_of(&case));
+        let points = fail_points(&effects_of(&case));
         // Two at a time: each is three processes, mostly waiting on disk.
         std::thread::scope(|s| {
             for half in points.chunks(points.len().div_ceil(2)) {
@@ -165,7 +184,7 @@ fn a_power_loss_that_lost_done_records_rolls_back_from_the_disk() {
     let mut runs = 0;
     for seed in seeds(4) {
         let case = Case::generate(seed);
-        let effects = effects_of(&case) as usize;
+        let effects = effects_of(&case).len();
         let mut rng = Rng::new(seed ^ 0x9A55);
         let mut cuts = vec![("after-sync".to_string(), 0)];
         for _ in 0..3 {
@@ -195,11 +214,18 @@ fn a_rollback_cut_off_is_finished_by_the_next_one() {
             .args(&["rollback", &only_run(&probe), "--dry-run", "--json"])
             .output();
         dry.assert_code(0);
-        let inverse = dry.summary()["changed"].as_u64().unwrap();
+        let inverse = ops_of(&dry);
+        assert_eq!(
+            Some(inverse.len() as u64),
+            dry.summary()["changed"].as_u64()
+        );
         let mut points = vec!["after-intents".to_string(), "after-sync".to_string()];
-        for n in 0..inverse {
+        for (n, op) in inverse.iter().enumerate() {
             points.push(format!("before-done-{n}"));
             points.push(format!("after-done-{n}"));
+            if op == "write" {
+                points.push(format!("before-rename-{n}"));
+            }
         }
         for point in points {
             let t = Tree::new();

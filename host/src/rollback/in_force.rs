@@ -75,6 +75,12 @@ impl<'a> Effects<'a> {
         }
     }
 
+    /// Whether effect `n` has a `done` record: then it was applied in
+    /// full (for a write, its temporary file renamed into place).
+    pub fn is_done(&self, n: u64) -> bool {
+        self.done.contains_key(&n)
+    }
+
     /// The state effect `i` left at `key` (`after`, `after_to`): as
     /// observed in its `done` record, else as planned.
     pub fn after(&self, i: &Value, key: &str) -> Option<State> {

@@ -48,6 +48,9 @@ pub struct Others {
     /// Rollbacks of other, earlier runs after it (forced past it) that
     /// touched its paths: changes nothing can undo.
     pub later_rollbacks: Vec<(String, String)>,
+    /// The writes without a `done` record of its rollbacks that did not
+    /// finish (id, path, n): each may have left its temporary file.
+    pub unfinished_writes: Vec<(String, String, u64)>,
 }
 
 /// Reads the state directory's other journals: the real rollbacks of
@@ -169,6 +172,16 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         } else if loaded.of("intent").next().is_some() {
             others.complete = None;
             others.started = true;
+            let done: BTreeSet<u64> = loaded.of("done").filter_map(|d| d["n"].as_u64()).collect();
+            for i in loaded.of("intent").filter(|i| i["op"] == "write") {
+                if let (Some(path), Some(n)) = (i["path"].as_str(), i["n"].as_u64())
+                    && !done.contains(&n)
+                {
+                    others
+                        .unfinished_writes
+                        .push((id.clone(), path.to_string(), n));
+                }
+            }
         }
     }
     for (id, touched, dirs, maybe) in later {
