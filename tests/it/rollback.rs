@@ -283,6 +283,32 @@ fn a_dry_run_cannot_be_rolled_back_and_says_why() {
     back.assert_stderr("was a dry-run");
 }
 
+/// Runs fsops with `ops_line` in `t`'s grant, killed at the fail point
+/// `point`.
+fn run_killed_at(t: &Tree, point: &str, ops_line: &str) {
+    let killed = t
+        .defops()
+        .into_command()
+        .env("DEFOPS_FAILPOINT", point)
+        .args([
+            "run",
+            guest("fsops").to_str().unwrap(),
+            "--allow",
+            &t.p("grant"),
+            "--json",
+            "-p",
+            ops_line,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9),
+        "{point}: the fail point did not fire: {}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+}
+
 /// Kills the real binary at every write-ahead boundary of a run with every
 /// kind of effect; after each, the journal verifies (intact or torn tail)
 /// and rollback restores the pre-run tree.
@@ -319,26 +345,7 @@ fn crash_at_every_write_ahead_boundary_then_rollback_restores() {
         all_kinds_setup(&t);
         let before = t.snapshot("");
         let ops_line = format!("ops={}", all_kinds(&t).join(";"));
-        let killed = t
-            .defops()
-            .into_command()
-            .env("DEFOPS_FAILPOINT", point)
-            .args([
-                "run",
-                guest("fsops").to_str().unwrap(),
-                "--allow",
-                &t.p("grant"),
-                "--json",
-                "-p",
-                &ops_line,
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&killed.status),
-            Some(9),
-            "{point}: the fail point did not fire"
-        );
+        run_killed_at(&t, point, &ops_line);
         let runs: Vec<_> = std::fs::read_dir(t.path("state/runs"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -487,27 +494,7 @@ fn a_run_killed_before_a_rename_leaves_a_temporary_file_its_rollback_removes() {
     t.write("grant/b", "1");
     let before = t.snapshot("grant");
     let ops_line = format!("ops=write {g}/a 2;write {g}/b 2", g = t.p("grant"));
-    let killed = t
-        .defops()
-        .into_command()
-        .env("DEFOPS_FAILPOINT", "before-rename-1")
-        .args([
-            "run",
-            guest("fsops").to_str().unwrap(),
-            "--allow",
-            &t.p("grant"),
-            "--json",
-            "-p",
-            &ops_line,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&killed.status),
-        Some(9),
-        "the fail point did not fire: {}",
-        String::from_utf8_lossy(&killed.stderr)
-    );
+    run_killed_at(&t, "before-rename-1", &ops_line);
     let temporary: Vec<String> = std::fs::read_dir(t.path("grant"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
