@@ -581,7 +581,7 @@ fn apply<'a>(
             let st = loc.replace_file(&file, tmp, keep).map_err(|e| (path, e))?;
             return Ok(Some(State::file(content, st.mode, st.uid, st.gid)));
         }
-        Op::CreateDir { mode, .. } => loc.create_dir(*mode),
+        Op::CreateDir { mode, .. } => loc.create_dir(*mode, tmp),
         Op::RemoveFile { .. } => loc.remove_file(),
         Op::RemoveDir { .. } => loc.remove_dir(),
         Op::SetMode { mode, .. } => loc.set_mode(*mode),

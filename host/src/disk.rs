@@ -659,13 +659,49 @@ impl Loc<'_> {
         }
     }
 
-    pub fn create_dir(&self, mode: u32) -> io::Result<()> {
+    /// Makes this directory with exactly `mode`: made as `tmp` beside it
+    /// (mkdir applies the umask, so its bits are set after), then renamed
+    /// into place, never over anything. A crash leaves either nothing here
+    /// or the directory as asked, and at worst `tmp` (a rollback removes
+    /// it).
+    pub fn create_dir(&self, mode: u32, tmp: &str) -> io::Result<()> {
         let name = self.name()?;
-        rustix::fs::mkdirat(self.parent_fd(), name, Mode::from_raw_mode(mode))?;
-        // mkdir applies the umask; set the exact bits.
-        let fd = rustix::fs::openat(self.parent_fd(), name, DIR_FLAGS, Mode::empty())?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
-        Ok(())
+        let dir = self.parent_fd();
+        rustix::fs::mkdirat(dir, tmp, Mode::from_raw_mode(mode))?;
+        let made = rustix::fs::openat(dir, tmp, DIR_FLAGS, Mode::empty()).and_then(|fd| {
+            let id = Stat::from_rustix(&rustix::fs::fstat(&fd)?).identity;
+            Ok((fd, id))
+        });
+        let result = match &made {
+            Ok((fd, _)) => (|| {
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+                // The effect's number ends the name (`.defops-tmp-RUN-N`).
+                crate::commit::failpoint_at("before-rename", tmp.rsplit('-').next().unwrap_or(""));
+                match rustix::fs::renameat_with(
+                    dir,
+                    tmp,
+                    dir,
+                    name,
+                    rustix::fs::RenameFlags::NOREPLACE,
+                ) {
+                    // Where the file system cannot be asked not to replace
+                    // (the commit checked just before that nothing is here).
+                    Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                        rustix::fs::renameat(dir, tmp, dir, name)
+                    }
+                    other => other,
+                }
+                .map_err(io::Error::from)
+            })(),
+            Err(e) => Err(io::Error::from(*e)),
+        };
+        if result.is_err()
+            && let Ok((_, id)) = made
+            && slot_holds(Slot { dir, name: tmp }, id)
+        {
+            let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::REMOVEDIR);
+        }
+        result
     }
 
     pub fn remove_file(&self) -> io::Result<()> {

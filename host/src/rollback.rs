@@ -575,9 +575,13 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             },
         );
         ov.set_restoring();
-        for orphan in &orphans {
-            // One that cannot be removed is named where it is in the way.
-            let _ = ov.remove_file(orphan);
+        for (orphan, kind) in &orphans {
+            // One that cannot be removed (a directory with something put in
+            // it since) is named where it is in the way.
+            let _ = match kind {
+                crate::disk::Kind::Dir => ov.remove_dir(orphan),
+                _ => ov.remove_file(orphan),
+            };
         }
         ov
     };
@@ -854,22 +858,29 @@ fn kept_by_run(
     ours.then(|| commit::Kept::of(run_dir, intents)).flatten()
 }
 
-/// The temporary files (`.defops-tmp-RUN-N`, next to each write's target)
-/// a killed run, or a rollback of it cut off, left. Only a write without a
-/// `done` record can have left one (a `done` follows its rename), so for a
-/// run that finished no directory is listed. Each directory written in is
-/// listed once, not asked about every write's name.
+/// An effect whose file or directory is made beside its target, as
+/// `.defops-tmp-RUN-N`, and renamed into place.
+fn made_beside(intent: &Value) -> bool {
+    matches!(intent["op"].as_str(), Some("write" | "create-dir"))
+}
+
+/// The temporary files and directories (`.defops-tmp-RUN-N`, next to each
+/// write's or new directory's target) a killed run, or a rollback of it
+/// cut off, left, each with its kind. Only an effect without a `done`
+/// record can have left one (a `done` follows its rename), so for a run
+/// that finished no directory is listed. Each directory written in is
+/// listed once, not asked about every effect's name.
 fn find_orphans(
     grants: &Grants,
     run_id: &str,
     effects: &in_force::Effects<'_>,
     unfinished: &[(String, String, u64)],
-) -> Vec<VPath> {
+) -> Vec<(VPath, crate::disk::Kind)> {
     use std::collections::{BTreeMap, BTreeSet};
     let own = effects
         .intents
         .iter()
-        .filter(|i| i["op"] == "write")
+        .filter(|i| made_beside(i))
         .filter_map(|i| Some((run_id, i["path"].as_str()?, i["n"].as_u64()?)))
         .filter(|(_, _, n)| !effects.is_done(*n));
     let theirs = unfinished
@@ -904,9 +915,9 @@ fn find_orphans(
                 continue;
             };
             if let Ok(Some(st)) = loc.lstat()
-                && st.kind == crate::disk::Kind::File
+                && matches!(st.kind, crate::disk::Kind::File | crate::disk::Kind::Dir)
             {
-                found.push(tmp);
+                found.push((tmp, st.kind));
             }
         }
     }

@@ -328,10 +328,11 @@ fn crash_at_every_write_ahead_boundary_then_rollback_restores() {
         points.push(format!("before-done-{n}"));
         points.push(format!("after-done-{n}"));
     }
-    // A write's new file made (in `kept/`, with replaced files kept), not
-    // yet exchanged into place.
-    let writes = dry.lines().into_iter().filter(|l| l["type"] == "effect");
-    for (n, _) in writes.enumerate().filter(|(_, e)| e["op"] == "write") {
+    // A write's new file (in `kept/`, with replaced files kept) or a new
+    // directory made, not yet renamed into place.
+    let listed = dry.lines().into_iter().filter(|l| l["type"] == "effect");
+    let made = |e: &serde_json::Value| e["op"] == "write" || e["op"] == "create-dir";
+    for (n, _) in listed.enumerate().filter(|(_, e)| made(e)) {
         points.push(format!("before-rename-{n}"));
     }
     points.push("after-sync".to_string());
@@ -519,4 +520,39 @@ fn a_run_killed_before_a_rename_leaves_a_temporary_file_its_rollback_removes() {
     after.remove("/");
     before.remove("/");
     assert_eq!(after, before);
+}
+
+/// A new directory is made beside its place and renamed into it with its
+/// mode already set, so a run killed in between leaves no directory of the
+/// wrong mode where the plan put one: only `.defops-tmp-RUN-N`, which the
+/// rollback removes.
+#[test]
+fn a_run_killed_before_a_new_directory_is_renamed_into_place_rolls_back() {
+    let t = Tree::new();
+    let before = t.snapshot("grant");
+    let g = t.p("grant");
+    run_killed_at(
+        &t,
+        "before-rename-0",
+        &format!("ops=mkdir {g}/d;write {g}/d/f x"),
+    );
+    let temporary: Vec<String> = std::fs::read_dir(t.path("grant"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(temporary.len(), 1, "{temporary:?}");
+    assert!(temporary[0].starts_with(".defops-tmp-"), "{temporary:?}");
+    assert!(t.path(&format!("grant/{}", temporary[0])).is_dir());
+    let run_id = std::fs::read_dir(t.path("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .next()
+        .unwrap();
+    let dry = rollback(&t, &run_id, &["--dry-run"]);
+    dry.assert_code(0);
+    assert!(t.path(&format!("grant/{}", temporary[0])).is_dir());
+    let back = rollback(&t, &run_id, &[]);
+    back.assert_code(0);
+    assert_eq!(back.summary()["temporary_files_removed"], 1, "{back:?}");
+    assert_eq!(t.snapshot("grant"), before);
 }

@@ -19,8 +19,9 @@ fn fail_points(ops: &[String]) -> Vec<String> {
         for p in ["before-done", "after-done", "enospc-at", "pause-before"] {
             points.push(format!("{p}-{n}"));
         }
-        // A write's new file made next to its target, not renamed yet.
-        if op == "write" {
+        // A write's new file, or a new directory, made next to its target,
+        // not renamed yet.
+        if op == "write" || op == "create-dir" {
             points.push(format!("before-rename-{n}"));
         }
     }
@@ -223,7 +224,7 @@ fn a_rollback_cut_off_is_finished_by_the_next_one() {
         for (n, op) in inverse.iter().enumerate() {
             points.push(format!("before-done-{n}"));
             points.push(format!("after-done-{n}"));
-            if op == "write" {
+            if op == "write" || op == "create-dir" {
                 points.push(format!("before-rename-{n}"));
             }
         }

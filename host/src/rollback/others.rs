@@ -48,8 +48,9 @@ pub struct Others {
     /// Rollbacks of other, earlier runs after it (forced past it) that
     /// touched its paths: changes nothing can undo.
     pub later_rollbacks: Vec<(String, String)>,
-    /// The writes without a `done` record of its rollbacks that did not
-    /// finish (id, path, n): each may have left its temporary file.
+    /// The writes and directories made without a `done` record of its
+    /// rollbacks that did not finish (id, path, n): each may have left
+    /// its temporary file or directory.
     pub unfinished_writes: Vec<(String, String, u64)>,
 }
 
@@ -173,7 +174,7 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
             others.complete = None;
             others.started = true;
             let done: BTreeSet<u64> = loaded.of("done").filter_map(|d| d["n"].as_u64()).collect();
-            for i in loaded.of("intent").filter(|i| i["op"] == "write") {
+            for i in loaded.of("intent").filter(|i| super::made_beside(i)) {
                 if let (Some(path), Some(n)) = (i["path"].as_str(), i["n"].as_u64())
                     && !done.contains(&n)
                 {
