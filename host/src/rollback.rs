@@ -576,18 +576,19 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         );
         ov.set_restoring();
         for (orphan, kind) in &orphans {
-            // One that cannot be removed (a directory with something put in
-            // it since) is named where it is in the way.
+            // What cannot be removed (a link, a file with a second name, a
+            // directory with something put in it since) is named below.
             let _ = match kind {
                 crate::disk::Kind::Dir => ov.remove_dir(orphan),
-                _ => ov.remove_file(orphan),
+                crate::disk::Kind::File => ov.remove_file(orphan),
+                _ => Ok(()),
             };
         }
         ov
     };
     let Planned {
         overlay,
-        drifts,
+        mut drifts,
         undone,
     } = match &earlier.complete {
         // Already back: nothing is in force any more.
@@ -606,6 +607,21 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             req.force,
         )?,
     };
+    // A leftover that could not be planned away (something put in it
+    // since) is not the run's to remove, nor to leave unsaid.
+    let mut orphans_planned = 0;
+    for (orphan, _) in &orphans {
+        match overlay.state(orphan) {
+            Ok(State::Absent) => orphans_planned += 1,
+            Ok(found) => drifts.push(Drift {
+                path: orphan.to_string(),
+                attribute: "presence",
+                expected: Some(State::Absent),
+                found,
+            }),
+            Err(_) => {}
+        }
+    }
     phases.lap("inverse plan");
     // What the rollback puts back must not lead out either: a link it
     // restores, or a directory it moves back with a link made in it since,
@@ -743,8 +759,8 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     if let Some(id) = &earlier.complete {
         summary["rolled_back_by"] = json!(id);
     }
-    if !orphans.is_empty() && !req.dry_run {
-        summary["temporary_files_removed"] = json!(orphans.len());
+    if orphans_planned > 0 && !req.dry_run {
+        summary["temporary_files_removed"] = json!(orphans_planned);
     }
     phases.lap("journal");
     let committed = match req.dry_run || plan.effects.is_empty() {
@@ -914,9 +930,7 @@ fn find_orphans(
             let Ok(loc) = crate::disk::locate(grant, &tmp) else {
                 continue;
             };
-            if let Ok(Some(st)) = loc.lstat()
-                && matches!(st.kind, crate::disk::Kind::File | crate::disk::Kind::Dir)
-            {
+            if let Ok(Some(st)) = loc.lstat() {
                 found.push((tmp, st.kind));
             }
         }

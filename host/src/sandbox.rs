@@ -490,9 +490,19 @@ fn read_regular(path: &Path) -> Result<Vec<u8>, LoadError> {
 }
 
 /// The bytes of the component at `path`, refused when they are not a
-/// component's.
+/// component's: its first eight bytes are looked at before the rest is
+/// read (a multi-gigabyte log passed by mistake is not read into memory).
 fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let bytes = read_regular(path)?;
+    let failed = |source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = crate::regular_file::open(path).map_err(failed)?;
+    let mut bytes = Vec::with_capacity(8);
+    (&mut file)
+        .take(8)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(LoadError::NotWasm {
             path: path.to_path_buf(),
@@ -503,6 +513,7 @@ fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
             path: path.to_path_buf(),
         });
     }
+    file.read_to_end(&mut bytes).map_err(failed)?;
     Ok(bytes)
 }
 

@@ -507,6 +507,17 @@ fn a_run_killed_before_a_rename_leaves_a_temporary_file_its_rollback_removes() {
         .unwrap();
     assert_eq!(n, "1");
     assert_eq!(t.read("grant/a"), "2");
+    // Anything but the file the run left under that name is not removed:
+    // named, and nothing changes.
+    let left = format!("grant/{}", temporary[0]);
+    std::fs::remove_file(t.path(&left)).unwrap();
+    t.symlink(&t.p("outside/secret"), &left);
+    let refused = rollback(&t, run_id, &[]);
+    refused.assert_code(3).assert_stderr(&temporary[0]);
+    assert_eq!(t.read("grant/a"), "2");
+    assert!(t.path(&left).is_symlink());
+    std::fs::remove_file(t.path(&left)).unwrap();
+    t.write(&left, "half-writ");
     let planted = format!("grant/.defops-tmp-{run_id}-0");
     t.write(&planted, "someone else's");
     let back = rollback(&t, run_id, &[]);
