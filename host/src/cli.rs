@@ -746,6 +746,7 @@ impl RunArgs {
             signature: self.signature,
             scheduled: None,
             scheduled_generation: None,
+            expect_sha256: None,
         };
         Ok(req)
     }

@@ -69,6 +69,10 @@ pub struct RunRequest {
     pub scheduled: Option<String>,
     /// Which `schedule add` of that name (its generation).
     pub scheduled_generation: Option<String>,
+    /// The SHA-256 the fix must have (a promoted schedule's): checked on
+    /// the bytes this run reads, so a fix swapped after the promotion was
+    /// checked is refused, not run.
+    pub expect_sha256: Option<String>,
 }
 
 /// Ends a run early with a message and an exit code.
@@ -219,6 +223,10 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
     // checked, before anything is written: a missing or misspelt --param
     // leaves no state directory and no compiled fix.
     let fix = crate::sandbox::FixFile::read(&req.fix).map_err(|e| Stop::new(Exit::Usage, e))?;
+    if let Some(expected) = &req.expect_sha256 {
+        fix.expect_sha256(expected)
+            .map_err(|e| Stop::new(Exit::Refused, e))?;
+    }
     let manifest = check_manifest(&req, &fix)?;
     let state_dir = crate::state_dir::prepare(&req.state_dir, &grants)
         .map_err(|e| Stop::new(Exit::Usage, e))?;

@@ -480,6 +480,17 @@ impl FixFile {
     pub fn is_script(&self) -> bool {
         self.source.is_some()
     }
+
+    /// Refuses a fix whose SHA-256 is not `expected` (hex).
+    pub fn expect_sha256(&self, expected: &str) -> Result<(), String> {
+        match crate::digest::Alg::Sha256.hex(&self.bytes) == expected {
+            true => Ok(()),
+            false => Err(format!(
+                "refused: the fix {} is not the one promoted (sha256:{expected}): it changed since; nothing was run",
+                self.path.display()
+            )),
+        }
+    }
 }
 
 fn read_regular(path: &Path) -> Result<Vec<u8>, LoadError> {

@@ -669,3 +669,55 @@ fn a_real_run_refused_for_a_changed_file_is_not_a_change_in_place() {
         check.stdout
     );
 }
+
+/// The real run reads the fix itself: one swapped after the promotion was
+/// checked (here while the run waits for the host's lock) is refused by
+/// its digest, not run.
+#[test]
+fn a_fix_swapped_after_the_promotion_was_checked_is_not_run() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let t = Tree::outside_tmp();
+    t.write("grant/app.conf", "max_conn = 10\n");
+    let copy = copy_of_config_set(&t);
+    add_config_set_from(&t, &copy, "copy", "70", &[]).assert_code(0);
+    exec_start(&t, "copy").assert_code(0);
+    schedule(&t)
+        .args(&["promote", "copy"])
+        .output()
+        .assert_code(0);
+    add_config_set_from(&t, &copy, "copy", "70", &["--replace", "--mode", "real"]).assert_code(0);
+    let journals = || {
+        std::fs::read_dir(t.path("state/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join("journal.jsonl"))
+            .filter(|j| std::fs::read_to_string(j).is_ok_and(|s| s.contains("\"outcome\"")))
+            .count()
+    };
+    let done_before = journals();
+    // Another holds the host's lock: the scheduled real run waits for it
+    // after its dry-run and the promotion's check.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(t.path("state/lock"))
+        .unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let exec = std::thread::scope(|s| {
+        let exec = s.spawn(|| exec_start(&t, "copy"));
+        let started = std::time::Instant::now();
+        while journals() == done_before && started.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut bytes = std::fs::read(&copy).unwrap();
+        // A custom section appended: another binary, the same behaviour.
+        bytes.extend_from_slice(&[0, 6, 1, b'x', 1, 2, 3, 4]);
+        std::fs::write(&copy, &bytes).unwrap();
+        drop(lock);
+        exec.join().unwrap()
+    });
+    exec.assert_code(3).assert_stderr("is not the one promoted");
+    assert_eq!(t.read("grant/app.conf"), "max_conn = 10\n");
+}
