@@ -258,6 +258,12 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     ];
+    // Its manifest's name is an off-switch too.
+    if let Some(m) = &manifest
+        && !names.contains(&m.name)
+    {
+        names.push(m.name.clone());
+    }
     // The guards a real run passes before anything is loaded: the
     // off-switch, then the change window.
     let mut policy = serde_json::Map::new();
@@ -269,37 +275,15 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         );
     }
 
-    phases.lap("guards");
-    let sandbox = Sandbox::new()
-        .map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
-    phases.lap("engine");
-    let loaded = sandbox
-        .load(fix, Some(&state_dir.join("cache")))
-        .map_err(|e| {
-            let exit = match e {
-                crate::sandbox::LoadError::Imports { .. } => Exit::Refused,
-                _ => Exit::Usage,
-            };
-            Stop::new(exit, e)
-        })?;
-    let loaded_in = started.elapsed();
-    phases.lap("load fix");
-
-    if let Some(m) = &manifest
-        && !names.contains(&m.name)
-    {
-        names.push(m.name.clone());
-        if !req.dry_run {
-            refuse_if_paused(&state_dir, &names)?;
-        }
-    }
     let fix_name = manifest
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or_else(|| names[0].clone());
+    // The approval and the dry-run before it are checked on the bytes read,
+    // before they are compiled: a refused run compiles nothing.
     let approval = match req.dry_run {
         true => None,
-        false => check_approval(&req, &config, &loaded)?,
+        false => check_approval(&req, &config, fix.bytes())?,
     };
 
     let mut grants_json: Vec<_> = grants
@@ -313,12 +297,10 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         }
         g
     }));
-    tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded; checking the guards");
-    let fix_sha256 = loaded.sha256();
     let dry_run_key =
-        crate::policy::dry_run_key(&loaded.digest, &grants_json, &req.params, &hostname());
+        crate::policy::dry_run_key(fix.digest(), &grants_json, &req.params, &hostname());
     let made_for =
-        crate::binding::MadeFor::new(&loaded.digest, &grants_json, &req.params, &hostname());
+        crate::binding::MadeFor::new(fix.digest(), &grants_json, &req.params, &hostname());
     if let (Some(saved), Some(path)) = (&saved_plan, &req.plan) {
         saved
             .file
@@ -334,13 +316,29 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
             &state_dir,
             &dry_run_key,
             &fix_name,
-            &crate::digest::fix_id_of(&fix_sha256),
+            &|| crate::digest::fix_id_of(&crate::digest::Alg::Sha256.hex(fix.bytes())),
             saved_plan,
         )?;
         policy.insert("dry_run_first".into(), record);
         reviewed = found;
     }
     phases.lap("guards");
+    let sandbox = Sandbox::new()
+        .map_err(|e| Stop::new(Exit::Usage, format!("cannot start wasmtime: {e:#}")))?;
+    phases.lap("engine");
+    let loaded = sandbox
+        .load(fix, Some(&state_dir.join("cache")))
+        .map_err(|e| {
+            let exit = match e {
+                crate::sandbox::LoadError::Imports { .. } => Exit::Refused,
+                _ => Exit::Usage,
+            };
+            Stop::new(exit, e)
+        })?;
+    let loaded_in = started.elapsed();
+    phases.lap("load fix");
+    tracing::info!(fix = %fix_name, dry_run = req.dry_run, "loaded");
+    let fix_sha256 = loaded.sha256();
     // A real run holds the lock from before the fix plans until the commit
     // is done, so two never interleave.
     let lock = match req.dry_run {
@@ -1005,7 +1003,7 @@ fn refuse_undeclared_params(
 fn check_approval(
     req: &RunRequest,
     config: &Config,
-    loaded: &crate::sandbox::Loaded,
+    fix: &[u8],
 ) -> Result<Option<serde_json::Value>, Stop> {
     if !req.require_approval && !config.approval.required {
         return Ok(None);
@@ -1056,7 +1054,7 @@ fn check_approval(
         }
     };
     let approval = crate::approval::verify(
-        &loaded.bytes,
+        fix,
         &sig,
         &sig_path.display().to_string(),
         &signers,

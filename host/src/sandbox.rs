@@ -442,6 +442,8 @@ impl Loaded {
 pub struct FixFile {
     path: PathBuf,
     bytes: Vec<u8>,
+    /// The bytes' digest by the run's algorithm (the fix's `digest`).
+    digest: String,
     /// A Python fix's source (a `.py` file).
     source: Option<String>,
 }
@@ -450,22 +452,32 @@ impl FixFile {
     /// Reads the component or script at `path`: a regular file, a
     /// component (not a core module) or UTF-8 text.
     pub fn read(path: &Path) -> Result<FixFile, LoadError> {
-        if !crate::python::is_script(path) {
-            return Ok(FixFile {
-                path: path.to_path_buf(),
-                bytes: read_component(path)?,
-                source: None,
-            });
-        }
-        let bytes = read_regular(path)?;
-        let source = String::from_utf8(bytes.clone()).map_err(|_| LoadError::NotText {
-            path: path.to_path_buf(),
-        })?;
+        let (bytes, source) = match crate::python::is_script(path) {
+            false => (read_component(path)?, None),
+            true => {
+                let bytes = read_regular(path)?;
+                let source = String::from_utf8(bytes.clone()).map_err(|_| LoadError::NotText {
+                    path: path.to_path_buf(),
+                })?;
+                (bytes, Some(source))
+            }
+        };
         Ok(FixFile {
             path: path.to_path_buf(),
+            digest: crate::digest::current().hex(&bytes),
             bytes,
-            source: Some(source),
+            source,
         })
+    }
+
+    /// What a reviewer signs, and what is run.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The bytes' digest, by the run's algorithm.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// The manifest the fix carries: a component's embedded section, or a
@@ -613,13 +625,15 @@ impl Sandbox {
         let FixFile {
             path,
             bytes,
+            digest,
             source,
         } = fix;
         let path = path.as_path();
         if let Some(source) = source {
-            return self.load_script(path, bytes, source, cache_dir);
+            return self.load_script(path, bytes, digest, source, cache_dir);
         }
-        let (bytes, digest, component, cache_hit) = self.compile_bytes(path, bytes, cache_dir)?;
+        let (bytes, digest, component, cache_hit) =
+            self.compile_bytes(path, bytes, Some(digest), cache_dir)?;
         let sha256 = self.sha256_memo(&bytes, &digest, cache_dir);
         self.check_imports(path, &component, &[])?;
         let pre = self
@@ -648,6 +662,7 @@ impl Sandbox {
         &self,
         path: &Path,
         bytes: Vec<u8>,
+        digest: String,
         source: String,
         cache_dir: Option<&Path>,
     ) -> Result<Loaded, LoadError> {
@@ -665,7 +680,6 @@ impl Sandbox {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "fix.py".into());
-        let digest = crate::digest::current().hex(&bytes);
         let (code, keep_code_at) = match cache_dir {
             Some(dir) => {
                 let key = script_code_key(&runtime_digests, &digest, &name);
@@ -873,18 +887,19 @@ impl Sandbox {
         cache_dir: Option<&Path>,
     ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
         let bytes = read_component(path)?;
-        self.compile_bytes(path, bytes, cache_dir)
+        self.compile_bytes(path, bytes, None, cache_dir)
     }
 
     /// [`Sandbox::compile`] of the bytes of `path`, read and checked by
-    /// [`read_component`].
+    /// [`read_component`] (and their digest, when already known).
     fn compile_bytes(
         &self,
         path: &Path,
         bytes: Vec<u8>,
+        digest: Option<String>,
         cache_dir: Option<&Path>,
     ) -> Result<(Vec<u8>, String, Component, bool), LoadError> {
-        let digest = crate::digest::current().hex(&bytes);
+        let digest = digest.unwrap_or_else(|| crate::digest::current().hex(&bytes));
         let cached = cache_dir.map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_key())));
         let mut cache_hit = false;
         let component = match cached.as_deref().and_then(|p| self.load_cached(p)) {

@@ -376,6 +376,8 @@ fn a_real_run_needs_a_dry_run_of_the_same_fix_grants_and_params() {
         .assert_stderr("no successful dry-run of config-set")
         .assert_stderr("--dry-run");
     assert_eq!(t.snapshot("grant"), before);
+    // Refused before the fix is compiled.
+    assert!(!t.path("state/cache").exists());
 
     // The suggested command is the dry-run that unlocks the real run.
     let dry = run_suggested(&t, &refused);

@@ -370,11 +370,12 @@ fn an_approved_fix_runs_and_the_signer_is_journaled() {
 fn unapproved_fixes_are_refused_with_the_reason() {
     let (a, key) = approved_setup("ed25519", "");
     let before = a.t.snapshot("grant");
-    // No signature.
+    // No signature: refused before the fix is compiled.
     a.run(&[])
         .assert_code(3)
         .assert_stderr("no approval")
         .assert_stderr("defops-wasm approve");
+    assert!(!a.t.path("state/cache").exists());
     // Dry-runs never need one.
     a.run(&["--dry-run"]).assert_code(0);
     // Another key, not in allowed_signers.

@@ -194,7 +194,7 @@ pub(super) fn dry_run_gate(
     state: &std::path::Path,
     key: &str,
     fix_name: &str,
-    fix_id: &str,
+    fix_id: &dyn Fn() -> String,
     saved: Option<Reviewed>,
 ) -> Result<(serde_json::Value, Result<Reviewed, String>), Stop> {
     let rule = config.dry_run_first;
@@ -237,6 +237,7 @@ pub(super) fn dry_run_gate(
             )),
         ));
     }
+    let fix_id = fix_id();
     let why = match last {
         Some(d) => format!(
             "the last dry-run of {fix_name} ({fix_id}) with these grants and params ({}, {}) is older than {age_text}",
