@@ -684,10 +684,15 @@ impl Loc<'_> {
                     name,
                     rustix::fs::RenameFlags::NOREPLACE,
                 ) {
-                    // Where the file system cannot be asked not to replace
-                    // (the commit checked just before that nothing is here).
+                    // A file system that cannot be asked not to replace: a
+                    // rename could replace an empty directory made there
+                    // meanwhile, so the directory is made in place (mkdir
+                    // replaces nothing) and its bits set after.
                     Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                        rustix::fs::renameat(dir, tmp, dir, name)
+                        rustix::fs::unlinkat(dir, tmp, AtFlags::REMOVEDIR)?;
+                        rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))?;
+                        let fd = rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())?;
+                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
                     }
                     other => other,
                 }

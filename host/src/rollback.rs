@@ -575,10 +575,10 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             },
         );
         ov.set_restoring();
-        for (orphan, kind) in &orphans {
+        for (orphan, st) in &orphans {
             // What cannot be removed (a link, a file with a second name, a
             // directory with something put in it since) is named below.
-            let _ = match kind {
+            let _ = match st.kind {
                 crate::disk::Kind::Dir => ov.remove_dir(orphan),
                 crate::disk::Kind::File => ov.remove_file(orphan),
                 _ => Ok(()),
@@ -610,17 +610,23 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     // A leftover that could not be planned away (something put in it
     // since) is not the run's to remove, nor to leave unsaid.
     let mut orphans_planned = 0;
-    for (orphan, _) in &orphans {
-        match overlay.state(orphan) {
-            Ok(State::Absent) => orphans_planned += 1,
-            Ok(found) => drifts.push(Drift {
-                path: orphan.to_string(),
-                attribute: "presence",
-                expected: Some(State::Absent),
-                found,
-            }),
-            Err(_) => {}
-        }
+    for (orphan, st) in &orphans {
+        let found = match overlay.state(orphan) {
+            Ok(State::Absent) => {
+                orphans_planned += 1;
+                continue;
+            }
+            Ok(found) => found,
+            // Not to be read through the plan (a second name, or larger
+            // than a rollback reads): named as it was seen.
+            Err(_) => seen_as(st),
+        };
+        drifts.push(Drift {
+            path: orphan.to_string(),
+            attribute: "presence",
+            expected: Some(State::Absent),
+            found,
+        });
     }
     phases.lap("inverse plan");
     // What the rollback puts back must not lead out either: a link it
@@ -874,6 +880,22 @@ fn kept_by_run(
     ours.then(|| commit::Kept::of(run_dir, intents)).flatten()
 }
 
+/// What `lstat` showed of a path, as a state (a file's content unread).
+fn seen_as(st: &crate::disk::Stat) -> State {
+    let (mode, uid, gid) = (st.mode, st.uid, st.gid);
+    match st.kind {
+        crate::disk::Kind::File => State::File {
+            size: st.size,
+            digest: String::new(),
+            mode,
+            uid,
+            gid,
+        },
+        crate::disk::Kind::Dir => State::Dir { mode, uid, gid },
+        _ => State::Other,
+    }
+}
+
 /// An effect whose file or directory is made beside its target, as
 /// `.defops-tmp-RUN-N`, and renamed into place.
 fn made_beside(intent: &Value) -> bool {
@@ -891,7 +913,7 @@ fn find_orphans(
     run_id: &str,
     effects: &in_force::Effects<'_>,
     unfinished: &[(String, String, u64)],
-) -> Vec<(VPath, crate::disk::Kind)> {
+) -> Vec<(VPath, crate::disk::Stat)> {
     use std::collections::{BTreeMap, BTreeSet};
     let own = effects
         .intents
@@ -931,7 +953,7 @@ fn find_orphans(
                 continue;
             };
             if let Ok(Some(st)) = loc.lstat() {
-                found.push((tmp, st.kind));
+                found.push((tmp, st));
             }
         }
     }

@@ -226,12 +226,7 @@ fn cpu_after_a_stop_past_the_deadline() -> Option<f64> {
 /// or not.
 #[test]
 fn an_fs_call_interrupted_past_the_deadline_ends_the_run_at_its_deadline() {
-    // strace that can trace here (ptrace may be refused in a container).
-    if !std::process::Command::new("strace")
-        .args(["-f", "-o", "/dev/null", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if !crate::util::strace_can_trace() {
         eprintln!("skipped: no strace that can trace here, to inject the failure");
         return;
     }

@@ -517,6 +517,21 @@ fn a_run_killed_before_a_rename_leaves_a_temporary_file_its_rollback_removes() {
     assert_eq!(t.read("grant/a"), "2");
     assert!(t.path(&left).is_symlink());
     std::fs::remove_file(t.path(&left)).unwrap();
+    // A second name of a file elsewhere; a file larger than a rollback
+    // reads (sparse here).
+    std::fs::hard_link(t.path("outside/secret"), t.path(&left)).unwrap();
+    let refused = rollback(&t, run_id, &[]);
+    refused.assert_code(3).assert_stderr(&temporary[0]);
+    std::fs::remove_file(t.path(&left)).unwrap();
+    assert_eq!(t.read("outside/secret"), "outside secret\n");
+    std::fs::File::create(t.path(&left))
+        .unwrap()
+        .set_len((1 << 30) + 1)
+        .unwrap();
+    let refused = rollback(&t, run_id, &[]);
+    refused.assert_code(3).assert_stderr(&temporary[0]);
+    assert_eq!(t.read("grant/a"), "2");
+    std::fs::remove_file(t.path(&left)).unwrap();
     t.write(&left, "half-writ");
     let planted = format!("grant/.defops-tmp-{run_id}-0");
     t.write(&planted, "someone else's");
@@ -566,4 +581,89 @@ fn a_run_killed_before_a_new_directory_is_renamed_into_place_rolls_back() {
     back.assert_code(0);
     assert_eq!(back.summary()["temporary_files_removed"], 1, "{back:?}");
     assert_eq!(t.snapshot("grant"), before);
+}
+
+/// Where the file system cannot rename without replacing (strace refuses
+/// `RENAME_NOREPLACE` here, as some file systems do), a new directory is
+/// made in place (mkdir replaces nothing), never renamed over one made
+/// meanwhile; its mode is still exact under a strict umask.
+#[test]
+fn without_rename_noreplace_a_new_directory_is_made_in_place() {
+    if !crate::util::strace_can_trace() {
+        eprintln!("skipped: no strace that can trace here, to inject the failure");
+        return;
+    }
+    let t = Tree::new();
+    let before = t.snapshot("grant");
+    let g = t.p("grant");
+    let out = t
+        .defops_under(&[
+            "sh",
+            "-c",
+            "umask 077; exec strace -f -o /dev/null -e trace=renameat2 -e inject=renameat2:error=EINVAL \"$@\"",
+            "sh",
+        ])
+        .args(&["run", guest("fsops").to_str().unwrap(), "--allow", &g])
+        .args(&["--json", "-p", &format!("ops=mkdir {g}/d;chmod {g}/d 775")])
+        .output();
+    out.assert_code(0);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(t.path("grant/d")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o7777, 0o775);
+    let left: Vec<_> = std::fs::read_dir(t.path("grant"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".defops-tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    rollback(&t, &run_id(&out), &[]).assert_code(0);
+    assert_eq!(t.snapshot("grant"), before);
+
+    // A directory someone makes there while the rename is refused stays
+    // theirs: the run fails, and nothing of it is left.
+    let run = t
+        .defops_under(&[
+            "strace",
+            "-f",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=renameat2",
+            "-e",
+            "inject=renameat2:error=EINVAL:delay_enter=1500000",
+        ])
+        .args(&["run", guest("fsops").to_str().unwrap(), "--allow", &g])
+        .args(&["--json", "-p", &format!("ops=mkdir {g}/d")])
+        .into_command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let made = || {
+        std::fs::read_dir(t.path("grant")).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".defops-tmp-")
+        })
+    };
+    while !made() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(made(), "the run never made its directory");
+    std::fs::create_dir(t.path("grant/d")).unwrap();
+    std::fs::set_permissions(
+        t.path("grant/d"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let theirs = std::fs::metadata(t.path("grant/d")).unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let now = std::fs::metadata(t.path("grant/d")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((now.ino(), now.mode()), (theirs.ino(), theirs.mode()));
+    assert!(!made());
 }

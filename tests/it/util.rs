@@ -518,3 +518,12 @@ impl Out {
         self
     }
 }
+
+/// Whether `strace` is there and can trace (ptrace may be refused in a
+/// container): tests inject system calls' failures with it.
+pub fn strace_can_trace() -> bool {
+    Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
