@@ -248,10 +248,15 @@ pub fn markdown(f: &Value) -> String {
         );
     }
     row(&mut m, "Where", format!("`{}`", s(&h["host"])));
+    // A run or rollback killed or cut off by a crash wrote no outcome.
+    let cut_off = o.is_null();
     row(
         &mut m,
         "When",
-        format!("{} → {}", s(&h["time"]), s(&o["time"])),
+        match cut_off {
+            false => format!("{} → {}", s(&h["time"]), s(&o["time"])),
+            true => format!("{} → (no end recorded)", s(&h["time"])),
+        },
     );
     let u = &h["user"];
     row(
@@ -276,18 +281,46 @@ pub fn markdown(f: &Value) -> String {
             "real run".into()
         },
     );
+    let cut_off_outcome = || {
+        let effects: &[Value] = f["effects"].as_array().map_or(&[], Vec::as_slice);
+        let done = effects.iter().filter(|e| e["status"] == "done").count();
+        let intended = effects.iter().filter(|e| e["status"] != "planned").count();
+        let what = match (h["dry_run"] == json!(true), intended) {
+            (true, _) => "a dry-run: nothing was changed".to_string(),
+            (false, 0) => "no change was journaled, so none was made".to_string(),
+            (false, _) => format!(
+                "{done} of {intended} change(s) recorded as done, the next perhaps halfway; {}",
+                match rollback {
+                    true => format!(
+                        "`defops-wasm rollback {}` again finishes the rollback",
+                        s(&h["rollback_of"])
+                    ),
+                    false => format!(
+                        "`defops-wasm rollback {}` undoes what the disk shows applied",
+                        s(&f["run_id"])
+                    ),
+                }
+            ),
+        };
+        format!(
+            "**cut off**: no outcome was recorded (the process was killed or the host went down); {what}"
+        )
+    };
     row(
         &mut m,
         "Outcome",
-        format!(
-            "**{}**, {} change(s){}",
-            s(&o["outcome"]),
-            s(&o["changed"]),
-            o["error"]
-                .as_str()
-                .map(|e| format!(" — {e}"))
-                .unwrap_or_default()
-        ),
+        match cut_off {
+            true => cut_off_outcome(),
+            false => format!(
+                "**{}**, {} change(s){}",
+                s(&o["outcome"]),
+                s(&o["changed"]),
+                o["error"]
+                    .as_str()
+                    .map(|e| format!(" — {e}"))
+                    .unwrap_or_default()
+            ),
+        },
     );
     // Who computed the digests: for a rollback too (FIPS mode applies to
     // it as to a run).
@@ -550,17 +583,21 @@ pub fn markdown(f: &Value) -> String {
         );
     }
     let _ = writeln!(m, "\n## Outcome\n");
-    let _ = writeln!(
-        m,
-        "**{}** (exit code {}) at {}{}.",
-        s(&o["outcome"]),
-        s(&o["exit_code"]),
-        s(&o["time"]),
-        o["result"]
-            .as_str()
-            .map(|r| format!("; the fix said: {r}"))
-            .unwrap_or_default()
-    );
+    if cut_off {
+        let _ = writeln!(m, "{}.", cut_off_outcome());
+    } else {
+        let _ = writeln!(
+            m,
+            "**{}** (exit code {}) at {}{}.",
+            s(&o["outcome"]),
+            s(&o["exit_code"]),
+            s(&o["time"]),
+            o["result"]
+                .as_str()
+                .map(|r| format!("; the fix said: {r}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(e) = o["error"].as_str() {
         let _ = writeln!(m, "\nError: {e}");
     }

@@ -507,6 +507,16 @@ fn a_run_killed_before_a_rename_leaves_a_temporary_file_its_rollback_removes() {
         .unwrap();
     assert_eq!(n, "1");
     assert_eq!(t.read("grant/a"), "2");
+    // The retrospective says what a run without an outcome did.
+    let report = t.defops().args(&["report", run_id]).output();
+    report.assert_code(0);
+    assert!(
+        report.stdout.contains("| Outcome | **cut off**")
+            && report.stdout.contains("1 of 2 change(s) recorded as done")
+            && report.stdout.contains("(no end recorded)"),
+        "{}",
+        report.stdout
+    );
     // Anything but the file the run left under that name is not removed:
     // named, and nothing changes.
     let left = format!("grant/{}", temporary[0]);
