@@ -298,6 +298,41 @@ fn a_paused_host_or_a_closed_window_skips_the_run_and_the_unit_counts_it_a_succe
         check.stdout
     );
     t.defops().args(&["resume"]).output().assert_code(0);
+    // A fix paused by its manifest's name, under another file name: the
+    // same skip.
+    let renamed = t.path("fixes/renamed.wasm");
+    std::fs::create_dir_all(renamed.parent().unwrap()).unwrap();
+    std::fs::copy(fix("config-set"), &renamed).unwrap();
+    add_config_set_from(&t, &renamed, "renamed", "50", &[]).assert_code(0);
+    exec_start(&t, "renamed").assert_code(0);
+    schedule(&t)
+        .args(&["promote", "renamed"])
+        .output()
+        .assert_code(0);
+    add_config_set_from(
+        &t,
+        &renamed,
+        "renamed",
+        "50",
+        &["--replace", "--mode", "real"],
+    )
+    .assert_code(0);
+    t.defops()
+        .args(&["pause", "config-set", "--reason", "db failover"])
+        .output()
+        .assert_code(0);
+    let skipped = exec_start(&t, "renamed");
+    skipped
+        .assert_code(5)
+        .assert_stderr("skipped renamed")
+        .assert_stderr("db failover");
+    assert!(!skipped.stderr.contains("error"), "{}", skipped.stderr);
+    assert_eq!(last_attempt(&t, "renamed")["outcome"], "skipped-paused");
+    assert_eq!(t.snapshot("grant"), before);
+    t.defops()
+        .args(&["resume", "config-set"])
+        .output()
+        .assert_code(0);
 
     // A freeze that covers now: outside the change window, exit 6.
     t.write(
