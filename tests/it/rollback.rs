@@ -283,6 +283,15 @@ fn a_dry_run_cannot_be_rolled_back_and_says_why() {
     back.assert_stderr("was a dry-run");
 }
 
+/// The `.defops-tmp-*` names in `t`'s grant.
+fn leftovers(t: &Tree) -> Vec<String> {
+    std::fs::read_dir(t.path("grant"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".defops-tmp-"))
+        .collect()
+}
+
 /// Runs fsops with `ops_line` in `t`'s grant, killed at the fail point
 /// `point`.
 fn run_killed_at(t: &Tree, point: &str, ops_line: &str) {
@@ -496,11 +505,7 @@ fn a_run_killed_before_a_rename_leaves_a_temporary_file_its_rollback_removes() {
     let before = t.snapshot("grant");
     let ops_line = format!("ops=write {g}/a 2;write {g}/b 2", g = t.p("grant"));
     run_killed_at(&t, "before-rename-1", &ops_line);
-    let temporary: Vec<String> = std::fs::read_dir(t.path("grant"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".defops-tmp-"))
-        .collect();
+    let temporary = leftovers(&t);
     assert_eq!(temporary.len(), 1, "{temporary:?}");
     let (run_id, n) = temporary[0]["..defops-tmp-".len() - 1..]
         .rsplit_once('-')
@@ -572,12 +577,10 @@ fn a_run_killed_before_a_new_directory_is_renamed_into_place_rolls_back() {
         "before-rename-0",
         &format!("ops=mkdir {g}/d;write {g}/d/f x"),
     );
-    let temporary: Vec<String> = std::fs::read_dir(t.path("grant"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let temporary = leftovers(&t);
     assert_eq!(temporary.len(), 1, "{temporary:?}");
-    assert!(temporary[0].starts_with(".defops-tmp-"), "{temporary:?}");
+    // Nothing else was made.
+    assert_eq!(std::fs::read_dir(t.path("grant")).unwrap().count(), 1);
     assert!(t.path(&format!("grant/{}", temporary[0])).is_dir());
     let run_id = std::fs::read_dir(t.path("state/runs"))
         .unwrap()
@@ -621,12 +624,7 @@ fn without_rename_noreplace_a_new_directory_is_made_in_place() {
         &std::fs::metadata(t.path("grant/d")).unwrap().permissions(),
     );
     assert_eq!(mode & 0o7777, 0o775);
-    let left: Vec<_> = std::fs::read_dir(t.path("grant"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().starts_with(".defops-tmp-"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(leftovers(&t), Vec::<String>::new());
     rollback(&t, &run_id(&out), &[]).assert_code(0);
     assert_eq!(t.snapshot("grant"), before);
 
@@ -651,14 +649,7 @@ fn without_rename_noreplace_a_new_directory_is_made_in_place() {
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
-    let made = || {
-        std::fs::read_dir(t.path("grant")).unwrap().any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".defops-tmp-")
-        })
-    };
+    let made = || !leftovers(&t).is_empty();
     while !made() && started.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

@@ -70,6 +70,16 @@ fn add_config_set_from(t: &Tree, fix: &Path, name: &str, value: &str, extra: &[&
         .output()
 }
 
+/// `name` scheduled from `fix`, dry-run by its unit, promoted, then made
+/// real (with `extra` too).
+fn promote_as_real(t: &Tree, fix: &Path, name: &str, value: &str, extra: &[&str]) {
+    add_config_set_from(t, fix, name, value, &[]).assert_code(0);
+    exec_start(t, name).assert_code(0);
+    schedule(t).args(&["promote", name]).output().assert_code(0);
+    let real = [&["--replace", "--mode", "real"][..], extra].concat();
+    add_config_set_from(t, fix, name, value, &real).assert_code(0);
+}
+
 /// A copy of config-set in the tree, to be replaced later.
 fn copy_of_config_set(t: &Tree) -> PathBuf {
     let copy = t.path("fixes/config-set.wasm");
@@ -303,20 +313,7 @@ fn a_paused_host_or_a_closed_window_skips_the_run_and_the_unit_counts_it_a_succe
     let renamed = t.path("fixes/renamed.wasm");
     std::fs::create_dir_all(renamed.parent().unwrap()).unwrap();
     std::fs::copy(fix("config-set"), &renamed).unwrap();
-    add_config_set_from(&t, &renamed, "renamed", "50", &[]).assert_code(0);
-    exec_start(&t, "renamed").assert_code(0);
-    schedule(&t)
-        .args(&["promote", "renamed"])
-        .output()
-        .assert_code(0);
-    add_config_set_from(
-        &t,
-        &renamed,
-        "renamed",
-        "50",
-        &["--replace", "--mode", "real"],
-    )
-    .assert_code(0);
+    promote_as_real(&t, &renamed, "renamed", "50", &[]);
     t.defops()
         .args(&["pause", "config-set", "--reason", "db failover"])
         .output()
@@ -566,21 +563,8 @@ fn a_real_run_happens_only_for_what_was_promoted() {
 
     // Another fix under the same path: no real run.
     let copy = copy_of_config_set(&t);
-    add_config_set_from(&t, &copy, "copy", "70", &[]).assert_code(0);
-    exec_start(&t, "copy").assert_code(0);
-    schedule(&t)
-        .args(&["promote", "copy"])
-        .output()
-        .assert_code(0);
     // A new calendar keeps the promotion (same fix, grants, params).
-    add_config_set_from(
-        &t,
-        &copy,
-        "copy",
-        "70",
-        &["--every", "6h", "--replace", "--mode", "real"],
-    )
-    .assert_code(0);
+    promote_as_real(&t, &copy, "copy", "70", &["--every", "6h"]);
     let mut bytes = std::fs::read(&copy).unwrap();
     // A custom section appended: another binary, the same behaviour.
     bytes.extend_from_slice(&[0, 6, 1, b'x', 1, 2, 3, 4]);
@@ -714,13 +698,7 @@ fn a_fix_swapped_after_the_promotion_was_checked_is_not_run() {
     let t = Tree::outside_tmp();
     t.write("grant/app.conf", "max_conn = 10\n");
     let copy = copy_of_config_set(&t);
-    add_config_set_from(&t, &copy, "copy", "70", &[]).assert_code(0);
-    exec_start(&t, "copy").assert_code(0);
-    schedule(&t)
-        .args(&["promote", "copy"])
-        .output()
-        .assert_code(0);
-    add_config_set_from(&t, &copy, "copy", "70", &["--replace", "--mode", "real"]).assert_code(0);
+    promote_as_real(&t, &copy, "copy", "70", &[]);
     let journals = || {
         std::fs::read_dir(t.path("state/runs"))
             .unwrap()
