@@ -663,7 +663,7 @@ impl Loc<'_> {
     /// (mkdir applies the umask, so its bits are set after), then renamed
     /// into place, never over anything. A crash leaves either nothing here
     /// or the directory as asked, and at worst `tmp` (a rollback removes
-    /// it).
+    /// it); not so on a file system without `RENAME_NOREPLACE` (below).
     pub fn create_dir(&self, mode: u32, tmp: &str) -> io::Result<()> {
         let name = self.name()?;
         let dir = self.parent_fd();
@@ -687,7 +687,8 @@ impl Loc<'_> {
                     // A file system that cannot be asked not to replace: a
                     // rename could replace an empty directory made there
                     // meanwhile, so the directory is made in place (mkdir
-                    // replaces nothing) and its bits set after.
+                    // replaces nothing) and its bits set after (a crash in
+                    // between leaves it with the umask's bits: drift).
                     Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
                         rustix::fs::unlinkat(dir, tmp, AtFlags::REMOVEDIR)?;
                         rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))?;

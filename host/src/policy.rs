@@ -254,6 +254,14 @@ pub fn paused_for(state: &Path, names: &[String]) -> Option<serde_json::Value> {
     })
 }
 
+/// The command that lifts the pause record `p`.
+pub fn resume_command(p: &serde_json::Value) -> String {
+    match p["fix"].as_str() {
+        Some(f) => format!("`defops-wasm resume {}`", crate::escape::line(f)),
+        None => "`defops-wasm resume`".into(),
+    }
+}
+
 /// One line describing a pause record.
 pub fn describe_pause(p: &serde_json::Value) -> String {
     let who = p["by"]["sudo_user"]

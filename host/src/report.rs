@@ -282,24 +282,38 @@ pub fn markdown(f: &Value) -> String {
         },
     );
     let cut_off_outcome = || {
+        // A journal that fails verification ends where it fails: what
+        // came after, an outcome included, cannot be told.
+        if v["verdict"] == "bad" {
+            return format!(
+                "**unknown**: the journal fails verification at record {} ({}), so nothing it says from there on, the outcome included, can be trusted; `defops-wasm journal verify` names the record",
+                s(&v["seq"]),
+                s(&v["why"])
+            );
+        }
         let effects: &[Value] = f["effects"].as_array().map_or(&[], Vec::as_slice);
         let done = effects.iter().filter(|e| e["status"] == "done").count();
         let intended = effects.iter().filter(|e| e["status"] != "planned").count();
+        let back = f["rollbacks"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["outcome"] == "rolled-back"));
+        let next = match rollback {
+            _ if back => "it was rolled back since (below)".to_string(),
+            true => format!(
+                "`defops-wasm rollback {}` again finishes the rollback",
+                s(&h["rollback_of"])
+            ),
+            false => format!(
+                "`defops-wasm rollback {}` undoes what the disk shows applied",
+                s(&f["run_id"])
+            ),
+        };
         let what = match (h["dry_run"] == json!(true), intended) {
             (true, _) => "a dry-run: nothing was changed".to_string(),
             (false, 0) => "no change was journaled, so none was made".to_string(),
-            (false, _) => format!(
-                "{done} of {intended} change(s) recorded as done, the next perhaps halfway; {}",
-                match rollback {
-                    true => format!(
-                        "`defops-wasm rollback {}` again finishes the rollback",
-                        s(&h["rollback_of"])
-                    ),
-                    false => format!(
-                        "`defops-wasm rollback {}` undoes what the disk shows applied",
-                        s(&f["run_id"])
-                    ),
-                }
+            (false, n) if done == n => format!("all {n} change(s) recorded as done; {next}"),
+            (false, n) => format!(
+                "{done} of {n} change(s) recorded as done, the next perhaps halfway; {next}"
             ),
         };
         format!(

@@ -880,12 +880,9 @@ fn refuse_if_paused(state: &std::path::Path, names: &[String]) -> Result<(), Sto
         Some(p) => Err(Stop::new(
             Exit::Paused,
             format!(
-                "refused: {}; `defops-wasm resume{}` lifts it (dry-runs are still allowed)",
+                "refused: {}; {} lifts it (dry-runs are still allowed)",
                 crate::policy::describe_pause(&p),
-                p["fix"]
-                    .as_str()
-                    .map(|f| format!(" {f}"))
-                    .unwrap_or_default()
+                crate::policy::resume_command(&p)
             ),
         )),
     }

@@ -640,8 +640,9 @@ fn attempt(
                 "skipped-paused",
                 Exit::Paused,
                 format!(
-                    "skipped {name}: {}; `defops-wasm resume` lifts it",
-                    crate::policy::describe_pause(&p)
+                    "skipped {name}: {}; {} lifts it",
+                    crate::policy::describe_pause(&p),
+                    crate::policy::resume_command(&p)
                 ),
             ));
         }

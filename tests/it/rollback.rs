@@ -668,3 +668,48 @@ fn without_rename_noreplace_a_new_directory_is_made_in_place() {
     assert_eq!((now.ino(), now.mode()), (theirs.ino(), theirs.mode()));
     assert!(!made());
 }
+
+/// The report of a run without an outcome: all its changes done and rolled
+/// back since, it says so; of a journal that fails verification, it does
+/// not guess.
+#[test]
+fn the_report_of_a_run_without_an_outcome_says_what_is_known() {
+    let t = Tree::new();
+    t.write("grant/a", "1");
+    t.write("grant/b", "1");
+    let ops_line = format!("ops=write {g}/a 2;write {g}/b 2", g = t.p("grant"));
+    run_killed_at(&t, "after-done-1", &ops_line);
+    let run_id = std::fs::read_dir(t.path("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .next()
+        .unwrap();
+    let report = |of: &str| {
+        let out = t.defops().args(&["report", of]).output();
+        out.assert_code(0);
+        let outcome = out.stdout.lines().find(|l| l.starts_with("| Outcome |"));
+        outcome.unwrap_or_default().to_string()
+    };
+    let line = report(&run_id);
+    assert!(
+        line.contains("**cut off**") && line.contains("all 2 change(s) recorded as done;"),
+        "{line}"
+    );
+    rollback(&t, &run_id, &[]).assert_code(0);
+    let line = report(&run_id);
+    assert!(line.contains("it was rolled back since"), "{line}");
+
+    // A record changed without its hash: the rest cannot be told.
+    let journal = t.path(&format!("state/runs/{run_id}/journal.jsonl"));
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let changed = lines[1].replacen("{\"", "{ \"", 1);
+    lines[1] = &changed;
+    let copy = t.path("tampered.jsonl");
+    std::fs::write(&copy, lines.join("\n") + "\n").unwrap();
+    let line = report(copy.to_str().unwrap());
+    assert!(
+        line.contains("**unknown**") && !line.contains("cut off"),
+        "{line}"
+    );
+}

@@ -322,7 +322,8 @@ fn a_paused_host_or_a_closed_window_skips_the_run_and_the_unit_counts_it_a_succe
     skipped
         .assert_code(5)
         .assert_stderr("skipped renamed")
-        .assert_stderr("db failover");
+        .assert_stderr("db failover")
+        .assert_stderr("`defops-wasm resume config-set` lifts it");
     assert!(!skipped.stderr.contains("error"), "{}", skipped.stderr);
     assert_eq!(last_attempt(&t, "renamed")["outcome"], "skipped-paused");
     assert_eq!(t.snapshot("grant"), before);
