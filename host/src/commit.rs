@@ -168,13 +168,12 @@ pub fn failpoint(name: &str) {
     }
 }
 
-/// [`failpoint`] `PREFIX-SUFFIX`, the name compared without being formatted.
-pub fn failpoint_at(prefix: &str, suffix: &str) {
-    let named = failpoint_set().is_some_and(|set| {
-        set.strip_prefix(prefix)
-            .and_then(|rest| rest.strip_prefix('-'))
-            == Some(suffix)
-    });
+/// [`failpoint`] `before-rename-N` for the new file or directory made as
+/// `made` (`.defops-tmp-RUN-N`, or `N` in `kept/`), the name compared
+/// without being formatted.
+pub fn failpoint_before_rename(made: &str) {
+    let n = made.rsplit('-').next().unwrap_or("");
+    let named = failpoint_set().is_some_and(|set| set.strip_prefix("before-rename-") == Some(n));
     if named {
         failpoint(failpoint_set().unwrap_or_default());
     }

@@ -560,8 +560,7 @@ impl Loc<'_> {
                 }
                 _ => Stat::from_rustix(&rustix::fs::fstat(&file)?),
             };
-            // The effect's number ends the name (`.defops-tmp-RUN-N`, `N`).
-            crate::commit::failpoint_at("before-rename", at_name.rsplit('-').next().unwrap_or(""));
+            crate::commit::failpoint_before_rename(at_name);
             // Not synced here: the commit flushes the file system once.
             match (keep, &replaced) {
                 (Some(slot), Some(original)) => exchange_in(slot, dir, name, original, made)?,
@@ -675,8 +674,7 @@ impl Loc<'_> {
         let result = match &made {
             Ok((fd, _)) => (|| {
                 rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
-                // The effect's number ends the name (`.defops-tmp-RUN-N`).
-                crate::commit::failpoint_at("before-rename", tmp.rsplit('-').next().unwrap_or(""));
+                crate::commit::failpoint_before_rename(tmp);
                 match rustix::fs::renameat_with(
                     dir,
                     tmp,

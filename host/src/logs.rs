@@ -117,13 +117,11 @@ impl LogGrants {
     /// spelled, with the glob it is in the directory it leads to when that
     /// differs.
     pub fn globs(&self) -> Vec<(String, Option<String>)> {
-        let glob =
-            |d: &VPath, p: &str| format!("{}/{p}", if d.is_root() { "" } else { d.as_str() });
         self.patterns
             .iter()
             .map(|g| {
-                let resolved = (g.dir != g.spelled).then(|| glob(&g.dir, &g.pattern));
-                (glob(&g.spelled, &g.pattern), resolved)
+                let resolved = (g.dir != g.spelled).then(|| in_dir(&g.dir, &g.pattern));
+                (in_dir(&g.spelled, &g.pattern), resolved)
             })
             .collect()
     }
@@ -143,8 +141,7 @@ impl LogGrants {
             )));
         }
         let dir = VPath::parse(if dir.is_empty() { "/" } else { dir }).map_err(denied)?;
-        // `dir/name` for messages (one slash under `/`).
-        let under = |name: &str| format!("{}/{name}", dir.as_str().trim_end_matches('/'));
+        let under = |name: &str| in_dir(&dir, name);
         // The granted directory, named as the operator spelled it or by
         // its canonical path.
         let real = self
@@ -449,6 +446,12 @@ impl LogGrants {
         scan.total = last.len() as u64;
         Ok((scan, last.into_iter().collect()))
     }
+}
+
+/// `dir/name` as text (one slash under `/`); `name` may be a pattern, or
+/// anything a fix asked for.
+fn in_dir(dir: &VPath, name: &str) -> String {
+    format!("{}/{name}", dir.as_str().trim_end_matches('/'))
 }
 
 /// `glob` with its directory resolved (links, `.`), as a log grant of it

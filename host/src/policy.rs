@@ -254,6 +254,22 @@ pub fn paused_for(state: &Path, names: &[String]) -> Option<serde_json::Value> {
     })
 }
 
+/// The names a fix is paused by: its file's (without `.wasm`) and its
+/// manifest's.
+pub fn fix_names(fix: &Path, manifest: Option<&str>) -> Vec<String> {
+    let stem = fix
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut names = vec![stem];
+    if let Some(m) = manifest
+        && !names.iter().any(|n| n == m)
+    {
+        names.push(m.to_string());
+    }
+    names
+}
+
 /// The command that lifts the pause record `p`.
 pub fn resume_command(p: &serde_json::Value) -> String {
     match p["fix"].as_str() {

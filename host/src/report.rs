@@ -281,7 +281,7 @@ pub fn markdown(f: &Value) -> String {
             "real run".into()
         },
     );
-    let cut_off_outcome = || {
+    let cut_off_outcome = cut_off.then(|| {
         // A journal that fails verification ends where it fails: what
         // came after, an outcome included, cannot be told.
         if v["verdict"] == "bad" {
@@ -319,13 +319,13 @@ pub fn markdown(f: &Value) -> String {
         format!(
             "**cut off**: no outcome was recorded (the process was killed or the host went down); {what}"
         )
-    };
+    });
     row(
         &mut m,
         "Outcome",
-        match cut_off {
-            true => cut_off_outcome(),
-            false => format!(
+        match &cut_off_outcome {
+            Some(text) => text.clone(),
+            None => format!(
                 "**{}**, {} change(s){}",
                 s(&o["outcome"]),
                 s(&o["changed"]),
@@ -597,8 +597,8 @@ pub fn markdown(f: &Value) -> String {
         );
     }
     let _ = writeln!(m, "\n## Outcome\n");
-    if cut_off {
-        let _ = writeln!(m, "{}.", cut_off_outcome());
+    if let Some(text) = &cut_off_outcome {
+        let _ = writeln!(m, "{text}.");
     } else {
         let _ = writeln!(
             m,

@@ -252,18 +252,7 @@ pub fn run_summarized(req: RunRequest, out: &Printer) -> Result<(Exit, serde_jso
         .map_err(|e| Stop::new(e.exit(), e))?;
     phases.lap("grants");
     let grants = Arc::new(grants);
-    let mut names = vec![
-        req.fix
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    ];
-    // Its manifest's name is an off-switch too.
-    if let Some(m) = &manifest
-        && !names.contains(&m.name)
-    {
-        names.push(m.name.clone());
-    }
+    let names = crate::policy::fix_names(&req.fix, manifest.as_ref().map(|m| m.name.as_str()));
     // The guards a real run passes before anything is loaded: the
     // off-switch, then the change window.
     let mut policy = serde_json::Map::new();

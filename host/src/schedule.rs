@@ -622,19 +622,11 @@ fn attempt(
         // The guards that make a run "not now" are looked at first: a skip
         // is normal for a timer and costs no fix compile. A fix is paused
         // by its file's name or its manifest's, as a run by hand.
-        let mut names = vec![
-            inst.fix
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        ];
-        if let Ok(f) = crate::sandbox::FixFile::read(&inst.fix)
-            && let Some(Ok(text)) = f.manifest_text()
-            && let Ok(m) = crate::manifest::Manifest::parse(&text)
-            && !names.contains(&m.name)
-        {
-            names.push(m.name);
-        }
+        let manifest = crate::sandbox::FixFile::read(&inst.fix)
+            .ok()
+            .and_then(|f| f.manifest_text()?.ok())
+            .and_then(|text| crate::manifest::Manifest::parse(&text).ok());
+        let names = crate::policy::fix_names(&inst.fix, manifest.as_ref().map(|m| m.name.as_str()));
         if let Some(p) = crate::policy::paused_for(state, &names) {
             return Ok(Attempt::skipped(
                 "skipped-paused",
