@@ -411,6 +411,19 @@ impl Until {
         (std::time::Instant::now() >= self.deadline).then_some(FsError::Deadline(self.limit))
     }
 
+    /// What a host call's failure `e` ends as: the limit that may have
+    /// cut it short when one has been reached (the deadline's one signal
+    /// makes a system call on a FUSE file system that honours interrupts
+    /// fail with EINTR), so the run ends as that limit, not as the fix's
+    /// own failure. A denial and the plan-size limit are themselves.
+    pub fn or_stop(&self, e: crate::overlay::FsError) -> crate::overlay::FsError {
+        use crate::overlay::FsError;
+        match e {
+            FsError::Denied(_) | FsError::PlanLimit(_) => e,
+            e => self.stop().unwrap_or(e),
+        }
+    }
+
     /// Like [`Until::stop`], as an `io::Error` for loops that read.
     pub fn check(&self) -> std::io::Result<()> {
         if std::time::Instant::now() >= self.deadline {
@@ -632,6 +645,34 @@ mod tests {
     use super::*;
     use crate::binding::{CanonicalPlan, Made, MadeFor, PlanFile};
     use std::collections::BTreeMap;
+
+    /// A host call's failure past the deadline, or once paused, ends the
+    /// run as that limit; before it, it is the fix's to handle; a denial
+    /// and the plan-size limit stay what they are.
+    #[test]
+    fn a_call_that_fails_past_a_limit_ends_as_that_limit() {
+        use crate::overlay::FsError;
+        let interrupted = || FsError::Io("Interrupted system call".into());
+        let passed = Until::new(Duration::ZERO, Abort::default());
+        assert!(matches!(
+            passed.or_stop(interrupted()),
+            FsError::Deadline(d) if d == Duration::ZERO
+        ));
+        assert!(matches!(
+            passed.or_stop(FsError::Denied("x".into())),
+            FsError::Denied(_)
+        ));
+        assert!(matches!(
+            passed.or_stop(FsError::PlanLimit("x".into())),
+            FsError::PlanLimit(_)
+        ));
+        let ahead = Until::new(Duration::from_secs(3600), Abort::default());
+        assert!(matches!(ahead.or_stop(interrupted()), FsError::Io(_)));
+        let abort = Abort::default();
+        abort.trigger("db failover".into());
+        let paused = Until::new(Duration::from_secs(3600), abort);
+        assert!(matches!(paused.or_stop(interrupted()), FsError::Aborted(_)));
+    }
 
     /// Nothing wakes a running fix until a pause lands; from then on, the
     /// watcher wakes it at once and at every poll, so a fix that gets

@@ -50,17 +50,7 @@ impl RunState {
                 reason: reason.clone(),
             });
         }
-        match result {
-            // A call that failed once the deadline passed (or the
-            // off-switch was pulled) may have been cut short by it: the
-            // deadline's one signal makes a system call on a FUSE file
-            // system that honours interrupts fail with EINTR. The run ends
-            // as that limit, not as the fix's own failure.
-            Err(e) if !matches!(e, FsError::Denied(_) | FsError::PlanLimit(_)) => {
-                Err(self.until.stop().unwrap_or(e))
-            }
-            result => result,
-        }
+        result.map_err(|e| self.until.or_stop(e))
     }
 
     /// Like [`RunState::call`], for calls with two paths.
