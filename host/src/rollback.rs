@@ -530,7 +530,7 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         ),
     };
     phases.lap("guards");
-    let effects = Effects::read(&loaded);
+    let mut effects = Effects::read(&loaded);
     phases.lap("effects");
     let earlier = others::read(&state_dir, &original, &header, &effects.intents);
     phases.lap("other runs");
@@ -565,6 +565,12 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         Some(_) => Vec::new(),
         None => find_orphans(&grants, &original, &effects, &earlier.unfinished_writes),
     };
+    // The run's own leftover tells where it stopped.
+    let own = format!(".defops-tmp-{original}-");
+    effects.stopped_at = orphans
+        .iter()
+        .filter_map(|(path, _)| path.file_name().strip_prefix(&own)?.parse().ok())
+        .min();
     phases.lap("origins");
     let overlay = || {
         let mut ov = Overlay::new(

@@ -713,3 +713,28 @@ fn the_report_of_a_run_without_an_outcome_says_what_is_known() {
         "{line}"
     );
 }
+
+/// The run's own leftover shows where it stopped: the effect it belongs to
+/// was not applied. A directory made by hand where that effect would have
+/// put one is not the run's: named, never removed.
+#[test]
+fn a_directory_made_by_hand_where_a_killed_run_would_have_put_one_is_not_removed() {
+    let t = Tree::new();
+    let g = t.p("grant");
+    run_killed_at(&t, "before-rename-0", &format!("ops=mkdir {g}/d"));
+    let run_id = std::fs::read_dir(t.path("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .next()
+        .unwrap();
+    assert_eq!(leftovers(&t).len(), 1);
+    std::fs::create_dir(t.path("grant/d")).unwrap();
+    let before = t.snapshot("grant");
+    let refused = rollback(&t, &run_id, &[]);
+    refused.assert_code(3).assert_stderr(&format!("{g}/d"));
+    assert_eq!(t.snapshot("grant"), before);
+    // Past the refusal, only the leftover goes.
+    let forced = rollback(&t, &run_id, &["--force"]);
+    assert!(t.path("grant/d").is_dir(), "{forced:?}");
+    assert!(leftovers(&t).is_empty(), "{forced:?}");
+}

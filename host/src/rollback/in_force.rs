@@ -27,6 +27,10 @@ pub struct Effects<'a> {
     pub done_count: usize,
     /// The run wrote its outcome: nothing after the last `done` was applied.
     pub finished: bool,
+    /// The effect whose new file or directory the run left beside its
+    /// target (`.defops-tmp-RUN-N`, not renamed into place): the run
+    /// stopped there, so that effect was not applied, nor any after it.
+    pub stopped_at: Option<u64>,
 }
 
 impl<'a> Effects<'a> {
@@ -64,6 +68,7 @@ impl<'a> Effects<'a> {
             done,
             done_count,
             finished,
+            stopped_at: None,
         }
     }
 
@@ -97,10 +102,24 @@ impl<'a> Effects<'a> {
     /// its entries, so more than one j can pass; undoing tells them apart.)
     /// None: the paths of the window's first effect changed since, named
     /// as drift.
+    ///
+    /// Where the run left an effect's new file beside its target
+    /// ([`Effects::stopped_at`]), that effect was not applied: its paths
+    /// must show their before-state (else they changed since, and are
+    /// named as drift, whatever stands there now), and none after it is
+    /// counted.
     pub fn window_candidates(&self, ov: &Overlay) -> Result<Result<Vec<usize>, Vec<Drift>>, Stop> {
         let window = self.window();
+        let stopped = self
+            .stopped_at
+            .and_then(|n| window.iter().position(|i| i["n"].as_u64() == Some(n)));
+        if let Some(k) = stopped
+            && !self.shows(ov, window[k], Which::Before)?
+        {
+            return Ok(Err(Self::drift_of(ov, window[k])?));
+        }
         let mut out = Vec::new();
-        for j in (0..=window.len()).rev() {
+        for j in (0..=stopped.unwrap_or(window.len())).rev() {
             let last_applied = j == 0 || self.shows(ov, window[j - 1], Which::After)?;
             let next_pending = j == window.len() || self.shows(ov, window[j], Which::Before)?;
             if last_applied && next_pending {
@@ -110,11 +129,15 @@ impl<'a> Effects<'a> {
         if !out.is_empty() {
             return Ok(Ok(out));
         }
-        let first = window[0];
+        Ok(Err(Self::drift_of(ov, window[0])?))
+    }
+
+    /// How the paths of intent `i` differ from its before-state now.
+    fn drift_of(ov: &Overlay, i: &Value) -> Result<Vec<Drift>, Stop> {
         let mut drifts = Vec::new();
-        for (key, expected) in paths_of(first) {
-            let path = vpath(&first[key])?;
-            let expected = state(&first[expected]).unwrap_or(State::Absent);
+        for (key, expected) in paths_of(i) {
+            let path = vpath(&i[key])?;
+            let expected = state(&i[expected]).unwrap_or(State::Absent);
             let found = ov.state(&path).map_err(fs_stop)?;
             if let Some(attribute) = expected.difference(&found) {
                 drifts.push(Drift {
@@ -125,7 +148,7 @@ impl<'a> Effects<'a> {
                 });
             }
         }
-        Ok(Err(drifts))
+        Ok(drifts)
     }
 
     fn shows(&self, ov: &Overlay, i: &Value, which: Which) -> Result<bool, Stop> {
