@@ -569,7 +569,8 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     let own = format!(".defops-tmp-{original}-");
     effects.stopped_at = orphans
         .iter()
-        .filter_map(|(path, _)| path.file_name().strip_prefix(&own)?.parse().ok())
+        .filter(|o| o.ours)
+        .filter_map(|o| o.path.file_name().strip_prefix(&own)?.parse().ok())
         .min();
     phases.lap("origins");
     let overlay = || {
@@ -581,13 +582,13 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             },
         );
         ov.set_restoring();
-        for (orphan, st) in &orphans {
-            // What cannot be removed (a link, a file with a second name, a
-            // directory with something put in it since) is named below.
-            let _ = match st.kind {
-                crate::disk::Kind::Dir => ov.remove_dir(orphan),
-                crate::disk::Kind::File => ov.remove_file(orphan),
-                _ => Ok(()),
+        for o in orphans.iter().filter(|o| o.ours) {
+            // What cannot be removed (a file with a second name, a
+            // directory with something put in it since) is named below,
+            // as is what is not the run's.
+            let _ = match o.stat.kind {
+                crate::disk::Kind::Dir => ov.remove_dir(&o.path),
+                _ => ov.remove_file(&o.path),
             };
         }
         ov
@@ -616,8 +617,8 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     // A leftover that could not be planned away (something put in it
     // since) is not the run's to remove, nor to leave unsaid.
     let mut orphans_planned = 0;
-    for (orphan, st) in &orphans {
-        let found = match overlay.state(orphan) {
+    for o in &orphans {
+        let found = match overlay.state(&o.path) {
             Ok(State::Absent) => {
                 orphans_planned += 1;
                 continue;
@@ -625,10 +626,10 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
             Ok(found) => found,
             // Not to be read through the plan (a second name, or larger
             // than a rollback reads): named as it was seen.
-            Err(_) => seen_as(st),
+            Err(_) => seen_as(&o.stat),
         };
         drifts.push(Drift {
-            path: orphan.to_string(),
+            path: o.path.to_string(),
             attribute: "presence",
             expected: Some(State::Absent),
             found,
@@ -908,35 +909,61 @@ fn made_beside(intent: &Value) -> bool {
     matches!(intent["op"].as_str(), Some("write" | "create-dir"))
 }
 
-/// The temporary files and directories (`.defops-tmp-RUN-N`, next to each
-/// write's or new directory's target) a killed run, or a rollback of it
-/// cut off, left, each with its kind. Only an effect without a `done`
-/// record can have left one (a `done` follows its rename), so for a run
-/// that finished no directory is listed. Each directory written in is
-/// listed once, not asked about every effect's name.
+/// An effect without a `done` record whose new file or directory was
+/// made beside its target (`.defops-tmp-RUN-N`), of the run or of a
+/// rollback of it cut off.
+#[derive(Clone)]
+pub(crate) struct Pending {
+    pub run: String,
+    pub path: String,
+    pub n: u64,
+    /// The state the effect was to leave at `path`.
+    pub after: Option<State>,
+}
+
+/// A `.defops-tmp-RUN-N` found beside a pending effect's target.
+struct Orphan {
+    path: VPath,
+    stat: crate::disk::Stat,
+    /// What the effect could have left there: an empty directory for a
+    /// new one; for a write, a file of one name, the mode it is made with
+    /// (0600) or the one planned, and the planned content or, cut short,
+    /// less of it. Anything else is not the run's to remove.
+    ours: bool,
+}
+
+/// The temporary files and directories a killed run, or a rollback of it
+/// cut off, left. Only an effect without a `done` record can have left one
+/// (a `done` follows its rename), so for a run that finished no directory
+/// is listed. Each directory written in is listed once, not asked about
+/// every effect's name.
 fn find_orphans(
     grants: &Grants,
     run_id: &str,
     effects: &in_force::Effects<'_>,
-    unfinished: &[(String, String, u64)],
-) -> Vec<(VPath, crate::disk::Stat)> {
-    use std::collections::{BTreeMap, BTreeSet};
+    unfinished: &[Pending],
+) -> Vec<Orphan> {
+    use std::collections::BTreeMap;
     let own = effects
         .intents
         .iter()
         .filter(|i| made_beside(i))
-        .filter_map(|i| Some((run_id, i["path"].as_str()?, i["n"].as_u64()?)))
-        .filter(|(_, _, n)| !effects.is_done(*n));
-    let theirs = unfinished
-        .iter()
-        .map(|(id, path, n)| (id.as_str(), path.as_str(), *n));
-    let mut names: BTreeMap<VPath, BTreeSet<String>> = BTreeMap::new();
-    for (id, path, n) in own.chain(theirs) {
-        if let Some(parent) = VPath::parse(path).ok().and_then(|p| p.parent()) {
+        .filter_map(|i| {
+            Some(Pending {
+                run: run_id.to_string(),
+                path: i["path"].as_str()?.to_string(),
+                n: i["n"].as_u64()?,
+                after: state(&i["after"]),
+            })
+        })
+        .filter(|p| !effects.is_done(p.n));
+    let mut names: BTreeMap<VPath, BTreeMap<String, Option<State>>> = BTreeMap::new();
+    for p in own.chain(unfinished.iter().cloned()) {
+        if let Some(parent) = VPath::parse(&p.path).ok().and_then(|p| p.parent()) {
             names
                 .entry(parent)
                 .or_default()
-                .insert(format!(".defops-tmp-{id}-{n}"));
+                .insert(format!(".defops-tmp-{}-{}", p.run, p.n), p.after);
         }
     }
     let mut found = Vec::new();
@@ -951,16 +978,35 @@ fn find_orphans(
         };
         for (name, _) in entries {
             let Ok(name) = name else { continue };
-            if !names.contains(&name) {
-                continue;
-            }
-            let tmp = parent.join(&name);
-            let Ok(loc) = crate::disk::locate(grant, &tmp) else {
+            let Some(after) = names.get(&name) else {
                 continue;
             };
-            if let Ok(Some(st)) = loc.lstat() {
-                found.push((tmp, st));
-            }
+            let path = parent.join(&name);
+            let Ok(loc) = crate::disk::locate(grant, &path) else {
+                continue;
+            };
+            let Ok(Some(stat)) = loc.lstat() else {
+                continue;
+            };
+            let ours = match (stat.kind, after) {
+                (crate::disk::Kind::Dir, Some(State::Dir { .. })) => true,
+                (
+                    crate::disk::Kind::File,
+                    Some(State::File {
+                        size, digest, mode, ..
+                    }),
+                ) => {
+                    stat.nlink == 1
+                        && (stat.mode & !0o600 == 0 || stat.mode == *mode)
+                        && (stat.size < *size
+                            || stat.size == *size
+                                && loc.read_file(*size, &mut || Ok(())).is_ok_and(|bytes| {
+                                    crate::digest::current().hex(&bytes) == *digest
+                                }))
+                }
+                _ => false,
+            };
+            found.push(Orphan { path, stat, ours });
         }
     }
     found

@@ -547,7 +547,15 @@ fn a_run_killed_before_a_rename_leaves_a_temporary_file_its_rollback_removes() {
     refused.assert_code(3).assert_stderr(&temporary[0]);
     assert_eq!(t.read("grant/a"), "2");
     std::fs::remove_file(t.path(&left)).unwrap();
-    t.write(&left, "half-writ");
+    // Not what the run wrote there: other content, or more of it.
+    for other in ["3", "22"] {
+        t.write(&left, other);
+        let refused = rollback(&t, run_id, &[]);
+        refused.assert_code(3).assert_stderr(&temporary[0]);
+        assert_eq!(t.read(&left), other);
+    }
+    // Cut short (a crash before its data reached the disk): the run's.
+    t.write(&left, "");
     let planted = format!("grant/.defops-tmp-{run_id}-0");
     t.write(&planted, "someone else's");
     let back = rollback(&t, run_id, &[]);

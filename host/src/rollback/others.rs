@@ -49,9 +49,9 @@ pub struct Others {
     /// touched its paths: changes nothing can undo.
     pub later_rollbacks: Vec<(String, String)>,
     /// The writes and directories made without a `done` record of its
-    /// rollbacks that did not finish (id, path, n): each may have left
-    /// its temporary file or directory.
-    pub unfinished_writes: Vec<(String, String, u64)>,
+    /// rollbacks that did not finish: each may have left its temporary
+    /// file or directory.
+    pub unfinished_writes: Vec<super::Pending>,
 }
 
 /// Reads the state directory's other journals: the real rollbacks of
@@ -178,9 +178,12 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
                 if let (Some(path), Some(n)) = (i["path"].as_str(), i["n"].as_u64())
                     && !done.contains(&n)
                 {
-                    others
-                        .unfinished_writes
-                        .push((id.clone(), path.to_string(), n));
+                    others.unfinished_writes.push(super::Pending {
+                        run: id.clone(),
+                        path: path.to_string(),
+                        n,
+                        after: super::state(&i["after"]),
+                    });
                 }
             }
         }
