@@ -88,6 +88,16 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
     let outcome = of("outcome").pop().unwrap_or(Value::Null);
     let run_id = h["run_id"].as_str().unwrap_or_default().to_string();
     let rollbacks = rollbacks_of(state, &run_id);
+    // A rollback cut off without an outcome is finished by a later
+    // rollback of the same run.
+    let finished_by = match (outcome.is_null(), h["rollback_of"].as_str()) {
+        (true, Some(of)) => rollbacks_of(state, of)
+            .into_iter()
+            .filter(|r| r["run_id"].as_str().is_some_and(|id| id > run_id.as_str()))
+            .find(|r| r["outcome"] == "rolled-back")
+            .map(|r| r["run_id"].clone()),
+        _ => None,
+    };
     let fix_id = h["fix"]["sha256"].as_str().map(crate::digest::fix_id_of);
     // A Python fix's script, as it ran.
     let script = h["fix"]["script_object"].as_str().and_then(|hash| {
@@ -115,6 +125,7 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
         "plan_differences": of("plan-difference"),
         "outcome": outcome,
         "rollbacks": rollbacks,
+        "finished_by": finished_by,
     }))
 }
 
@@ -299,6 +310,10 @@ pub fn markdown(f: &Value) -> String {
             .is_some_and(|r| r.iter().any(|r| r["outcome"] == "rolled-back"));
         let next = match rollback {
             _ if back => "it was rolled back since (below)".to_string(),
+            true if f["finished_by"].is_string() => format!(
+                "rollback `{}` finished it since",
+                s(&f["finished_by"])
+            ),
             true => format!(
                 "`defops-wasm rollback {}` again finishes the rollback",
                 s(&h["rollback_of"])

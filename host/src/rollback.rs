@@ -618,6 +618,9 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
     // since) is not the run's to remove, nor to leave unsaid.
     let mut orphans_planned = 0;
     for o in &orphans {
+        if drifts.iter().any(|d| d.path == o.path.as_str()) {
+            continue;
+        }
         let found = match overlay.state(&o.path) {
             Ok(State::Absent) => {
                 orphans_planned += 1;
@@ -927,8 +930,9 @@ struct Orphan {
     stat: crate::disk::Stat,
     /// What the effect could have left there: an empty directory for a
     /// new one; for a write, a file of one name, the mode it is made with
-    /// (0600) or the one planned, and the planned content or, cut short,
-    /// less of it. Anything else is not the run's to remove.
+    /// (0600) or the one planned, and the planned content or fewer bytes
+    /// (cut short; the content is not kept to compare them with).
+    /// Anything else is not the run's to remove.
     ours: bool,
 }
 

@@ -687,7 +687,7 @@ fn the_report_of_a_run_without_an_outcome_says_what_is_known() {
     t.write("grant/b", "1");
     let ops_line = format!("ops=write {g}/a 2;write {g}/b 2", g = t.p("grant"));
     run_killed_at(&t, "after-done-1", &ops_line);
-    let run_id = std::fs::read_dir(t.path("state/runs"))
+    let killed_run = std::fs::read_dir(t.path("state/runs"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .next()
@@ -698,17 +698,58 @@ fn the_report_of_a_run_without_an_outcome_says_what_is_known() {
         let outcome = out.stdout.lines().find(|l| l.starts_with("| Outcome |"));
         outcome.unwrap_or_default().to_string()
     };
-    let line = report(&run_id);
+    let line = report(&killed_run);
     assert!(
         line.contains("**cut off**") && line.contains("all 2 change(s) recorded as done;"),
         "{line}"
     );
-    rollback(&t, &run_id, &[]).assert_code(0);
-    let line = report(&run_id);
+    rollback(&t, &killed_run, &[]).assert_code(0);
+    let line = report(&killed_run);
     assert!(line.contains("it was rolled back since"), "{line}");
 
+    // A rollback cut off, finished by the next: its report says by which.
+    let t2 = Tree::new();
+    t2.write("grant/a", "1");
+    t2.write("grant/b", "1");
+    let g = t2.p("grant");
+    let run = ops(
+        &t2,
+        &[format!("write {g}/a 2"), format!("write {g}/b 2")],
+        &[],
+    );
+    let first = run_id(&run);
+    let killed = t2
+        .defops()
+        .into_command()
+        .env("DEFOPS_FAILPOINT", "after-done-0")
+        .args(["rollback", &first])
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9)
+    );
+    let cut = std::fs::read_dir(t2.path("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|id| *id != first)
+        .unwrap();
+    let finished = rollback(&t2, &first, &[]);
+    finished.assert_code(0);
+    let out = t2.defops().args(&["report", &cut]).output();
+    let line = out.stdout.lines().find(|l| l.starts_with("| Outcome |"));
+    assert!(
+        line.is_some_and(|l| l.contains("**cut off**")
+            && l.contains(&format!(
+                "rollback `{}` finished it since",
+                run_id(&finished)
+            ))),
+        "{}",
+        out.stdout
+    );
+
     // A record changed without its hash: the rest cannot be told.
-    let journal = t.path(&format!("state/runs/{run_id}/journal.jsonl"));
+    let journal = t.path(&format!("state/runs/{killed_run}/journal.jsonl"));
     let text = std::fs::read_to_string(&journal).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     let changed = lines[1].replacen("{\"", "{ \"", 1);
