@@ -94,7 +94,12 @@ pub fn facts(state: &Path, run: &str) -> Result<Value, Stop> {
         (true, Some(of)) => rollbacks_of(state, of)
             .into_iter()
             .filter(|r| r["run_id"].as_str().is_some_and(|id| id > run_id.as_str()))
-            .find(|r| r["outcome"] == "rolled-back")
+            .find(|r| {
+                matches!(
+                    r["outcome"].as_str(),
+                    Some("rolled-back" | "nothing-to-undo")
+                )
+            })
             .map(|r| r["run_id"].clone()),
         _ => None,
     };

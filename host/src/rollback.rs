@@ -229,7 +229,13 @@ fn plan_inverse(
     // undone: the most that undo cleanly, an effect in its before-state
     // skipped.
     let candidates: Vec<usize> = if earlier_started {
-        (0..=effects.intents.len()).rev().collect()
+        // The effect the run stopped at was never applied: what stands at
+        // its paths now is not the run's, and none from it on is in force.
+        match effects.stopped(&overlay())? {
+            Some((k, drifts)) if !drifts.is_empty() => return undo_first(k, drifts),
+            Some((k, _)) => (0..=k).rev().collect(),
+            None => (0..=effects.intents.len()).rev().collect(),
+        }
     } else {
         // The effects in force: all with a `done` record, then those of
         // the crash window the disk shows applied: the most that undo
@@ -565,12 +571,14 @@ pub fn rollback(req: RollbackRequest, out: &Printer) -> Result<Exit, Stop> {
         Some(_) => Vec::new(),
         None => find_orphans(&grants, &original, &effects, &earlier.unfinished_writes),
     };
-    // The run's own leftover tells where it stopped.
+    // The run's own leftover tells where it stopped: on the disk, or as
+    // a cut-off rollback of it found it before removing it.
     let own = format!(".defops-tmp-{original}-");
     effects.stopped_at = orphans
         .iter()
         .filter(|o| o.ours)
         .filter_map(|o| o.path.file_name().strip_prefix(&own)?.parse().ok())
+        .chain(earlier.stopped_at)
         .min();
     phases.lap("origins");
     let overlay = || {

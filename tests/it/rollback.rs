@@ -707,46 +707,49 @@ fn the_report_of_a_run_without_an_outcome_says_what_is_known() {
     let line = report(&killed_run);
     assert!(line.contains("it was rolled back since"), "{line}");
 
-    // A rollback cut off, finished by the next: its report says by which.
-    let t2 = Tree::new();
-    t2.write("grant/a", "1");
-    t2.write("grant/b", "1");
-    let g = t2.p("grant");
-    let run = ops(
-        &t2,
-        &[format!("write {g}/a 2"), format!("write {g}/b 2")],
-        &[],
-    );
-    let first = run_id(&run);
-    let killed = t2
-        .defops()
-        .into_command()
-        .env("DEFOPS_FAILPOINT", "after-done-0")
-        .args(["rollback", &first])
-        .output()
-        .unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&killed.status),
-        Some(9)
-    );
-    let cut = std::fs::read_dir(t2.path("state/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .find(|id| *id != first)
-        .unwrap();
-    let finished = rollback(&t2, &first, &[]);
-    finished.assert_code(0);
-    let out = t2.defops().args(&["report", &cut]).output();
-    let line = out.stdout.lines().find(|l| l.starts_with("| Outcome |"));
-    assert!(
-        line.is_some_and(|l| l.contains("**cut off**")
-            && l.contains(&format!(
-                "rollback `{}` finished it since",
-                run_id(&finished)
-            ))),
-        "{}",
-        out.stdout
-    );
+    // A rollback cut off, finished by the next (which may find nothing
+    // left to undo): its report says by which.
+    for cut_at in ["after-done-0", "after-sync"] {
+        let t2 = Tree::new();
+        t2.write("grant/a", "1");
+        t2.write("grant/b", "1");
+        let g = t2.p("grant");
+        let run = ops(
+            &t2,
+            &[format!("write {g}/a 2"), format!("write {g}/b 2")],
+            &[],
+        );
+        let first = run_id(&run);
+        let killed = t2
+            .defops()
+            .into_command()
+            .env("DEFOPS_FAILPOINT", cut_at)
+            .args(["rollback", &first])
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed.status),
+            Some(9)
+        );
+        let cut = std::fs::read_dir(t2.path("state/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|id| *id != first)
+            .unwrap();
+        let finished = rollback(&t2, &first, &[]);
+        finished.assert_code(0);
+        let out = t2.defops().args(&["report", &cut]).output();
+        let line = out.stdout.lines().find(|l| l.starts_with("| Outcome |"));
+        assert!(
+            line.is_some_and(|l| l.contains("**cut off**")
+                && l.contains(&format!(
+                    "rollback `{}` finished it since",
+                    run_id(&finished)
+                ))),
+            "{cut_at}: {}",
+            out.stdout
+        );
+    }
 
     // A record changed without its hash: the rest cannot be told.
     let journal = t.path(&format!("state/runs/{killed_run}/journal.jsonl"));
@@ -786,4 +789,46 @@ fn a_directory_made_by_hand_where_a_killed_run_would_have_put_one_is_not_removed
     let forced = rollback(&t, &run_id, &["--force"]);
     assert!(t.path("grant/d").is_dir(), "{forced:?}");
     assert!(leftovers(&t).is_empty(), "{forced:?}");
+}
+
+/// The same after a rollback of the run was cut off, before or after it
+/// removed the leftover: the next rollback still knows where the run
+/// stopped, from the disk or from the cut-off rollback's journal.
+#[test]
+fn a_rollback_cut_off_still_knows_where_the_run_stopped() {
+    for cut_at in ["after-intents", "after-done-0"] {
+        let t = Tree::new();
+        let g = t.p("grant");
+        run_killed_at(
+            &t,
+            "before-rename-1",
+            &format!("ops=write {g}/a hello;mkdir {g}/d"),
+        );
+        let run = std::fs::read_dir(t.path("state/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .next()
+            .unwrap();
+        let cut = t
+            .defops()
+            .into_command()
+            .env("DEFOPS_FAILPOINT", cut_at)
+            .args(["rollback", &run])
+            .output()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&cut.status),
+            Some(9),
+            "{cut_at}"
+        );
+        std::fs::create_dir(t.path("grant/d")).unwrap();
+        let refused = rollback(&t, &run, &[]);
+        refused.assert_code(3).assert_stderr(&format!("{g}/d"));
+        assert!(t.path("grant/d").is_dir(), "{cut_at}");
+        // Once it is gone, the rollback finishes.
+        std::fs::remove_dir(t.path("grant/d")).unwrap();
+        rollback(&t, &run, &[]).assert_code(0);
+        assert!(!t.path("grant/a").exists(), "{cut_at}");
+        assert!(leftovers(&t).is_empty(), "{cut_at}");
+    }
 }

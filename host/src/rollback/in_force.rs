@@ -110,14 +110,11 @@ impl<'a> Effects<'a> {
     /// counted.
     pub fn window_candidates(&self, ov: &Overlay) -> Result<Result<Vec<usize>, Vec<Drift>>, Stop> {
         let window = self.window();
-        let stopped = self
-            .stopped_at
-            .and_then(|n| window.iter().position(|i| i["n"].as_u64() == Some(n)));
-        if let Some(k) = stopped
-            && !self.shows(ov, window[k], Which::Before)?
-        {
-            return Ok(Err(Self::drift_of(ov, window[k])?));
-        }
+        let stopped = match self.stopped(ov)? {
+            Some((_, drifts)) if !drifts.is_empty() => return Ok(Err(drifts)),
+            Some((k, _)) if k >= self.done_count && !window.is_empty() => Some(k - self.done_count),
+            _ => None,
+        };
         let mut out = Vec::new();
         for j in (0..=stopped.unwrap_or(window.len())).rev() {
             let last_applied = j == 0 || self.shows(ov, window[j - 1], Which::After)?;
@@ -130,6 +127,24 @@ impl<'a> Effects<'a> {
             return Ok(Ok(out));
         }
         Ok(Err(Self::drift_of(ov, window[0])?))
+    }
+
+    /// The index among the intents of the effect the run stopped at
+    /// ([`Effects::stopped_at`]), with how its paths differ from their
+    /// before-state now: it was never applied, so any difference is not
+    /// the run's.
+    pub fn stopped(&self, ov: &Overlay) -> Result<Option<(usize, Vec<Drift>)>, Stop> {
+        let Some(k) = self
+            .stopped_at
+            .and_then(|n| self.intents.iter().position(|i| i["n"].as_u64() == Some(n)))
+        else {
+            return Ok(None);
+        };
+        let drifts = match self.shows(ov, self.intents[k], Which::Before)? {
+            true => Vec::new(),
+            false => Self::drift_of(ov, self.intents[k])?,
+        };
+        Ok(Some((k, drifts)))
     }
 
     /// How the paths of intent `i` differ from its before-state now.

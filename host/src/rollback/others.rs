@@ -52,6 +52,9 @@ pub struct Others {
     /// rollbacks that did not finish: each may have left its temporary
     /// file or directory.
     pub unfinished_writes: Vec<super::Pending>,
+    /// The effect of the run whose leftover (`.defops-tmp-RUN-N`) a
+    /// rollback of it planned to remove: the run stopped there.
+    pub stopped_at: Option<u64>,
 }
 
 /// Reads the state directory's other journals: the real rollbacks of
@@ -173,6 +176,15 @@ pub fn read(state_dir: &Path, original: &str, header: &Value, intents: &[&Value]
         } else if loaded.of("intent").next().is_some() {
             others.complete = None;
             others.started = true;
+            let own = format!(".defops-tmp-{original}-");
+            let removed = loaded
+                .of("intent")
+                .filter(|i| matches!(i["op"].as_str(), Some("remove-file" | "remove-dir")))
+                .filter_map(|i| {
+                    let name = i["path"].as_str()?.rsplit('/').next()?;
+                    name.strip_prefix(&own)?.parse::<u64>().ok()
+                });
+            others.stopped_at = others.stopped_at.into_iter().chain(removed).min();
             let done: BTreeSet<u64> = loaded.of("done").filter_map(|d| d["n"].as_u64()).collect();
             for i in loaded.of("intent").filter(|i| super::made_beside(i)) {
                 if let (Some(path), Some(n)) = (i["path"].as_str(), i["n"].as_u64())
