@@ -283,6 +283,30 @@ fn a_dry_run_cannot_be_rolled_back_and_says_why() {
     back.assert_stderr("was a dry-run");
 }
 
+/// The ids of the runs and rollbacks in `t`'s state directory.
+fn runs_in(t: &Tree) -> Vec<String> {
+    std::fs::read_dir(t.path("state/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+/// `rollback RUN`, killed at the fail point `point`.
+fn rollback_killed_at(t: &Tree, run: &str, point: &str) {
+    let killed = t
+        .defops()
+        .into_command()
+        .env("DEFOPS_FAILPOINT", point)
+        .args(["rollback", run])
+        .output()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed.status),
+        Some(9),
+        "{point}: the fail point did not fire"
+    );
+}
+
 /// The `.defops-tmp-*` names in `t`'s grant.
 fn leftovers(t: &Tree) -> Vec<String> {
     std::fs::read_dir(t.path("grant"))
@@ -590,11 +614,7 @@ fn a_run_killed_before_a_new_directory_is_renamed_into_place_rolls_back() {
     // Nothing else was made.
     assert_eq!(std::fs::read_dir(t.path("grant")).unwrap().count(), 1);
     assert!(t.path(&format!("grant/{}", temporary[0])).is_dir());
-    let run_id = std::fs::read_dir(t.path("state/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .next()
-        .unwrap();
+    let run_id = runs_in(&t).remove(0);
     let dry = rollback(&t, &run_id, &["--dry-run"]);
     dry.assert_code(0);
     assert!(t.path(&format!("grant/{}", temporary[0])).is_dir());
@@ -687,11 +707,7 @@ fn the_report_of_a_run_without_an_outcome_says_what_is_known() {
     t.write("grant/b", "1");
     let ops_line = format!("ops=write {g}/a 2;write {g}/b 2", g = t.p("grant"));
     run_killed_at(&t, "after-done-1", &ops_line);
-    let killed_run = std::fs::read_dir(t.path("state/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .next()
-        .unwrap();
+    let killed_run = runs_in(&t).remove(0);
     let report = |of: &str| {
         let out = t.defops().args(&["report", of]).output();
         out.assert_code(0);
@@ -720,22 +736,8 @@ fn the_report_of_a_run_without_an_outcome_says_what_is_known() {
             &[],
         );
         let first = run_id(&run);
-        let killed = t2
-            .defops()
-            .into_command()
-            .env("DEFOPS_FAILPOINT", cut_at)
-            .args(["rollback", &first])
-            .output()
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&killed.status),
-            Some(9)
-        );
-        let cut = std::fs::read_dir(t2.path("state/runs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .find(|id| *id != first)
-            .unwrap();
+        rollback_killed_at(&t2, &first, cut_at);
+        let cut = runs_in(&t2).into_iter().find(|id| *id != first).unwrap();
         let finished = rollback(&t2, &first, &[]);
         finished.assert_code(0);
         let out = t2.defops().args(&["report", &cut]).output();
@@ -774,11 +776,7 @@ fn a_directory_made_by_hand_where_a_killed_run_would_have_put_one_is_not_removed
     let t = Tree::new();
     let g = t.p("grant");
     run_killed_at(&t, "before-rename-0", &format!("ops=mkdir {g}/d"));
-    let run_id = std::fs::read_dir(t.path("state/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .next()
-        .unwrap();
+    let run_id = runs_in(&t).remove(0);
     assert_eq!(leftovers(&t).len(), 1);
     std::fs::create_dir(t.path("grant/d")).unwrap();
     let before = t.snapshot("grant");
@@ -804,23 +802,8 @@ fn a_rollback_cut_off_still_knows_where_the_run_stopped() {
             "before-rename-1",
             &format!("ops=write {g}/a hello;mkdir {g}/d"),
         );
-        let run = std::fs::read_dir(t.path("state/runs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .next()
-            .unwrap();
-        let cut = t
-            .defops()
-            .into_command()
-            .env("DEFOPS_FAILPOINT", cut_at)
-            .args(["rollback", &run])
-            .output()
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&cut.status),
-            Some(9),
-            "{cut_at}"
-        );
+        let run = runs_in(&t).remove(0);
+        rollback_killed_at(&t, &run, cut_at);
         std::fs::create_dir(t.path("grant/d")).unwrap();
         let refused = rollback(&t, &run, &[]);
         refused.assert_code(3).assert_stderr(&format!("{g}/d"));
